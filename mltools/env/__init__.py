@@ -1,0 +1,11 @@
+"""What this machine and process are: ``collect_env()``."""
+from mltools.env.report import (
+    CpuInfo, EnvReport, GpuInfo, LibcInfo, MemoryInfo, NumaNodeInfo, PythonInfo,
+    RuntimeLibrary, collect_env, environment_findings, isa_level_from_flags,
+)
+
+__all__ = [
+    "CpuInfo", "EnvReport", "GpuInfo", "LibcInfo", "MemoryInfo", "NumaNodeInfo",
+    "PythonInfo", "RuntimeLibrary", "collect_env", "environment_findings",
+    "isa_level_from_flags",
+]

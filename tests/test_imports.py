@@ -1,0 +1,31 @@
+"""`mltools --help` stays fast: importing the CLI loads nothing heavy."""
+import subprocess
+import sys
+
+HEAVY = ["torch", "elftools", "Cython", "numpy", "psutil", "threadpoolctl", "mltools._cpu"]
+
+
+def test_cli_import_is_light():
+    code = ("import sys, mltools.cli; heavy = %r; "
+            "print(','.join(m for m in heavy if m in sys.modules))" % HEAVY)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_help_runs_without_heavy_imports():
+    code = ("import sys\nfrom mltools.cli import main\ntry:\n    main(['--help'])\n"
+            "except SystemExit:\n    pass\nheavy = %r\n"
+            "sys.stderr.write(','.join(m for m in heavy if m in sys.modules))" % HEAVY)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stderr.strip() == ""
+
+
+def test_every_module_imports_alone():
+    import pkgutil
+
+    import mltools
+    names = [m.name for m in pkgutil.walk_packages(mltools.__path__, "mltools.")
+             if not m.name.endswith("__main__")]
+    for name in names:
+        proc = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{name}: {proc.stderr.strip().splitlines()[-1:]}"
