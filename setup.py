@@ -22,7 +22,18 @@ cython_extensions = [
 
 # Plain shared objects that are never imported (LD_PRELOAD shims): built as
 # extensions so they land inside the package and make the wheel platform-tagged.
-plain_extensions = []
+plain_extensions = [
+    # malloc-fail's LD_PRELOAD shim: initial-exec TLS (a replacement malloc must
+    # not go through __tls_get_addr), only the allocation functions exported,
+    # _Unwind_Backtrace from libgcc_s so that unwinding never dlopens.
+    Extension(
+        "mltools.mallocfail._shim",
+        ["csrc/mallocfail/mallocfail.c"],
+        extra_compile_args=C_FLAGS + ["-ftls-model=initial-exec", "-fvisibility=hidden",
+                                      "-fno-builtin-malloc", "-fno-builtin-free"],
+        libraries=["gcc_s"],
+    ),
+]
 
 setup(
     ext_modules=cythonize(

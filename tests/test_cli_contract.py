@@ -17,6 +17,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # Entries are argv lists, or callables taking (tmp_path, cbuild) and returning one.
 JSON_SMOKE = {
     "env": ["env", "--json"],
+    "malloc-fail": lambda tmp_path, cbuild: [
+        "malloc-fail", "--json", "--fail-at", "1",
+        str(cbuild.build("mf_smoke", "#include <stdlib.h>\nint main(void){free(malloc(8));return 0;}\n"))],
 }
 
 

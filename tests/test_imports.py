@@ -28,4 +28,6 @@ def test_every_module_imports_alone():
              if not m.name.endswith("__main__")]
     for name in names:
         proc = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True)
+        if "does not define module export function" in proc.stderr:
+            continue   # a plain shared object (an LD_PRELOAD shim), never imported
         assert proc.returncode == 0, f"{name}: {proc.stderr.strip().splitlines()[-1:]}"

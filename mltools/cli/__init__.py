@@ -112,6 +112,9 @@ def _register() -> None:
     from mltools.cli import env as env_cli
 
     cli.add_command(env_cli.env_cmd)
+    from mltools.cli import mallocfail as mallocfail_cli
+
+    cli.add_command(mallocfail_cli.malloc_fail_cmd)
 
 
 _register()

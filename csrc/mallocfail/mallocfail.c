@@ -1,0 +1,849 @@
+/* mltools malloc-fail: an LD_PRELOAD shim that makes chosen allocations fail.
+ *
+ * Interposes malloc, calloc, realloc, reallocarray, posix_memalign,
+ * aligned_alloc, memalign, valloc and pvalloc (and free, which is never
+ * failed and preserves errno). Configuration comes from MLTOOLS_MF_*
+ * environment variables, read lazily on the first call or in the
+ * constructor, whichever comes first (libstdc++ allocates before any
+ * constructor of ours runs). Records go to the file descriptor named by
+ * MLTOOLS_MF_FD, one line per write(): H (hello: the handshake), F (an
+ * injected failure), T (trace of a counted call), S/C (fork-mode points),
+ * X (exit counts). The format is parsed by mltools/mallocfail/report.py.
+ *
+ * Rules this file keeps (see docs/malloc-fail.md):
+ *  - no dlsym recursion: forward to glibc's __libc_* entry points, or
+ *    (MLTOOLS_MF_FORWARD=next) resolve RTLD_NEXT eagerly at init and serve
+ *    allocations made during the resolution from a static bump buffer;
+ *  - nothing here allocates: formatting is by hand into stack buffers;
+ *  - a failure sets errno = ENOMEM; posix_memalign returns ENOMEM and leaves
+ *    errno alone; a failed realloc leaves the old block valid;
+ *  - the call index is one relaxed atomic (exact under threads), or a
+ *    thread-local counter with MLTOOLS_MF_PER_THREAD=1;
+ *  - reallocarray is implemented here on top of the real realloc, so it is
+ *    counted once.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <unwind.h>
+
+#define MF_EXPORT __attribute__((visibility("default")))
+#define MF_LIKELY(x) __builtin_expect(!!(x), 1)
+#define MF_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define MF_PROTOCOL_VERSION 1
+
+enum mf_fn { FN_MALLOC, FN_CALLOC, FN_REALLOC, FN_REALLOCARRAY, FN_POSIX_MEMALIGN,
+             FN_ALIGNED_ALLOC, FN_MEMALIGN, FN_VALLOC, FN_PVALLOC, FN_COUNT };
+static const char *const fn_names[FN_COUNT] = {
+    "malloc", "calloc", "realloc", "reallocarray", "posix_memalign",
+    "aligned_alloc", "memalign", "valloc", "pvalloc"};
+
+/* glibc's own entry points: calling them never goes through dlsym. */
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+extern void *__libc_memalign(size_t, size_t);
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+
+struct real_fns {
+    void *(*malloc)(size_t);
+    void *(*calloc)(size_t, size_t);
+    void *(*realloc)(void *, size_t);
+    void (*free)(void *);
+    void *(*memalign)(size_t, size_t);
+    int (*posix_memalign)(void **, size_t, size_t);
+    void *(*aligned_alloc)(size_t, size_t);
+    void *(*valloc)(size_t);
+    void *(*pvalloc)(size_t);
+};
+static struct real_fns real = {__libc_malloc, __libc_calloc, __libc_realloc, __libc_free,
+                               __libc_memalign, NULL, NULL, __libc_valloc, __libc_pvalloc};
+
+/* State shared across the process tree through a MAP_SHARED page the parent
+ * passes (MLTOOLS_MF_STATE_FD); a private copy when there is none. */
+struct shared_state {
+    _Atomic int root_pid;        /* the process that claimed "root" */
+    _Atomic uint64_t index;      /* tree scope: the one call counter */
+    _Atomic uint64_t failures;   /* tree scope: failures injected */
+    _Atomic uint64_t records;    /* F records written (all processes) */
+};
+static struct shared_state private_state;
+static struct shared_state *shared = &private_state;
+
+enum scope { SCOPE_ROOT, SCOPE_TREE, SCOPE_EACH };
+
+struct config {
+    int fd;                      /* report fd, -1 for none */
+    uint64_t first;              /* first index that may fail; UINT64_MAX: never */
+    uint64_t count;              /* failures from `first`; 0: unlimited */
+    uint64_t last;               /* fork mode: last index to try; 0: no limit */
+    uint64_t prob_threshold;     /* fail when mix(seed, index) < threshold */
+    int use_prob;
+    uint64_t seed;
+    uint64_t min_size, max_size;
+    unsigned funcs;              /* bit per enum mf_fn */
+    int per_thread;
+    int forward_next;
+    int scope;
+    int trace;
+    int fork_mode;
+    uint64_t fork_timeout_ms;
+    char fork_dir[512];
+    uint64_t max_records;
+    int frames;
+};
+static struct config cfg = {.fd = -1, .first = UINT64_MAX, .max_size = UINT64_MAX,
+                            .funcs = (1u << FN_COUNT) - 1, .max_records = 64, .frames = 16};
+
+/* Per-process facts, set at init. */
+static int injects;              /* this process may fail calls */
+static pid_t my_pid;
+static _Atomic uint64_t local_index, local_failures;
+static _Atomic uint64_t *index_ctr = &local_index, *failures_ctr = &local_failures;
+static char exe_path[1024];
+static const char *role = "passive";
+static uintptr_t main_base;     /* load bias of the executable; 0 when not PIE */
+static struct range_s { uintptr_t lo, hi; } main_ranges[8];
+static int n_main_ranges, phdr_seen;
+struct range { uintptr_t lo, hi; };
+static struct range sys_ranges[16];   /* libc, ld.so, this shim: "not user code" */
+static int n_sys_ranges;
+
+/* Per-thread counts (initial-exec TLS: no __tls_get_addr, no allocation). */
+struct tstats {
+    uint64_t calls[FN_COUNT], counted[FN_COUNT], failed[FN_COUNT];
+    uint64_t allocs, frees, index;
+    int registered;
+};
+static __thread struct tstats tls_stats __attribute__((tls_model("initial-exec")));
+static __thread int tls_busy __attribute__((tls_model("initial-exec")));
+#define MAX_SLOTS 512
+static struct tstats *_Atomic slots[MAX_SLOTS];
+static _Atomic uint64_t folded_calls[FN_COUNT], folded_counted[FN_COUNT], folded_failed[FN_COUNT];
+static _Atomic uint64_t folded_allocs, folded_frees;
+static pthread_key_t stats_key;
+static int stats_key_ok;
+
+/* 0 uninitialised, 1 initialising, 2 ready. */
+static _Atomic int init_state;
+
+/* RTLD_NEXT mode: allocations made while dlsym runs come from here. */
+static _Alignas(64) unsigned char bump_buf[64 * 1024];
+static _Atomic size_t bump_used;
+
+static int in_bump(const void *p) {
+    return (const unsigned char *)p >= bump_buf && (const unsigned char *)p < bump_buf + sizeof bump_buf;
+}
+
+static void *bump_alloc(size_t size, size_t align) {
+    if (align < 16) align = 16;
+    size_t old = atomic_load(&bump_used), start, end;
+    do {
+        start = (old + align - 1) & ~(align - 1);
+        end = start + size;
+        if (end > sizeof bump_buf || end < start) return NULL;
+    } while (!atomic_compare_exchange_weak(&bump_used, &old, end));
+    return bump_buf + start;  /* static storage is zeroed: fine for calloc too */
+}
+
+/* ---- small allocation-free formatting ------------------------------------ */
+
+struct buf { char *p; size_t len, cap; };
+
+static void put_str(struct buf *b, const char *s) {
+    while (*s && b->len + 1 < b->cap) b->p[b->len++] = *s++;
+}
+
+/* A value from outside (a path): tabs and newlines would break the record. */
+static void put_val(struct buf *b, const char *s) {
+    while (*s && b->len + 1 < b->cap) {
+        char c = *s++;
+        b->p[b->len++] = (c == '\t' || c == '\n' || c == '|') ? ' ' : c;
+    }
+}
+
+static void put_u64(struct buf *b, uint64_t v) {
+    char tmp[24];
+    int n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n && b->len + 1 < b->cap) b->p[b->len++] = tmp[--n];
+}
+
+static void put_hex(struct buf *b, uint64_t v) {
+    char tmp[20];
+    int n = 0;
+    do { tmp[n++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v);
+    put_str(b, "0x");
+    while (n && b->len + 1 < b->cap) b->p[b->len++] = tmp[--n];
+}
+
+static void put_kv(struct buf *b, const char *key, uint64_t v) {
+    put_str(b, "\t");
+    put_str(b, key);
+    put_str(b, "=");
+    put_u64(b, v);
+}
+
+static void emit_line(struct buf *b) {
+    if (cfg.fd < 0) return;
+    if (b->len + 1 >= b->cap) b->len = b->cap - 2;
+    b->p[b->len++] = '\n';
+    int saved = errno;
+    size_t off = 0;
+    while (off < b->len) {
+        ssize_t n = write(cfg.fd, b->p + off, b->len - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        off += (size_t)n;
+    }
+    errno = saved;
+}
+
+static uint64_t parse_u64(const char *s, uint64_t dflt) {
+    if (!s || !*s) return dflt;
+    uint64_t v = 0;
+    for (; *s >= '0' && *s <= '9'; s++) v = v * 10 + (uint64_t)(*s - '0');
+    return v;
+}
+
+static uint64_t mix64(uint64_t x) {   /* splitmix64 finaliser */
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* ---- init ----------------------------------------------------------------- */
+
+static int phdr_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
+    uintptr_t self = (uintptr_t)data;
+    int is_main = phdr_seen++ == 0;      /* the executable always comes first */
+    if (is_main) main_base = info->dlpi_addr;
+    int is_sys = strstr(name, "/libc.so") != NULL || strstr(name, "/ld-linux") != NULL
+                 || strstr(name, "/ld64.so") != NULL;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (is_main && n_main_ranges < 8) main_ranges[n_main_ranges++] = (struct range_s){lo, hi};
+        if ((is_sys || (self >= lo && self < hi)) && n_sys_ranges < 16)
+            sys_ranges[n_sys_ranges++] = (struct range){lo, hi};
+    }
+    return 0;
+}
+
+static int is_sys_addr(uintptr_t a) {
+    for (int i = 0; i < n_sys_ranges; i++)
+        if (a >= sys_ranges[i].lo && a < sys_ranges[i].hi) return 1;
+    return 0;
+}
+
+static int exe_matches(const char *spec, dev_t dev, ino_t ino) {
+    /* spec: "dev:ino[,dev:ino...]" */
+    while (spec && *spec) {
+        uint64_t d = parse_u64(spec, 0);
+        const char *colon = strchr(spec, ':');
+        if (!colon) return 0;
+        uint64_t i = parse_u64(colon + 1, 0);
+        if (d == (uint64_t)dev && i == (uint64_t)ino) return 1;
+        spec = strchr(colon, ',');
+        if (spec) spec++;
+    }
+    return 0;
+}
+
+static void write_hello(void) {
+    char line[1600];
+    struct buf b = {line, 0, sizeof line};
+    put_str(&b, "H");
+    put_kv(&b, "version", MF_PROTOCOL_VERSION);
+    put_kv(&b, "pid", (uint64_t)my_pid);
+    put_kv(&b, "ppid", (uint64_t)getppid());
+    put_str(&b, "\trole=");
+    put_str(&b, role);
+    put_str(&b, cfg.forward_next ? "\tforward=next" : "\tforward=libc");
+    put_str(&b, "\texe=");
+    put_val(&b, exe_path);
+    emit_line(&b);
+}
+
+static void resolve_next(void) {
+#define RESOLVE(field, name) do { void *p = dlsym(RTLD_NEXT, name); if (p) *(void **)&real.field = p; } while (0)
+    RESOLVE(malloc, "malloc");
+    RESOLVE(calloc, "calloc");
+    RESOLVE(realloc, "realloc");
+    RESOLVE(free, "free");
+    RESOLVE(memalign, "memalign");
+    RESOLVE(posix_memalign, "posix_memalign");
+    RESOLVE(aligned_alloc, "aligned_alloc");
+    RESOLVE(valloc, "valloc");
+    RESOLVE(pvalloc, "pvalloc");
+#undef RESOLVE
+}
+
+static void fold_stats(void *arg) {
+    struct tstats *ts = arg;
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        struct tstats *expected = ts;
+        if (atomic_compare_exchange_strong(&slots[i], &expected, NULL)) break;
+    }
+    for (int f = 0; f < FN_COUNT; f++) {
+        atomic_fetch_add_explicit(&folded_calls[f], ts->calls[f], memory_order_relaxed);
+        atomic_fetch_add_explicit(&folded_counted[f], ts->counted[f], memory_order_relaxed);
+        atomic_fetch_add_explicit(&folded_failed[f], ts->failed[f], memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&folded_allocs, ts->allocs, memory_order_relaxed);
+    atomic_fetch_add_explicit(&folded_frees, ts->frees, memory_order_relaxed);
+    memset(ts->calls, 0, sizeof ts->calls);
+    memset(ts->counted, 0, sizeof ts->counted);
+    memset(ts->failed, 0, sizeof ts->failed);
+    ts->allocs = ts->frees = 0;
+    ts->registered = 0;
+}
+
+static void do_init(void) {
+    const char *e;
+    cfg.fd = (int)parse_u64(getenv("MLTOOLS_MF_FD"), (uint64_t)-1);
+    if (getenv("MLTOOLS_MF_FD") == NULL) cfg.fd = -1;
+    cfg.first = parse_u64(getenv("MLTOOLS_MF_FIRST"), 0);
+    if (cfg.first == 0) cfg.first = UINT64_MAX;
+    cfg.count = parse_u64(getenv("MLTOOLS_MF_COUNT"), 0);
+    cfg.last = parse_u64(getenv("MLTOOLS_MF_LAST"), 0);
+    if ((e = getenv("MLTOOLS_MF_PROB_THRESHOLD")) && *e) {
+        cfg.use_prob = 1;
+        cfg.prob_threshold = parse_u64(e, 0);
+        if (cfg.first == UINT64_MAX) cfg.first = 1;
+    }
+    cfg.seed = parse_u64(getenv("MLTOOLS_MF_SEED"), 0);
+    cfg.min_size = parse_u64(getenv("MLTOOLS_MF_MIN_SIZE"), 0);
+    cfg.max_size = parse_u64(getenv("MLTOOLS_MF_MAX_SIZE"), UINT64_MAX);
+    cfg.funcs = (unsigned)parse_u64(getenv("MLTOOLS_MF_FUNCS"), (1u << FN_COUNT) - 1);
+    cfg.per_thread = parse_u64(getenv("MLTOOLS_MF_PER_THREAD"), 0) != 0;
+    cfg.trace = parse_u64(getenv("MLTOOLS_MF_TRACE"), 0) != 0;
+    cfg.max_records = parse_u64(getenv("MLTOOLS_MF_MAX_RECORDS"), 64);
+    cfg.frames = (int)parse_u64(getenv("MLTOOLS_MF_FRAMES"), 16);
+    if (cfg.frames > 32) cfg.frames = 32;
+    e = getenv("MLTOOLS_MF_FORWARD");
+    cfg.forward_next = e && strcmp(e, "next") == 0;
+    e = getenv("MLTOOLS_MF_SCOPE");
+    cfg.scope = !e ? SCOPE_ROOT : strcmp(e, "tree") == 0 ? SCOPE_TREE : strcmp(e, "each") == 0 ? SCOPE_EACH : SCOPE_ROOT;
+    if ((e = getenv("MLTOOLS_MF_FORK_DIR")) && *e && strlen(e) < sizeof cfg.fork_dir - 64) {
+        cfg.fork_mode = 1;
+        strcpy(cfg.fork_dir, e);
+        cfg.fork_timeout_ms = parse_u64(getenv("MLTOOLS_MF_FORK_TIMEOUT_MS"), 10000);
+    }
+
+    if (cfg.forward_next) resolve_next();
+
+    my_pid = getpid();
+    ssize_t n = readlink("/proc/self/exe", exe_path, sizeof exe_path - 1);
+    exe_path[n > 0 ? n : 0] = '\0';
+    dl_iterate_phdr(phdr_cb, (void *)(uintptr_t)&do_init);
+
+    uint64_t state_fd = parse_u64(getenv("MLTOOLS_MF_STATE_FD"), (uint64_t)-1);
+    if (getenv("MLTOOLS_MF_STATE_FD")) {
+        void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, (int)state_fd, 0);
+        if (p != MAP_FAILED) shared = p;
+    }
+
+    /* Which processes inject: see "Scope" in docs/malloc-fail.md. */
+    struct stat st;
+    int exe_ok = stat("/proc/self/exe", &st) == 0;
+    const char *target = getenv("MLTOOLS_MF_TARGET");
+    const char *exclude = getenv("MLTOOLS_MF_EXCLUDE");
+    int eligible;
+    if (target && *target) eligible = exe_ok && exe_matches(target, st.st_dev, st.st_ino);
+    else eligible = !(exe_ok && exclude && exe_matches(exclude, st.st_dev, st.st_ino));
+    int root_before = atomic_load(&shared->root_pid);
+    if (cfg.scope == SCOPE_EACH) {
+        injects = eligible;
+        role = eligible ? "each" : "not-target";
+    } else if (root_before == 0 || root_before == my_pid) {
+        int expected = 0;
+        if (eligible && (root_before == my_pid || atomic_compare_exchange_strong(&shared->root_pid, &expected, my_pid))) {
+            injects = 1;
+            role = "root";
+        } else {
+            role = eligible ? "root-taken" : "not-target";
+        }
+    } else if (cfg.scope == SCOPE_TREE) {
+        injects = 1;       /* started after the root: in its tree */
+        role = "tree";
+    } else {
+        role = eligible ? "not-root" : "not-target";
+    }
+    if (cfg.scope == SCOPE_TREE && injects) {
+        index_ctr = &shared->index;
+        failures_ctr = &shared->failures;
+    }
+    if (pthread_key_create(&stats_key, fold_stats) == 0) stats_key_ok = 1;
+    write_hello();
+}
+
+/* Returns 1 when the configuration is ready for this thread to use. */
+static int ensure_init(void) {
+    int s = atomic_load_explicit(&init_state, memory_order_acquire);
+    if (MF_LIKELY(s == 2)) return 1;
+    if (tls_busy) return 0;                 /* reentered from our own init */
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&init_state, &expected, 1)) {
+        tls_busy = 1;
+        do_init();
+        tls_busy = 0;
+        atomic_store_explicit(&init_state, 2, memory_order_release);
+        return 1;
+    }
+    while (atomic_load_explicit(&init_state, memory_order_acquire) != 2) sched_yield();
+    return 1;
+}
+
+__attribute__((constructor)) static void mf_constructor(void) { ensure_init(); }
+
+static void register_thread(struct tstats *ts) {
+    ts->registered = 1;
+    tls_busy = 1;                           /* pthread_setspecific may allocate */
+    if (stats_key_ok) pthread_setspecific(stats_key, ts);
+    tls_busy = 0;
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        struct tstats *expected = NULL;
+        if (atomic_load_explicit(&slots[i], memory_order_relaxed) == NULL
+            && atomic_compare_exchange_strong(&slots[i], &expected, ts)) break;
+    }
+}
+
+/* ---- stacks and records ---------------------------------------------------- */
+
+struct unwind_ctx { uintptr_t *ips; int n, max; };
+
+static _Unwind_Reason_Code unwind_cb(struct _Unwind_Context *uc, void *arg) {
+    struct unwind_ctx *c = arg;
+    uintptr_t ip = (uintptr_t)_Unwind_GetIP(uc);
+    if (ip == 0) return _URC_END_OF_STACK;
+    if (c->n >= c->max) return _URC_END_OF_STACK;
+    c->ips[c->n++] = ip;
+    return _URC_NO_REASON;
+}
+
+/* Frames of the current stack, starting at the caller of the interposed function. */
+static int capture(uintptr_t caller, uintptr_t *ips, int max) {
+    uintptr_t raw[48];
+    struct unwind_ctx c = {raw, 0, 48};
+    _Unwind_Backtrace(unwind_cb, &c);
+    int start = -1;
+    for (int i = 0; i < c.n; i++)
+        if (raw[i] == caller) { start = i; break; }
+    int n = 0;
+    if (start < 0) { ips[n++] = caller; start = c.n; }
+    for (int i = start; i < c.n && n < max; i++) ips[n++] = raw[i];
+    return n;
+}
+
+static void put_frame(struct buf *b, uintptr_t ip) {
+    for (int i = 0; i < n_main_ranges; i++) {
+        if (ip >= main_ranges[i].lo && ip < main_ranges[i].hi) {
+            /* the executable: offsets are link-time addresses (absolute when not PIE) */
+            put_val(b, exe_path);
+            put_str(b, "+");
+            put_hex(b, ip - main_base);
+            return;
+        }
+    }
+    Dl_info info;
+    if (dladdr((void *)ip, &info) && info.dli_fbase) {
+        const char *name = info.dli_fname && *info.dli_fname ? info.dli_fname : "?";
+        uintptr_t base = (uintptr_t)info.dli_fbase;
+        put_val(b, name);
+        put_str(b, "+");
+        put_hex(b, ip - base);
+    } else {
+        put_str(b, "?+");
+        put_hex(b, ip);
+    }
+}
+
+static void record_failure(int fn, size_t size, uint64_t idx, uintptr_t caller) {
+    uint64_t seq = atomic_fetch_add_explicit(&shared->records, 1, memory_order_relaxed);
+    if (seq >= cfg.max_records || cfg.fd < 0) return;
+    char line[12288];
+    struct buf b = {line, 0, sizeof line};
+    put_str(&b, "F");
+    put_kv(&b, "pid", (uint64_t)getpid());
+    put_kv(&b, "tid", (uint64_t)gettid());
+    put_str(&b, "\tfn=");
+    put_str(&b, fn_names[fn]);
+    put_kv(&b, "size", size);
+    put_kv(&b, "index", idx);
+    put_str(&b, "\tcaller=");
+    put_frame(&b, caller);
+    uintptr_t ips[32];
+    int n = capture(caller, ips, cfg.frames);
+    put_str(&b, "\tframes=");
+    for (int i = 0; i < n; i++) {
+        if (i) put_str(&b, "|");
+        put_frame(&b, ips[i]);
+    }
+    put_str(&b, "\texe=");
+    put_val(&b, exe_path);
+    emit_line(&b);
+}
+
+static void record_trace(int fn, size_t size, uint64_t idx, uintptr_t caller) {
+    uintptr_t ips[8];
+    int n = capture(caller, ips, 8);
+    char line[8192];
+    struct buf b = {line, 0, sizeof line};
+    put_str(&b, "T");
+    put_kv(&b, "pid", (uint64_t)getpid());
+    put_str(&b, "\tfn=");
+    put_str(&b, fn_names[fn]);
+    put_kv(&b, "size", size);
+    put_kv(&b, "index", idx);
+    put_str(&b, "\tframes=");
+    for (int i = 0; i < n; i++) {
+        if (i) put_str(&b, "|");
+        put_frame(&b, ips[i]);
+    }
+    emit_line(&b);
+}
+
+static int count_threads(void) {
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char s[1024];
+    ssize_t n = read(fd, s, sizeof s - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    s[n] = '\0';
+    char *p = strrchr(s, ')');   /* comm may contain spaces */
+    if (!p) return -1;
+    /* fields after ')': state(3) ... num_threads is field 20 */
+    int field = 2;
+    for (; *p && field < 20; p++)
+        if (*p == ' ') field++;
+    return (int)parse_u64(p, 0);
+}
+
+static void fork_record(const char *kind, uint64_t idx, const char *reason, pid_t child,
+                        int status, int timed_out) {
+    char line[256];
+    struct buf b = {line, 0, sizeof line};
+    put_str(&b, kind);
+    put_kv(&b, "pid", (uint64_t)my_pid);
+    put_kv(&b, "index", idx);
+    if (reason) { put_str(&b, "\treason="); put_str(&b, reason); }
+    if (child > 0) {
+        put_kv(&b, "child", (uint64_t)child);
+        put_kv(&b, "status", (uint64_t)(unsigned)status);
+        put_kv(&b, "timed_out", (uint64_t)timed_out);
+    }
+    emit_line(&b);
+}
+
+static void child_redirect(uint64_t idx) {
+    char path[600];
+    struct buf b = {path, 0, sizeof path};
+    put_str(&b, cfg.fork_dir);
+    put_str(&b, "/");
+    put_u64(&b, idx);
+    size_t stem = b.len;
+    const char *sfx[2] = {".out", ".err"};
+    for (int i = 0; i < 2; i++) {
+        b.len = stem;
+        put_str(&b, sfx[i]);
+        path[b.len] = '\0';
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd >= 0) { dup2(fd, 1 + i); close(fd); }
+    }
+    b.len = stem;
+    put_str(&b, ".d");
+    path[b.len] = '\0';
+    if (mkdir(path, 0700) == 0 && chdir(path) != 0) { /* keep the parent's cwd */ }
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull >= 0) { dup2(devnull, 0); close(devnull); }
+}
+
+/* Fork mode: the child gets the failure, the parent waits for it and goes on.
+ * Returns 1 in the child (fail this call), 0 in the parent. */
+static int fork_point(uint64_t idx, uintptr_t caller) {
+    if (cfg.last && idx > cfg.last) return 0;
+    if (is_sys_addr(caller)) { fork_record("S", idx, "libc-caller", 0, 0, 0); return 0; }
+    if (count_threads() != 1) { fork_record("S", idx, "threads", 0, 0, 0); return 0; }
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        cfg.fork_mode = 0;
+        my_pid = getpid();
+        child_redirect(idx);
+        /* persistent: every later counted call fails too; else only this one */
+        cfg.count = parse_u64(getenv("MLTOOLS_MF_PERSISTENT"), 0) ? 0 : 1;
+        cfg.first = idx;
+        return 1;
+    }
+    if (pid < 0) {
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        fork_record("S", idx, "fork-failed", 0, 0, 0);
+        return 0;
+    }
+    int status = 0, timed_out = 0;
+    struct timespec t0, now, nap = {0, 20000};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) break;
+        if (r < 0 && errno != EINTR) { status = -1; break; }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        uint64_t ms = (uint64_t)(now.tv_sec - t0.tv_sec) * 1000 + (uint64_t)((now.tv_nsec - t0.tv_nsec) / 1000000);
+        if (ms >= cfg.fork_timeout_ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            timed_out = 1;
+            break;
+        }
+        nanosleep(&nap, NULL);
+        if (nap.tv_nsec < 2000000) nap.tv_nsec *= 2;
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    fork_record("C", idx, NULL, pid, status, timed_out);
+    return 0;
+}
+
+/* ---- the decision ---------------------------------------------------------- */
+
+static __attribute__((noinline)) int slow_decide(int fn, size_t size, uint64_t idx, uintptr_t caller) {
+    if (!injects) return 0;
+    if (cfg.scope == SCOPE_ROOT && getpid() != my_pid) return 0;   /* a forked child of the root */
+    int fail;
+    tls_busy = 1;
+    if (cfg.fork_mode) {
+        fail = fork_point(idx, caller);
+    } else if (cfg.use_prob) {
+        fail = mix64(cfg.seed ^ mix64(idx)) < cfg.prob_threshold;
+        if (fail && cfg.count)
+            fail = atomic_fetch_add_explicit(failures_ctr, 1, memory_order_relaxed) < cfg.count;
+    } else {
+        fail = cfg.count == 0 || idx - cfg.first < cfg.count;
+    }
+    if (fail) {
+        tls_stats.failed[fn]++;
+        record_failure(fn, size, idx, caller);
+    }
+    tls_busy = 0;
+    return fail;
+}
+
+static inline int should_fail(int fn, size_t size, uintptr_t caller) {
+    if (MF_UNLIKELY(!ensure_init())) return 0;
+    if (MF_UNLIKELY(tls_busy)) return 0;
+    struct tstats *ts = &tls_stats;
+    if (MF_UNLIKELY(!ts->registered)) register_thread(ts);
+    ts->calls[fn]++;
+    if (!((cfg.funcs >> fn) & 1u) || size < cfg.min_size || size > cfg.max_size) return 0;
+    ts->counted[fn]++;
+    uint64_t idx = cfg.per_thread ? ++ts->index
+                                  : atomic_fetch_add_explicit(index_ctr, 1, memory_order_relaxed) + 1;
+    if (MF_UNLIKELY(cfg.trace)) {
+        tls_busy = 1;
+        record_trace(fn, size, idx, caller);
+        tls_busy = 0;
+    }
+    if (MF_LIKELY(idx < cfg.first)) return 0;
+    return slow_decide(fn, size, idx, caller);
+}
+
+static inline void note_alloc(void *p) {
+    if (p && MF_LIKELY(!tls_busy)) tls_stats.allocs++;
+}
+
+#define CALLER ((uintptr_t)__builtin_return_address(0))
+
+/* Before init completes in RTLD_NEXT mode the real functions may be unknown. */
+static inline int early(void) {
+    return cfg.forward_next && atomic_load_explicit(&init_state, memory_order_acquire) != 2 && tls_busy;
+}
+
+MF_EXPORT void *malloc(size_t size) {
+    if (MF_UNLIKELY(early())) return bump_alloc(size, 16);
+    if (should_fail(FN_MALLOC, size, CALLER)) { errno = ENOMEM; return NULL; }
+    void *p = real.malloc(size);
+    note_alloc(p);
+    return p;
+}
+
+MF_EXPORT void *calloc(size_t nmemb, size_t size) {
+    if (MF_UNLIKELY(early())) {
+        size_t total;
+        if (__builtin_mul_overflow(nmemb, size, &total)) return NULL;
+        return bump_alloc(total, 16);
+    }
+    size_t total;
+    if (__builtin_mul_overflow(nmemb, size, &total)) total = SIZE_MAX;
+    if (should_fail(FN_CALLOC, total, CALLER)) { errno = ENOMEM; return NULL; }
+    void *p = real.calloc(nmemb, size);
+    note_alloc(p);
+    return p;
+}
+
+static void *realloc_common(int fn, void *old, size_t size, uintptr_t caller) {
+    if (MF_UNLIKELY(early() || in_bump(old))) {
+        void *p = in_bump(old) && !early() ? real.malloc(size) : bump_alloc(size, 16);
+        if (p && old) {
+            size_t avail = (size_t)(bump_buf + sizeof bump_buf - (unsigned char *)old);
+            memcpy(p, old, size < avail ? size : avail);
+        }
+        return p;
+    }
+    if (should_fail(fn, size, caller)) { errno = ENOMEM; return NULL; }   /* old block untouched */
+    void *p = real.realloc(old, size);
+    if (!tls_busy) {
+        if (!old && p) tls_stats.allocs++;
+        else if (old && size == 0 && !p) tls_stats.frees++;
+    }
+    return p;
+}
+
+MF_EXPORT void *realloc(void *old, size_t size) {
+    return realloc_common(FN_REALLOC, old, size, CALLER);
+}
+
+MF_EXPORT void *reallocarray(void *old, size_t nmemb, size_t size) {
+    size_t total;
+    if (__builtin_mul_overflow(nmemb, size, &total)) { errno = ENOMEM; return NULL; }
+    return realloc_common(FN_REALLOCARRAY, old, total, CALLER);
+}
+
+MF_EXPORT void free(void *p) {
+    if (!p || MF_UNLIKELY(in_bump(p))) return;
+    if (MF_UNLIKELY(early())) return;   /* cannot happen: nothing real was handed out yet */
+    int saved = errno;
+    if (MF_LIKELY(!tls_busy) && atomic_load_explicit(&init_state, memory_order_relaxed) == 2) tls_stats.frees++;
+    real.free(p);
+    errno = saved;
+}
+
+static int valid_posix_alignment(size_t a) {
+    return a != 0 && a % sizeof(void *) == 0 && (a & (a - 1)) == 0;
+}
+
+MF_EXPORT int posix_memalign(void **out, size_t alignment, size_t size) {
+    if (MF_UNLIKELY(early())) {
+        void *p = bump_alloc(size, alignment);
+        if (!p) return ENOMEM;
+        *out = p;
+        return 0;
+    }
+    if (!valid_posix_alignment(alignment)) return EINVAL;
+    if (should_fail(FN_POSIX_MEMALIGN, size, CALLER)) return ENOMEM;   /* errno untouched */
+    int saved = errno;
+    int rc;
+    if (real.posix_memalign) {
+        rc = real.posix_memalign(out, alignment, size);
+    } else {
+        void *p = real.memalign(alignment, size);
+        rc = p ? 0 : ENOMEM;
+        if (p) *out = p;
+    }
+    errno = saved;
+    if (rc == 0) note_alloc(*out);
+    return rc;
+}
+
+MF_EXPORT void *aligned_alloc(size_t alignment, size_t size) {
+    if (MF_UNLIKELY(early())) return bump_alloc(size, alignment);
+    if (should_fail(FN_ALIGNED_ALLOC, size, CALLER)) { errno = ENOMEM; return NULL; }
+    void *p = real.aligned_alloc ? real.aligned_alloc(alignment, size) : real.memalign(alignment, size);
+    note_alloc(p);
+    return p;
+}
+
+MF_EXPORT void *memalign(size_t alignment, size_t size) {
+    if (MF_UNLIKELY(early())) return bump_alloc(size, alignment);
+    if (should_fail(FN_MEMALIGN, size, CALLER)) { errno = ENOMEM; return NULL; }
+    void *p = real.memalign(alignment, size);
+    note_alloc(p);
+    return p;
+}
+
+MF_EXPORT void *valloc(size_t size) {
+    if (MF_UNLIKELY(early())) return bump_alloc(size, 4096);
+    if (should_fail(FN_VALLOC, size, CALLER)) { errno = ENOMEM; return NULL; }
+    void *p = real.valloc(size);
+    note_alloc(p);
+    return p;
+}
+
+MF_EXPORT void *pvalloc(size_t size) {
+    if (MF_UNLIKELY(early())) return bump_alloc(size, 4096);
+    if (should_fail(FN_PVALLOC, size, CALLER)) { errno = ENOMEM; return NULL; }
+    void *p = real.pvalloc(size);
+    note_alloc(p);
+    return p;
+}
+
+/* ---- exit report ----------------------------------------------------------- */
+
+__attribute__((destructor)) static void mf_destructor(void) {
+    if (atomic_load(&init_state) != 2 || cfg.fd < 0) return;
+    uint64_t calls[FN_COUNT], counted[FN_COUNT], failed[FN_COUNT], allocs, frees;
+    for (int f = 0; f < FN_COUNT; f++) {
+        calls[f] = atomic_load(&folded_calls[f]);
+        counted[f] = atomic_load(&folded_counted[f]);
+        failed[f] = atomic_load(&folded_failed[f]);
+    }
+    allocs = atomic_load(&folded_allocs);
+    frees = atomic_load(&folded_frees);
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        struct tstats *ts = atomic_load(&slots[i]);
+        if (!ts) continue;
+        for (int f = 0; f < FN_COUNT; f++) {
+            calls[f] += __atomic_load_n(&ts->calls[f], __ATOMIC_RELAXED);
+            counted[f] += __atomic_load_n(&ts->counted[f], __ATOMIC_RELAXED);
+            failed[f] += __atomic_load_n(&ts->failed[f], __ATOMIC_RELAXED);
+        }
+        allocs += __atomic_load_n(&ts->allocs, __ATOMIC_RELAXED);
+        frees += __atomic_load_n(&ts->frees, __ATOMIC_RELAXED);
+    }
+    char line[2048];
+    struct buf b = {line, 0, sizeof line};
+    put_str(&b, "X");
+    put_kv(&b, "pid", (uint64_t)getpid());
+    put_str(&b, "\trole=");
+    put_str(&b, getpid() == my_pid ? role : "forked");
+    for (int f = 0; f < FN_COUNT; f++) {
+        put_str(&b, "\tfn=");
+        put_str(&b, fn_names[f]);
+        put_str(&b, ":");
+        put_u64(&b, calls[f]);
+        put_str(&b, ":");
+        put_u64(&b, counted[f]);
+        put_str(&b, ":");
+        put_u64(&b, failed[f]);
+    }
+    put_kv(&b, "index", atomic_load(index_ctr));
+    put_kv(&b, "allocs", allocs);
+    put_kv(&b, "frees", frees);
+    emit_line(&b);
+}
