@@ -35,7 +35,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -130,7 +132,8 @@ static int n_sys_ranges;
 /* Per-thread counts (initial-exec TLS: no __tls_get_addr, no allocation). */
 struct tstats {
     uint64_t calls[FN_COUNT], counted[FN_COUNT], failed[FN_COUNT];
-    uint64_t allocs, frees, index;
+    int64_t adjust;               /* realloc bookkeeping for live blocks */
+    uint64_t frees, index;
     int registered;
 };
 static __thread struct tstats tls_stats __attribute__((tls_model("initial-exec")));
@@ -138,7 +141,8 @@ static __thread int tls_busy __attribute__((tls_model("initial-exec")));
 #define MAX_SLOTS 512
 static struct tstats *_Atomic slots[MAX_SLOTS];
 static _Atomic uint64_t folded_calls[FN_COUNT], folded_counted[FN_COUNT], folded_failed[FN_COUNT];
-static _Atomic uint64_t folded_allocs, folded_frees;
+static _Atomic int64_t folded_adjust;
+static _Atomic uint64_t folded_frees;
 static pthread_key_t stats_key;
 static int stats_key_ok;
 
@@ -312,12 +316,13 @@ static void fold_stats(void *arg) {
         atomic_fetch_add_explicit(&folded_counted[f], ts->counted[f], memory_order_relaxed);
         atomic_fetch_add_explicit(&folded_failed[f], ts->failed[f], memory_order_relaxed);
     }
-    atomic_fetch_add_explicit(&folded_allocs, ts->allocs, memory_order_relaxed);
+    atomic_fetch_add_explicit(&folded_adjust, ts->adjust, memory_order_relaxed);
     atomic_fetch_add_explicit(&folded_frees, ts->frees, memory_order_relaxed);
     memset(ts->calls, 0, sizeof ts->calls);
     memset(ts->counted, 0, sizeof ts->counted);
     memset(ts->failed, 0, sizeof ts->failed);
-    ts->allocs = ts->frees = 0;
+    ts->adjust = 0;
+    ts->frees = 0;
     ts->registered = 0;
 }
 
@@ -401,7 +406,7 @@ static void do_init(void) {
 }
 
 /* Returns 1 when the configuration is ready for this thread to use. */
-static int ensure_init(void) {
+static __attribute__((noinline, cold)) int ensure_init(void) {
     int s = atomic_load_explicit(&init_state, memory_order_acquire);
     if (MF_LIKELY(s == 2)) return 1;
     if (tls_busy) return 0;                 /* reentered from our own init */
@@ -566,14 +571,13 @@ static void child_redirect(uint64_t idx) {
     put_str(&b, "/");
     put_u64(&b, idx);
     size_t stem = b.len;
-    const char *sfx[2] = {".out", ".err"};
-    for (int i = 0; i < 2; i++) {
-        b.len = stem;
-        put_str(&b, sfx[i]);
-        path[b.len] = '\0';
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd >= 0) { dup2(fd, 1 + i); close(fd); }
-    }
+    /* stdout is not compared in fork mode: /dev/null; stderr is kept for the outcome */
+    int out = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (out >= 0) { dup2(out, 1); close(out); }
+    put_str(&b, ".err");
+    path[b.len] = '\0';
+    int err = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (err >= 0) { dup2(err, 2); close(err); }
     b.len = stem;
     put_str(&b, ".d");
     path[b.len] = '\0';
@@ -609,22 +613,36 @@ static int fork_point(uint64_t idx, uintptr_t caller) {
         return 0;
     }
     int status = 0, timed_out = 0;
-    struct timespec t0, now, nap = {0, 20000};
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) break;
-        if (r < 0 && errno != EINTR) { status = -1; break; }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        uint64_t ms = (uint64_t)(now.tv_sec - t0.tv_sec) * 1000 + (uint64_t)((now.tv_nsec - t0.tv_nsec) / 1000000);
-        if (ms >= cfg.fork_timeout_ms) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            timed_out = 1;
-            break;
+#ifdef SYS_pidfd_open
+    /* wait with a timeout: poll a pidfd (Linux >= 5.3), else poll waitpid */
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd >= 0) {
+        struct pollfd pfd = {pidfd, POLLIN, 0};
+        int r;
+        do r = poll(&pfd, 1, (int)cfg.fork_timeout_ms); while (r < 0 && errno == EINTR);
+        close(pidfd);
+        if (r == 0) { kill(pid, SIGKILL); timed_out = 1; }
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    } else
+#endif
+    {
+        struct timespec t0, now, nap = {0, 20000};
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+            pid_t r = waitpid(pid, &status, WNOHANG);
+            if (r == pid) break;
+            if (r < 0 && errno != EINTR) { status = -1; break; }
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            uint64_t ms = (uint64_t)(now.tv_sec - t0.tv_sec) * 1000 + (uint64_t)((now.tv_nsec - t0.tv_nsec) / 1000000);
+            if (ms >= cfg.fork_timeout_ms) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &status, 0);
+                timed_out = 1;
+                break;
+            }
+            nanosleep(&nap, NULL);
+            if (nap.tv_nsec < 2000000) nap.tv_nsec *= 2;
         }
-        nanosleep(&nap, NULL);
-        if (nap.tv_nsec < 2000000) nap.tv_nsec *= 2;
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
     fork_record("C", idx, NULL, pid, status, timed_out);
@@ -656,7 +674,7 @@ static __attribute__((noinline)) int slow_decide(int fn, size_t size, uint64_t i
 }
 
 static inline int should_fail(int fn, size_t size, uintptr_t caller) {
-    if (MF_UNLIKELY(!ensure_init())) return 0;
+    if (MF_UNLIKELY(atomic_load_explicit(&init_state, memory_order_acquire) != 2) && !ensure_init()) return 0;
     if (MF_UNLIKELY(tls_busy)) return 0;
     struct tstats *ts = &tls_stats;
     if (MF_UNLIKELY(!ts->registered)) register_thread(ts);
@@ -674,37 +692,31 @@ static inline int should_fail(int fn, size_t size, uintptr_t caller) {
     return slow_decide(fn, size, idx, caller);
 }
 
-static inline void note_alloc(void *p) {
-    if (p && MF_LIKELY(!tls_busy)) tls_stats.allocs++;
-}
-
 #define CALLER ((uintptr_t)__builtin_return_address(0))
 
-/* Before init completes in RTLD_NEXT mode the real functions may be unknown. */
+/* In RTLD_NEXT mode, while our own init runs dlsym, the real functions are
+ * not known yet: those allocations come from the bump buffer. */
 static inline int early(void) {
-    return cfg.forward_next && atomic_load_explicit(&init_state, memory_order_acquire) != 2 && tls_busy;
+    return MF_UNLIKELY(atomic_load_explicit(&init_state, memory_order_relaxed) != 2)
+           && cfg.forward_next && tls_busy;
 }
 
+/* Live blocks at exit are derived from the counts (successful calls minus
+ * frees), so the fast paths end in a tail call to the real allocator. */
+#define FORWARD(libc_call, next_call) (MF_LIKELY(!cfg.forward_next) ? (libc_call) : (next_call))
+
 MF_EXPORT void *malloc(size_t size) {
-    if (MF_UNLIKELY(early())) return bump_alloc(size, 16);
-    if (should_fail(FN_MALLOC, size, CALLER)) { errno = ENOMEM; return NULL; }
-    void *p = real.malloc(size);
-    note_alloc(p);
-    return p;
+    if (early()) return bump_alloc(size, 16);
+    if (MF_UNLIKELY(should_fail(FN_MALLOC, size, CALLER))) { errno = ENOMEM; return NULL; }
+    return FORWARD(__libc_malloc(size), real.malloc(size));
 }
 
 MF_EXPORT void *calloc(size_t nmemb, size_t size) {
-    if (MF_UNLIKELY(early())) {
-        size_t total;
-        if (__builtin_mul_overflow(nmemb, size, &total)) return NULL;
-        return bump_alloc(total, 16);
-    }
     size_t total;
-    if (__builtin_mul_overflow(nmemb, size, &total)) total = SIZE_MAX;
-    if (should_fail(FN_CALLOC, total, CALLER)) { errno = ENOMEM; return NULL; }
-    void *p = real.calloc(nmemb, size);
-    note_alloc(p);
-    return p;
+    int overflow = __builtin_mul_overflow(nmemb, size, &total);
+    if (early()) return overflow ? NULL : bump_alloc(total, 16);
+    if (MF_UNLIKELY(should_fail(FN_CALLOC, overflow ? SIZE_MAX : total, CALLER))) { errno = ENOMEM; return NULL; }
+    return FORWARD(__libc_calloc(nmemb, size), real.calloc(nmemb, size));
 }
 
 static void *realloc_common(int fn, void *old, size_t size, uintptr_t caller) {
@@ -717,10 +729,11 @@ static void *realloc_common(int fn, void *old, size_t size, uintptr_t caller) {
         return p;
     }
     if (should_fail(fn, size, caller)) { errno = ENOMEM; return NULL; }   /* old block untouched */
-    void *p = real.realloc(old, size);
-    if (!tls_busy) {
-        if (!old && p) tls_stats.allocs++;
-        else if (old && size == 0 && !p) tls_stats.frees++;
+    void *p = FORWARD(__libc_realloc(old, size), real.realloc(old, size));
+    if (MF_LIKELY(!tls_busy)) {
+        /* a realloc of a block is neither a new block nor a free */
+        if (old && p) tls_stats.adjust--;
+        else if (old && size == 0 && !p) { tls_stats.adjust--; tls_stats.frees++; }
     }
     return p;
 }
@@ -737,9 +750,17 @@ MF_EXPORT void *reallocarray(void *old, size_t nmemb, size_t size) {
 
 MF_EXPORT void free(void *p) {
     if (!p || MF_UNLIKELY(in_bump(p))) return;
-    if (MF_UNLIKELY(early())) return;   /* cannot happen: nothing real was handed out yet */
+    struct tstats *ts = &tls_stats;
+    if (MF_LIKELY(!tls_busy)) {
+        if (MF_UNLIKELY(!ts->registered) && atomic_load_explicit(&init_state, memory_order_acquire) == 2)
+            register_thread(ts);
+        ts->frees++;
+    }
+    if (MF_LIKELY(!cfg.forward_next)) {
+        __libc_free(p);                     /* glibc >= 2.33 preserves errno itself */
+        return;
+    }
     int saved = errno;
-    if (MF_LIKELY(!tls_busy) && atomic_load_explicit(&init_state, memory_order_relaxed) == 2) tls_stats.frees++;
     real.free(p);
     errno = saved;
 }
@@ -749,7 +770,7 @@ static int valid_posix_alignment(size_t a) {
 }
 
 MF_EXPORT int posix_memalign(void **out, size_t alignment, size_t size) {
-    if (MF_UNLIKELY(early())) {
+    if (early()) {
         void *p = bump_alloc(size, alignment);
         if (!p) return ENOMEM;
         *out = p;
@@ -762,58 +783,51 @@ MF_EXPORT int posix_memalign(void **out, size_t alignment, size_t size) {
     if (real.posix_memalign) {
         rc = real.posix_memalign(out, alignment, size);
     } else {
-        void *p = real.memalign(alignment, size);
+        void *p = __libc_memalign(alignment, size);
         rc = p ? 0 : ENOMEM;
         if (p) *out = p;
     }
     errno = saved;
-    if (rc == 0) note_alloc(*out);
     return rc;
 }
 
 MF_EXPORT void *aligned_alloc(size_t alignment, size_t size) {
-    if (MF_UNLIKELY(early())) return bump_alloc(size, alignment);
+    if (early()) return bump_alloc(size, alignment);
     if (should_fail(FN_ALIGNED_ALLOC, size, CALLER)) { errno = ENOMEM; return NULL; }
-    void *p = real.aligned_alloc ? real.aligned_alloc(alignment, size) : real.memalign(alignment, size);
-    note_alloc(p);
-    return p;
+    /* glibc 2.36: aligned_alloc is memalign */
+    return real.aligned_alloc ? real.aligned_alloc(alignment, size) : __libc_memalign(alignment, size);
 }
 
 MF_EXPORT void *memalign(size_t alignment, size_t size) {
-    if (MF_UNLIKELY(early())) return bump_alloc(size, alignment);
+    if (early()) return bump_alloc(size, alignment);
     if (should_fail(FN_MEMALIGN, size, CALLER)) { errno = ENOMEM; return NULL; }
-    void *p = real.memalign(alignment, size);
-    note_alloc(p);
-    return p;
+    return FORWARD(__libc_memalign(alignment, size), real.memalign(alignment, size));
 }
 
 MF_EXPORT void *valloc(size_t size) {
-    if (MF_UNLIKELY(early())) return bump_alloc(size, 4096);
+    if (early()) return bump_alloc(size, 4096);
     if (should_fail(FN_VALLOC, size, CALLER)) { errno = ENOMEM; return NULL; }
-    void *p = real.valloc(size);
-    note_alloc(p);
-    return p;
+    return FORWARD(__libc_valloc(size), real.valloc(size));
 }
 
 MF_EXPORT void *pvalloc(size_t size) {
-    if (MF_UNLIKELY(early())) return bump_alloc(size, 4096);
+    if (early()) return bump_alloc(size, 4096);
     if (should_fail(FN_PVALLOC, size, CALLER)) { errno = ENOMEM; return NULL; }
-    void *p = real.pvalloc(size);
-    note_alloc(p);
-    return p;
+    return FORWARD(__libc_pvalloc(size), real.pvalloc(size));
 }
 
 /* ---- exit report ----------------------------------------------------------- */
 
 __attribute__((destructor)) static void mf_destructor(void) {
     if (atomic_load(&init_state) != 2 || cfg.fd < 0) return;
-    uint64_t calls[FN_COUNT], counted[FN_COUNT], failed[FN_COUNT], allocs, frees;
+    uint64_t calls[FN_COUNT], counted[FN_COUNT], failed[FN_COUNT], frees;
+    int64_t adjust;
     for (int f = 0; f < FN_COUNT; f++) {
         calls[f] = atomic_load(&folded_calls[f]);
         counted[f] = atomic_load(&folded_counted[f]);
         failed[f] = atomic_load(&folded_failed[f]);
     }
-    allocs = atomic_load(&folded_allocs);
+    adjust = atomic_load(&folded_adjust);
     frees = atomic_load(&folded_frees);
     for (int i = 0; i < MAX_SLOTS; i++) {
         struct tstats *ts = atomic_load(&slots[i]);
@@ -823,7 +837,7 @@ __attribute__((destructor)) static void mf_destructor(void) {
             counted[f] += __atomic_load_n(&ts->counted[f], __ATOMIC_RELAXED);
             failed[f] += __atomic_load_n(&ts->failed[f], __ATOMIC_RELAXED);
         }
-        allocs += __atomic_load_n(&ts->allocs, __ATOMIC_RELAXED);
+        adjust += __atomic_load_n(&ts->adjust, __ATOMIC_RELAXED);
         frees += __atomic_load_n(&ts->frees, __ATOMIC_RELAXED);
     }
     char line[2048];
@@ -843,6 +857,10 @@ __attribute__((destructor)) static void mf_destructor(void) {
         put_u64(&b, failed[f]);
     }
     put_kv(&b, "index", atomic_load(index_ctr));
+    /* blocks handed out: successful calls, less reallocs of an existing block */
+    uint64_t allocs = 0;
+    for (int f = 0; f < FN_COUNT; f++) allocs += calls[f] - failed[f];
+    allocs = (uint64_t)((int64_t)allocs + adjust);
     put_kv(&b, "allocs", allocs);
     put_kv(&b, "frees", frees);
     emit_line(&b);

@@ -178,7 +178,7 @@ def sweep(argv: Sequence[str], spec: FailSpec, options: RunOptions, *, persisten
         points: Dict[int, _Point] = {}
         if use_fork and indices:
             points.update(_fork_pass(argv, filters, options, target, work, indices, persistent,
-                                     baseline, point_timeout_s, unique_stacks))
+                                     baseline, point_timeout_s))
         todo = [i for i in indices if i not in points]
         forked = len(points)
         points.update(_rerun_pass(argv, filters, options, target, work, todo, persistent, baseline,
@@ -240,10 +240,22 @@ def _fill_from_failure(pt: _Point, raw_failures, pid: Optional[int] = None) -> b
     return False
 
 
-def _fork_pass(argv, filters, options, target, work, indices, persistent, baseline, point_timeout_s,
-               unique_stacks) -> Dict[int, _Point]:
-    fork_dir = os.path.join(work, "fork")
-    os.mkdir(fork_dir)
+def _fork_pass(argv, filters, options, target, work, indices, persistent, baseline,
+               point_timeout_s) -> Dict[int, _Point]:
+    # children write their stderr and get a cwd here: tmpfs when there is one
+    # (creating files on an overlay /tmp cost more than the fork itself, measured)
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    fork_tmp = tempfile.TemporaryDirectory(prefix="mltools-mf-fork-", dir=shm)
+    fork_dir = fork_tmp.name
+    try:
+        return _fork_pass_in(argv, filters, options, target, work, fork_dir, indices, persistent, baseline,
+                             point_timeout_s)
+    finally:
+        fork_tmp.cleanup()
+
+
+def _fork_pass_in(argv, filters, options, target, work, fork_dir, indices, persistent, baseline,
+                  point_timeout_s) -> Dict[int, _Point]:
     run_cwd = os.path.join(work, "fork-parent")
     os.mkdir(run_cwd)
     wanted = set(indices)
