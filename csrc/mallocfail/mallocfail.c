@@ -653,18 +653,17 @@ static int fork_point(uint64_t idx, uintptr_t caller) {
 
 static __attribute__((noinline)) int slow_decide(int fn, size_t size, uint64_t idx, uintptr_t caller) {
     if (!injects) return 0;
-    if (cfg.scope == SCOPE_ROOT && getpid() != my_pid) return 0;   /* a forked child of the root */
-    int fail;
+    /* past the window of a --fail-at/--count run: the common case after a failure */
+    if (!cfg.fork_mode && !cfg.use_prob && cfg.count && idx - cfg.first >= cfg.count) return 0;
+    if (cfg.use_prob && !cfg.fork_mode && mix64(cfg.seed ^ mix64(idx)) >= cfg.prob_threshold) return 0;
+    /* root scope: a forked child of the root is not the root (getpid only here, off the fast path) */
+    if (cfg.scope == SCOPE_ROOT && getpid() != my_pid) return 0;
+    int fail = 1;
     tls_busy = 1;
-    if (cfg.fork_mode) {
+    if (cfg.fork_mode)
         fail = fork_point(idx, caller);
-    } else if (cfg.use_prob) {
-        fail = mix64(cfg.seed ^ mix64(idx)) < cfg.prob_threshold;
-        if (fail && cfg.count)
-            fail = atomic_fetch_add_explicit(failures_ctr, 1, memory_order_relaxed) < cfg.count;
-    } else {
-        fail = cfg.count == 0 || idx - cfg.first < cfg.count;
-    }
+    else if (cfg.use_prob && cfg.count)
+        fail = atomic_fetch_add_explicit(failures_ctr, 1, memory_order_relaxed) < cfg.count;
     if (fail) {
         tls_stats.failed[fn]++;
         record_failure(fn, size, idx, caller);
