@@ -380,6 +380,24 @@ def test_shell_wrapper_not_injected(cli, cbuild, tmp_path, shim_built):
     assert {f["exe"] for f in doc["failures"]} == {str(prog)}
 
 
+def test_pyenv_style_shim_targets_the_real_program(cli, cbuild, tmp_path, shim_built):
+    prog = cbuild.build("target", TARGET_SRC, flags=FLAGS)
+    root = tmp_path / ".pyenv"
+    (root / "shims").mkdir(parents=True)
+    (root / "bin").mkdir()
+    manager = root / "bin" / "pyenv"
+    manager.write_text(f'#!/bin/sh\n[ "$1" = which ] && echo "{prog}"\n')
+    manager.chmod(0o755)
+    shim = root / "shims" / "target"
+    # like pyenv's shims: helper programs run before the real one
+    shim.write_text(f'#!/bin/sh\nreadlink -f "$0" >/dev/null\nbasename "$0" >/dev/null\nexec "{prog}" "$@"\n')
+    shim.chmod(0o755)
+    res, doc = run_json(cli, "--after", "0", shim)
+    assert res.exit_code == 61, res.stderr
+    injecting = [p for p in doc["processes"] if p["injects"]]
+    assert [p["exe"] for p in injecting] == [str(prog)]
+
+
 @pytest.mark.parametrize("scope,count,expected", [
     ("root", None, 1),        # only the root's own malloc(50) fails; the forked child is not the root
     ("each", None, 1 + 7 * 2),  # the child continues the copied counter: both fail their call
@@ -421,3 +439,20 @@ def test_forward_next_mode(cli, cbuild, shim_built):
         assert {p["forward"] for p in doc["processes"]} == {"next"}
     res, doc = run_json(cli, "--forward", "next", prog)
     assert res.exit_code == 0 and counts(doc)["reallocarray"]["calls"] == 1
+
+
+def test_asan_target_needs_forward_next(cli, cbuild, shim_built):
+    src = r"""#include <stdio.h>
+#include <stdlib.h>
+int main(void) { char *p = malloc(100); if (!p) { puts("null"); return 5; } p[0] = 1; free(p); return 0; }
+"""
+    try:
+        prog = cbuild.build("asan_target", src, flags=["-g", "-fsanitize=address"])
+    except RuntimeError:
+        pytest.skip("no ASan runtime")
+    res = cli("malloc-fail", "--fail-at", "1", prog)
+    assert res.exit_code == 125 and "--forward next" in res.stderr
+    res, doc = run_json(cli, "--forward", "next", "--min-size", "100", "--max-size", "100", "--fail-at", "1", prog)
+    assert res.exit_code == 5, res.stderr
+    assert doc["environment_set"]["ASAN_OPTIONS"].endswith("verify_asan_link_order=0")
+    assert doc["failures"][0]["user_site"]["function"] == "main"

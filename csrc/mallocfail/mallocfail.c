@@ -111,6 +111,7 @@ struct config {
     char fork_dir[512];
     uint64_t max_records;
     int frames;
+    int ready;                   /* counting is on (init finished) */
 };
 static struct config cfg = {.fd = -1, .first = UINT64_MAX, .max_size = UINT64_MAX,
                             .funcs = (1u << FN_COUNT) - 1, .max_records = 64, .frames = 16};
@@ -219,6 +220,19 @@ static void emit_line(struct buf *b) {
         off += (size_t)n;
     }
     errno = saved;
+}
+
+/* Own string helpers for init: an ASan runtime intercepts strcmp and friends
+ * and may not be ready when the first allocation arrives. */
+static int str_eq(const char *a, const char *b) {
+    while (*a && *a == *b) { a++; b++; }
+    return *a == *b;
+}
+
+static size_t str_len(const char *s) {
+    size_t n = 0;
+    while (s[n]) n++;
+    return n;
 }
 
 static uint64_t parse_u64(const char *s, uint64_t dflt) {
@@ -349,17 +363,22 @@ static void do_init(void) {
     cfg.frames = (int)parse_u64(getenv("MLTOOLS_MF_FRAMES"), 16);
     if (cfg.frames > 32) cfg.frames = 32;
     e = getenv("MLTOOLS_MF_FORWARD");
-    cfg.forward_next = e && strcmp(e, "next") == 0;
+    cfg.forward_next = e && str_eq(e, "next");
     e = getenv("MLTOOLS_MF_SCOPE");
-    cfg.scope = !e ? SCOPE_ROOT : strcmp(e, "tree") == 0 ? SCOPE_TREE : strcmp(e, "each") == 0 ? SCOPE_EACH : SCOPE_ROOT;
-    if ((e = getenv("MLTOOLS_MF_FORK_DIR")) && *e && strlen(e) < sizeof cfg.fork_dir - 64) {
+    cfg.scope = !e ? SCOPE_ROOT : str_eq(e, "tree") ? SCOPE_TREE : str_eq(e, "each") ? SCOPE_EACH : SCOPE_ROOT;
+    if ((e = getenv("MLTOOLS_MF_FORK_DIR")) && *e && str_len(e) < sizeof cfg.fork_dir - 64) {
         cfg.fork_mode = 1;
-        strcpy(cfg.fork_dir, e);
+        for (size_t k = 0; e[k]; k++) cfg.fork_dir[k] = e[k];
         cfg.fork_timeout_ms = parse_u64(getenv("MLTOOLS_MF_FORK_TIMEOUT_MS"), 10000);
     }
 
     if (cfg.forward_next) resolve_next();
+}
 
+/* The part of init that calls into libc beyond getenv: in RTLD_NEXT mode an
+ * ASan runtime may still be initialising (its interceptors are not set up
+ * yet), so there it waits for our constructor, which runs after ASan's. */
+static void do_init_rest(void) {
     my_pid = getpid();
     ssize_t n = readlink("/proc/self/exe", exe_path, sizeof exe_path - 1);
     exe_path[n > 0 ? n : 0] = '\0';
@@ -403,7 +422,10 @@ static void do_init(void) {
     }
     if (pthread_key_create(&stats_key, fold_stats) == 0) stats_key_ok = 1;
     write_hello();
+    cfg.ready = 1;
 }
+
+static int constructed;
 
 /* Returns 1 when the configuration is ready for this thread to use. */
 static __attribute__((noinline, cold)) int ensure_init(void) {
@@ -414,6 +436,7 @@ static __attribute__((noinline, cold)) int ensure_init(void) {
     if (atomic_compare_exchange_strong(&init_state, &expected, 1)) {
         tls_busy = 1;
         do_init();
+        if (!cfg.forward_next || constructed) do_init_rest();
         tls_busy = 0;
         atomic_store_explicit(&init_state, 2, memory_order_release);
         return 1;
@@ -422,7 +445,15 @@ static __attribute__((noinline, cold)) int ensure_init(void) {
     return 1;
 }
 
-__attribute__((constructor)) static void mf_constructor(void) { ensure_init(); }
+__attribute__((constructor)) static void mf_constructor(void) {
+    constructed = 1;
+    ensure_init();
+    if (!cfg.ready) {   /* RTLD_NEXT mode, first called before this constructor */
+        tls_busy = 1;
+        do_init_rest();
+        tls_busy = 0;
+    }
+}
 
 static void register_thread(struct tstats *ts) {
     ts->registered = 1;
@@ -674,7 +705,7 @@ static __attribute__((noinline)) int slow_decide(int fn, size_t size, uint64_t i
 
 static inline int should_fail(int fn, size_t size, uintptr_t caller) {
     if (MF_UNLIKELY(atomic_load_explicit(&init_state, memory_order_acquire) != 2) && !ensure_init()) return 0;
-    if (MF_UNLIKELY(tls_busy)) return 0;
+    if (MF_UNLIKELY(tls_busy || !cfg.ready)) return 0;
     struct tstats *ts = &tls_stats;
     if (MF_UNLIKELY(!ts->registered)) register_thread(ts);
     ts->calls[fn]++;
@@ -695,9 +726,12 @@ static inline int should_fail(int fn, size_t size, uintptr_t caller) {
 
 /* In RTLD_NEXT mode, while our own init runs dlsym, the real functions are
  * not known yet: those allocations come from the bump buffer. */
+extern char **environ;
 static inline int early(void) {
+    /* also before libc has set up environ (an ASan runtime's preinit hook
+     * allocates that early): the configuration cannot be read yet */
     return MF_UNLIKELY(atomic_load_explicit(&init_state, memory_order_relaxed) != 2)
-           && cfg.forward_next && tls_busy;
+           && ((cfg.forward_next && tls_busy) || environ == NULL);
 }
 
 /* Live blocks at exit are derived from the counts (successful calls minus
@@ -750,9 +784,8 @@ MF_EXPORT void *reallocarray(void *old, size_t nmemb, size_t size) {
 MF_EXPORT void free(void *p) {
     if (!p || MF_UNLIKELY(in_bump(p))) return;
     struct tstats *ts = &tls_stats;
-    if (MF_LIKELY(!tls_busy)) {
-        if (MF_UNLIKELY(!ts->registered) && atomic_load_explicit(&init_state, memory_order_acquire) == 2)
-            register_thread(ts);
+    if (MF_LIKELY(!tls_busy && cfg.ready)) {
+        if (MF_UNLIKELY(!ts->registered)) register_thread(ts);
         ts->frees++;
     }
     if (MF_LIKELY(!cfg.forward_next)) {

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mltools import _native, _proc
-from mltools.errors import MltoolsError
+from mltools.errors import MltoolsError, UsageError
 from mltools.mallocfail.config import FUNCTIONS, FailSpec, RunOptions
 from mltools.mallocfail.outcome import Outcome, classify
 from mltools.mallocfail.report import (InjectedFailure, ProcessRecord, Records, parse_records,
@@ -65,6 +65,11 @@ def build_env(spec: FailSpec, options: RunOptions, target: Target, report_fd: in
     added.update(spec.shim_env())
     if options.python_malloc:
         added["PYTHONMALLOC"] = "malloc"
+    if any(lib.startswith("libasan") for lib in target.allocator_libs):
+        # the shim comes first in the preload list, which ASan checks for
+        asan = env.get("ASAN_OPTIONS", "")
+        if "verify_asan_link_order" not in asan:
+            added["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "verify_asan_link_order=0"
     added.update(dict(options.extra_env))
     if extra:
         added.update(extra)
@@ -72,10 +77,18 @@ def build_env(spec: FailSpec, options: RunOptions, target: Target, report_fd: in
     return env, added
 
 
+def check_allocator(target: Target, options: RunOptions) -> None:
+    if target.allocator_libs and options.forward == "libc":
+        raise UsageError(f"{target.path} links {', '.join(target.allocator_libs)}, which replaces malloc: "
+                         "use --forward next so that the shim forwards to it (with ASan, mltools also sets "
+                         "ASAN_OPTIONS=verify_asan_link_order=0)")
+
+
 def run_raw(argv: Sequence[str], spec: FailSpec, options: RunOptions, target: Target, *,
             cwd: Optional[str] = None, extra_env: Optional[Mapping[str, str]] = None,
             base_env: Optional[Mapping[str, str]] = None) -> RawRun:
     """Run ``argv`` once under the shim and collect its records."""
+    check_allocator(target, options)
     with tempfile.TemporaryDirectory(prefix="mltools-mf-") as tmp:
         report_path = os.path.join(tmp, "records")
         state_path = os.path.join(tmp, "state")

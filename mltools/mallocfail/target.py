@@ -26,6 +26,28 @@ class Target:
     match: Tuple[str, ...]           # "dev:ino" of the executable that is the target
     exclude: Tuple[str, ...]         # "dev:ino" of wrappers that never inject
     description: str
+    allocator_libs: Tuple[str, ...] = ()   # ASan, jemalloc, tcmalloc, mimalloc in DT_NEEDED
+
+
+_OTHER_ALLOCATORS = ("libasan", "libjemalloc", "libtcmalloc", "libmimalloc")
+
+
+def allocator_libs(path: str) -> Tuple[str, ...]:
+    """DT_NEEDED entries that bring their own malloc (they need --forward next)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+    found = []
+    try:
+        with open(path, "rb") as fh:
+            for sec in ELFFile(fh).iter_sections():
+                if isinstance(sec, DynamicSection):
+                    for tag in sec.iter_tags():
+                        if tag.entry.d_tag == "DT_NEEDED" and tag.needed.startswith(_OTHER_ALLOCATORS):
+                            found.append(tag.needed)
+    except (ELFError, OSError):
+        return ()
+    return tuple(found)
 
 
 def _identity(path: str) -> str:
@@ -103,6 +125,26 @@ def _shell_identities() -> Tuple[str, ...]:
     return tuple(seen)
 
 
+_VERSION_MANAGERS = (("/.pyenv/shims/", "pyenv"), ("/.asdf/shims/", "asdf"), ("/.rbenv/shims/", "rbenv"))
+
+
+def _version_manager_target(path: str) -> Optional[str]:
+    """The real executable behind a pyenv/asdf/rbenv shim (those shims run
+    helper programs such as readlink before the interpreter)."""
+    for marker, tool in _VERSION_MANAGERS:
+        if marker in path:
+            exe = os.path.join(path.split(marker)[0], f".{tool}", "bin", tool)
+            if not os.path.exists(exe):
+                exe = _proc.which(tool)
+            if exe is None:
+                return None
+            res = _proc.run([exe, "which", os.path.basename(path)], timeout=20)
+            found = res.stdout.strip().splitlines()[-1:] if res.returncode == 0 else []
+            if found and os.path.isfile(found[0]):
+                return found[0]
+    return None
+
+
 def resolve_target(program: str, target_exe: Optional[str] = None) -> Target:
     """Locate PROGRAM, refuse what cannot be injected, and decide the target image.
 
@@ -113,6 +155,8 @@ def resolve_target(program: str, target_exe: Optional[str] = None) -> Target:
     becomes the target. ``target_exe`` names the target explicitly.
     """
     path = resolve_program(program)
+    if target_exe is None:
+        target_exe = _version_manager_target(path)
     chain = [path]
     current = path
     interpreter_is_shell = False
@@ -144,14 +188,15 @@ def resolve_target(program: str, target_exe: Optional[str] = None) -> Target:
         exe = resolve_program(target_exe)
         check_preloadable(exe)
         return Target(path, "elf" if len(chain) == 1 else "script", tuple(chain), (_identity(exe),), (),
-                      f"processes running {exe}")
+                      f"processes running {exe}", allocator_libs(exe))
     if len(chain) == 1:
         check_preloadable(path)
-        return Target(path, "elf", (path,), (_identity(path),), (), f"processes running {path}")
+        return Target(path, "elf", (path,), (_identity(path),), (), f"processes running {path}",
+                      allocator_libs(path))
     if interpreter_is_shell:
         check_preloadable(chain[-1])
         return Target(path, "script", tuple(chain), (), _shell_identities(),
                       "the first process that is not a shell or env (a shell wrapper is never injected)")
     check_preloadable(current)
     return Target(path, "script", tuple(chain), (_identity(current),), (),
-                  f"processes running the interpreter {current}")
+                  f"processes running the interpreter {current}", allocator_libs(current))
