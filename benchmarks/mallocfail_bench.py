@@ -1,7 +1,7 @@
 """malloc-fail overhead and sweep speed, against glibc alone and libfiu's fiu-run.
 
 Part 1, per-call cost: mallocfail_pairs.c (malloc(32) + write + free in 1 and
-2 threads, each thread's own ns per pair) runs under
+2 threads, each thread's own CPU ns per pair) runs under
   - glibc alone,
   - `mltools malloc-fail` (the real command; the index is never reached),
   - `mltools malloc-fail --per-thread`,

@@ -112,6 +112,7 @@ struct config {
     uint64_t max_records;
     int frames;
     int ready;                   /* counting is on (init finished) */
+    int simple;                  /* no filters, no trace: the fast path (1 global counter, 2 per thread) */
 };
 static struct config cfg = {.fd = -1, .first = UINT64_MAX, .max_size = UINT64_MAX,
                             .funcs = (1u << FN_COUNT) - 1, .max_records = 64, .frames = 16};
@@ -136,9 +137,13 @@ struct tstats {
     int64_t adjust;               /* realloc bookkeeping for live blocks */
     uint64_t frees, index;
     int registered;
+    int busy;                     /* inside the shim: nested calls pass straight through */
+    int gate;                     /* 1 exactly when registered and not busy: the fast-path test */
 };
 static __thread struct tstats tls_stats __attribute__((tls_model("initial-exec")));
-static __thread int tls_busy __attribute__((tls_model("initial-exec")));
+#define tls_busy (tls_stats.busy)
+static inline void busy_on(void) { tls_stats.busy = 1; tls_stats.gate = 0; }
+static inline void busy_off(void) { tls_stats.busy = 0; tls_stats.gate = tls_stats.registered; }
 #define MAX_SLOTS 512
 static struct tstats *_Atomic slots[MAX_SLOTS];
 static _Atomic uint64_t folded_calls[FN_COUNT], folded_counted[FN_COUNT], folded_failed[FN_COUNT];
@@ -338,6 +343,7 @@ static void fold_stats(void *arg) {
     ts->adjust = 0;
     ts->frees = 0;
     ts->registered = 0;
+    ts->gate = 0;
 }
 
 static void do_init(void) {
@@ -422,6 +428,8 @@ static void do_init_rest(void) {
     }
     if (pthread_key_create(&stats_key, fold_stats) == 0) stats_key_ok = 1;
     write_hello();
+    cfg.simple = (!cfg.trace && cfg.min_size == 0 && cfg.max_size == UINT64_MAX
+                  && cfg.funcs == (1u << FN_COUNT) - 1) ? (cfg.per_thread ? 2 : 1) : 0;
     cfg.ready = 1;
 }
 
@@ -434,10 +442,10 @@ static __attribute__((noinline, cold)) int ensure_init(void) {
     if (tls_busy) return 0;                 /* reentered from our own init */
     int expected = 0;
     if (atomic_compare_exchange_strong(&init_state, &expected, 1)) {
-        tls_busy = 1;
+        busy_on();
         do_init();
         if (!cfg.forward_next || constructed) do_init_rest();
-        tls_busy = 0;
+        busy_off();
         atomic_store_explicit(&init_state, 2, memory_order_release);
         return 1;
     }
@@ -449,17 +457,17 @@ __attribute__((constructor)) static void mf_constructor(void) {
     constructed = 1;
     ensure_init();
     if (!cfg.ready) {   /* RTLD_NEXT mode, first called before this constructor */
-        tls_busy = 1;
+        busy_on();
         do_init_rest();
-        tls_busy = 0;
+        busy_off();
     }
 }
 
 static void register_thread(struct tstats *ts) {
     ts->registered = 1;
-    tls_busy = 1;                           /* pthread_setspecific may allocate */
+    busy_on();                           /* pthread_setspecific may allocate */
     if (stats_key_ok) pthread_setspecific(stats_key, ts);
-    tls_busy = 0;
+    busy_off();
     for (int i = 0; i < MAX_SLOTS; i++) {
         struct tstats *expected = NULL;
         if (atomic_load_explicit(&slots[i], memory_order_relaxed) == NULL
@@ -690,7 +698,7 @@ static __attribute__((noinline)) int slow_decide(int fn, size_t size, uint64_t i
     /* root scope: a forked child of the root is not the root (getpid only here, off the fast path) */
     if (cfg.scope == SCOPE_ROOT && getpid() != my_pid) return 0;
     int fail = 1;
-    tls_busy = 1;
+    busy_on();
     if (cfg.fork_mode)
         fail = fork_point(idx, caller);
     else if (cfg.use_prob && cfg.count)
@@ -699,27 +707,41 @@ static __attribute__((noinline)) int slow_decide(int fn, size_t size, uint64_t i
         tls_stats.failed[fn]++;
         record_failure(fn, size, idx, caller);
     }
-    tls_busy = 0;
+    busy_off();
     return fail;
 }
 
-static inline int should_fail(int fn, size_t size, uintptr_t caller) {
+static __attribute__((noinline)) int should_fail_slow(int fn, size_t size, uintptr_t caller) {
     if (MF_UNLIKELY(atomic_load_explicit(&init_state, memory_order_acquire) != 2) && !ensure_init()) return 0;
-    if (MF_UNLIKELY(tls_busy || !cfg.ready)) return 0;
+    if (tls_busy || !cfg.ready) return 0;
     struct tstats *ts = &tls_stats;
-    if (MF_UNLIKELY(!ts->registered)) register_thread(ts);
+    if (!ts->registered) register_thread(ts);
     ts->calls[fn]++;
     if (!((cfg.funcs >> fn) & 1u) || size < cfg.min_size || size > cfg.max_size) return 0;
-    ts->counted[fn]++;
+    if (!cfg.simple) ts->counted[fn]++;   /* simple: counted == calls */
     uint64_t idx = cfg.per_thread ? ++ts->index
                                   : atomic_fetch_add_explicit(index_ctr, 1, memory_order_relaxed) + 1;
-    if (MF_UNLIKELY(cfg.trace)) {
-        tls_busy = 1;
+    if (cfg.trace) {
+        busy_on();
         record_trace(fn, size, idx, caller);
-        tls_busy = 0;
+        busy_off();
     }
-    if (MF_LIKELY(idx < cfg.first)) return 0;
+    if (idx < cfg.first) return 0;
     return slow_decide(fn, size, idx, caller);
+}
+
+/* The fast path: one thread-local test, one counter, one compare. */
+static inline int should_fail(int fn, size_t size, uintptr_t caller) {
+    struct tstats *ts = &tls_stats;
+    int simple = cfg.simple;
+    if (MF_LIKELY(ts->gate == 1 && simple)) {
+        ts->calls[fn]++;
+        uint64_t idx = MF_LIKELY(simple == 1) ? atomic_fetch_add_explicit(index_ctr, 1, memory_order_relaxed) + 1
+                                              : ++ts->index;
+        if (MF_LIKELY(idx < cfg.first)) return 0;
+        return slow_decide(fn, size, idx, caller);
+    }
+    return should_fail_slow(fn, size, caller);
 }
 
 #define CALLER ((uintptr_t)__builtin_return_address(0))
@@ -784,8 +806,10 @@ MF_EXPORT void *reallocarray(void *old, size_t nmemb, size_t size) {
 MF_EXPORT void free(void *p) {
     if (!p || MF_UNLIKELY(in_bump(p))) return;
     struct tstats *ts = &tls_stats;
-    if (MF_LIKELY(!tls_busy && cfg.ready)) {
-        if (MF_UNLIKELY(!ts->registered)) register_thread(ts);
+    if (MF_LIKELY(ts->gate == 1)) {
+        ts->frees++;
+    } else if (!ts->busy && cfg.ready) {
+        register_thread(ts);
         ts->frees++;
     }
     if (MF_LIKELY(!cfg.forward_next)) {
@@ -872,6 +896,8 @@ __attribute__((destructor)) static void mf_destructor(void) {
         adjust += __atomic_load_n(&ts->adjust, __ATOMIC_RELAXED);
         frees += __atomic_load_n(&ts->frees, __ATOMIC_RELAXED);
     }
+    if (cfg.simple)
+        for (int f = 0; f < FN_COUNT; f++) counted[f] = calls[f];
     char line[2048];
     struct buf b = {line, 0, sizeof line};
     put_str(&b, "X");

@@ -204,7 +204,7 @@ def symbolize(frames: Iterable[Frame], timeout_s: float = 30.0) -> Dict[Tuple[st
                 # with -i the innermost inlined frame comes first; keep it
                 fn, loc = pending[0], pending[1]
                 results[current] = (None if fn == "??" else fn,
-                                    None if loc.startswith("??") else re.sub(r" \(discriminator \d+\)$", "", loc))
+                                    None if loc.startswith("??") or loc.endswith(":?") else re.sub(r" \(discriminator \d+\)$", "", loc))
 
         for line in res.stdout.splitlines():
             if line.startswith("0x"):

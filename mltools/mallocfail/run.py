@@ -224,7 +224,11 @@ def render_report(report: RunReport) -> str:
         lines.append("  calls   " + ", ".join(
             f"{c.function} {c.calls}" + (f" ({c.counted} counted)" if c.counted != c.calls else "")
             + (f" [{c.failed} failed]" if c.failed else "") for c in active))
-    lines.append(f"  counted {report.counted_total}; failures injected {report.failures_injected}")
+    if any(p.injects and p.exited_normally for p in report.processes):
+        lines.append(f"  counted {report.counted_total}; failures injected {report.failures_injected}")
+    else:
+        lines.append(f"  failures injected {report.failures_injected} (call counts are written at exit: "
+                     "the target did not exit normally)")
     for f in report.failures[:10]:
         lines.append(f"  failed  #{f.index} {f.function}({f.size}) pid {f.pid} "
                      f"at {_short(f.user_site or f.caller)}")
