@@ -290,6 +290,7 @@ def test_cpp_bad_alloc(cli, cbuild, shim_built, mode, status, klass, reason):
     assert f["size"] == 123456 and f["user_site"]["function"] == "main"
     if mode == "uncaught":
         assert doc["signal"] == "SIGABRT" and "bad_alloc" in res.stderr
+        assert doc["crash_site"]["function"] == "main"     # the abort came from main's new[]
 
 
 def test_numpy_empty_40mb_memoryerror(cli, shim_built):

@@ -90,6 +90,10 @@ def test_sweep_classifies_known_mix(cli, cbuild, fork_flag):
         if line is not None:
             assert p["site"]["location"].endswith(f"mix.c:{line}"), (index, p["site"])
             assert p["function"] == "malloc" and p["size"] == 10 + index
+    # where the crash and the abort happened (the shim's fatal-signal record)
+    assert points[2]["crash_site"]["location"].endswith("mix.c:10")
+    assert points[3]["crash_site"]["location"].endswith("mix.c:12")
+    assert points[1]["crash_site"] is None
     if fork_flag == "--fork":
         assert doc["forked"] == 6
     assert doc["by_class"] == {"clean-error": 1, "crash": 1, "abort": 1, "absorbed": 1, "leak": 1,

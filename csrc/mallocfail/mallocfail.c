@@ -33,6 +33,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <ucontext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
@@ -570,6 +571,54 @@ static void record_trace(int fn, size_t size, uint64_t idx, uintptr_t caller) {
     emit_line(&b);
 }
 
+/* Crash sites: once a failure has been injected, a fatal signal records
+ * where the program died (a K record), then the default action runs. Only
+ * installed where the target left the default disposition. */
+static void on_fatal_signal(int sig, siginfo_t *info, void *uctx) {
+    uintptr_t pc = 0;
+#if defined(__x86_64__)
+    pc = (uintptr_t)((ucontext_t *)uctx)->uc_mcontext.gregs[REG_RIP];
+#else
+    (void)uctx;
+#endif
+    busy_on();
+    char line[8192];
+    struct buf b = {line, 0, sizeof line};
+    put_str(&b, "K");
+    put_kv(&b, "pid", (uint64_t)getpid());
+    put_kv(&b, "signal", (uint64_t)sig);
+    put_str(&b, "\taddr=");
+    put_hex(&b, (uint64_t)(uintptr_t)info->si_addr);
+    uintptr_t ips[16];
+    int n = pc ? capture(pc, ips, 16) : 0;
+    put_str(&b, "\tframes=");
+    for (int i = 0; i < n; i++) {
+        if (i) put_str(&b, "|");
+        put_frame(&b, ips[i]);
+    }
+    emit_line(&b);
+    /* SA_RESETHAND restored the default: returning re-executes the faulting
+     * instruction (SIGSEGV/SIGBUS/SIGFPE/SIGILL); abort() raises again itself */
+}
+
+static _Atomic int crash_handlers_installed;
+
+static void install_crash_handlers(void) {
+    if (atomic_exchange(&crash_handlers_installed, 1)) return;
+    static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction old, sa;
+        if (sigaction(sigs[i], NULL, &old) != 0) continue;
+        if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler != SIG_DFL) continue;
+        if ((old.sa_flags & SA_SIGINFO) && old.sa_sigaction != NULL) continue;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fatal_signal;
+        sa.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
 static int count_threads(void) {
     int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
@@ -706,6 +755,7 @@ static __attribute__((noinline)) int slow_decide(int fn, size_t size, uint64_t i
     if (fail) {
         tls_stats.failed[fn]++;
         record_failure(fn, size, idx, caller);
+        if (cfg.fd >= 0) install_crash_handlers();
     }
     busy_off();
     return fail;

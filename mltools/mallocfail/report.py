@@ -84,6 +84,14 @@ class TracedCall:
     frames: Tuple[Frame, ...]
 
 
+@dataclass(frozen=True)
+class CrashRecord:
+    pid: int
+    signal: int
+    fault_address: int
+    frames: Tuple[Frame, ...]
+
+
 @dataclass
 class Records:
     processes: List[ProcessRecord]
@@ -91,6 +99,7 @@ class Records:
     traces: List[TracedCall]
     fork_points: List[ForkPoint]
     raw_exit: Dict[int, Dict[str, object]]
+    crashes: List[CrashRecord] = field(default_factory=list)
 
 
 def _fields(parts: Sequence[str]) -> List[Tuple[str, str]]:
@@ -124,8 +133,9 @@ def parse_records(text: str) -> Records:
     failures: List[InjectedFailure] = []
     traces: List[TracedCall] = []
     forks: List[ForkPoint] = []
+    crashes: List[CrashRecord] = []
     for line in text.splitlines():
-        if not line or line[0] not in "HFTSCX" or len(line) < 2 or line[1] != "\t":
+        if not line or line[0] not in "HFTSCXK" or len(line) < 2 or line[1] != "\t":
             continue
         kind, parts = line[0], line.split("\t")[1:]
         kv = _fields(parts)
@@ -148,6 +158,9 @@ def parse_records(text: str) -> Records:
                 forks.append(ForkPoint(int(d["index"]), int(d["child"]) if "child" in d else None,
                                        int(d["status"]) if "status" in d else None,
                                        d.get("timed_out") == "1", d.get("reason")))
+            elif kind == "K":
+                frames = tuple(parse_frame(x) for x in d.get("frames", "").split("|") if x)
+                crashes.append(CrashRecord(int(d["pid"]), int(d["signal"]), int(d.get("addr", "0"), 16), frames))
             elif kind == "X":
                 calls, counted, failed = {}, {}, {}
                 for k, v in kv:
@@ -171,7 +184,7 @@ def parse_records(text: str) -> Records:
             failed=dict(x["failed"]) if x else {},
             counted_total=sum(x["counted"].values()) if x else 0,
             live_blocks=(x["allocs"] - x["frees"]) if x else None))
-    return Records(processes, failures, traces, forks, exits)
+    return Records(processes, failures, traces, forks, exits, crashes)
 
 
 # ---- symbolization --------------------------------------------------------------

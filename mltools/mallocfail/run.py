@@ -10,8 +10,8 @@ from mltools import _native, _proc
 from mltools.errors import MltoolsError, UsageError
 from mltools.mallocfail.config import FUNCTIONS, FailSpec, RunOptions
 from mltools.mallocfail.outcome import Outcome, classify
-from mltools.mallocfail.report import (InjectedFailure, ProcessRecord, Records, parse_records,
-                                       symbolize_failures)
+from mltools.mallocfail.report import (Frame, InjectedFailure, ProcessRecord, Records, parse_records,
+                                       symbolize, symbolize_failures, user_frame, with_symbols)
 from mltools.mallocfail.target import Target, resolve_target
 
 SHIM_NAME = "mallocfail._shim"
@@ -151,6 +151,8 @@ class RunReport:
     counted_total: int
     failures_injected: int
     failures: Tuple[InjectedFailure, ...]   # detailed records (at most --max-records)
+    crash_site: Optional[Frame]             # where an injecting process died of a signal
+    crash_frames: Tuple[Frame, ...]
     processes: Tuple[ProcessRecord, ...]
     replay: str
 
@@ -195,6 +197,7 @@ def run_target(argv: Sequence[str], spec: FailSpec, options: RunOptions,
     # a process killed by a signal writes no X record: count its F records instead
     failed_total = max(failed_total, len(raw.records.failures))
     failures = symbolize_failures(raw.records.failures)
+    crash_site, crash_frames = crash_location(raw.records, {p.pid for p in injecting})
     stderr = raw.stderr.decode("utf-8", "replace")
     outcome = classify(raw.returncode, raw.timed_out, stderr, injected=failed_total > 0) \
         if spec.injects else Outcome("not-reached" if not raw.timed_out else "hang", None,
@@ -207,8 +210,18 @@ def run_target(argv: Sequence[str], spec: FailSpec, options: RunOptions,
         exit_status=124 if raw.timed_out else raw.exit_status, signal=sig, timed_out=raw.timed_out,
         elapsed_s=round(raw.elapsed_s, 4), outcome=outcome, counts=counts, counted_total=counted_total,
         failures_injected=failed_total, failures=tuple(failures),
-        processes=tuple(raw.records.processes), replay=replay_command(spec, options, argv))
+        crash_site=crash_site, crash_frames=crash_frames, processes=tuple(raw.records.processes), replay=replay_command(spec, options, argv))
     return report, raw
+
+
+def crash_location(records: Records, pids) -> Tuple[Optional[Frame], Tuple[Frame, ...]]:
+    """The symbolized user frame (and stack) where an injecting process died."""
+    for k in records.crashes:
+        if k.pid in pids:
+            table = symbolize(k.frames)
+            frames = tuple(with_symbols(f, table) for f in k.frames)
+            return user_frame(frames), frames
+    return None, ()
 
 
 def _short(frame) -> str:
@@ -236,6 +249,8 @@ def render_report(report: RunReport) -> str:
             lines.append(f"          raw caller {_short(f.caller)}")
     if len(report.failures) > 10:
         lines.append(f"  … {len(report.failures) - 10} more failure records (see --report)")
+    if report.crash_site is not None:
+        lines.append(f"  died at {_short(report.crash_site)}")
     oc = report.outcome
     lines.append(f"  outcome {oc.class_name}" + (f" ({oc.reason})" if oc.reason else "") + f": {oc.detail}")
     lines.append(f"  exit status {report.exit_status}" + (f" ({report.signal})" if report.signal else ""))

@@ -41,6 +41,7 @@ class SweepPoint:
     exit_status: int
     method: str                    # "fork" or "rerun"
     replay: Optional[str]          # for crash, abort, hang and leak
+    crash_site: Optional[Frame]    # where it died, for crash and abort
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class SiteSummary:
     points: int
     first_index: int
     replay: Optional[str]
+    crash_site: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class _Point:
     outcome: Optional[Outcome] = None
     exit_status: int = 0
     method: str = "rerun"
+    crash_frames: Tuple[Frame, ...] = ()
 
 
 def sweep(argv: Sequence[str], spec: FailSpec, options: RunOptions, *, persistent: bool = False,
@@ -190,6 +193,7 @@ def sweep(argv: Sequence[str], spec: FailSpec, options: RunOptions, *, persisten
         if p.caller:
             all_frames.append(p.caller)
         all_frames.extend(p.frames)
+        all_frames.extend(p.crash_frames)
     table = symbolize(all_frames)
     out: List[SweepPoint] = []
     for i in sorted(points):
@@ -203,7 +207,9 @@ def sweep(argv: Sequence[str], spec: FailSpec, options: RunOptions, *, persisten
         replay = None
         if oc.class_name in BUG_CLASSES:
             replay = replay_command(_point_spec(spec, i, persistent), options, argv)
-        out.append(SweepPoint(i, p.function, p.size, site, caller, oc, p.exit_status, p.method, replay))
+        crash_site = user_frame(tuple(with_symbols(f, table) for f in p.crash_frames)) if p.crash_frames else None
+        out.append(SweepPoint(i, p.function, p.size, site, caller, oc, p.exit_status, p.method, replay,
+                              crash_site))
     by_class = {c: 0 for c in CLASSES}
     for p in out:
         by_class[p.outcome.class_name] += 1
@@ -226,7 +232,8 @@ def _summarize(points: Sequence[SweepPoint]) -> Tuple[SiteSummary, ...]:
     rows = []
     for (cls, reason, site), ps in groups.items():  # noqa: B007
         first = min(ps, key=lambda x: x.index)
-        rows.append(SiteSummary(cls, reason, site, len(ps), first.index, first.replay))
+        rows.append(SiteSummary(cls, reason, site, len(ps), first.index, first.replay,
+                                str(first.crash_site) if first.crash_site else None))
     rows.sort(key=lambda r: (rank.get(r.class_name, 99), r.first_index))
     return tuple(rows)
 
@@ -287,6 +294,7 @@ def _fork_pass_in(argv, filters, options, target, work, fork_dir, indices, persi
                 err = fh.read().decode("utf-8", "replace")
         except OSError:
             err = ""
+        pt.crash_frames = next((k.frames for k in raw.records.crashes if k.pid == fp.child_pid), ())
         x = raw.records.raw_exit.get(fp.child_pid)
         child_live = (x["allocs"] - x["frees"]) if x else None
         pt.outcome = classify(rc, fp.timed_out, err, injected=f is not None,
@@ -320,6 +328,7 @@ def _rerun_pass(argv, filters, options, target, work, todo, persistent, baseline
         if fails:
             f = min(fails, key=lambda x: x.index)
             pt.function, pt.size, pt.caller, pt.frames = f.function, f.size, f.caller, f.frames
+        pt.crash_frames = next((k.frames for k in raw.records.crashes if k.pid in roots), ())
         live = sum(p.live_blocks or 0 for p in roots.values()) if all(
             p.exited_normally for p in roots.values()) else None
         pt.outcome = classify(raw.returncode, raw.timed_out, raw.stderr.decode("utf-8", "replace"),
@@ -362,6 +371,7 @@ def render_sweep(rep: SweepReport) -> str:
         lines.append("")
         lines.append("replay:")
         for s in replays:
-            lines.append(f"  # {s.class_name}{' (' + s.reason + ')' if s.reason else ''} at {s.site}")
+            lines.append(f"  # {s.class_name}{' (' + s.reason + ')' if s.reason else ''} at {s.site}"
+                         + (f"; died at {s.crash_site}" if s.crash_site else ""))
             lines.append(f"  {s.replay}")
     return "\n".join(lines)
