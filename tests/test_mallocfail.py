@@ -457,3 +457,14 @@ int main(void) { char *p = malloc(100); if (!p) { puts("null"); return 5; } p[0]
     assert res.exit_code == 5, res.stderr
     assert doc["environment_set"]["ASAN_OPTIONS"].endswith("verify_asan_link_order=0")
     assert doc["failures"][0]["user_site"]["function"] == "main"
+
+
+def test_timeout_is_a_hang_with_status_124(cli, cbuild, shim_built):
+    src = r"""#include <stdlib.h>
+#include <unistd.h>
+int main(void) { void *p = malloc(10); if (!p) for (;;) pause(); free(p); return 0; }
+"""
+    prog = cbuild.build("retry_forever", src, flags=FLAGS)
+    res, doc = run_json(cli, "--timeout", "0.5", "--min-size", "10", "--max-size", "10", "--fail-at", "1", prog)
+    assert res.exit_code == 124
+    assert doc["outcome"]["class_name"] == "hang" and doc["timed_out"] is True

@@ -118,6 +118,11 @@ struct config {
 static struct config cfg = {.fd = -1, .first = UINT64_MAX, .max_size = UINT64_MAX,
                             .funcs = (1u << FN_COUNT) - 1, .max_records = 64, .frames = 16};
 
+/* Fork mode may be limited to chosen indices (--unique-stacks): a bitmap
+ * file the parent passes, bit i-1 for index i. */
+static const unsigned char *fork_set;
+static uint64_t fork_set_bits;
+
 /* Per-process facts, set at init. */
 static int injects;              /* this process may fail calls */
 static pid_t my_pid;
@@ -391,6 +396,17 @@ static void do_init_rest(void) {
     exe_path[n > 0 ? n : 0] = '\0';
     dl_iterate_phdr(phdr_cb, (void *)(uintptr_t)&do_init);
 
+    if (cfg.fork_mode && getenv("MLTOOLS_MF_FORK_SET_FD")) {
+        int set_fd = (int)parse_u64(getenv("MLTOOLS_MF_FORK_SET_FD"), 0);
+        struct stat sst;
+        if (fstat(set_fd, &sst) == 0 && sst.st_size > 0) {
+            void *p = mmap(NULL, (size_t)sst.st_size, PROT_READ, MAP_PRIVATE, set_fd, 0);
+            if (p != MAP_FAILED) {
+                fork_set = p;
+                fork_set_bits = (uint64_t)sst.st_size * 8;
+            }
+        }
+    }
     uint64_t state_fd = parse_u64(getenv("MLTOOLS_MF_STATE_FD"), (uint64_t)-1);
     if (getenv("MLTOOLS_MF_STATE_FD")) {
         void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, (int)state_fd, 0);
@@ -678,6 +694,8 @@ static void child_redirect(uint64_t idx) {
  * Returns 1 in the child (fail this call), 0 in the parent. */
 static int fork_point(uint64_t idx, uintptr_t caller) {
     if (cfg.last && idx > cfg.last) return 0;
+    if (fork_set && (idx - 1 >= fork_set_bits || !((fork_set[(idx - 1) >> 3] >> ((idx - 1) & 7)) & 1)))
+        return 0;
     if (is_sys_addr(caller)) { fork_record("S", idx, "libc-caller", 0, 0, 0); return 0; }
     if (count_threads() != 1) { fork_record("S", idx, "threads", 0, 0, 0); return 0; }
     sigset_t block, old;

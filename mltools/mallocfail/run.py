@@ -86,8 +86,9 @@ def check_allocator(target: Target, options: RunOptions) -> None:
 
 def run_raw(argv: Sequence[str], spec: FailSpec, options: RunOptions, target: Target, *,
             cwd: Optional[str] = None, extra_env: Optional[Mapping[str, str]] = None,
-            base_env: Optional[Mapping[str, str]] = None) -> RawRun:
-    """Run ``argv`` once under the shim and collect its records."""
+            base_env: Optional[Mapping[str, str]] = None, extra_fds: Sequence[int] = ()) -> RawRun:
+    """Run ``argv`` once under the shim and collect its records. ``extra_fds``
+    are passed on to the target too (named in ``extra_env``)."""
     check_allocator(target, options)
     with tempfile.TemporaryDirectory(prefix="mltools-mf-") as tmp:
         report_path = os.path.join(tmp, "records")
@@ -98,7 +99,7 @@ def run_raw(argv: Sequence[str], spec: FailSpec, options: RunOptions, target: Ta
             os.ftruncate(state_fd, 4096)
             env, added = build_env(spec, options, target, report_fd, state_fd, base_env, extra_env)
             res = _proc.run([target.path, *argv[1:]], timeout=options.timeout_s, env=env, cwd=cwd,
-                            text=False, pass_fds=(report_fd, state_fd))
+                            text=False, pass_fds=(report_fd, state_fd, *extra_fds))
         finally:
             os.close(report_fd)
             os.close(state_fd)

@@ -274,7 +274,19 @@ def _fork_pass_in(argv, filters, options, target, work, fork_dir, indices, persi
         extra["MLTOOLS_MF_PERSISTENT"] = "1"
     budget = baseline.elapsed_s * 4 + 10 + len(indices) * (point_timeout_s + 0.05)
     opts = replace(options, timeout_s=max(options.timeout_s, budget))
-    raw = run_raw(argv, filters, opts, target, cwd=run_cwd, extra_env=extra)
+    # only the chosen indices fork (a bitmap, bit i-1 for index i)
+    bitmap = bytearray((indices[-1] + 7) // 8)
+    for i in indices:
+        bitmap[(i - 1) >> 3] |= 1 << ((i - 1) & 7)
+    set_path = os.path.join(work, "fork-set")
+    with open(set_path, "wb") as fh:
+        fh.write(bytes(bitmap))
+    set_fd = os.open(set_path, os.O_RDONLY)
+    try:
+        extra["MLTOOLS_MF_FORK_SET_FD"] = str(set_fd)
+        raw = run_raw(argv, filters, opts, target, cwd=run_cwd, extra_env=extra, extra_fds=(set_fd,))
+    finally:
+        os.close(set_fd)
     failures_by_pid = {}
     for f in raw.records.failures:
         failures_by_pid.setdefault(f.pid, f)
