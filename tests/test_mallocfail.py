@@ -332,6 +332,19 @@ def test_setuid_target_refused(cli, cbuild, tmp_path, shim_built):
     assert res.exit_code == 125 and "setuid" in res.stderr
 
 
+def test_capability_target_refused(cli, cbuild, tmp_path, shim_built):
+    import struct
+    prog = cbuild.build("target", TARGET_SRC, flags=FLAGS)
+    copy = tmp_path / "capped"
+    shutil.copy(prog, copy)
+    try:   # VFS_CAP_REVISION_2, effective, CAP_NET_BIND_SERVICE permitted (what setcap writes)
+        os.setxattr(copy, "security.capability", struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0))
+    except OSError as exc:
+        pytest.skip(f"cannot set file capabilities here: {exc}")
+    res = cli("malloc-fail", "--fail-at", "1", copy)
+    assert res.exit_code == 125 and "capabilities" in res.stderr
+
+
 def test_no_handshake_is_an_error(cli, cbuild, tmp_path, shim_built):
     # a program that drops LD_PRELOAD and re-executes itself: the shim never sees the target
     src = r"""#include <stdlib.h>

@@ -91,9 +91,9 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
     mltools malloc-fail --min-size 1MB --fail-at 1 -- python3 train.py
     mltools malloc-fail --sweep ./a.out             fail 1, 2, … and classify each outcome
 
-    The report goes to stderr (for people) or, with --json, to stdout as one
-    JSON document; then the target's stdout is written to stderr so that
-    stdout holds only the document. Exit status: the target's own (128+N for
+    The target's stdout and stderr are passed on when it has exited, then the
+    report for people follows on stderr. With --json, stdout holds only the
+    report document and the target's stdout goes to stderr. Exit status: the target's own (128+N for
     signal N; 124 on --timeout), 125 when malloc-fail could not run it, 127
     when PROGRAM does not exist. --sweep exits 1 when a point crashed,
     aborted, hung or leaked, else 0.
