@@ -481,3 +481,27 @@ int main(void) { void *p = malloc(10); if (!p) for (;;) pause(); free(p); return
     res, doc = run_json(cli, "--timeout", "0.5", "--min-size", "10", "--max-size", "10", "--fail-at", "1", prog)
     assert res.exit_code == 124
     assert doc["outcome"]["class_name"] == "hang" and doc["timed_out"] is True
+
+
+def test_records_never_go_into_a_file_of_the_target(cli, cbuild, tmp_path, monkeypatch, shim_built):
+    # the target closes every descriptor above 2 and opens its own file: it
+    # gets the record descriptor's number, and must get none of our records
+    src = r"""#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(void) {
+    for (int fd = 3; fd < 64; fd++) close(fd);
+    int mine[4];
+    for (int i = 0; i < 4; i++) mine[i] = open("own.txt", O_WRONLY | O_CREAT | O_APPEND, 0644);
+    void *p = malloc(123);
+    if (!p) return 71;
+    for (int i = 0; i < 4; i++) close(mine[i]);
+    return 0;
+}
+"""
+    prog = cbuild.build("closer", src, flags=FLAGS)
+    monkeypatch.chdir(tmp_path)
+    res = cli("malloc-fail", "--json", "--min-size", "123", "--max-size", "123", "--fail-at", "1", prog)
+    assert res.exit_code == 71
+    assert (tmp_path / "own.txt").read_bytes() == b""
+    assert "exit record" in res.json()["notes"][0]

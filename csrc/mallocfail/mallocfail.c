@@ -50,6 +50,9 @@
 #define MF_LIKELY(x) __builtin_expect(!!(x), 1)
 #define MF_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define MF_PROTOCOL_VERSION 1
+#ifndef MF_CHECK_RECORD_FD
+#define MF_CHECK_RECORD_FD 1   /* 0 only to prove the test that needs it */
+#endif
 
 enum mf_fn { FN_MALLOC, FN_CALLOC, FN_REALLOC, FN_REALLOCARRAY, FN_POSIX_MEMALIGN,
              FN_ALIGNED_ALLOC, FN_MEMALIGN, FN_VALLOC, FN_PVALLOC, FN_COUNT };
@@ -218,8 +221,18 @@ static void put_kv(struct buf *b, const char *key, uint64_t v) {
     put_u64(b, v);
 }
 
+/* The record file's identity: a target that closes our descriptor and opens
+ * a file of its own under the same number must never get our records. */
+static dev_t record_dev;
+static ino_t record_ino;
+
 static void emit_line(struct buf *b) {
     if (cfg.fd < 0) return;
+    struct stat st;
+    if (MF_CHECK_RECORD_FD && (fstat(cfg.fd, &st) != 0 || st.st_dev != record_dev || st.st_ino != record_ino)) {
+        cfg.fd = -1;
+        return;
+    }
     if (b->len + 1 >= b->cap) b->len = b->cap - 2;
     b->p[b->len++] = '\n';
     int saved = errno;
@@ -356,6 +369,13 @@ static void do_init(void) {
     const char *e;
     cfg.fd = (int)parse_u64(getenv("MLTOOLS_MF_FD"), (uint64_t)-1);
     if (getenv("MLTOOLS_MF_FD") == NULL) cfg.fd = -1;
+    struct stat rst;
+    if (cfg.fd >= 0 && fstat(cfg.fd, &rst) == 0) {
+        record_dev = rst.st_dev;
+        record_ino = rst.st_ino;
+    } else {
+        cfg.fd = -1;
+    }
     cfg.first = parse_u64(getenv("MLTOOLS_MF_FIRST"), 0);
     if (cfg.first == 0) cfg.first = UINT64_MAX;
     cfg.count = parse_u64(getenv("MLTOOLS_MF_COUNT"), 0);
@@ -545,7 +565,7 @@ static void put_frame(struct buf *b, uintptr_t ip) {
 static void record_failure(int fn, size_t size, uint64_t idx, uintptr_t caller) {
     uint64_t seq = atomic_fetch_add_explicit(&shared->records, 1, memory_order_relaxed);
     if (seq >= cfg.max_records || cfg.fd < 0) return;
-    char line[12288];
+    char line[4096];   /* small: this runs on the target's thread stack */
     struct buf b = {line, 0, sizeof line};
     put_str(&b, "F");
     put_kv(&b, "pid", (uint64_t)getpid());
@@ -571,7 +591,7 @@ static void record_failure(int fn, size_t size, uint64_t idx, uintptr_t caller) 
 static void record_trace(int fn, size_t size, uint64_t idx, uintptr_t caller) {
     uintptr_t ips[8];
     int n = capture(caller, ips, 8);
-    char line[8192];
+    char line[4096];
     struct buf b = {line, 0, sizeof line};
     put_str(&b, "T");
     put_kv(&b, "pid", (uint64_t)getpid());
@@ -598,7 +618,7 @@ static void on_fatal_signal(int sig, siginfo_t *info, void *uctx) {
     (void)uctx;
 #endif
     busy_on();
-    char line[8192];
+    char line[4096];
     struct buf b = {line, 0, sizeof line};
     put_str(&b, "K");
     put_kv(&b, "pid", (uint64_t)getpid());

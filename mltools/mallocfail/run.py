@@ -156,6 +156,7 @@ class RunReport:
     crash_frames: Tuple[Frame, ...]
     processes: Tuple[ProcessRecord, ...]
     replay: str
+    notes: Tuple[str, ...] = ()
 
 
 def _sum_counts(procs: Sequence[ProcessRecord]) -> Tuple[Tuple[CallCounts, ...], int, int]:
@@ -205,13 +206,18 @@ def run_target(argv: Sequence[str], spec: FailSpec, options: RunOptions,
                                      "nothing was asked to fail (a counting run)")
     from mltools._proc import ProcResult
     sig = ProcResult((), raw.returncode, "", "", 0.0, False).signal_name
+    notes = []
+    if raw.returncode >= 0 and not raw.timed_out and not any(p.exited_normally for p in injecting):
+        notes.append("the target exited without the shim's exit record (it called _exit, or closed the "
+                     "record descriptor): counts and failure records may be incomplete")
     report = RunReport(
         argv=tuple(argv), cwd=raw.cwd, program=target.path, target=target.description,
         spec=spec, scope=options.scope, forward=options.forward, environment_set=raw.env_set,
         exit_status=124 if raw.timed_out else raw.exit_status, signal=sig, timed_out=raw.timed_out,
         elapsed_s=round(raw.elapsed_s, 4), outcome=outcome, counts=counts, counted_total=counted_total,
         failures_injected=failed_total, failures=tuple(failures),
-        crash_site=crash_site, crash_frames=crash_frames, processes=tuple(raw.records.processes), replay=replay_command(spec, options, argv))
+        crash_site=crash_site, crash_frames=crash_frames, processes=tuple(raw.records.processes),
+        replay=replay_command(spec, options, argv), notes=tuple(notes))
     return report, raw
 
 
@@ -255,4 +261,5 @@ def render_report(report: RunReport) -> str:
     oc = report.outcome
     lines.append(f"  outcome {oc.class_name}" + (f" ({oc.reason})" if oc.reason else "") + f": {oc.detail}")
     lines.append(f"  exit status {report.exit_status}" + (f" ({report.signal})" if report.signal else ""))
+    lines.extend(f"  note: {n}" for n in report.notes)
     return "\n".join(lines)
