@@ -505,3 +505,14 @@ int main(void) {
     assert res.exit_code == 71
     assert (tmp_path / "own.txt").read_bytes() == b""
     assert "exit record" in res.json()["notes"][0]
+
+
+def test_per_thread_counts_each_thread_on_its_own(cli, cbuild, shim_built):
+    prog = cbuild.build("mt8", MT_SRC, flags=["-O2", "-pthread"])
+    # every worker thread fails its own 1000th malloc(32) (the main thread makes fewer)
+    res, doc = run_json(cli, "--per-thread", "--fail-at", "1000", "--min-size", "32", "--max-size", "32", prog)
+    assert res.exit_code == 0
+    assert "nulls=8" in res.stderr
+    assert doc["failures_injected"] == 8
+    assert {f["index"] for f in doc["failures"]} == {1000}
+    assert len({f["tid"] for f in doc["failures"]}) == 8

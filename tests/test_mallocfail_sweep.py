@@ -66,7 +66,7 @@ int main(void) {
 
 
 def sweep_json(cli, *args):
-    res = cli("malloc-fail", "--sweep", "--json", "--point-timeout", "1", *[str(a) for a in args])
+    res = cli("malloc-fail", "--sweep", "--json", "--point-timeout", "2", *[str(a) for a in args])
     assert res.exit_code in (0, 1), res.stderr
     return res, json.loads(res.stdout)
 
