@@ -144,3 +144,21 @@ def test_sweep_rejects_a_fixed_index(cli, cbuild):
     prog = cbuild.build("loop", LOOP_SRC, flags=["-g", "-O0"])
     res = cli("malloc-fail", "--sweep", "--fail-at", "3", prog)
     assert res.exit_code == 125 and "--sweep chooses" in res.stderr
+
+
+def test_sweep_runs_write_no_core_files(cli, cbuild):
+    src = r"""#include <stdlib.h>
+#include <sys/resource.h>
+int main(void) {
+    struct rlimit r;
+    getrlimit(RLIMIT_CORE, &r);
+    void *p = malloc(5);
+    if (!p) return r.rlim_cur == 0 ? 40 : 41;
+    free(p);
+    return 0;
+}
+"""
+    prog = cbuild.build("core_limit", src, flags=["-O0"])
+    for flag in ("--fork", "--no-fork"):
+        _, doc = sweep_json(cli, flag, "--min-size", "5", "--max-size", "5", prog)
+        assert by_index(doc)[1]["exit_status"] == 40, flag

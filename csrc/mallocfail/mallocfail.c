@@ -38,6 +38,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -458,6 +459,11 @@ static void do_init_rest(void) {
         role = "tree";
     } else {
         role = eligible ? "not-root" : "not-target";
+    }
+    /* sweeps: hundreds of aborting runs must not each write a core file */
+    if (injects && parse_u64(getenv("MLTOOLS_MF_NO_CORE"), 0)) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
     }
     if (cfg.scope == SCOPE_TREE && injects) {
         index_ctr = &shared->index;

@@ -136,6 +136,8 @@ def sweep(argv: Sequence[str], spec: FailSpec, options: RunOptions, *, persisten
     target = resolve_target(argv[0], options.target_exe)
     filters = _filters_only(spec)
     use_fork = (options.scope == "root") if fork is None else fork
+    # no core files from hundreds of aborting runs
+    options = replace(options, extra_env=tuple(options.extra_env) + (("MLTOOLS_MF_NO_CORE", "1"),))
     if use_fork and options.scope != "root":
         raise UsageError("fork mode needs --scope root")
 
