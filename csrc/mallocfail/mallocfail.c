@@ -113,6 +113,7 @@ struct config {
     int trace;
     int fork_mode;
     uint64_t fork_timeout_ms;
+    uint64_t fork_jobs;
     char fork_dir[512];
     uint64_t max_records;
     int frames;
@@ -403,6 +404,7 @@ static void do_init(void) {
         cfg.fork_mode = 1;
         for (size_t k = 0; e[k]; k++) cfg.fork_dir[k] = e[k];
         cfg.fork_timeout_ms = parse_u64(getenv("MLTOOLS_MF_FORK_TIMEOUT_MS"), 10000);
+        cfg.fork_jobs = parse_u64(getenv("MLTOOLS_MF_FORK_JOBS"), 1);
     }
 
     if (cfg.forward_next) resolve_next();
@@ -718,19 +720,98 @@ static void child_redirect(uint64_t idx) {
 
 /* Fork mode: the child gets the failure, the parent waits for it and goes on.
  * Returns 1 in the child (fail this call), 0 in the parent. */
+/* Children in flight (MLTOOLS_MF_FORK_JOBS > 1, with pidfds): the parent
+ * goes on while up to that many children run, and collects them as they end. */
+#define MAX_FLIGHTS 32
+struct flight { pid_t pid; int pidfd; uint64_t idx; struct timespec start; };
+static struct flight flights[MAX_FLIGHTS];
+static int n_flights;
+
+static uint64_t ms_since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)(now.tv_sec - t0->tv_sec) * 1000 + (uint64_t)((now.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+/* Wait until at most `keep` children are in flight. */
+static void reap_flights(int keep) {
+    while (n_flights > keep) {
+        struct pollfd pfd[MAX_FLIGHTS];
+        uint64_t wait_ms = cfg.fork_timeout_ms;
+        for (int i = 0; i < n_flights; i++) {
+            pfd[i] = (struct pollfd){flights[i].pidfd, POLLIN, 0};
+            uint64_t used = ms_since(&flights[i].start);
+            uint64_t left = used >= cfg.fork_timeout_ms ? 0 : cfg.fork_timeout_ms - used;
+            if (left < wait_ms) wait_ms = left;
+        }
+        int r = poll(pfd, (nfds_t)n_flights, (int)wait_ms);
+        if (r < 0 && errno == EINTR) continue;
+        for (int i = n_flights - 1; i >= 0; i--) {
+            int done = r > 0 && pfd[i].revents != 0;
+            if (!done && ms_since(&flights[i].start) < cfg.fork_timeout_ms) continue;
+            int status = 0, timed_out = 0;
+            if (!done) { kill(flights[i].pid, SIGKILL); timed_out = 1; }
+            while (waitpid(flights[i].pid, &status, 0) < 0) {
+                if (errno != EINTR) { status = -1; break; }   /* the target reaped it: re-run */
+            }
+            close(flights[i].pidfd);
+            fork_record("C", flights[i].idx, NULL, flights[i].pid, status, timed_out);
+            flights[i] = flights[--n_flights];
+        }
+    }
+}
+
+static void wait_synchronously(pid_t pid, int *status, int *timed_out) {
+#ifdef SYS_pidfd_open
+    /* wait with a timeout: poll a pidfd (Linux >= 5.3), else poll waitpid */
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd >= 0) {
+        struct pollfd pfd = {pidfd, POLLIN, 0};
+        int r;
+        do r = poll(&pfd, 1, (int)cfg.fork_timeout_ms); while (r < 0 && errno == EINTR);
+        close(pidfd);
+        if (r == 0) { kill(pid, SIGKILL); *timed_out = 1; }
+        while (waitpid(pid, status, 0) < 0 && errno == EINTR) {}
+        return;
+    }
+#endif
+    struct timespec t0, nap = {0, 20000};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid) break;
+        if (r < 0 && errno != EINTR) { *status = -1; break; }
+        if (ms_since(&t0) >= cfg.fork_timeout_ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, status, 0);
+            *timed_out = 1;
+            break;
+        }
+        nanosleep(&nap, NULL);
+        if (nap.tv_nsec < 2000000) nap.tv_nsec *= 2;
+    }
+}
+
+/* Fork mode: the child gets the failure; the parent goes on with the call
+ * succeeding, after waiting for the child (or while up to FORK_JOBS run).
+ * Returns 1 in the child (fail this call), 0 in the parent. */
 static int fork_point(uint64_t idx, uintptr_t caller) {
     if (cfg.last && idx > cfg.last) return 0;
     if (fork_set && (idx - 1 >= fork_set_bits || !((fork_set[(idx - 1) >> 3] >> ((idx - 1) & 7)) & 1)))
         return 0;
     if (is_sys_addr(caller)) { fork_record("S", idx, "libc-caller", 0, 0, 0); return 0; }
     if (count_threads() != 1) { fork_record("S", idx, "threads", 0, 0, 0); return 0; }
+    int parallel = cfg.fork_jobs > 1;
     sigset_t block, old;
     sigemptyset(&block);
     sigaddset(&block, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &block, &old);
+    /* one child at a time: keep the target's SIGCHLD handler out of our wait */
+    if (!parallel) sigprocmask(SIG_BLOCK, &block, &old);
     pid_t pid = fork();
     if (pid == 0) {
-        sigprocmask(SIG_SETMASK, &old, NULL);
+        if (!parallel) sigprocmask(SIG_SETMASK, &old, NULL);
+        for (int i = 0; i < n_flights; i++) close(flights[i].pidfd);
+        n_flights = 0;
         cfg.fork_mode = 0;
         my_pid = getpid();
         child_redirect(idx);
@@ -740,43 +821,29 @@ static int fork_point(uint64_t idx, uintptr_t caller) {
         return 1;
     }
     if (pid < 0) {
-        sigprocmask(SIG_SETMASK, &old, NULL);
+        if (!parallel) sigprocmask(SIG_SETMASK, &old, NULL);
         fork_record("S", idx, "fork-failed", 0, 0, 0);
         return 0;
     }
-    int status = 0, timed_out = 0;
+    if (parallel) {
+        int pidfd = -1;
 #ifdef SYS_pidfd_open
-    /* wait with a timeout: poll a pidfd (Linux >= 5.3), else poll waitpid */
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd >= 0) {
-        struct pollfd pfd = {pidfd, POLLIN, 0};
-        int r;
-        do r = poll(&pfd, 1, (int)cfg.fork_timeout_ms); while (r < 0 && errno == EINTR);
-        close(pidfd);
-        if (r == 0) { kill(pid, SIGKILL); timed_out = 1; }
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    } else
+        pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 #endif
-    {
-        struct timespec t0, now, nap = {0, 20000};
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        for (;;) {
-            pid_t r = waitpid(pid, &status, WNOHANG);
-            if (r == pid) break;
-            if (r < 0 && errno != EINTR) { status = -1; break; }
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            uint64_t ms = (uint64_t)(now.tv_sec - t0.tv_sec) * 1000 + (uint64_t)((now.tv_nsec - t0.tv_nsec) / 1000000);
-            if (ms >= cfg.fork_timeout_ms) {
-                kill(pid, SIGKILL);
-                waitpid(pid, &status, 0);
-                timed_out = 1;
-                break;
-            }
-            nanosleep(&nap, NULL);
-            if (nap.tv_nsec < 2000000) nap.tv_nsec *= 2;
+        if (pidfd >= 0) {
+            flights[n_flights].pid = pid;
+            flights[n_flights].pidfd = pidfd;
+            flights[n_flights].idx = idx;
+            clock_gettime(CLOCK_MONOTONIC, &flights[n_flights].start);
+            n_flights++;
+            int keep = cfg.fork_jobs > MAX_FLIGHTS ? MAX_FLIGHTS : (int)cfg.fork_jobs;
+            reap_flights(keep - 1);
+            return 0;
         }
     }
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    int status = 0, timed_out = 0;
+    wait_synchronously(pid, &status, &timed_out);
+    if (!parallel) sigprocmask(SIG_SETMASK, &old, NULL);
     fork_record("C", idx, NULL, pid, status, timed_out);
     return 0;
 }
@@ -970,6 +1037,11 @@ MF_EXPORT void *pvalloc(size_t size) {
 
 __attribute__((destructor)) static void mf_destructor(void) {
     if (atomic_load(&init_state) != 2 || cfg.fd < 0) return;
+    if (n_flights && getpid() == my_pid) {
+        busy_on();
+        reap_flights(0);
+        busy_off();
+    }
     uint64_t calls[FN_COUNT], counted[FN_COUNT], failed[FN_COUNT], frees;
     int64_t adjust;
     for (int f = 0; f < FN_COUNT; f++) {

@@ -182,8 +182,11 @@ def sweep(argv: Sequence[str], spec: FailSpec, options: RunOptions, *, persisten
 
         points: Dict[int, _Point] = {}
         if use_fork and indices:
+            # children run side by side only for a target that never starts
+            # processes of its own: its wait() calls could otherwise reap ours
+            fork_jobs = jobs if len(base_raw.records.processes) == 1 else 1
             points.update(_fork_pass(argv, filters, options, target, work, indices, persistent,
-                                     baseline, point_timeout_s))
+                                     baseline, point_timeout_s, fork_jobs))
         todo = [i for i in indices if i not in points]
         forked = len(points)
         points.update(_rerun_pass(argv, filters, options, target, work, todo, persistent, baseline,
@@ -250,7 +253,7 @@ def _fill_from_failure(pt: _Point, raw_failures, pid: Optional[int] = None) -> b
 
 
 def _fork_pass(argv, filters, options, target, work, indices, persistent, baseline,
-               point_timeout_s) -> Dict[int, _Point]:
+               point_timeout_s, fork_jobs=1) -> Dict[int, _Point]:
     # children write their stderr and get a cwd here: tmpfs when there is one
     # (creating files on an overlay /tmp cost more than the fork itself, measured)
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
@@ -258,19 +261,20 @@ def _fork_pass(argv, filters, options, target, work, indices, persistent, baseli
     fork_dir = fork_tmp.name
     try:
         return _fork_pass_in(argv, filters, options, target, work, fork_dir, indices, persistent, baseline,
-                             point_timeout_s)
+                             point_timeout_s, fork_jobs)
     finally:
         fork_tmp.cleanup()
 
 
 def _fork_pass_in(argv, filters, options, target, work, fork_dir, indices, persistent, baseline,
-                  point_timeout_s) -> Dict[int, _Point]:
+                  point_timeout_s, fork_jobs) -> Dict[int, _Point]:
     run_cwd = os.path.join(work, "fork-parent")
     os.mkdir(run_cwd)
     wanted = set(indices)
     extra = {"MLTOOLS_MF_FORK_DIR": fork_dir, "MLTOOLS_MF_FIRST": str(indices[0]),
              "MLTOOLS_MF_LAST": str(indices[-1]),
              "MLTOOLS_MF_FORK_TIMEOUT_MS": str(int(point_timeout_s * 1000)),
+             "MLTOOLS_MF_FORK_JOBS": str(max(1, fork_jobs)),
              "MLTOOLS_MF_MAX_RECORDS": str(len(indices) + 16)}
     if persistent:
         extra["MLTOOLS_MF_PERSISTENT"] = "1"
