@@ -75,10 +75,11 @@ def by_index(doc):
     return {p["index"]: p for p in doc["points"]}
 
 
-@pytest.mark.parametrize("fork_flag", ["--fork", "--no-fork"])
-def test_sweep_classifies_known_mix(cli, cbuild, fork_flag):
+@pytest.mark.parametrize("fork_flag,jobs", [("--fork", "2"), ("--fork", "1"), ("--no-fork", "2")])
+def test_sweep_classifies_known_mix(cli, cbuild, fork_flag, jobs):
+    # --fork -j 2: two children in flight while the parent goes on; -j 1: one at a time
     prog = cbuild.build("mix", MIX_SRC, flags=["-g", "-O0"])
-    res, doc = sweep_json(cli, fork_flag, prog)
+    res, doc = sweep_json(cli, fork_flag, "--jobs", jobs, prog)
     assert res.exit_code == 1                       # crash, abort, hang and leak found
     assert doc["schema"] == "mltools.malloc_fail.sweep"
     assert doc["baseline"]["counted_total"] == 6 and doc["baseline"]["exit_status"] == 0
