@@ -9,14 +9,18 @@ Part 1, per-call cost: mallocfail_pairs.c (malloc(32) + write + free in 1 and
   - `fiu-run -x -c "enable_random name=libc/mm/malloc,probability=0"`,
 interleaved round by round; best of ROUNDS per variant, ratios from the bests.
 
-Part 2, sweep: a C target with about 1,500 failure points, swept with fork
-mode and with re-runs (`--no-fork`), interleaved; points per second.
+Part 2, sweep: a C target with 1,001 failure points, swept with fork mode
+and with re-runs (`--no-fork`), interleaved; points per second.
+
+Part 3, sweep of CPython start-up (`python -c "x = [1]"`, first 150 points):
+fork mode with 2 children in flight, with 1, and re-runs; best of 2.
 
 Run: python benchmarks/mallocfail_bench.py [--rounds 5] [--iters 2000000]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -131,7 +135,6 @@ def main() -> None:
             out = subprocess.run(mltools_cmd() + ["malloc-fail", "--sweep", flag, "--json", "--", target,
                                                   str(args.sweep_n)], capture_output=True, text=True, timeout=3600)
             elapsed = time.perf_counter() - t0
-            import json
             doc = json.loads(out.stdout)
             points = doc["points_tested"]
             sweep_best[mode] = min(sweep_best[mode], elapsed)
@@ -139,6 +142,22 @@ def main() -> None:
           f"fork {sweep_best['fork']:.2f} s ({points / sweep_best['fork']:.0f} points/s), "
           f"re-run {sweep_best['rerun']:.2f} s ({points / sweep_best['rerun']:.0f} points/s), "
           f"fork is {sweep_best['rerun'] / sweep_best['fork']:.1f}x faster")
+
+    py = os.path.realpath(sys.executable)
+    py_best = {}
+    for _ in range(2):
+        for mode, flags in (("fork -j2", ["--fork", "-j", "2"]), ("fork -j1", ["--fork", "-j", "1"]),
+                            ("re-run -j2", ["--no-fork", "-j", "2"])):
+            t0 = time.perf_counter()
+            out = subprocess.run(mltools_cmd() + ["malloc-fail", "--sweep", "--json", "--max-points", "150",
+                                                  *flags, "--", py, "-c", "x = [1]"],
+                                 capture_output=True, text=True, timeout=3600)
+            elapsed = time.perf_counter() - t0
+            doc = json.loads(out.stdout)
+            py_best[mode] = min(py_best.get(mode, float("inf")), elapsed)
+            classes = doc["by_class"]
+    print(f"CPython start-up sweep, 150 points ({classes}): "
+          + ", ".join(f"{m} {t:.2f} s" for m, t in py_best.items()))
     shutil.rmtree(work, ignore_errors=True)
 
 
