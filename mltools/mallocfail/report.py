@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from mltools import _proc
-from mltools.mallocfail.config import FUNCTIONS
 
 # Modules whose frames are never "the user's call site".
 _SYSTEM_MODULE = re.compile(r"/(libc\.so|ld-linux|ld64\.so|libstdc\+\+\.so|libgcc_s\.so|libpthread\.so)"
@@ -251,7 +250,3 @@ def symbolize_failures(failures: Sequence[InjectedFailure]) -> List[InjectedFail
                                    with_symbols(f.caller, table), user_frame(frames or (with_symbols(f.caller, table),)),
                                    frames))
     return out
-
-
-def empty_counts() -> Dict[str, int]:
-    return {fn: 0 for fn in FUNCTIONS}

@@ -27,7 +27,7 @@ from mltools.mallocfail.config import FailSpec, RunOptions
 from mltools.mallocfail.outcome import BUG_CLASSES, CLASSES, Outcome, classify
 from mltools.mallocfail.report import Frame, symbolize, user_frame, with_symbols
 from mltools.mallocfail.run import RawRun, replay_command, require_handshake, run_raw
-from mltools.mallocfail.target import Target, resolve_target
+from mltools.mallocfail.target import resolve_target
 
 
 @dataclass(frozen=True)
@@ -241,15 +241,6 @@ def _summarize(points: Sequence[SweepPoint]) -> Tuple[SiteSummary, ...]:
                                 str(first.crash_site) if first.crash_site else None))
     rows.sort(key=lambda r: (rank.get(r.class_name, 99), r.first_index))
     return tuple(rows)
-
-
-def _fill_from_failure(pt: _Point, raw_failures, pid: Optional[int] = None) -> bool:
-    for f in raw_failures:
-        if pid is None or f.pid == pid:
-            if f.index == pt.index or pid is not None:
-                pt.function, pt.size, pt.caller, pt.frames = f.function, f.size, f.caller, f.frames
-                return True
-    return False
 
 
 def _fork_pass(argv, filters, options, target, work, indices, persistent, baseline,
