@@ -112,6 +112,9 @@ def _register() -> None:
     from mltools.cli import env as env_cli
 
     cli.add_command(env_cli.env_cmd)
+    from mltools.cli import elf as elf_cli
+
+    cli.add_command(elf_cli.elf_group)
 
 
 _register()

@@ -1,0 +1,1 @@
+"""ELF and shared-library debugging: static checks and LD_DEBUG traces."""
