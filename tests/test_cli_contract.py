@@ -17,6 +17,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # Entries are argv lists, or callables taking (tmp_path, cbuild) and returning one.
 JSON_SMOKE = {
     "env": ["env", "--json"],
+    "elf inspect": lambda tmp_path, cbuild: ["elf", "inspect", "--json",
+                                             cbuild.build("smoke", "int main(void){return 0;}")],
     "elf trace": ["elf", "trace", "--json", "--", "/bin/true"],
 }
 

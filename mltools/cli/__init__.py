@@ -110,11 +110,10 @@ def cli() -> None:
 
 def _register() -> None:
     from mltools.cli import env as env_cli
+    from mltools.cli.elf import elf as elf_group
 
     cli.add_command(env_cli.env_cmd)
-    from mltools.cli import elf as elf_cli
-
-    cli.add_command(elf_cli.elf_group)
+    cli.add_command(elf_group)
 
 
 _register()
