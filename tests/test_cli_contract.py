@@ -19,6 +19,8 @@ JSON_SMOKE = {
     "env": ["env", "--json"],
     "elf inspect": lambda tmp_path, cbuild: ["elf", "inspect", "--json",
                                              cbuild.build("smoke", "int main(void){return 0;}")],
+    "elf tree": lambda tmp_path, cbuild: ["elf", "tree", "--json",
+                                          cbuild.build("smoke", "int main(void){return 0;}")],
     "elf trace": ["elf", "trace", "--json", "--", "/bin/true"],
 }
 
