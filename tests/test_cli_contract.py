@@ -22,6 +22,8 @@ JSON_SMOKE = {
     "elf tree": lambda tmp_path, cbuild: ["elf", "tree", "--json",
                                           cbuild.build("smoke", "int main(void){return 0;}")],
     "elf trace": ["elf", "trace", "--json", "--", "/bin/true"],
+    "elf check": lambda tmp_path, cbuild: ["elf", "check", "--json",
+                                           cbuild.build("smoke", "int main(void){return 0;}")],
 }
 
 

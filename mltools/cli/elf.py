@@ -231,3 +231,7 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
 from mltools.cli.elf_trace import trace_cmd  # noqa: E402 - the command lives in its own module
 
 elf.add_command(trace_cmd)
+
+from mltools.cli.elf_check import check_cmd  # noqa: E402
+
+elf.add_command(check_cmd)
