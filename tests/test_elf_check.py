@@ -69,7 +69,7 @@ def test_version_missing_wording_matches_ld_so(fx):
     # ld.so: "./m2: /…/v1/libver.so.1: version `FOO_2' not found (required by ./m2)"
     expected = f"{v1}: version `FOO_2' not found (required by {fx['m2']})"
     assert expected.replace(str(fx["m2"]), "./m2") in real.stderr
-    assert f.message == expected
+    assert f.message == expected + "; used by foo2"
     assert f.details["symbols"] == ["foo2"] and f.details["available"] == ["FOO_1"]
     # foo2@FOO_2 is not reported a second time as undefined
     assert [f.code for f in findings] == ["VERSION_MISSING"]

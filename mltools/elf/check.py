@@ -240,13 +240,16 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
                 if v in have:
                     continue
                 users = sorted({n for n, ver, f, _ in s.undefined if ver == v})
+                pretty_users = demangle_all(users[:_SYMBOLS_SHOWN])
                 is_weak = v in weak
                 findings.append(Finding(
                     "VERSION_MISSING_WEAK" if is_weak else "VERSION_MISSING",
                     Severity.WARNING if is_weak else Severity.ERROR,
-                    f"{shown.get(target, target)}: version `{v}' not found (required by {o.shown})",
-                    fix=f"make a copy of {vn_file} that defines {v} load first, or rebuild "
-                        f"{os.path.basename(o.path)} against the {vn_file} that is loaded",
+                    f"{shown.get(target, target)}: version `{v}' not found (required by {o.shown})"
+                    + (f"; used by {_names_text(users, pretty_users)}" if users else ""),
+                    fix=f"that copy defines {_versions_text(have)}: make a copy of {vn_file} that "
+                        f"defines {v} load first, or rebuild {os.path.basename(o.shown)} against "
+                        f"the {vn_file} that is loaded",
                     details={"library": shown.get(target, target), "required_by": o.shown, "version": v,
                              "needed_name": vn_file, "symbols": users,
                              "available": sorted(have)}))
@@ -339,6 +342,19 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
     findings.extend(_dup_runtimes(objects))
     stats = CheckStats(len(syms), symbols_checked, versions_checked, round(time.perf_counter() - start, 4))
     return findings, stats
+
+
+def _names_text(names: Sequence[str], pretty: Sequence[str]) -> str:
+    shown = ", ".join(pretty[:_SYMBOLS_SHOWN])
+    more = len(names) - min(len(names), _SYMBOLS_SHOWN)
+    return shown + (f" and {more} more" if more else "")
+
+
+def _versions_text(versions) -> str:
+    vs = sorted(versions, key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)])
+    if not vs:
+        return "no versions"
+    return ", ".join(vs) if len(vs) <= 4 else f"{len(vs)} versions, up to {vs[-1]}"
 
 
 def _ref_text(r: SymbolRef) -> str:
