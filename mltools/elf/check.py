@@ -311,10 +311,11 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
         more = f" and {len(refs) - _SYMBOLS_SHOWN} more" if len(refs) > _SYMBOLS_SHOWN else ""
         if code == "ABI_MISMATCH":
             twins = {r.name: abi_twins[r.name] for r in refs}
+            first_twin = twins[refs[0].name]
             findings.append(Finding(
                 code, Severity.ERROR,
                 f"{path}: undefined symbol{'s' if len(refs) > 1 else ''}: {shown}{more}; "
-                f"the other C++ std::string ABI ([abi:cxx11]/__cxx11) is defined instead",
+                f"defined with the other std::string ABI as {first_twin[1]} in {first_twin[2]}",
                 fix="build with the same _GLIBCXX_USE_CXX11_ABI as the library that defines it "
                     "(torch: torch._C._GLIBCXX_USE_CXX11_ABI)",
                 details={"object": path, "symbols": [r.__dict__ for r in refs],
@@ -358,7 +359,7 @@ def _versions_text(versions) -> str:
 
 
 def _ref_text(r: SymbolRef) -> str:
-    text = r.demangled if r.demangled else r.name
+    text = r.name if r.demangled in ("", r.name) else f"{r.name} ({r.demangled})"
     return text + (f", version {r.version}" if r.version else "")
 
 
