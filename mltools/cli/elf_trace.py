@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Optional
 
 import click
@@ -92,7 +93,7 @@ def _render_program(p, verbose: bool) -> str:
 def render_trace(r, verbose: bool = False) -> str:
     status = str(r.exit_status) + (f" ({r.signal})" if r.signal else "")
     out = [key_values([
-        ("command", " ".join(r.command)),
+        ("command", shlex.join(r.command)),
         ("target", f"{r.target.path} ({r.target.kind}"
                    + (f", {r.target.interpreter}" if r.target.interpreter else "") + ")"),
         ("exit status", status),
