@@ -512,6 +512,22 @@ def loaded_by_imports(python: str, modules: Sequence[str], *, timeout: float = 3
     return tuple(out)
 
 
+def interpreter_binary(python: str, *, timeout: float = 60.0) -> str:
+    """The ELF executable behind ``python`` (a wrapper script such as a pyenv
+    shim is asked for its ``sys.executable``)."""
+    from mltools import _proc
+    from mltools.elf.reader import looks_like_elf
+    from mltools.errors import InputError
+
+    if looks_like_elf(python):
+        return python
+    res = _proc.run([python, "-c", "import sys; print(sys.executable)"], timeout=timeout)
+    exe = res.stdout.strip().splitlines()[-1:] if res.returncode == 0 else []
+    if not exe or not looks_like_elf(exe[0]):
+        raise InputError(f"--as-python {python}: not a Python interpreter (no ELF executable behind it)")
+    return exe[0]
+
+
 def _names_map(libraries) -> Dict[str, str]:
     names: Dict[str, str] = {}
     for lib in libraries:
@@ -622,10 +638,15 @@ def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Se
     symbol_cache: Dict[str, _ObjSyms] = {}
     results = []
     unreadable = 0
+    binaries: Dict[str, str] = {}
     for p in paths:
         exe = python
         if exe is None and (after or (auto_python and is_extension_module(p))):
             exe = auto_python
+        if exe is not None:
+            if exe not in binaries:
+                binaries[exe] = interpreter_binary(exe)
+            exe = binaries[exe]
         loaded: Tuple[str, ...] = ()
         if exe is not None and after:
             if exe not in loaded_cache:
