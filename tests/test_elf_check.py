@@ -211,7 +211,6 @@ def pyext(tmp_path_factory, fx):
     """``needs_baz`` needs libbaz.so by SONAME with no RPATH; the package
     ``preload_baz`` loads that library (ctypes, by path) when imported."""
     import sysconfig
-    import sys
 
     inc = sysconfig.get_paths()["include"]
     if not os.path.exists(os.path.join(inc, "Python.h")):
