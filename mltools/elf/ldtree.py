@@ -638,8 +638,8 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
         existing = ns.lookup(name)
         if existing is not None:
             return existing
-        if name in missing:
-            return missing[name]
+        # A name that was not found is searched again for the next requester
+        # (ld.so skips its faked entries): another search path may find it.
         if "/" in name:
             expanded = expand_dst(name, loader.origin, r.config) if "$" in name else name
             tried: List[Candidate] = []
@@ -669,6 +669,8 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             ns.add(obj)
             traversal.append(obj)
             return obj
+        if name in missing and missing[name].kind == ("fatal" if status == "fatal" else "missing"):
+            return missing[name]
         obj = _Obj(None, found_as or name, None, None, loader, depth, None, kind="missing")
         obj.names.append(name)
         obj.tried = tried_t
