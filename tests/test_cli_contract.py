@@ -19,6 +19,7 @@ JSON_SMOKE = {
     "env": ["env", "--json"],
     "elf inspect": lambda tmp_path, cbuild: ["elf", "inspect", "--json",
                                              cbuild.build("smoke", "int main(void){return 0;}")],
+    "elf ldcache": ["elf", "ldcache", "--json", "--no-stale-check"],
     "elf tree": lambda tmp_path, cbuild: ["elf", "tree", "--json",
                                           cbuild.build("smoke", "int main(void){return 0;}")],
 }

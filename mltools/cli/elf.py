@@ -226,3 +226,49 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
              lambda ts: "\n\n".join(render_tree(t, flat) for t in ts.trees))
     if any(not t.ok for t in trees):
         click.get_current_context().exit(1)
+
+
+# --- ldcache ---------------------------------------------------------------------------------
+
+def render_ldcache(r) -> str:
+    head = key_values([
+        ("cache", r.path),
+        ("format", r.format + (f" (glibc-hwcaps: {', '.join(r.hwcaps_subdirs)})" if r.hwcaps_subdirs else "")),
+        ("generator", r.generator),
+        ("entries", len(r.entries)),
+        ("ld.so.conf dirs", ", ".join(r.configured_dirs) or "-"),
+    ])
+    t = Table(["name", "abi", "hwcaps", "path"])
+    for e in r.entries:
+        t.add(e.name, e.description, e.hwcaps_subdir or "-", e.path)
+    text = head + "\n\n" + t.render()
+    if r.findings:
+        text += "\n\nfindings\n" + findings_text(r.findings)
+    return text
+
+
+@elf.command("ldcache")
+@click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False),
+              help="The cache file (default: /etc/ld.so.cache, under --root if given).")
+@click.option("--conf", "conf_path", default=None, type=click.Path(dir_okay=False),
+              help="The ld.so.conf to compare with (default: /etc/ld.so.conf).")
+@click.option("--root", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="A sysroot whose cache and configuration to read.")
+@click.option("--no-stale-check", is_flag=True, help="Only list the entries.")
+@json_option
+def ldcache_cmd(cache_path, conf_path, root, no_stale_check, as_json) -> None:
+    """The loader's library cache, parsed as ld.so reads it.
+
+    Lists the same entries as `ldconfig -p` (new, old and combined formats, the
+    glibc-hwcaps extension) and reports a stale cache: a library in a directory
+    that ld.so.conf lists but the cache lacks, or an entry whose file is gone.
+
+    Exit status 1 when the cache is stale.
+    """
+    from mltools.elf.ldcache import ldcache_report
+    from mltools.findings import Severity, any_at_or_above
+
+    report = ldcache_report(cache_path, conf_path, root, check_stale=not no_stale_check)
+    emit(report, as_json, render_ldcache)
+    if any_at_or_above(report.findings, Severity.WARNING):
+        click.get_current_context().exit(1)
