@@ -221,9 +221,16 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
     trees = [resolve_tree(f, env=env, preload=preload, resolver=resolver) for f in files]
     if len(trees) == 1:
         emit(trees[0], as_json, lambda t: render_tree(t, flat))
+    elif as_json:
+        # Many trees: one compact document (json's C encoder; indenting megabytes is slow).
+        import json
+
+        from mltools.elf.ldtree import tree_json
+        doc = {"schema": DepTreeSet.SCHEMA, "version": DepTreeSet.SCHEMA_VERSION,
+               "trees": [tree_json(t) for t in trees]}
+        click.echo(json.dumps(doc, separators=(",", ":")))
     else:
-        emit(DepTreeSet(trees=tuple(trees)), as_json,
-             lambda ts: "\n\n".join(render_tree(t, flat) for t in ts.trees))
+        click.echo("\n\n".join(render_tree(t, flat) for t in trees))
     if any(not t.ok for t in trees):
         click.get_current_context().exit(1)
 

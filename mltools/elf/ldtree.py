@@ -30,7 +30,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields, is_dataclass
 from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from mltools.elf.ldcache import LdCache, X86_64_CACHE_FLAGS, read_ld_cache, read_ld_so_conf
@@ -41,6 +41,7 @@ from mltools.findings import Finding, Severity
 
 __all__ = [
     "Candidate", "NearMiss", "Library", "DepTree", "DepTreeSet", "Resolver", "resolve_tree", "VIA_LABELS",
+    "tree_json",
 ]
 
 VIA_LABELS = {
@@ -129,6 +130,32 @@ class DepTreeSet:
     trees: Tuple[DepTree, ...]
 
 
+_FIELDS: Dict[type, Tuple[str, ...]] = {}
+
+
+def _plain(obj):
+    """A fast ``_jsonio.to_jsonable`` for the types a DepTree holds."""
+    t = type(obj)
+    if t is str or t is int or t is bool or obj is None:
+        return obj
+    names = _FIELDS.get(t)
+    if names is None and is_dataclass(obj):
+        names = _FIELDS[t] = tuple(f.name for f in fields(obj) if not f.name.startswith("_"))
+    if names is not None:
+        return {n: _plain(getattr(obj, n)) for n in names}
+    if t is tuple or t is list:
+        return [_plain(x) for x in obj]
+    from mltools import _jsonio
+    return _jsonio.to_jsonable(obj)
+
+
+def tree_json(tree: DepTree) -> dict:
+    """The ``mltools.elf.tree`` JSON document for ``tree`` (schema and version first)."""
+    doc = {"schema": tree.SCHEMA, "version": tree.SCHEMA_VERSION}
+    doc.update(_plain(tree))
+    return doc
+
+
 # --- internal state --------------------------------------------------------------------------
 
 class _Obj:
@@ -195,6 +222,7 @@ class Resolver:
         self._searched_dirs: Dict[str, str] = {}   # every directory searched, with a label
         self._search_memo: Dict[tuple, tuple] = {}
         self._realpaths: Dict[str, str] = {}
+        self._etc_preload: Optional[Tuple[str, ...]] = None
 
     # -- file system, with the sysroot applied ---------------------------------------------
     def host(self, path: str) -> str:
@@ -440,6 +468,16 @@ class Resolver:
         return {62: X86_64_CACHE_FLAGS, 183: 0x0A03, 3: 0x0003, 40: 0x0903, 21: 0x0503,
                 22: 0x0303 if cfg.elf_class == 64 else 0x0003, 243: 0x1103}.get(cfg.machine, 0x0003)
 
+    def etc_preload(self) -> Tuple[str, ...]:
+        """The names in /etc/ld.so.preload (read once)."""
+        if self._etc_preload is None:
+            try:
+                with open(self.host(self.config.preload_path)) as fh:
+                    self._etc_preload = tuple(fh.read().split())
+            except OSError:
+                self._etc_preload = ()
+        return self._etc_preload
+
     # -- near misses ------------------------------------------------------------------------
     def conf_dirs(self) -> Tuple[str, ...]:
         if self._conf_dirs is None:
@@ -567,12 +605,7 @@ def _preload_names(env: Mapping[str, str], preload: Sequence[str], resolver: Res
             if part:
                 names.append((part, "--preload"))
     if use_etc_preload:
-        try:
-            with open(resolver.host(resolver.config.preload_path)) as fh:
-                for part in fh.read().split():
-                    names.append((part, resolver.config.preload_path))
-        except OSError:
-            pass
+        names.extend((part, resolver.config.preload_path) for part in resolver.etc_preload())
     return names
 
 
@@ -603,11 +636,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
     def load_root(p: str, kind: str) -> _Obj:
         host_p = r.host(os.path.abspath(p)) if r._rootp else p
-        if not os.path.exists(host_p):
-            raise InputError(f"{p}: no such file")
-        if os.path.isdir(host_p):
-            raise InputError(f"{p}: is a directory, not an ELF file")
-        info = read_elf(host_p)
+        info = read_elf(host_p)      # InputError / ElfFormatError name the problem
         if not info.has_dynamic:
             raise InputError(f"{p}: not a dynamic executable or shared object (no PT_DYNAMIC)")
         if info.elf_class != r.config.elf_class or info.machine != r.config.machine:
