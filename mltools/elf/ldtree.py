@@ -354,7 +354,7 @@ class Resolver:
         return obj._runpath
 
     def _open_path(self, name: str, dirs: Sequence[str], source: str, cwd: str,
-                   tried: List[Candidate]):
+                   tried: List[Candidate], label: Optional[str] = None):
         """Try ``name`` in ``dirs``; returns (status, found_as, info, subdir).
 
         status: "found", "fatal" (found_as is the bad file), "stop" or "none".
@@ -363,7 +363,7 @@ class Resolver:
             host_d = self.host(d) if d.startswith("/") else os.path.join(cwd, d)
             if self._list(host_d) is None:
                 continue
-            self._searched_dirs.setdefault(host_d.rstrip("/") or "/", source)
+            self._searched_dirs.setdefault(host_d.rstrip("/") or "/", label or VIA_LABELS.get(source, source))
             stop = False
             for sub in self._subdirs:
                 hd = host_d + sub if host_d else sub
@@ -415,14 +415,14 @@ class Resolver:
         memo = self._search_memo.get(key) if not chain else None
         if memo is not None:
             return memo
-        result = self._search(name, chain, env_dirs, runpath, nodeflib, cwd, tried)
+        result = self._search(name, chain, env_dirs, runpath, nodeflib, cwd, tried, loader.ident())
         if not chain:
             self._search_memo[key] = result
         return result
 
-    def _search(self, name, chain, env_dirs, runpath, nodeflib, cwd, tried):
+    def _search(self, name, chain, env_dirs, runpath, nodeflib, cwd, tried, loader_ident=None):
         for dirs, owner in chain:
-            st, found_as, x, sub = self._open_path(name, dirs, "rpath", cwd, tried)
+            st, found_as, x, sub = self._open_path(name, dirs, "rpath", cwd, tried, f"DT_RPATH of {owner.ident()}")
             if st in ("found", "fatal"):
                 return (st, found_as, x, "rpath", owner.ident(), sub, tuple(tried))
             if st == "stop":
@@ -432,7 +432,8 @@ class Resolver:
             if st in ("found", "fatal"):
                 return (st, found_as, x, "ld_library_path", None, sub, tuple(tried))
         if runpath:
-            st, found_as, x, sub = self._open_path(name, runpath, "runpath", cwd, tried)
+            st, found_as, x, sub = self._open_path(name, runpath, "runpath", cwd, tried,
+                                                   f"DT_RUNPATH of {loader_ident}")
             if st in ("found", "fatal"):
                 return (st, found_as, x, "runpath", None, sub, tuple(tried))
         if self.cache is not None:
