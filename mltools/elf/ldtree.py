@@ -35,7 +35,7 @@ from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 from mltools.elf.ldcache import LdCache, X86_64_CACHE_FLAGS, read_ld_cache, read_ld_so_conf
 from mltools.elf.ldso import LoaderConfig, expand_dst, loader_config_for_root
-from mltools.elf.reader import ET_DYN, ET_EXEC, ElfFormatError, ElfInfo, read_elf
+from mltools.elf.reader import ET_DYN, ET_EXEC, MACHINE_NAMES, ElfFormatError, ElfInfo, read_elf
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, Severity
 
@@ -641,9 +641,9 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
         if not info.has_dynamic:
             raise InputError(f"{p}: not a dynamic executable or shared object (no PT_DYNAMIC)")
         if info.elf_class != r.config.elf_class or info.machine != r.config.machine:
-            raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here is for "
-                             f"ELF{r.config.elf_class} {r.config.machine_name if hasattr(r.config, 'machine_name') else r.config.machine}: "
-                             "use --root with a sysroot of that architecture")
+            want = MACHINE_NAMES.get(r.config.machine, str(r.config.machine))
+            raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here loads "
+                             f"ELF{r.config.elf_class} {want} objects only")
         exe = kind == "main" and info.interp is not None
         obj = r._new_obj(info, p, host_p, None, 0, None, cwd, is_exe_origin=exe)
         obj.kind = kind
