@@ -75,6 +75,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/usr/bin")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--with-lddtree", action="store_true",
+                    help="also time pax-utils lddtree (Python; minutes for /usr/bin)")
     args = ap.parse_args()
     files = dynamic_elves(args.dir)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
@@ -82,12 +84,14 @@ def main() -> int:
     runners = {
         "mltools elf tree --json": [[sys.executable, "-m", "mltools", "elf", "tree", "--json", "--clean-env", *files]],
         "mltools elf tree --flat": [[sys.executable, "-m", "mltools", "elf", "tree", "--flat", "--clean-env", *files]],
+        "mltools elf tree --json -j 1": [[sys.executable, "-m", "mltools", "elf", "tree", "--json", "-j", "1",
+                                          "--clean-env", *files]],
         "ldd loop": [["ldd", f] for f in files],
     }
     if shutil.which("libtree"):
         runners["libtree"] = [["libtree", *files]]
         runners["libtree -p -vvv"] = [["libtree", "-p", "-vvv", *files]]
-    if shutil.which("lddtree"):
+    if args.with_lddtree and shutil.which("lddtree"):
         runners["lddtree (pax-utils)"] = [["lddtree", *files]]
     best = {k: float("inf") for k in runners}
     names = list(runners)

@@ -101,3 +101,25 @@ def test_tree_bad_inputs_exit_2(cli, tmp_path):
     static = tmp_path / "static.txt"
     static.write_bytes(open("/usr/bin/true", "rb").read()[:40])
     assert cli("elf", "tree", static).exit_code == 2
+
+
+def test_tree_many_files_in_processes_matches_one_process(cli):
+    import glob
+
+    from mltools.elf.reader import read_elf
+    files = []
+    for p in sorted(glob.glob("/usr/bin/*")):
+        try:
+            if os.path.isfile(p) and read_elf(p).has_dynamic:
+                files.append(p)
+        except Exception:
+            continue
+        if len(files) == 70:
+            break
+    if len(files) < 64:
+        import pytest
+        pytest.skip("fewer than 64 programs in /usr/bin")
+    one = cli("elf", "tree", "--json", "--clean-env", "-j", "1", *files)
+    two = cli("elf", "tree", "--json", "--clean-env", "-j", "2", *files)
+    assert one.exit_code == two.exit_code
+    assert one.json() == two.json() and len(one.json()["trees"]) == 70

@@ -156,6 +156,47 @@ def tree_json(tree: DepTree) -> dict:
     return doc
 
 
+def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
+    """Worker for :func:`resolve_many_serialized`: (kind, payload, ok) per path."""
+    import json
+
+    paths, kw, fmt, flat = job
+    resolver = Resolver(root=kw.pop("root", None), hwcaps_mask=kw.pop("hwcaps_mask", None))
+    out = []
+    for p in paths:
+        try:
+            tree = resolve_tree(p, resolver=resolver, **kw)
+        except (InputError, UsageError) as exc:
+            out.append(("error", exc.message, False))
+            continue
+        if fmt == "json":
+            out.append(("ok", json.dumps(tree_json(tree), separators=(",", ":")), tree.ok))
+        else:
+            from mltools.cli.elf import render_tree
+            out.append(("ok", render_tree(tree, flat), tree.ok))
+    return out
+
+
+def resolve_many_serialized(paths: Sequence[str], *, jobs: int, fmt: str = "json", flat: bool = False,
+                            **kw) -> List[Tuple[str, str, bool]]:
+    """Resolve many files in ``jobs`` processes (fork), each with its own Resolver.
+
+    Returns, in the order of ``paths``, ("ok", compact JSON of the tree or its
+    text, tree.ok) or ("error", message, False). The work is split in
+    contiguous chunks so each process reuses its caches.
+    """
+    n = max(1, min(jobs, len(paths)))
+    size = -(-len(paths) // n)
+    chunks = [(list(paths[i:i + size]), dict(kw), fmt, flat) for i in range(0, len(paths), size)]
+    if n == 1:
+        return _resolve_chunk(chunks[0])
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(n) as pool:
+        parts = pool.map(_resolve_chunk, chunks, chunksize=1)
+    return [x for part in parts for x in part]
+
+
 # --- internal state --------------------------------------------------------------------------
 
 class _Obj:
@@ -221,7 +262,7 @@ class Resolver:
         self._conf_dirs: Optional[Tuple[str, ...]] = None
         self._searched_dirs: Dict[str, str] = {}   # every directory searched, with a label
         self._search_memo: Dict[tuple, tuple] = {}
-        self._realpaths: Dict[str, str] = {}
+        self._objmeta: Dict[tuple, Tuple[str, str]] = {}    # (real, origin) per found path
         self._etc_preload: Optional[Tuple[str, ...]] = None
 
     # -- file system, with the sysroot applied ---------------------------------------------
@@ -540,18 +581,40 @@ class Resolver:
     # -- the namespace ------------------------------------------------------------------------
     def _new_obj(self, info: ElfInfo, found_as: str, host_path: str, loader: Optional[_Obj], depth: int,
                  via: Optional[str], cwd: str, is_exe_origin: bool = False) -> _Obj:
-        abs_found = host_path if host_path.startswith("/") else os.path.join(cwd, host_path)
-        real = self._realpaths.get(abs_found)
-        if real is None:
-            real = self._realpaths[abs_found] = os.path.realpath(abs_found)
-        if is_exe_origin:
-            origin = os.path.dirname(real)
-            if self._rootp and origin.startswith(self._rootp):
-                origin = origin[len(self._rootp):] or "/"
-        else:
-            tf = found_as if os.path.isabs(found_as) else os.path.join(cwd, found_as)
-            origin = os.path.dirname(tf) or "/"
-        return _Obj(info, found_as, real, origin, loader, depth, via)
+        key = (found_as, host_path, is_exe_origin, None if host_path.startswith("/") else cwd)
+        meta = self._objmeta.get(key)
+        if meta is None:
+            abs_found = host_path if host_path.startswith("/") else os.path.join(cwd, host_path)
+            real = os.path.realpath(abs_found)
+            if is_exe_origin:
+                origin = os.path.dirname(real)
+                if self._rootp and origin.startswith(self._rootp):
+                    origin = origin[len(self._rootp):] or "/"
+            else:
+                tf = found_as if found_as.startswith("/") else os.path.join(cwd, found_as)
+                origin = os.path.dirname(tf) or "/"
+            meta = self._objmeta[key] = (real, origin)
+        return _Obj(info, found_as, meta[0], meta[1], loader, depth, via)
+
+
+class _Order(list):
+    """Objects in load order, with a set for membership tests."""
+
+    def __init__(self, items=()):
+        super().__init__(items)
+        self.ids = {id(o) for o in self}
+
+    def append(self, obj) -> None:
+        if id(obj) not in self.ids:
+            self.ids.add(id(obj))
+            super().append(obj)
+
+    def remove(self, obj) -> None:
+        super().remove(obj)
+        self.ids.discard(id(obj))
+
+    def __contains__(self, obj) -> bool:
+        return id(obj) in self.ids
 
 
 class _Namespace:
@@ -755,8 +818,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
                         _check_order(name, obj, dep)
                 if id(dep) not in seen and dep.kind not in ("missing", "fatal"):
                     seen.add(id(dep))
-                    if dep not in traversal:
-                        traversal.append(dep)
+                    traversal.append(dep)        # an _Order: appends once
                     queue.append(dep)
 
     def _check_order(name: str, requester: _Obj, dep: _Obj) -> None:
@@ -772,7 +834,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
     # preloads: searched with the main program as the loader
     root_obj = main_obj if root_is_main else None
-    pre_objs: List[_Obj] = []
+    pre_objs: List[_Obj] = _Order()
     for pname, source in _preload_names(env, preload, r, use_etc_preload):
         before = len(ns.objs)
         dep = map_name(pname, main_obj, 1, pre_objs, False)
@@ -794,11 +856,11 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
     if root_is_main:
         root_obj = main_obj
-        traversal: List[_Obj] = list(pre_objs)
+        traversal: List[_Obj] = _Order(pre_objs)
         bfs([main_obj] + pre_objs, traversal, True)
         order = traversal
     else:
-        ctx: List[_Obj] = list(pre_objs)
+        ctx: List[_Obj] = _Order(pre_objs)
         bfs([main_obj] + pre_objs, ctx, False)
         for extra in loaded:
             try:
@@ -822,7 +884,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             root_obj = same
         else:
             ns.add(root_obj)
-        traversal = []
+        traversal = _Order()
         bfs([root_obj], traversal, True)
         order = traversal
 
