@@ -30,17 +30,18 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields, is_dataclass
 from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from mltools.elf.ldcache import LdCache, X86_64_CACHE_FLAGS, read_ld_cache, read_ld_so_conf
 from mltools.elf.ldso import LoaderConfig, expand_dst, loader_config_for_root
-from mltools.elf.reader import ET_DYN, ET_EXEC, ElfFormatError, ElfInfo, read_elf
+from mltools.elf.reader import ET_DYN, ET_EXEC, MACHINE_NAMES, ElfFormatError, ElfInfo, read_elf
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, Severity
 
 __all__ = [
     "Candidate", "NearMiss", "Library", "DepTree", "DepTreeSet", "Resolver", "resolve_tree", "VIA_LABELS",
+    "tree_json",
 ]
 
 VIA_LABELS = {
@@ -129,6 +130,73 @@ class DepTreeSet:
     trees: Tuple[DepTree, ...]
 
 
+_FIELDS: Dict[type, Tuple[str, ...]] = {}
+
+
+def _plain(obj):
+    """A fast ``_jsonio.to_jsonable`` for the types a DepTree holds."""
+    t = type(obj)
+    if t is str or t is int or t is bool or obj is None:
+        return obj
+    names = _FIELDS.get(t)
+    if names is None and is_dataclass(obj):
+        names = _FIELDS[t] = tuple(f.name for f in fields(obj) if not f.name.startswith("_"))
+    if names is not None:
+        return {n: _plain(getattr(obj, n)) for n in names}
+    if t is tuple or t is list:
+        return [_plain(x) for x in obj]
+    from mltools import _jsonio
+    return _jsonio.to_jsonable(obj)
+
+
+def tree_json(tree: DepTree) -> dict:
+    """The ``mltools.elf.tree`` JSON document for ``tree`` (schema and version first)."""
+    doc = {"schema": tree.SCHEMA, "version": tree.SCHEMA_VERSION}
+    doc.update(_plain(tree))
+    return doc
+
+
+def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
+    """Worker for :func:`resolve_many_serialized`: (kind, payload, ok) per path."""
+    import json
+
+    paths, kw, fmt, flat = job
+    resolver = Resolver(root=kw.pop("root", None), hwcaps_mask=kw.pop("hwcaps_mask", None))
+    out = []
+    for p in paths:
+        try:
+            tree = resolve_tree(p, resolver=resolver, **kw)
+        except (InputError, UsageError) as exc:
+            out.append(("error", exc.message, False))
+            continue
+        if fmt == "json":
+            out.append(("ok", json.dumps(tree_json(tree), separators=(",", ":")), tree.ok))
+        else:
+            from mltools.cli.elf import render_tree
+            out.append(("ok", render_tree(tree, flat), tree.ok))
+    return out
+
+
+def resolve_many_serialized(paths: Sequence[str], *, jobs: int, fmt: str = "json", flat: bool = False,
+                            **kw) -> List[Tuple[str, str, bool]]:
+    """Resolve many files in ``jobs`` processes (fork), each with its own Resolver.
+
+    Returns, in the order of ``paths``, ("ok", compact JSON of the tree or its
+    text, tree.ok) or ("error", message, False). The work is split in
+    contiguous chunks so each process reuses its caches.
+    """
+    n = max(1, min(jobs, len(paths)))
+    size = -(-len(paths) // n)
+    chunks = [(list(paths[i:i + size]), dict(kw), fmt, flat) for i in range(0, len(paths), size)]
+    if n == 1:
+        return _resolve_chunk(chunks[0])
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(n) as pool:
+        parts = pool.map(_resolve_chunk, chunks, chunksize=1)
+    return [x for part in parts for x in part]
+
+
 # --- internal state --------------------------------------------------------------------------
 
 class _Obj:
@@ -194,6 +262,8 @@ class Resolver:
         self._conf_dirs: Optional[Tuple[str, ...]] = None
         self._searched_dirs: Dict[str, str] = {}   # every directory searched, with a label
         self._search_memo: Dict[tuple, tuple] = {}
+        self._objmeta: Dict[tuple, Tuple[str, str]] = {}    # (real, origin) per found path
+        self._etc_preload: Optional[Tuple[str, ...]] = None
 
     # -- file system, with the sysroot applied ---------------------------------------------
     def host(self, path: str) -> str:
@@ -325,7 +395,7 @@ class Resolver:
         return obj._runpath
 
     def _open_path(self, name: str, dirs: Sequence[str], source: str, cwd: str,
-                   tried: List[Candidate]):
+                   tried: List[Candidate], label: Optional[str] = None):
         """Try ``name`` in ``dirs``; returns (status, found_as, info, subdir).
 
         status: "found", "fatal" (found_as is the bad file), "stop" or "none".
@@ -334,7 +404,7 @@ class Resolver:
             host_d = self.host(d) if d.startswith("/") else os.path.join(cwd, d)
             if self._list(host_d) is None:
                 continue
-            self._searched_dirs.setdefault(host_d.rstrip("/") or "/", source)
+            self._searched_dirs.setdefault(host_d.rstrip("/") or "/", label or VIA_LABELS.get(source, source))
             stop = False
             for sub in self._subdirs:
                 hd = host_d + sub if host_d else sub
@@ -386,14 +456,14 @@ class Resolver:
         memo = self._search_memo.get(key) if not chain else None
         if memo is not None:
             return memo
-        result = self._search(name, chain, env_dirs, runpath, nodeflib, cwd, tried)
+        result = self._search(name, chain, env_dirs, runpath, nodeflib, cwd, tried, loader.ident())
         if not chain:
             self._search_memo[key] = result
         return result
 
-    def _search(self, name, chain, env_dirs, runpath, nodeflib, cwd, tried):
+    def _search(self, name, chain, env_dirs, runpath, nodeflib, cwd, tried, loader_ident=None):
         for dirs, owner in chain:
-            st, found_as, x, sub = self._open_path(name, dirs, "rpath", cwd, tried)
+            st, found_as, x, sub = self._open_path(name, dirs, "rpath", cwd, tried, f"DT_RPATH of {owner.ident()}")
             if st in ("found", "fatal"):
                 return (st, found_as, x, "rpath", owner.ident(), sub, tuple(tried))
             if st == "stop":
@@ -403,7 +473,8 @@ class Resolver:
             if st in ("found", "fatal"):
                 return (st, found_as, x, "ld_library_path", None, sub, tuple(tried))
         if runpath:
-            st, found_as, x, sub = self._open_path(name, runpath, "runpath", cwd, tried)
+            st, found_as, x, sub = self._open_path(name, runpath, "runpath", cwd, tried,
+                                                   f"DT_RUNPATH of {loader_ident}")
             if st in ("found", "fatal"):
                 return (st, found_as, x, "runpath", None, sub, tuple(tried))
         if self.cache is not None:
@@ -438,6 +509,16 @@ class Resolver:
         cfg = self.config
         return {62: X86_64_CACHE_FLAGS, 183: 0x0A03, 3: 0x0003, 40: 0x0903, 21: 0x0503,
                 22: 0x0303 if cfg.elf_class == 64 else 0x0003, 243: 0x1103}.get(cfg.machine, 0x0003)
+
+    def etc_preload(self) -> Tuple[str, ...]:
+        """The names in /etc/ld.so.preload (read once)."""
+        if self._etc_preload is None:
+            try:
+                with open(self.host(self.config.preload_path)) as fh:
+                    self._etc_preload = tuple(fh.read().split())
+            except OSError:
+                self._etc_preload = ()
+        return self._etc_preload
 
     # -- near misses ------------------------------------------------------------------------
     def conf_dirs(self) -> Tuple[str, ...]:
@@ -500,39 +581,74 @@ class Resolver:
     # -- the namespace ------------------------------------------------------------------------
     def _new_obj(self, info: ElfInfo, found_as: str, host_path: str, loader: Optional[_Obj], depth: int,
                  via: Optional[str], cwd: str, is_exe_origin: bool = False) -> _Obj:
-        abs_found = host_path if os.path.isabs(host_path) else os.path.join(cwd, host_path)
-        real = os.path.realpath(abs_found)
-        if is_exe_origin:
-            origin = os.path.dirname(real)
-            if self._rootp and origin.startswith(self._rootp):
-                origin = origin[len(self._rootp):] or "/"
-        else:
-            tf = found_as if os.path.isabs(found_as) else os.path.join(cwd, found_as)
-            origin = os.path.dirname(tf) or "/"
-        return _Obj(info, found_as, real, origin, loader, depth, via)
+        key = (found_as, host_path, is_exe_origin, None if host_path.startswith("/") else cwd)
+        meta = self._objmeta.get(key)
+        if meta is None:
+            abs_found = host_path if host_path.startswith("/") else os.path.join(cwd, host_path)
+            real = os.path.realpath(abs_found)
+            if is_exe_origin:
+                origin = os.path.dirname(real)
+                if self._rootp and origin.startswith(self._rootp):
+                    origin = origin[len(self._rootp):] or "/"
+            else:
+                tf = found_as if found_as.startswith("/") else os.path.join(cwd, found_as)
+                origin = os.path.dirname(tf) or "/"
+            meta = self._objmeta[key] = (real, origin)
+        return _Obj(info, found_as, meta[0], meta[1], loader, depth, via)
+
+
+class _Order(list):
+    """Objects in load order, with a set for membership tests."""
+
+    def __init__(self, items=()):
+        super().__init__(items)
+        self.ids = {id(o) for o in self}
+
+    def append(self, obj) -> None:
+        if id(obj) not in self.ids:
+            self.ids.add(id(obj))
+            super().append(obj)
+
+    def remove(self, obj) -> None:
+        super().remove(obj)
+        self.ids.discard(id(obj))
+
+    def __contains__(self, obj) -> bool:
+        return id(obj) in self.ids
 
 
 class _Namespace:
-    """The objects loaded so far, in order, with name and file-id lookups."""
+    """The objects loaded so far, in order, with name and file-id lookups.
+
+    ld.so walks its list and takes the first object whose names, path or
+    SONAME match; registering every key once, in load order, gives the same
+    answer in one dict lookup.
+    """
 
     def __init__(self):
         self.objs: List[_Obj] = []
         self.by_id: Dict[tuple, _Obj] = {}
+        self.by_name: Dict[str, _Obj] = {}
 
     def add(self, obj: _Obj) -> None:
         self.objs.append(obj)
         if obj.info is not None:
             self.by_id.setdefault(obj.info.file_id, obj)
+            if obj.info.soname:
+                self.by_name.setdefault(obj.info.soname, obj)
+        self.by_name.setdefault(obj.found_as, obj)
+        for n in obj.names:
+            self.by_name.setdefault(n, obj)
+
+    def alias(self, obj: _Obj, name: str) -> None:
+        obj.names.append(name)
+        self.by_name.setdefault(name, obj)
 
     def lookup(self, name: str) -> Optional[_Obj]:
-        for o in self.objs:
-            if o.kind == "missing":
-                continue
-            if name in o.names or name == o.found_as or (o.info is not None and o.info.soname == name):
-                if name not in o.names:
-                    o.names.append(name)
-                return o
-        return None
+        o = self.by_name.get(name)
+        if o is not None and name not in o.names:
+            o.names.append(name)
+        return o
 
 
 def _env_dirs(resolver: Resolver, env: Mapping[str, str], main: _Obj) -> Tuple[str, ...]:
@@ -553,12 +669,7 @@ def _preload_names(env: Mapping[str, str], preload: Sequence[str], resolver: Res
             if part:
                 names.append((part, "--preload"))
     if use_etc_preload:
-        try:
-            with open(resolver.host(resolver.config.preload_path)) as fh:
-                for part in fh.read().split():
-                    names.append((part, resolver.config.preload_path))
-        except OSError:
-            pass
+        names.extend((part, resolver.config.preload_path) for part in resolver.etc_preload())
     return names
 
 
@@ -589,17 +700,13 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
     def load_root(p: str, kind: str) -> _Obj:
         host_p = r.host(os.path.abspath(p)) if r._rootp else p
-        if not os.path.exists(host_p):
-            raise InputError(f"{p}: no such file")
-        if os.path.isdir(host_p):
-            raise InputError(f"{p}: is a directory, not an ELF file")
-        info = read_elf(host_p)
+        info = read_elf(host_p)      # InputError / ElfFormatError name the problem
         if not info.has_dynamic:
             raise InputError(f"{p}: not a dynamic executable or shared object (no PT_DYNAMIC)")
         if info.elf_class != r.config.elf_class or info.machine != r.config.machine:
-            raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here is for "
-                             f"ELF{r.config.elf_class} {r.config.machine_name if hasattr(r.config, 'machine_name') else r.config.machine}: "
-                             "use --root with a sysroot of that architecture")
+            want = MACHINE_NAMES.get(r.config.machine, str(r.config.machine))
+            raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here loads "
+                             f"ELF{r.config.elf_class} {want} objects only")
         exe = kind == "main" and info.interp is not None
         obj = r._new_obj(info, p, host_p, None, 0, None, cwd, is_exe_origin=exe)
         obj.kind = kind
@@ -638,8 +745,8 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
         existing = ns.lookup(name)
         if existing is not None:
             return existing
-        if name in missing:
-            return missing[name]
+        # A name that was not found is searched again for the next requester
+        # (ld.so skips its faked entries): another search path may find it.
         if "/" in name:
             expanded = expand_dst(name, loader.origin, r.config) if "$" in name else name
             tried: List[Candidate] = []
@@ -659,7 +766,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             info: ElfInfo = x
             same = ns.by_id.get(info.file_id)
             if same is not None:
-                same.names.append(name)
+                ns.alias(same, name)
                 return same
             host_found = r.host(found_as) if found_as.startswith("/") else found_as
             obj = r._new_obj(info, found_as, host_found, loader, depth, via, cwd)
@@ -669,6 +776,8 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             ns.add(obj)
             traversal.append(obj)
             return obj
+        if name in missing and missing[name].kind == ("fatal" if status == "fatal" else "missing"):
+            return missing[name]
         obj = _Obj(None, found_as or name, None, None, loader, depth, None, kind="missing")
         obj.names.append(name)
         obj.tried = tried_t
@@ -709,8 +818,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
                         _check_order(name, obj, dep)
                 if id(dep) not in seen and dep.kind not in ("missing", "fatal"):
                     seen.add(id(dep))
-                    if dep not in traversal:
-                        traversal.append(dep)
+                    traversal.append(dep)        # an _Order: appends once
                     queue.append(dep)
 
     def _check_order(name: str, requester: _Obj, dep: _Obj) -> None:
@@ -726,7 +834,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
     # preloads: searched with the main program as the loader
     root_obj = main_obj if root_is_main else None
-    pre_objs: List[_Obj] = []
+    pre_objs: List[_Obj] = _Order()
     for pname, source in _preload_names(env, preload, r, use_etc_preload):
         before = len(ns.objs)
         dep = map_name(pname, main_obj, 1, pre_objs, False)
@@ -748,11 +856,11 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
     if root_is_main:
         root_obj = main_obj
-        traversal: List[_Obj] = list(pre_objs)
+        traversal: List[_Obj] = _Order(pre_objs)
         bfs([main_obj] + pre_objs, traversal, True)
         order = traversal
     else:
-        ctx: List[_Obj] = list(pre_objs)
+        ctx: List[_Obj] = _Order(pre_objs)
         bfs([main_obj] + pre_objs, ctx, False)
         for extra in loaded:
             try:
@@ -776,7 +884,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             root_obj = same
         else:
             ns.add(root_obj)
-        traversal = []
+        traversal = _Order()
         bfs([root_obj], traversal, True)
         order = traversal
 
