@@ -318,3 +318,19 @@ def test_default_and_hidden_versions_follow_the_loader(cli, tmp_path, monkeypatc
     doc = cli("elf", "check", "--json", "./usefoo", "./usebar").json()
     by_file = {fc["file"]: [f["code"] for f in fc["findings"] if f["severity"] == "error"] for fc in doc["files"]}
     assert by_file == {"./usefoo": [], "./usebar": ["UNDEFINED"]}
+
+
+def test_fatal_candidate_from_the_resolver(cli, fx, tmp_path, monkeypatch):
+    """A Git LFS pointer named like the library, first on the RUNPATH: ld.so stops there."""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "libu.so").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
+    shutil.copy(fx["m3"].parent / "u2" / "libu.so", tmp_path / "libu.so")
+    (tmp_path / "m.c").write_text("int bar(void); int main(void){return bar();}\n")
+    subprocess.run(["gcc", "-o", str(tmp_path / "m"), str(tmp_path / "m.c"), f"-L{tmp_path}", "-lu",
+                    "-Wl,-rpath,$ORIGIN/bad:$ORIGIN"], check=True, capture_output=True, timeout=120)
+    real = _run(tmp_path / "m")
+    assert real.returncode == 127 and "bad/libu.so" in real.stderr
+    monkeypatch.chdir(tmp_path)
+    res = cli("elf", "check", "--json", "./m")
+    assert res.exit_code == 1
+    assert "FATAL_CANDIDATE" in [f["code"] for f in res.json()["findings"]]

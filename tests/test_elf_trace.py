@@ -397,3 +397,20 @@ def test_forked_child_lines_in_the_parents_file(cli, tmp_path):
     assert child["pid"] != parent["pid"] and child["name"] == parent["name"]
     assert any(lib["name"] == "libz.so.1" and lib["how"] == "dlopen" for lib in child["libraries"])
     assert not any(lib["name"] == "libz.so.1" for lib in parent["libraries"])
+
+
+def test_failed_dlopen_of_an_extension_is_rolled_back(cli, fx, tmp_path):
+    """ctypes loads libu.so (undefined baz) with RTLD_NOW: ld.so reports the
+    symbol error, destroys the link map, and Python raises OSError."""
+    lib = fx["m3"].parent / "u1" / "libu.so"
+    code = f"import ctypes, os\ntry:\n    ctypes.CDLL('{lib}', mode=os.RTLD_NOW)\nexcept OSError as e:\n    print(e)\n"
+    real = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "undefined symbol: baz" in real.stdout
+    res = cli("elf", "trace", "--json", "--", sys.executable, "-c", code)
+    assert res.exit_code == 0
+    doc = res.json()
+    assert doc["unparsed_count"] == 0
+    (prog,) = doc["programs"]
+    assert str(lib) in prog["unloaded"]
+    (err,) = prog["errors"]
+    assert err["object"] == str(lib) and err["message"] == "undefined symbol: baz"

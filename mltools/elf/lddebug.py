@@ -29,6 +29,7 @@ UNPARSED_KEEP = 200   # lines kept verbatim per program; the count is always exa
 _PREFIX = re.compile(r"^\s*(\d+):\t?(.*)$")
 _NEEDED = re.compile(r"^file=(.*) \[(\d+)\];  (needed|dynamically loaded) by (.*) \[(\d+)\]$")
 _LINKMAP = re.compile(r"^file=(.*) \[(\d+)\];  generating link map$")
+_DESTROY = re.compile(r"^file=(.*) \[(\d+)\];  destroying link map$")
 _FIND = re.compile(r"^find library=(.*) \[(\d+)\]; searching$")
 _SEARCH_PATH = re.compile(r"^ search path=(.*?)\t\t\((.*)\)$")
 _SEARCH_CACHE = re.compile(r"^ search cache=(.*)$")
@@ -109,6 +110,7 @@ class ProgramTrace:
     errors: List[LoaderError] = field(default_factory=list)
     binding_count: int = 0
     relocation_dependencies: int = 0
+    unloaded: List[str] = field(default_factory=list)   # link maps destroyed (dlclose, failed dlopen)
     bindings_by_provider: Dict[str, int] = field(default_factory=dict)
     # symbol -> provider -> count; only kept when bindings were traced
     symbol_providers: Dict[str, Dict[str, int]] = field(default_factory=dict)
@@ -244,6 +246,11 @@ class _ProgramParser:
             if m:
                 return True
         if c == "f":
+            m = _DESTROY.match(text)
+            if m:
+                # dlclose, or a failed dlopen rolled back
+                t.unloaded.append(m.group(1))
+                return True
             m = _RELOC_DEP.match(text)
             if m:
                 # a symbol binding made the first object depend on the second; no load

@@ -148,6 +148,7 @@ class ProgramReport:
     started: bool                   # ld.so reached "initialize program"
     libraries: Tuple[lddebug.LibraryLoad, ...]
     version_checks: int
+    unloaded: Tuple[str, ...]       # objects unmapped again (dlclose, or a failed dlopen rolled back)
     version_failures: Tuple[lddebug.LoaderError, ...]
     errors: Tuple[lddebug.LoaderError, ...]
     bindings: Optional[BindingSummary]
@@ -332,7 +333,7 @@ def _run_attached(argv: Sequence[str], env: Mapping[str, str], stdout_fd: Option
 def _program_report(p: lddebug.ProgramTrace, with_bindings: bool, cwd: str) -> ProgramReport:
     return ProgramReport(
         pid=p.pid, index=p.index, forked_from=p.forked_from, name=p.name, started=p.started, libraries=tuple(p.libraries),
-        version_checks=p.version_checks, version_failures=tuple(p.version_failures),
+        version_checks=p.version_checks, unloaded=tuple(p.unloaded), version_failures=tuple(p.version_failures),
         errors=tuple(p.errors),
         bindings=_summarize_bindings(p, cwd) if with_bindings else None,
         line_count=p.line_count, unparsed_count=p.unparsed_count, unparsed=tuple(p.unparsed))
