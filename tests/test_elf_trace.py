@@ -159,9 +159,13 @@ def test_interposition_first_definition_wins(cli, fx, tmp_path):
     raw = "".join(p.read_text() for p in (tmp_path / "raw").iterdir())
     # ld.so's own binding line is the oracle for which copy won
     assert re.search(r"binding file \S+/i/libb\.so \[0\] to \S+/i/liba\.so \[0\]: normal symbol `shared_sym'", raw)
+    assert prog["bindings"]["bound_to"]["shared_sym"] == [inter_provider := prog["bindings"]["bound_to"]["shared_sym"][0]]
+    assert inter_provider.endswith("/i/liba.so")
     inter = {i["symbol"]: i for i in prog["bindings"]["interpositions"]}
     assert inter["shared_sym"]["bound_to"].endswith("/i/liba.so")
     assert [p.rsplit("/", 1)[-1] for p in inter["shared_sym"]["also_defined_in"]] == ["libb.so"]
+    text = _trace(cli, "--categories", "bindings", "--symbol", "shared_*", "--", "./mi", cwd=fx["mi"].parent).stdout
+    assert re.search(r"shared_sym -> \S+/i/liba\.so$", text, re.M)
 
 
 # ---------------------------------------------------------------------------
@@ -345,6 +349,7 @@ def test_parser_keeps_unknown_lines():
 
 def test_categories():
     assert lddebug.parse_categories("libs") == ("libs", "files")
+    assert lddebug.parse_categories("bindings") == ("libs", "files", "bindings")
     assert lddebug.parse_categories("all") == lddebug.CATEGORIES
     with pytest.raises(ValueError):
         lddebug.parse_categories("symbols")

@@ -276,7 +276,8 @@ class _ProgramParser:
                     self._request = (name, int(m.group(2)), "needed", "")
                 path = self._search.last_tried() if self._search else None
                 if path is None:
-                    path = name if "/" in name else None
+                    # mapped, so found; without a search the name is the best path known
+                    path = name
                 self._finish(path)
                 t.objects.append(path or name)
                 return True
@@ -446,7 +447,8 @@ def parse_pid_file(path: str, pid: int, *, keep_symbols: bool = True) -> List[Pr
 def parse_categories(text: str) -> Tuple[str, ...]:
     """``libs,files`` -> ("libs", "files"); ``all`` -> every supported one.
 
-    ``files`` is always added: its ``needed by`` lines say who loaded what and
+    ``libs`` and ``files`` are always added: ``libs`` says where each object
+    was found, and the ``needed by`` lines of ``files`` say who loaded what and
     mark where a program starts after an ``exec``.
     """
     wanted: List[str] = []
@@ -459,8 +461,9 @@ def parse_categories(text: str) -> Tuple[str, ...]:
         if part not in CATEGORIES:
             raise ValueError(f"unknown LD_DEBUG category {part!r} (use {', '.join(CATEGORIES)} or all)")
         wanted.append(part)
-    if "files" not in wanted:
-        wanted.append("files")
+    for always in ("libs", "files"):
+        if always not in wanted:
+            wanted.append(always)
     return tuple(c for c in CATEGORIES if c in wanted)
 
 

@@ -137,6 +137,7 @@ class BindingSummary:
     several_providers: Tuple[Tuple[str, Tuple[str, ...]], ...]   # same symbol bound to >1 object
     interpositions: Tuple[Interposition, ...]
     unreadable: Tuple[str, ...]                    # loaded objects whose symbols could not be read
+    bound_to: Mapping[str, Tuple[str, ...]]        # symbol[@version] -> the object(s) it bound to
 
 
 @dataclass(frozen=True)
@@ -182,11 +183,11 @@ class TraceReport:
 
 def _defined_symbols(path: str) -> Optional[frozenset]:
     """Names of the global/weak symbols ``path`` defines in its dynamic symbol table, or None."""
-    from mltools.elf.reader import ElfFormatError, read_symbols
+    from mltools.elf.reader import read_symbols
 
     try:
         syms = read_symbols(path).symbols
-    except (ElfFormatError, OSError):
+    except (MltoolsError, OSError):
         return None
     return frozenset(s.name for s in syms
                      if s.defined and s.name and s.binding in ("GLOBAL", "WEAK", "GNU_UNIQUE"))
@@ -222,8 +223,10 @@ def _summarize_bindings(program: lddebug.ProgramTrace, cwd: str) -> BindingSumma
         if others:
             interpositions.append(Interposition(sym, winner, others))
     interpositions.sort(key=lambda i: i.symbol)
+    bound_to = {sym: tuple(sorted(per, key=lambda o: -per[o]))
+                for sym, per in sorted(program.symbol_providers.items())}
     return BindingSummary(program.binding_count, len(program.symbol_providers), tuple(providers),
-                          several, tuple(interpositions), tuple(unreadable))
+                          several, tuple(interpositions), tuple(unreadable), bound_to)
 
 
 # --------------------------------------------------------------------------
