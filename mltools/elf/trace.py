@@ -202,7 +202,8 @@ def _summarize_bindings(program: lddebug.ProgramTrace, cwd: str) -> BindingSumma
     for name in [program.name or ""] + program.objects:
         if name and name not in objects and name != "linux-vdso.so.1":
             objects.append(name)
-    defined: Dict[str, frozenset] = {}
+    wanted = {sym.split("@", 1)[0] for sym in program.symbol_providers}
+    definers: Dict[str, List[str]] = {}      # bound symbol -> loaded objects defining it, in order
     unreadable = []
     for name in objects:
         path = name if os.path.isabs(name) else os.path.join(cwd, name)
@@ -212,14 +213,16 @@ def _summarize_bindings(program: lddebug.ProgramTrace, cwd: str) -> BindingSumma
         syms = _defined_symbols(path)
         if syms is None:
             unreadable.append(name)
-        else:
-            defined[name] = syms
+            continue
+        for sym in syms & wanted:
+            definers.setdefault(sym, []).append(name)
     interpositions = []
     for sym, per in program.symbol_providers.items():
-        plain = sym.split("@", 1)[0]
+        defs = definers.get(sym.split("@", 1)[0])
+        if not defs:
+            continue
         winner = max(per.items(), key=lambda kv: kv[1])[0]
-        others = tuple(o for o in objects if o != winner and o not in per
-                       and plain in defined.get(o, ()))
+        others = tuple(o for o in defs if o != winner and o not in per)
         if others:
             interpositions.append(Interposition(sym, winner, others))
     interpositions.sort(key=lambda i: i.symbol)
