@@ -334,3 +334,31 @@ def test_fatal_candidate_from_the_resolver(cli, fx, tmp_path, monkeypatch):
     res = cli("elf", "check", "--json", "./m")
     assert res.exit_code == 1
     assert "FATAL_CANDIDATE" in [f["code"] for f in res.json()["findings"]]
+
+
+def test_glibcxx_version_missing_with_an_older_libstdcxx(cli, tmp_path, monkeypatch):
+    """A copy of the system libstdc++ with GLIBCXX_3.4.30 renamed stands in for an
+    older one; a program that uses condition_variable::wait needs 3.4.30."""
+    stdcxx = "/lib/x86_64-linux-gnu/libstdc++.so.6"
+    if GXX is None or not os.path.exists(stdcxx):
+        pytest.skip("needs g++ and the Debian libstdc++")
+    data = open(stdcxx, "rb").read()
+    if data.count(b"GLIBCXX_3.4.30\x00") != 1:
+        pytest.skip("this libstdc++ does not define exactly one GLIBCXX_3.4.30")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "libstdc++.so.6").write_bytes(data.replace(b"GLIBCXX_3.4.30\x00", b"GLIBCXX_0.0.30\x00"))
+    (tmp_path / "cv.cc").write_text(
+        "#include <condition_variable>\n#include <mutex>\nstd::mutex m; std::condition_variable cv; bool ready = true;\n"
+        "int main() { std::unique_lock<std::mutex> lk(m); cv.wait(lk, []{ return ready; }); return 0; }\n")
+    subprocess.run([GXX, "-o", str(tmp_path / "cv"), str(tmp_path / "cv.cc"), "-Wl,-rpath,$ORIGIN/old"],
+                   check=True, capture_output=True, timeout=120)
+    real = _run(tmp_path / "cv")
+    if "GLIBCXX_3.4.30" not in real.stderr:
+        pytest.skip("this compiler's condition_variable::wait does not need GLIBCXX_3.4.30")
+    monkeypatch.chdir(tmp_path)
+    res = cli("elf", "check", "--json", "./cv")
+    assert res.exit_code == 1
+    (f,) = [f for f in res.json()["findings"] if f["severity"] == "error"]
+    head = f"{tmp_path}/old/libstdc++.so.6: version `GLIBCXX_3.4.30' not found (required by ./cv)"
+    assert head in real.stderr and f["message"].startswith(head)
+    assert f["details"]["symbols"] == ["_ZNSt18condition_variable4waitERSt11unique_lockISt5mutexE"]
