@@ -149,11 +149,27 @@ def _plain(obj):
     return _jsonio.to_jsonable(obj)
 
 
+def _library_json(lib: Library) -> dict:
+    # Written out field by field: this runs for every library of every tree.
+    return {
+        "soname": lib.soname, "path": lib.path, "via": lib.via, "needed_by": list(lib.needed_by),
+        "depth": lib.depth, "found_as": lib.found_as, "requested_as": list(lib.requested_as),
+        "via_object": lib.via_object, "hwcaps_subdir": lib.hwcaps_subdir, "needed": list(lib.needed),
+        "loader": lib.loader, "error": lib.error,
+        "tried": [{"path": c.path, "outcome": c.outcome, "source": c.source, "reason": c.reason}
+                  for c in lib.tried],
+        "near_misses": [{"path": n.path, "reason": n.reason} for n in lib.near_misses],
+    }
+
+
 def tree_json(tree: DepTree) -> dict:
     """The ``mltools.elf.tree`` JSON document for ``tree`` (schema and version first)."""
-    doc = {"schema": tree.SCHEMA, "version": tree.SCHEMA_VERSION}
-    doc.update(_plain(tree))
-    return doc
+    return {
+        "schema": tree.SCHEMA, "version": tree.SCHEMA_VERSION, "root": tree.root,
+        "libraries": [_library_json(lib) for lib in tree.libraries],
+        "findings": [_plain(f) for f in tree.findings],
+        "root_needed": list(tree.root_needed), "interpreter": tree.interpreter, "context": list(tree.context),
+    }
 
 
 def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
