@@ -720,7 +720,15 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
     findings: List[Finding] = []
 
     def load_root(p: str, kind: str) -> _Obj:
-        host_p = r.host(os.path.abspath(p)) if r._rootp else p
+        found_as = p
+        host_p = p
+        if r._rootp:
+            # FILE may be given as the target sees it (/usr/bin/x) or as a host path inside the root
+            ap = os.path.abspath(p)
+            if ap.startswith(r._rootp + "/") and os.path.exists(ap):
+                host_p, found_as = ap, ap[len(r._rootp):]
+            else:
+                host_p, found_as = r.host(ap), ap
         info = read_elf(host_p)      # InputError / ElfFormatError name the problem
         if not info.has_dynamic:
             raise InputError(f"{p}: not a dynamic executable or shared object (no PT_DYNAMIC)")
@@ -729,7 +737,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here loads "
                              f"ELF{r.config.elf_class} {want} objects only")
         exe = kind == "main" and info.interp is not None
-        obj = r._new_obj(info, p, host_p, None, 0, None, cwd, is_exe_origin=exe)
+        obj = r._new_obj(info, found_as, host_p, None, 0, None, cwd, is_exe_origin=exe)
         obj.kind = kind
         obj.names.append(p)
         return obj
