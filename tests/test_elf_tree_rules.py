@@ -477,3 +477,41 @@ def test_already_loaded_objects_answer_first(lay):
     shared = tree.by_soname()["libshared.so"]
     assert tree.ok and shared.via == "loaded" and shared.path == str(lay.p(f"{b}/early/libshared.so"))
     assert str(lay.p(f"{b}/early/libearly.so")) in tree.context
+
+
+@pytest.mark.parametrize("pie", [True, False])
+def test_an_executable_as_a_library_is_fatal(lay, pie):
+    """A program (PIE or not) found for a NEEDED name stops the loader."""
+    b = f"exe{'pie' if pie else 'nopie'}"
+    prog = lay.exe(f"{b}/lib/libprog.so", flags=[] if pie else ["-no-pie"])
+    # link against a real library of that name, then put the program in its place
+    lay.so(f"{b}/real/libprog.so")
+    exe = lay.exe(f"{b}/main", deps=[f"{b}/real/libprog.so"], runpath=f"{lay.p(b)}/lib")
+    status, _, err = run(exe)
+    assert status == 127
+    expected = "position-independent executable" if pie else "cannot dynamically load executable"
+    assert expected in err
+    tree = tree_of(exe)
+    (lib,) = [lib for lib in tree.libraries if lib.error]
+    assert expected in lib.error and lib.found_as == str(prog)
+
+
+def test_sysroot_resolves_inside_the_root_only(lay, tmp_path):
+    """--root: system directories and the cache are the root's; the host's libc is not used."""
+    root = tmp_path / "sysroot"
+    dst = host_loader_config().dst_lib            # lib/x86_64-linux-gnu on Debian
+    lib = lay.so("sysroot-src/libfoo.so.1")
+    exe = lay.exe("sysroot-src/prog", deps=["sysroot-src/libfoo.so.1"])
+    (root / "usr" / dst).mkdir(parents=True)
+    (root / "usr" / "bin").mkdir(parents=True)
+    shutil.copy(lib, root / "usr" / dst / "libfoo.so.1")
+    shutil.copy(exe, root / "usr" / "bin" / "prog")
+    tree = resolve_tree("/usr/bin/prog", root=str(root), use_etc_preload=False)
+    foo = tree.by_soname()["libfoo.so.1"]
+    assert foo.path == str(root / "usr" / dst / "libfoo.so.1") and foo.via == "system_dir"
+    assert foo.found_as == f"/usr/{dst}/libfoo.so.1"
+    libc = tree.by_soname()["libc.so.6"]
+    assert libc.path is None                       # the root has no libc: not the host's
+    assert all(c.path.startswith("/") for c in libc.tried)
+    same = resolve_tree(str(root / "usr" / "bin" / "prog"), root=str(root), use_etc_preload=False)
+    assert same.by_soname()["libfoo.so.1"].path == foo.path

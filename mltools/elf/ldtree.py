@@ -35,7 +35,7 @@ from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 from mltools.elf.ldcache import LdCache, X86_64_CACHE_FLAGS, read_ld_cache, read_ld_so_conf
 from mltools.elf.ldso import LoaderConfig, expand_dst, loader_config_for_root
-from mltools.elf.reader import ET_DYN, ET_EXEC, MACHINE_NAMES, ElfFormatError, ElfInfo, read_elf
+from mltools.elf.reader import DF_1_PIE, ET_DYN, ET_EXEC, MACHINE_NAMES, ElfFormatError, ElfInfo, read_elf
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, Severity
 
@@ -149,11 +149,27 @@ def _plain(obj):
     return _jsonio.to_jsonable(obj)
 
 
+def _library_json(lib: Library) -> dict:
+    # Written out field by field: this runs for every library of every tree.
+    return {
+        "soname": lib.soname, "path": lib.path, "via": lib.via, "needed_by": list(lib.needed_by),
+        "depth": lib.depth, "found_as": lib.found_as, "requested_as": list(lib.requested_as),
+        "via_object": lib.via_object, "hwcaps_subdir": lib.hwcaps_subdir, "needed": list(lib.needed),
+        "loader": lib.loader, "error": lib.error,
+        "tried": [{"path": c.path, "outcome": c.outcome, "source": c.source, "reason": c.reason}
+                  for c in lib.tried],
+        "near_misses": [{"path": n.path, "reason": n.reason} for n in lib.near_misses],
+    }
+
+
 def tree_json(tree: DepTree) -> dict:
     """The ``mltools.elf.tree`` JSON document for ``tree`` (schema and version first)."""
-    doc = {"schema": tree.SCHEMA, "version": tree.SCHEMA_VERSION}
-    doc.update(_plain(tree))
-    return doc
+    return {
+        "schema": tree.SCHEMA, "version": tree.SCHEMA_VERSION, "root": tree.root,
+        "libraries": [_library_json(lib) for lib in tree.libraries],
+        "findings": [_plain(f) for f in tree.findings],
+        "root_needed": list(tree.root_needed), "interpreter": tree.interpreter, "context": list(tree.context),
+    }
 
 
 def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
@@ -322,6 +338,8 @@ class Resolver:
             return ("skip", info, f"wrong machine: {info.machine_name}")
         if info.type not in (ET_DYN, ET_EXEC):
             return ("fatal", info, "only ET_DYN and ET_EXEC can be loaded")
+        if info.type == ET_EXEC:
+            return ("fatal", info, "cannot dynamically load executable")
         if not info.phentsize_ok:
             return ("fatal", info, "ELF file's phentsize not the expected size")
         if info.abi_note_os not in (None, 0):
@@ -329,6 +347,10 @@ class Resolver:
         if (info.abi_note_kernel is not None and cfg.kernel_version is not None
                 and info.abi_note_kernel > cfg.kernel_version):
             return ("skip", info, "needs a newer kernel ({}.{}.{})".format(*info.abi_note_kernel))
+        if info.flags_1 & DF_1_PIE:       # _dl_map_object_from_fd refuses it after the search
+            return ("fatal", info, "cannot dynamically load position-independent executable")
+        if not info.has_dynamic:
+            return ("fatal", info, "object file has no dynamic section")
         return ("ok", info, None)
 
     def _classify_bad(self, path: str, exc: ElfFormatError) -> tuple:
@@ -466,8 +488,7 @@ class Resolver:
             st, found_as, x, sub = self._open_path(name, dirs, "rpath", cwd, tried, f"DT_RPATH of {owner.ident()}")
             if st in ("found", "fatal"):
                 return (st, found_as, x, "rpath", owner.ident(), sub, tuple(tried))
-            if st == "stop":
-                break
+            # "stop" ends this object's list only; the next RPATH is still tried
         if env_dirs:
             st, found_as, x, sub = self._open_path(name, env_dirs, "ld_library_path", cwd, tried)
             if st in ("found", "fatal"):
@@ -699,7 +720,15 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
     findings: List[Finding] = []
 
     def load_root(p: str, kind: str) -> _Obj:
-        host_p = r.host(os.path.abspath(p)) if r._rootp else p
+        found_as = p
+        host_p = p
+        if r._rootp:
+            # FILE may be given as the target sees it (/usr/bin/x) or as a host path inside the root
+            ap = os.path.abspath(p)
+            if ap.startswith(r._rootp + "/") and os.path.exists(ap):
+                host_p, found_as = ap, ap[len(r._rootp):]
+            else:
+                host_p, found_as = r.host(ap), ap
         info = read_elf(host_p)      # InputError / ElfFormatError name the problem
         if not info.has_dynamic:
             raise InputError(f"{p}: not a dynamic executable or shared object (no PT_DYNAMIC)")
@@ -708,7 +737,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here loads "
                              f"ELF{r.config.elf_class} {want} objects only")
         exe = kind == "main" and info.interp is not None
-        obj = r._new_obj(info, p, host_p, None, 0, None, cwd, is_exe_origin=exe)
+        obj = r._new_obj(info, found_as, host_p, None, 0, None, cwd, is_exe_origin=exe)
         obj.kind = kind
         obj.names.append(p)
         return obj
