@@ -20,6 +20,16 @@ JSON_SMOKE = {
     "malloc-fail": lambda tmp_path, cbuild: [
         "malloc-fail", "--json", "--fail-at", "1",
         str(cbuild.build("mf_smoke", "#include <stdlib.h>\nint main(void){free(malloc(8));return 0;}\n"))],
+    "elf inspect": lambda tmp_path, cbuild: ["elf", "inspect", "--json",
+                                             cbuild.build("smoke", "int main(void){return 0;}")],
+    "elf ldcache": ["elf", "ldcache", "--json", "--no-stale-check"],
+    "elf scan": lambda tmp_path, cbuild: ["elf", "scan", "--json",
+                                          str(cbuild.build("smoke", "int main(void){return 0;}").parent)],
+    "elf tree": lambda tmp_path, cbuild: ["elf", "tree", "--json",
+                                          cbuild.build("smoke", "int main(void){return 0;}")],
+    "elf trace": ["elf", "trace", "--json", "--", "/bin/true"],
+    "elf check": lambda tmp_path, cbuild: ["elf", "check", "--json",
+                                           cbuild.build("smoke", "int main(void){return 0;}")],
 }
 
 

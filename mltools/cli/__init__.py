@@ -110,11 +110,13 @@ def cli() -> None:
 
 def _register() -> None:
     from mltools.cli import env as env_cli
+    from mltools.cli.elf import elf as elf_group
 
     cli.add_command(env_cli.env_cmd)
     from mltools.cli import mallocfail as mallocfail_cli
 
     cli.add_command(mallocfail_cli.malloc_fail_cmd)
+    cli.add_command(elf_group)
 
 
 _register()

@@ -1,0 +1,194 @@
+"""``inspect``: one view of what ``readelf -h -d -n -V -l`` shows piecemeal."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import ClassVar, List, Optional, Sequence, Tuple
+
+from mltools import _proc
+from mltools.elf.ldso import LoaderConfig, expand_dst, host_loader_config
+from mltools.elf.reader import (
+    DF_TEXTREL, ElfInfo, dt_flags_1_names, dt_flags_names, read_elf, read_notes, read_symbols,
+)
+from mltools.findings import Finding, Severity
+
+__all__ = ["SearchPath", "SymbolEntry", "VersionNeedEntry", "ElfInspection", "InspectReport",
+           "inspect_file", "inspect_files", "demangle"]
+
+
+@dataclass(frozen=True)
+class SearchPath:
+    raw: str                        # as stored in DT_RPATH / DT_RUNPATH
+    expanded: Tuple[Optional[str], ...]   # each element with $ORIGIN/$LIB/$PLATFORM expanded (None: dropped)
+
+
+@dataclass(frozen=True)
+class SymbolEntry:
+    name: str
+    demangled: str
+    version: Optional[str]
+    hidden: bool
+    defined: bool
+    binding: str
+    type: str
+    library: Optional[str] = None   # for undefined versioned symbols: the library verneed names
+
+
+@dataclass(frozen=True)
+class VersionNeedEntry:
+    file: str
+    versions: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ElfInspection:
+    path: str
+    realpath: str
+    size_bytes: int
+    sha256: str
+    elf_class: int
+    byte_order: str
+    machine: str
+    type: str
+    osabi: int
+    interpreter: Optional[str]
+    soname: Optional[str]
+    needed: Tuple[str, ...]
+    rpath: Optional[SearchPath]
+    runpath: Optional[SearchPath]
+    flags: Tuple[str, ...]
+    flags_1: Tuple[str, ...]
+    build_id: Optional[str]
+    abi_tag: Optional[str]
+    x86_isa_level: Optional[int]
+    x86_features: Tuple[str, ...]
+    gnu_stack: Optional[str]
+    relro: bool
+    tls_size_bytes: Optional[int]
+    version_needs: Tuple[VersionNeedEntry, ...]
+    version_defs: Tuple[str, ...]
+    defined_symbols: int
+    undefined_symbols: int
+    symbols: Optional[Tuple[SymbolEntry, ...]]
+    findings: Tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    SCHEMA: ClassVar[str] = "mltools.elf.inspect"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    files: Tuple[ElfInspection, ...]
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def demangle(names: Sequence[str]) -> List[str]:
+    """C++ demangling through ``c++filt`` (binutils), one process for all names.
+
+    Names stay as they are when c++filt is not installed.
+    """
+    if not any(n.startswith("_Z") for n in names):
+        return list(names)
+    if _proc.which("c++filt") is None:
+        return list(names)
+    res = _proc.run(["c++filt"], input="\n".join(names) + "\n", timeout=60, lc_all_c=True)
+    out = res.stdout.split("\n")
+    if res.returncode != 0 or len(out) < len(names):
+        return list(names)
+    return out[:len(names)]
+
+
+def _search_path(raw: Optional[str], origin: str, cfg: LoaderConfig) -> Optional[SearchPath]:
+    if raw is None:
+        return None
+    return SearchPath(raw=raw, expanded=tuple(expand_dst(p, origin, cfg) if p else "" for p in raw.split(":")))
+
+
+def _path_findings(info: ElfInfo, path: str) -> List[Finding]:
+    out: List[Finding] = []
+    if info.rpath is not None and info.runpath is not None:
+        out.append(Finding("RPATH_IGNORED", Severity.WARNING,
+                           f"{path} has both DT_RPATH and DT_RUNPATH: the loader ignores the RPATH",
+                           fix="keep one (patchelf --remove-rpath, or relink with one --enable-new-dtags setting)",
+                           details={"rpath": info.rpath, "runpath": info.runpath}))
+    for tag, value in (("RPATH", info.rpath if info.runpath is None else None), ("RUNPATH", info.runpath)):
+        if not value:
+            continue
+        for elem in value.split(":"):
+            if elem == "":
+                out.append(Finding("EMPTY_PATH_ELEMENT", Severity.WARNING,
+                                   f"DT_{tag} {value!r} has an empty element: the loader searches the "
+                                   "current directory there",
+                                   fix="remove the empty element", details={"tag": tag, "value": value}))
+            elif not elem.startswith("/") and not elem.startswith("$"):
+                out.append(Finding("RELATIVE_RPATH", Severity.WARNING,
+                                   f"DT_{tag} element {elem!r} is relative: it is resolved against the "
+                                   "current directory of the process, not the library",
+                                   fix="use $ORIGIN/" + elem, details={"tag": tag, "element": elem}))
+    return out
+
+
+def inspect_file(path: str, *, symbols: bool = False, cfg: Optional[LoaderConfig] = None) -> ElfInspection:
+    """Everything ``inspect`` shows for one file. Raises ElfFormatError for a bad file."""
+    cfg = cfg or host_loader_config()
+    info = read_elf(path)
+    notes = read_notes(path)
+    syms = read_symbols(path)
+    abspath = os.path.abspath(path)
+    real = os.path.realpath(path)
+    # $ORIGIN: the realpath's directory for a program the kernel starts, the
+    # directory of the path as given for a library (what the loader records).
+    origin = os.path.dirname(real if info.interp else abspath)
+    findings = _path_findings(info, path)
+    needed = set(info.needed)
+    for vn in syms.version_needs:
+        if vn.file not in needed:
+            findings.append(Finding(
+                "VERNEED_FILE_NOT_NEEDED", Severity.ERROR,
+                f"version needs name {vn.file!r}, which is not a DT_NEEDED entry (a renamed NEEDED?): "
+                "the loader fails its version check",
+                fix="rename the verneed file too (patchelf --replace-needed does both)",
+                details={"file": vn.file, "versions": list(vn.versions)}))
+    if notes.gnu_stack == "RWX":
+        findings.append(Finding("EXECSTACK", Severity.WARNING,
+                                f"{path} asks for an executable stack (PT_GNU_STACK RWX)",
+                                fix="link with -z noexecstack"))
+    if info.flags & DF_TEXTREL:
+        findings.append(Finding("TEXTREL", Severity.WARNING, f"{path} has text relocations (DF_TEXTREL)",
+                                fix="compile with -fPIC"))
+    entries = None
+    if symbols:
+        names = [s.name for s in syms.symbols]
+        dem = demangle(names)
+        entries = tuple(
+            SymbolEntry(name=s.name, demangled=d, version=s.version, hidden=s.hidden, defined=s.defined,
+                        binding=s.binding, type=s.type, library=s.version_file)
+            for s, d in zip(syms.symbols, dem) if s.name)
+    return ElfInspection(
+        path=path, realpath=real, size_bytes=info.size, sha256=_sha256(path),
+        elf_class=info.elf_class, byte_order="little" if info.little_endian else "big",
+        machine=info.machine_name, type=info.type_name + (" (PIE)" if info.type == 3 and info.interp else ""),
+        osabi=info.osabi, interpreter=info.interp, soname=info.soname, needed=info.needed,
+        rpath=_search_path(info.rpath, origin, cfg), runpath=_search_path(info.runpath, origin, cfg),
+        flags=dt_flags_names(info.flags), flags_1=dt_flags_1_names(info.flags_1),
+        build_id=notes.build_id, abi_tag=notes.abi_tag, x86_isa_level=notes.x86_isa_needed,
+        x86_features=notes.x86_features, gnu_stack=notes.gnu_stack, relro=notes.relro,
+        tls_size_bytes=notes.tls_memsz,
+        version_needs=tuple(VersionNeedEntry(v.file, v.versions + v.weak) for v in syms.version_needs),
+        version_defs=tuple(v.name for v in syms.version_defs if not v.base),
+        defined_symbols=sum(1 for s in syms.symbols if s.defined and s.name),
+        undefined_symbols=sum(1 for s in syms.symbols if not s.defined and s.name),
+        symbols=entries, findings=tuple(findings),
+    )
+
+
+def inspect_files(paths: Sequence[str], *, symbols: bool = False) -> InspectReport:
+    cfg = host_loader_config()
+    return InspectReport(files=tuple(inspect_file(p, symbols=symbols, cfg=cfg) for p in paths))

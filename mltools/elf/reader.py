@@ -1,0 +1,673 @@
+"""A small, fast ELF reader built on ``mmap`` and ``struct``.
+
+It reads what the dynamic loader reads: the ELF header, the program headers,
+``PT_INTERP``, ``PT_DYNAMIC`` (NEEDED, SONAME, RPATH, RUNPATH, FLAGS, FLAGS_1)
+and, on request, the dynamic symbol table with its GNU versions
+(``DT_VERSYM``/``DT_VERDEF``/``DT_VERNEED``) and the notes. Section headers are
+never needed, so stripped files work. Every offset is checked against the file
+size, so a truncated or corrupt file raises :class:`ElfFormatError` (an
+:class:`~mltools.errors.InputError`) with a one-line reason, never a random
+exception.
+
+pyelftools is not used here: walking the dynamic tags of 790 objects takes
+0.7 s through it and about 0.03 s with this reader (docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import errno as _errno
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from mltools.errors import InputError
+
+__all__ = [
+    "ElfFormatError", "ElfInfo", "DynamicSymbol", "VersionNeed", "VersionDef",
+    "ElfSymbols", "ElfNotes", "read_elf", "read_symbols", "read_notes", "looks_like_elf",
+    "MACHINE_NAMES", "TYPE_NAMES", "dt_flags_names", "dt_flags_1_names",
+    "DF_1_NODEFLIB", "DF_ORIGIN", "ET_EXEC", "ET_DYN", "EM_X86_64",
+]
+
+# --- constants (elf.h) -------------------------------------------------------
+ELFMAG = b"\x7fELF"
+ELFCLASS32, ELFCLASS64 = 1, 2
+ELFDATA2LSB, ELFDATA2MSB = 1, 2
+ET_NONE, ET_REL, ET_EXEC, ET_DYN, ET_CORE = 0, 1, 2, 3, 4
+EM_386, EM_ARM, EM_X86_64, EM_AARCH64, EM_RISCV, EM_PPC64, EM_S390 = 3, 40, 62, 183, 243, 21, 22
+
+PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE, PT_PHDR, PT_TLS = 1, 2, 3, 4, 6, 7
+PT_GNU_EH_FRAME, PT_GNU_STACK, PT_GNU_RELRO, PT_GNU_PROPERTY = 0x6474E550, 0x6474E551, 0x6474E552, 0x6474E553
+
+DT_NULL, DT_NEEDED, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_STRSZ, DT_SYMENT = 0, 1, 4, 5, 6, 10, 11
+DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FLAGS = 14, 15, 29, 30
+DT_GNU_HASH = 0x6FFFFEF5
+DT_VERSYM, DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM = (
+    0x6FFFFFF0, 0x6FFFFFFC, 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF)
+DT_FLAGS_1 = 0x6FFFFFFB
+
+DF_ORIGIN, DF_SYMBOLIC, DF_TEXTREL, DF_BIND_NOW, DF_STATIC_TLS = 0x1, 0x2, 0x4, 0x8, 0x10
+DF_1_NOW, DF_1_GLOBAL, DF_1_NODELETE, DF_1_ORIGIN, DF_1_NODEFLIB, DF_1_PIE = (
+    0x1, 0x2, 0x8, 0x80, 0x800, 0x08000000)
+
+NT_GNU_ABI_TAG, NT_GNU_BUILD_ID, NT_GNU_PROPERTY_TYPE_0 = 1, 3, 5
+GNU_PROPERTY_X86_ISA_1_NEEDED = 0xC0008002
+GNU_PROPERTY_X86_FEATURE_1_AND = 0xC0000002
+
+MACHINE_NAMES = {
+    0: "none", 3: "i386", 8: "mips", 20: "ppc", 21: "ppc64", 22: "s390", 40: "arm",
+    42: "superh", 43: "sparcv9", 50: "ia64", 62: "x86-64", 183: "aarch64", 243: "riscv",
+    247: "bpf", 258: "loongarch",
+}
+TYPE_NAMES = {0: "none", 1: "relocatable", 2: "executable", 3: "shared object", 4: "core"}
+_DF_NAMES = [(DF_ORIGIN, "ORIGIN"), (DF_SYMBOLIC, "SYMBOLIC"), (DF_TEXTREL, "TEXTREL"),
+             (DF_BIND_NOW, "BIND_NOW"), (DF_STATIC_TLS, "STATIC_TLS")]
+_DF_1_NAMES = [(0x1, "NOW"), (0x2, "GLOBAL"), (0x4, "GROUP"), (0x8, "NODELETE"),
+               (0x10, "LOADFLTR"), (0x20, "INITFIRST"), (0x40, "NOOPEN"), (0x80, "ORIGIN"),
+               (0x100, "DIRECT"), (0x200, "TRANS"), (0x400, "INTERPOSE"), (0x800, "NODEFLIB"),
+               (0x1000, "NODUMP"), (0x2000, "CONFALT"), (0x4000, "ENDFILTEE"),
+               (0x8000, "DISPRELDNE"), (0x10000, "DISPRELPND"), (0x20000, "NODIRECT"),
+               (0x40000, "IGNMULDEF"), (0x80000, "NOKSYMS"), (0x100000, "NOHDR"),
+               (0x200000, "EDITED"), (0x400000, "NORELOC"), (0x800000, "SYMINTPOSE"),
+               (0x1000000, "GLOBAUDIT"), (0x2000000, "SINGLETON"), (0x4000000, "STUB"),
+               (0x8000000, "PIE")]
+
+
+def _flag_names(value: int, table) -> Tuple[str, ...]:
+    names = [name for bit, name in table if value & bit]
+    rest = value & ~sum(bit for bit, _ in table)
+    if rest:
+        names.append(hex(rest))
+    return tuple(names)
+
+
+def dt_flags_names(value: int) -> Tuple[str, ...]:
+    return _flag_names(value, _DF_NAMES)
+
+
+def dt_flags_1_names(value: int) -> Tuple[str, ...]:
+    return _flag_names(value, _DF_1_NAMES)
+
+
+class ElfFormatError(InputError):
+    """The file is not an ELF object the reader can use.
+
+    ``kind`` is one of ``not-elf``, ``truncated``, ``bad-header``, ``corrupt``,
+    ``unreadable``, ``empty``, ``directory``.
+    """
+
+    def __init__(self, path: str, kind: str, reason: str, errno: Optional[int] = None):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.kind = kind
+        self.reason = reason
+        self.errno = errno
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    """What the loader needs to know about one ELF file (cheap to compute)."""
+    path: str
+    size: int
+    file_id: Tuple[int, int]          # (st_dev, st_ino): the loader dedups on it
+    elf_class: int                    # 32 or 64
+    little_endian: bool
+    osabi: int
+    abiversion: int
+    machine: int
+    type: int
+    phentsize_ok: bool
+    interp: Optional[str]
+    has_dynamic: bool
+    needed: Tuple[str, ...]
+    soname: Optional[str]
+    rpath: Optional[str]
+    runpath: Optional[str]
+    flags: int
+    flags_1: int
+    abi_note_os: Optional[int] = None     # NT_GNU_ABI_TAG OS (0 = Linux), if present
+    abi_note_kernel: Optional[Tuple[int, int, int]] = None
+
+    @property
+    def machine_name(self) -> str:
+        return MACHINE_NAMES.get(self.machine, f"machine {self.machine}")
+
+    @property
+    def type_name(self) -> str:
+        return TYPE_NAMES.get(self.type, f"type {self.type}")
+
+    @property
+    def nodeflib(self) -> bool:
+        return bool(self.flags_1 & DF_1_NODEFLIB)
+
+
+@dataclass(frozen=True)
+class DynamicSymbol:
+    name: str
+    version: Optional[str]        # GLIBC_2.34, or None when unversioned
+    hidden: bool                  # a non-default version (``name@VER`` rather than ``@@``)
+    defined: bool
+    binding: str                  # LOCAL GLOBAL WEAK GNU_UNIQUE
+    type: str                     # NOTYPE OBJECT FUNC TLS IFUNC ...
+    value: int
+    size: int
+    version_file: Optional[str] = None   # a version from verneed: the library that must define it
+
+    @property
+    def versioned_name(self) -> str:
+        """``name@@VER`` (default version), ``name@VER`` (hidden or needed), as nm -D shows it."""
+        if not self.version or (self.name == self.version and self.defined and self.value == 0):
+            return self.name
+        sep = "@" if (self.hidden or self.version_file is not None) else "@@"
+        return f"{self.name}{sep}{self.version}"
+
+
+@dataclass(frozen=True)
+class VersionNeed:
+    file: str                     # vn_file: a DT_NEEDED name
+    versions: Tuple[str, ...]
+    weak: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VersionDef:
+    name: str
+    index: int
+    base: bool                    # VER_FLG_BASE: the object's own name, not a version
+    parents: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ElfSymbols:
+    symbols: Tuple[DynamicSymbol, ...]
+    version_needs: Tuple[VersionNeed, ...]
+    version_defs: Tuple[VersionDef, ...]
+
+    @property
+    def defined(self) -> Tuple[DynamicSymbol, ...]:
+        return tuple(s for s in self.symbols if s.defined)
+
+    @property
+    def undefined(self) -> Tuple[DynamicSymbol, ...]:
+        return tuple(s for s in self.symbols if not s.defined)
+
+
+@dataclass(frozen=True)
+class ElfNotes:
+    build_id: Optional[str] = None
+    abi_tag: Optional[str] = None           # "Linux 3.2.0"
+    x86_isa_needed: Optional[int] = None    # x86-64 level (1..4) from GNU_PROPERTY_X86_ISA_1_NEEDED
+    x86_features: Tuple[str, ...] = ()       # IBT, SHSTK
+    gnu_stack: Optional[str] = None          # "RW" or "RWX" (executable stack)
+    relro: bool = False
+    tls_memsz: Optional[int] = None
+
+
+_STB = {0: "LOCAL", 1: "GLOBAL", 2: "WEAK", 10: "GNU_UNIQUE"}
+_STT = {0: "NOTYPE", 1: "OBJECT", 2: "FUNC", 3: "SECTION", 4: "FILE", 5: "COMMON", 6: "TLS",
+        10: "IFUNC"}
+
+
+class _Image:
+    """An opened, bounds-checked view of one ELF file."""
+
+    __slots__ = ("path", "buf", "size", "e", "cls", "le", "ehdr", "phdrs", "loads", "dyn", "_st")
+
+    def __init__(self, path: str, buf, st: os.stat_result):
+        self.path = path
+        self.buf = buf
+        self.size = len(buf)
+        self._st = st
+        ident = bytes(buf[:16])
+        if len(ident) < 4 or ident[:4] != ELFMAG:
+            raise ElfFormatError(path, "not-elf", _not_elf_reason(ident, buf))
+        if len(ident) < 16:
+            raise ElfFormatError(path, "truncated", "file too short for an ELF header (truncated)")
+        cls, data = ident[4], ident[5]
+        if cls not in (ELFCLASS32, ELFCLASS64):
+            raise ElfFormatError(path, "bad-header", f"invalid ELF class {cls}")
+        if data not in (ELFDATA2LSB, ELFDATA2MSB):
+            raise ElfFormatError(path, "bad-header", f"invalid ELF data encoding {data}")
+        self.cls = 64 if cls == ELFCLASS64 else 32
+        self.le = data == ELFDATA2LSB
+        self.e = "<" if self.le else ">"
+        ehsize = 64 if self.cls == 64 else 52
+        if self.size < ehsize:
+            raise ElfFormatError(path, "truncated", f"file too short ({self.size} bytes) for an ELF header")
+        fmt = self.e + ("HHIQQQIHHHHHH" if self.cls == 64 else "HHIIIIIHHHHHH")
+        self.ehdr = struct.unpack_from(fmt, buf, 16)
+        (_type, _machine, _version, _entry, phoff, _shoff, _flags, _ehsize,
+         phentsize, phnum, _shentsize, _shnum, _shstrndx) = self.ehdr
+        want_phent = 56 if self.cls == 64 else 32
+        self.phdrs: List[tuple] = []
+        self.loads: List[tuple] = []
+        if phnum and phentsize >= want_phent:
+            if phnum == 0xFFFF:      # PN_XNUM: the count is in section 0's sh_info
+                phnum = self._xnum_phnum()
+            end = phoff + phnum * phentsize
+            if phoff > self.size or end > self.size:
+                raise ElfFormatError(path, "truncated",
+                                     f"program headers end at byte {end}, past the end of the file "
+                                     f"({self.size} bytes): truncated")
+            pfmt = self.e + ("IIQQQQQQ" if self.cls == 64 else "IIIIIIII")
+            for i in range(phnum):
+                p = struct.unpack_from(pfmt, buf, phoff + i * phentsize)
+                if self.cls == 32:   # p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags, p_align
+                    p = (p[0], p[6], p[1], p[2], p[3], p[4], p[5], p[7])
+                # normalized: type, flags, offset, vaddr, paddr, filesz, memsz, align
+                self.phdrs.append(p)
+                if p[0] == PT_LOAD:
+                    if p[2] + p[5] > self.size:
+                        raise ElfFormatError(path, "truncated",
+                                             f"a PT_LOAD segment ends at byte {p[2] + p[5]}, past the end "
+                                             f"of the file ({self.size} bytes): truncated")
+                    self.loads.append(p)
+
+    def _xnum_phnum(self) -> int:
+        shoff = self.ehdr[5]
+        if self.cls == 64:
+            off, fmt = shoff + 44, self.e + "I"
+        else:
+            off, fmt = shoff + 28, self.e + "I"
+        if shoff == 0 or off + 4 > self.size:
+            raise ElfFormatError(self.path, "corrupt", "e_phnum is PN_XNUM but section 0 is missing")
+        return struct.unpack_from(fmt, self.buf, off)[0]
+
+    # vaddr -> file offset through the PT_LOAD segments
+    def offset_of(self, vaddr: int, what: str) -> int:
+        for p in self.loads:
+            if p[3] <= vaddr < p[3] + p[5]:
+                return vaddr - p[3] + p[2]
+        raise ElfFormatError(self.path, "corrupt", f"{what} address {vaddr:#x} is outside every PT_LOAD segment")
+
+    def cstr(self, off: int, limit: int) -> str:
+        if off < 0 or off >= limit:
+            raise ElfFormatError(self.path, "corrupt", f"string offset {off:#x} outside the string table")
+        end = self.buf.find(b"\0", off, limit)
+        if end < 0:
+            raise ElfFormatError(self.path, "corrupt", "unterminated string in the string table")
+        return bytes(self.buf[off:end]).decode("utf-8", "surrogateescape")
+
+    def dynamic(self) -> List[Tuple[int, int]]:
+        dyn = [p for p in self.phdrs if p[0] == PT_DYNAMIC]
+        if not dyn:
+            return []
+        p = dyn[0]
+        off, size = p[2], p[5]
+        if off + size > self.size:
+            raise ElfFormatError(self.path, "truncated", "PT_DYNAMIC lies past the end of the file: truncated")
+        entsize = 16 if self.cls == 64 else 8
+        fmt = self.e + ("qQ" if self.cls == 64 else "iI")
+        out = []
+        for tag, val in struct.iter_unpack(fmt, self.buf[off:off + size - size % entsize]):
+            if tag == DT_NULL:
+                break
+            out.append((tag, val))
+        return out
+
+    def strtab(self, dyn) -> Tuple[int, int]:
+        """(file offset, end offset) of the dynamic string table."""
+        addr = next((v for t, v in dyn if t == DT_STRTAB), None)
+        if addr is None:
+            raise ElfFormatError(self.path, "corrupt", "PT_DYNAMIC has no DT_STRTAB")
+        size = next((v for t, v in dyn if t == DT_STRSZ), None)
+        off = self.offset_of(addr, "DT_STRTAB")
+        end = self.size if size is None else min(self.size, off + size)
+        return off, end
+
+
+def _not_elf_reason(ident: bytes, buf) -> str:
+    head = bytes(buf[:200])
+    if head.startswith(b"version https://git-lfs"):
+        return "invalid ELF header: a Git LFS pointer file, not the library (run `git lfs pull`)"
+    if head.startswith(b"!<arch>"):
+        return "invalid ELF header: a static archive (ar), not a shared object"
+    if head.startswith(b"#!"):
+        return "invalid ELF header: a script"
+    if head.lstrip().startswith(b"/* GNU ld script"):
+        return "invalid ELF header: a GNU ld linker script (used at link time only)"
+    if len(head) == 0:
+        return "file too short: empty file"
+    if len(head) < 4:
+        return f"file too short: {len(head)} bytes"
+    return "invalid ELF header (not an ELF file)"
+
+
+def _open(path: str):
+    """mmap the file; returns (buffer, stat). Raises ElfFormatError / InputError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except IsADirectoryError:
+        raise ElfFormatError(path, "directory", "is a directory") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ElfFormatError(path, "unreadable", f"cannot open: {exc.strerror}", exc.errno) from None
+    try:
+        st = os.fstat(fd)
+        import stat as _stat
+        if _stat.S_ISDIR(st.st_mode):
+            raise ElfFormatError(path, "directory", "is a directory")
+        if not _stat.S_ISREG(st.st_mode):
+            raise ElfFormatError(path, "unreadable", "not a regular file")
+        if st.st_size == 0:
+            raise ElfFormatError(path, "empty", "file too short: empty file")
+        try:
+            buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            raise ElfFormatError(path, "unreadable", f"cannot map the file: {exc}") from None
+        return buf, st
+    finally:
+        os.close(fd)
+
+
+def looks_like_elf(path: str) -> bool:
+    """True when the file starts with the ELF magic (a cheap pre-filter for scans)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == ELFMAG
+    except OSError:
+        return False
+
+
+def read_elf(path: str) -> ElfInfo:
+    """Read the header, PT_INTERP and PT_DYNAMIC of ``path``.
+
+    Raises :class:`ElfFormatError` for a file that is not ELF, truncated or corrupt.
+    """
+    buf, st = _open(path)
+    try:
+        return _read_info(_Image(path, buf, st))
+    except ElfFormatError:
+        raise
+    except (struct.error, IndexError, ValueError, OverflowError) as exc:
+        raise ElfFormatError(path, "corrupt", f"corrupt ELF file ({exc})") from None
+    finally:
+        buf.close()
+
+
+def _read_info(img: _Image) -> ElfInfo:
+    buf = img.buf
+    (etype, machine, _version, _entry, _phoff, _shoff, _flags, _ehsize,
+     phentsize, _phnum, _shentsize, _shnum, _shstrndx) = img.ehdr
+    interp = None
+    abi_os = abi_kernel = None
+    for p in img.phdrs:
+        if p[0] == PT_INTERP:
+            off, size = p[2], p[5]
+            if off + size > img.size:
+                raise ElfFormatError(img.path, "truncated", "PT_INTERP lies past the end of the file: truncated")
+            interp = bytes(buf[off:off + size]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif p[0] == PT_NOTE and p[5] >= 32 and p[7] >= 4 and abi_os is None:
+            for ntype, name, desc in _iter_notes(img, p):
+                if ntype == NT_GNU_ABI_TAG and name == b"GNU" and len(desc) >= 16:
+                    w = struct.unpack_from(img.e + "IIII", desc)
+                    abi_os, abi_kernel = w[0], (w[1], w[2], w[3])
+                    break
+    dyn = img.dynamic()
+    needed: List[str] = []
+    soname = rpath = runpath = None
+    flags = flags_1 = 0
+    if dyn:
+        str_off, str_end = None, None
+        for tag, val in dyn:
+            if tag in (DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH):
+                if str_off is None:
+                    str_off, str_end = img.strtab(dyn)
+                s = img.cstr(str_off + val, str_end)
+                if tag == DT_NEEDED:
+                    needed.append(s)
+                elif tag == DT_SONAME:
+                    soname = s
+                elif tag == DT_RPATH:
+                    rpath = s if rpath is None else rpath + ":" + s
+                else:
+                    runpath = s if runpath is None else runpath + ":" + s
+            elif tag == DT_FLAGS:
+                flags = val
+            elif tag == DT_FLAGS_1:
+                flags_1 = val
+    return ElfInfo(
+        path=img.path, size=img.size, file_id=(img._st.st_dev, img._st.st_ino),
+        elf_class=img.cls, little_endian=img.le, osabi=buf[7], abiversion=buf[8],
+        machine=machine, type=etype, phentsize_ok=phentsize == (56 if img.cls == 64 else 32),
+        interp=interp, has_dynamic=bool(dyn), needed=tuple(needed), soname=soname,
+        rpath=rpath, runpath=runpath, flags=flags, flags_1=flags_1,
+        abi_note_os=abi_os, abi_note_kernel=abi_kernel,
+    )
+
+
+def _iter_notes(img: _Image, p):
+    off, size = p[2], p[5]
+    end = off + size
+    if end > img.size:
+        return
+    align = 8 if p[7] == 8 else 4
+    while off + 12 <= end:
+        namesz, descsz, ntype = struct.unpack_from(img.e + "III", img.buf, off)
+        name_off = off + 12
+        desc_off = name_off + ((namesz + align - 1) & -align)
+        next_off = desc_off + ((descsz + align - 1) & -align)
+        if desc_off + descsz > end or next_off <= off:
+            return
+        name = bytes(img.buf[name_off:name_off + namesz]).rstrip(b"\0")
+        yield ntype, name, bytes(img.buf[desc_off:desc_off + descsz])
+        off = next_off
+
+
+def read_notes(path: str) -> ElfNotes:
+    """Build-id, ABI tag, x86 ISA level and CET properties, GNU_STACK, RELRO, TLS size."""
+    buf, st = _open(path)
+    try:
+        img = _Image(path, buf, st)
+        build_id = abi_tag = None
+        isa = None
+        feats: List[str] = []
+        stack = None
+        relro = False
+        tls = None
+        for p in img.phdrs:
+            if p[0] == PT_NOTE:
+                for ntype, name, desc in _iter_notes(img, p):
+                    if name != b"GNU":
+                        continue
+                    if ntype == NT_GNU_BUILD_ID:
+                        build_id = desc.hex()
+                    elif ntype == NT_GNU_ABI_TAG and len(desc) >= 16:
+                        w = struct.unpack_from(img.e + "IIII", desc)
+                        osname = {0: "Linux", 1: "Hurd", 2: "Solaris", 3: "FreeBSD"}.get(w[0], f"OS {w[0]}")
+                        abi_tag = f"{osname} {w[1]}.{w[2]}.{w[3]}"
+                    elif ntype == NT_GNU_PROPERTY_TYPE_0:
+                        isa2, f2 = _gnu_properties(img, desc)
+                        isa = isa if isa2 is None else isa2
+                        feats.extend(x for x in f2 if x not in feats)
+            elif p[0] == PT_GNU_STACK:
+                stack = "RW" + ("X" if p[1] & 1 else "")
+            elif p[0] == PT_GNU_RELRO:
+                relro = True
+            elif p[0] == PT_TLS:
+                tls = p[6]
+        return ElfNotes(build_id=build_id, abi_tag=abi_tag, x86_isa_needed=isa,
+                        x86_features=tuple(feats), gnu_stack=stack, relro=relro, tls_memsz=tls)
+    except ElfFormatError:
+        raise
+    except (struct.error, IndexError, ValueError, OverflowError) as exc:
+        raise ElfFormatError(path, "corrupt", f"corrupt ELF file ({exc})") from None
+    finally:
+        buf.close()
+
+
+def _gnu_properties(img: _Image, desc: bytes):
+    isa = None
+    feats: List[str] = []
+    align = 8 if img.cls == 64 else 4
+    off = 0
+    while off + 8 <= len(desc):
+        pr_type, pr_datasz = struct.unpack_from(img.e + "II", desc, off)
+        data = desc[off + 8:off + 8 + pr_datasz]
+        if pr_type == GNU_PROPERTY_X86_ISA_1_NEEDED and len(data) >= 4:
+            bits = struct.unpack_from(img.e + "I", data)[0]
+            level = 0
+            for lvl in (1, 2, 3, 4):       # baseline, v2, v3, v4 = bits 0..3
+                if bits & (1 << (lvl - 1)):
+                    level = lvl
+            isa = level or None
+        elif pr_type == GNU_PROPERTY_X86_FEATURE_1_AND and len(data) >= 4:
+            bits = struct.unpack_from(img.e + "I", data)[0]
+            if bits & 1:
+                feats.append("IBT")
+            if bits & 2:
+                feats.append("SHSTK")
+        off += 8 + ((pr_datasz + align - 1) & -align)
+    return isa, feats
+
+
+def read_symbols(path: str) -> ElfSymbols:
+    """The dynamic symbols with their GNU versions, the version needs and definitions.
+
+    The symbol count comes from DT_HASH or DT_GNU_HASH, as the loader sees it.
+    """
+    buf, st = _open(path)
+    try:
+        return _read_symbols(_Image(path, buf, st))
+    except ElfFormatError:
+        raise
+    except (struct.error, IndexError, ValueError, OverflowError) as exc:
+        raise ElfFormatError(path, "corrupt", f"corrupt ELF file ({exc})") from None
+    finally:
+        buf.close()
+
+
+def _symbol_count(img: _Image, d: Dict[int, int]) -> int:
+    e = img.e
+    if DT_HASH in d:
+        off = img.offset_of(d[DT_HASH], "DT_HASH")
+        return struct.unpack_from(e + "II", img.buf, off)[1]      # nchain
+    if DT_GNU_HASH in d:
+        off = img.offset_of(d[DT_GNU_HASH], "DT_GNU_HASH")
+        nbuckets, symoffset, bloom_size, _shift = struct.unpack_from(e + "IIII", img.buf, off)
+        word = 8 if img.cls == 64 else 4
+        boff = off + 16 + bloom_size * word
+        if nbuckets > (img.size - boff) // 4:
+            raise ElfFormatError(img.path, "corrupt", "DT_GNU_HASH bucket count exceeds the file")
+        buckets = struct.unpack_from(e + f"{nbuckets}I", img.buf, boff)
+        last = max(buckets) if buckets else 0
+        if last < symoffset:
+            return symoffset
+        coff = boff + nbuckets * 4
+        idx = last
+        while True:
+            pos = coff + (idx - symoffset) * 4
+            if pos + 4 > img.size:
+                raise ElfFormatError(img.path, "corrupt", "DT_GNU_HASH chain runs past the end of the file")
+            if struct.unpack_from(e + "I", img.buf, pos)[0] & 1:
+                return idx + 1
+            idx += 1
+    return 0
+
+
+def _read_symbols(img: _Image) -> ElfSymbols:
+    dyn = img.dynamic()
+    if not dyn:
+        return ElfSymbols((), (), ())
+    d: Dict[int, int] = {}
+    for tag, val in dyn:
+        d.setdefault(tag, val)
+    str_off, str_end = img.strtab(dyn)
+    e = img.e
+    buf = img.buf
+
+    # version definitions: index -> name
+    vdefs: List[VersionDef] = []
+    def_names: Dict[int, str] = {}
+    if DT_VERDEF in d:
+        off = img.offset_of(d[DT_VERDEF], "DT_VERDEF")
+        for _ in range(min(d.get(DT_VERDEFNUM, 0), 65535)):
+            vd_version, vd_flags, vd_ndx, vd_cnt, _hash, vd_aux, vd_next = struct.unpack_from(e + "HHHHIII", buf, off)
+            names = []
+            aoff = off + vd_aux
+            for _j in range(min(vd_cnt, 256)):
+                vda_name, vda_next = struct.unpack_from(e + "II", buf, aoff)
+                names.append(img.cstr(str_off + vda_name, str_end))
+                if not vda_next:
+                    break
+                aoff += vda_next
+            if names:
+                vdefs.append(VersionDef(name=names[0], index=vd_ndx & 0x7FFF, base=bool(vd_flags & 1),
+                                        parents=tuple(names[1:])))
+                def_names[vd_ndx & 0x7FFF] = names[0]
+            if not vd_next:
+                break
+            off += vd_next
+
+    # version needs: index -> (name, file)
+    vneeds: List[VersionNeed] = []
+    need_names: Dict[int, Tuple[str, str]] = {}
+    if DT_VERNEED in d:
+        off = img.offset_of(d[DT_VERNEED], "DT_VERNEED")
+        for _ in range(min(d.get(DT_VERNEEDNUM, 0), 65535)):
+            vn_version, vn_cnt, vn_file, vn_aux, vn_next = struct.unpack_from(e + "HHIII", buf, off)
+            fname = img.cstr(str_off + vn_file, str_end)
+            vers, weak = [], []
+            aoff = off + vn_aux
+            for _j in range(min(vn_cnt, 65535)):
+                _h, vna_flags, vna_other, vna_name, vna_next = struct.unpack_from(e + "IHHII", buf, aoff)
+                vname = img.cstr(str_off + vna_name, str_end)
+                (weak if vna_flags & 2 else vers).append(vname)
+                need_names[vna_other & 0x7FFF] = (vname, fname)
+                if not vna_next:
+                    break
+                aoff += vna_next
+            vneeds.append(VersionNeed(file=fname, versions=tuple(vers), weak=tuple(weak)))
+            if not vn_next:
+                break
+            off += vn_next
+
+    count = _symbol_count(img, d)
+    syms: List[DynamicSymbol] = []
+    if count and DT_SYMTAB in d:
+        symoff = img.offset_of(d[DT_SYMTAB], "DT_SYMTAB")
+        entsize = d.get(DT_SYMENT, 24 if img.cls == 64 else 16)
+        if entsize < (24 if img.cls == 64 else 16):
+            raise ElfFormatError(img.path, "corrupt", f"DT_SYMENT {entsize} is too small")
+        if symoff + count * entsize > img.size:
+            raise ElfFormatError(img.path, "truncated", "the dynamic symbol table runs past the end of the file")
+        versym_off = img.offset_of(d[DT_VERSYM], "DT_VERSYM") if DT_VERSYM in d else None
+        if versym_off is not None and versym_off + 2 * count > img.size:
+            raise ElfFormatError(img.path, "truncated", "DT_VERSYM runs past the end of the file")
+        if img.cls == 64:
+            fmt = e + "IBBHQQ"     # st_name st_info st_other st_shndx st_value st_size
+        else:
+            fmt = e + "IIIBBH"     # st_name st_value st_size st_info st_other st_shndx
+        unpack = struct.Struct(fmt).unpack_from
+        versyms = (struct.unpack_from(e + f"{count}H", buf, versym_off) if versym_off is not None else None)
+        cstr = img.cstr
+        for i in range(1, count):
+            f = unpack(buf, symoff + i * entsize)
+            if img.cls == 64:
+                st_name, st_info, _other, shndx, value, size = f
+            else:
+                st_name, value, size, st_info, _other, shndx = f
+            name = cstr(str_off + st_name, str_end) if st_name else ""
+            version = vfile = None
+            hidden = False
+            if versyms is not None:
+                v = versyms[i]
+                hidden = bool(v & 0x8000)
+                v &= 0x7FFF
+                if v >= 2:
+                    if v in def_names:
+                        version = def_names[v]
+                    elif v in need_names:
+                        version, vfile = need_names[v]
+            syms.append(DynamicSymbol(
+                name=name, version=version, hidden=hidden, defined=shndx != 0,
+                binding=_STB.get(st_info >> 4, str(st_info >> 4)),
+                type=_STT.get(st_info & 0xF, str(st_info & 0xF)),
+                value=value, size=size, version_file=vfile))
+    return ElfSymbols(tuple(syms), tuple(vneeds), tuple(vdefs))
+
+
+def errno_name(code: int) -> str:
+    return _errno.errorcode.get(code, str(code))
