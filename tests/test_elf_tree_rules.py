@@ -515,3 +515,18 @@ def test_sysroot_resolves_inside_the_root_only(lay, tmp_path):
     assert all(c.path.startswith("/") for c in libc.tried)
     same = resolve_tree(str(root / "usr" / "bin" / "prog"), root=str(root), use_etc_preload=False)
     assert same.by_soname()["libfoo.so.1"].path == foo.path
+
+
+def test_isa_level_above_the_cpu_is_fatal(lay):
+    """A library marked for a higher x86-64 level than the CPU's fails to load (dl-prop.h)."""
+    level = host_loader_config().isa_level
+    if not level or level >= 4:
+        pytest.skip("needs a known CPU level below x86-64-v4")
+    b = "isa"
+    lay.so(f"{b}/l/libisa.so", flags=[f"-Wl,-z,x86-64-v{level + 1}"])
+    exe = lay.exe(f"{b}/main", deps=[f"{b}/l/libisa.so"], runpath=f"{lay.p(b)}/l")
+    status, _, err = run(exe)
+    assert status == 127 and "CPU ISA level is lower than required" in err
+    tree = tree_of(exe)
+    (lib,) = [lib for lib in tree.libraries if lib.error]
+    assert "CPU ISA level is lower than required" in lib.error

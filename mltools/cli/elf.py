@@ -28,7 +28,8 @@ def _path_text(sp) -> str:
 def render_inspect(report) -> str:
     blocks = []
     for f in report.files:
-        isa = f"x86-64-v{f.x86_isa_level}" if f.x86_isa_level else "-"
+        isa = ("-" if not f.x86_isa_level else
+               "x86-64-baseline" if f.x86_isa_level == 1 else f"x86-64-v{f.x86_isa_level}")
         pairs = [
             ("file", f.path + ("" if f.realpath == f.path else f"  ->  {f.realpath}")),
             ("class", f"ELF{f.elf_class}, {f.byte_order} endian, {f.machine}, OS/ABI {f.osabi}"),

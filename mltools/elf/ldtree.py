@@ -347,6 +347,10 @@ class Resolver:
         if (info.abi_note_kernel is not None and cfg.kernel_version is not None
                 and info.abi_note_kernel > cfg.kernel_version):
             return ("skip", info, "needs a newer kernel ({}.{}.{})".format(*info.abi_note_kernel))
+        if cfg.isa_level and info.x86_isa_needed and info.x86_isa_needed > cfg.isa_level:
+            # sysdeps/x86/dl-prop.h: checked once mapped, and fatal
+            return ("fatal", info, f"CPU ISA level is lower than required (x86-64-v{info.x86_isa_needed}, "
+                                   f"this CPU: x86-64-v{cfg.isa_level})")
         if info.flags_1 & DF_1_PIE:       # _dl_map_object_from_fd refuses it after the search
             return ("fatal", info, "cannot dynamically load position-independent executable")
         if not info.has_dynamic:

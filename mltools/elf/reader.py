@@ -128,6 +128,7 @@ class ElfInfo:
     flags_1: int
     abi_note_os: Optional[int] = None     # NT_GNU_ABI_TAG OS (0 = Linux), if present
     abi_note_kernel: Optional[Tuple[int, int, int]] = None
+    x86_isa_needed: Optional[int] = None  # GNU_PROPERTY_X86_ISA_1_NEEDED as a level (1..4)
 
     @property
     def machine_name(self) -> str:
@@ -392,19 +393,22 @@ def _read_info(img: _Image) -> ElfInfo:
     (etype, machine, _version, _entry, _phoff, _shoff, _flags, _ehsize,
      phentsize, _phnum, _shentsize, _shnum, _shstrndx) = img.ehdr
     interp = None
-    abi_os = abi_kernel = None
+    abi_os = abi_kernel = isa_needed = None
     for p in img.phdrs:
         if p[0] == PT_INTERP:
             off, size = p[2], p[5]
             if off + size > img.size:
                 raise ElfFormatError(img.path, "truncated", "PT_INTERP lies past the end of the file: truncated")
             interp = bytes(buf[off:off + size]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        elif p[0] == PT_NOTE and p[5] >= 32 and p[7] >= 4 and abi_os is None:
+        elif p[0] == PT_NOTE and p[5] >= 16 and p[7] >= 4:
             for ntype, name, desc in _iter_notes(img, p):
-                if ntype == NT_GNU_ABI_TAG and name == b"GNU" and len(desc) >= 16:
+                if name != b"GNU":
+                    continue
+                if ntype == NT_GNU_ABI_TAG and len(desc) >= 16 and abi_os is None and p[5] >= 32:
                     w = struct.unpack_from(img.e + "IIII", desc)
                     abi_os, abi_kernel = w[0], (w[1], w[2], w[3])
-                    break
+                elif ntype == NT_GNU_PROPERTY_TYPE_0 and isa_needed is None:
+                    isa_needed = _gnu_properties(img, desc)[0]
     dyn = img.dynamic()
     needed: List[str] = []
     soname = rpath = runpath = None
@@ -434,7 +438,7 @@ def _read_info(img: _Image) -> ElfInfo:
         machine=machine, type=etype, phentsize_ok=phentsize == (56 if img.cls == 64 else 32),
         interp=interp, has_dynamic=bool(dyn), needed=tuple(needed), soname=soname,
         rpath=rpath, runpath=runpath, flags=flags, flags_1=flags_1,
-        abi_note_os=abi_os, abi_note_kernel=abi_kernel,
+        abi_note_os=abi_os, abi_note_kernel=abi_kernel, x86_isa_needed=isa_needed,
     )
 
 
@@ -447,8 +451,11 @@ def _iter_notes(img: _Image, p):
     while off + 12 <= end:
         namesz, descsz, ntype = struct.unpack_from(img.e + "III", img.buf, off)
         name_off = off + 12
-        desc_off = name_off + ((namesz + align - 1) & -align)
-        next_off = desc_off + ((descsz + align - 1) & -align)
+        # The descriptor starts at the next ``align`` boundary after the name
+        # (offsets within the segment, which starts aligned).
+        base = p[2]
+        desc_off = base + ((name_off + namesz - base + align - 1) & -align)
+        next_off = base + ((desc_off + descsz - base + align - 1) & -align)
         if desc_off + descsz > end or next_off <= off:
             return
         name = bytes(img.buf[name_off:name_off + namesz]).rstrip(b"\0")
