@@ -596,11 +596,16 @@ class Resolver:
     def _ml_dirs(self) -> List[str]:
         """Where ML libraries usually hide: CUDA toolkits, conda, pip's nvidia wheels."""
         import glob
+        import sys
         pats = ["/usr/local/cuda*/lib64", "/usr/local/cuda*/lib", "/usr/local/cuda*/targets/*/lib",
                 "/opt/conda/lib", "/usr/local/lib", "/usr/lib64", "/usr/local/lib64"]
         out = []
         for p in pats:
             out.extend(sorted(glob.glob(self.host(p))))
+        if not self._rootp:
+            # pip's CUDA wheels (nvidia-cuda-runtime-cu12, ...) and torch's own libraries
+            for sp in sorted(glob.glob(f"{sys.prefix}/lib/python3*/site-packages")):
+                out.extend(sorted(glob.glob(f"{sp}/nvidia/*/lib")) + sorted(glob.glob(f"{sp}/torch/lib")))
         return out
 
     # -- the namespace ------------------------------------------------------------------------
