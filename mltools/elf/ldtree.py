@@ -836,23 +836,29 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
         queue = list(start)
         i = 0
         seen = {id(o) for o in queue}
+        by_name = ns.by_name
         while i < len(queue):
             obj = queue[i]
             i += 1
             if obj.info is None:
                 continue
+            who = (obj.ident() if obj is not root_obj else path) if record else None
+            level = tree_depth.get(id(obj), 0) + 1
             for name in obj.info.needed:
-                dep = map_name(name, obj, obj.depth + 1, traversal, record)
+                dep = by_name.get(name)              # already loaded: reused, nothing searched
                 if dep is None:
-                    continue
-                if record and id(dep) not in tree_depth:
-                    tree_depth[id(dep)] = tree_depth.get(id(obj), 0) + 1
+                    dep = map_name(name, obj, obj.depth + 1, traversal, record)
+                    if dep is None:
+                        continue
+                elif name not in dep.names:
+                    dep.names.append(name)
                 if record:
-                    who = obj.ident() if obj is not root_obj else path
+                    if id(dep) not in tree_depth:
+                        tree_depth[id(dep)] = level
                     if who not in dep.needed_by:
                         dep.needed_by.append(who)
-                    if (dep.kind not in ("missing", "fatal") and dep.loader is not obj and dep.via in
-                            ("rpath", "runpath") and not dep.context):
+                    if (dep.via in ("rpath", "runpath") and dep.loader is not obj and not dep.context
+                            and dep.kind not in ("missing", "fatal")):
                         _check_order(name, obj, dep)
                 if id(dep) not in seen and dep.kind not in ("missing", "fatal"):
                     seen.add(id(dep))
