@@ -25,7 +25,7 @@ from mltools.errors import InputError
 
 __all__ = [
     "ElfFormatError", "ElfInfo", "DynamicSymbol", "VersionNeed", "VersionDef",
-    "ElfSymbols", "ElfNotes", "read_elf", "read_symbols", "read_notes", "looks_like_elf",
+    "ElfSymbols", "ElfNotes", "read_elf", "read_symbols", "read_notes", "looks_like_elf", "is_linker_script",
     "MACHINE_NAMES", "TYPE_NAMES", "dt_flags_names", "dt_flags_1_names",
     "DF_1_NODEFLIB", "DF_ORIGIN", "ET_EXEC", "ET_DYN", "EM_X86_64",
 ]
@@ -318,15 +318,24 @@ class _Image:
         return off, end
 
 
+_LD_SCRIPT_WORDS = (b"INPUT(", b"GROUP(", b"INPUT (", b"GROUP (", b"OUTPUT_FORMAT", b"/* GNU ld script")
+
+
+def is_linker_script(head: bytes) -> bool:
+    """A ``libfoo.so`` that is a GNU ld script (``INPUT(libfoo.so.1)``): for the linker, not the loader."""
+    text = head[:512]
+    return any(w in text for w in _LD_SCRIPT_WORDS) and b"\0" not in text
+
+
 def _not_elf_reason(ident: bytes, buf) -> str:
-    head = bytes(buf[:200])
+    head = bytes(buf[:512])
     if head.startswith(b"version https://git-lfs"):
         return "invalid ELF header: a Git LFS pointer file, not the library (run `git lfs pull`)"
     if head.startswith(b"!<arch>"):
         return "invalid ELF header: a static archive (ar), not a shared object"
     if head.startswith(b"#!"):
         return "invalid ELF header: a script"
-    if head.lstrip().startswith(b"/* GNU ld script"):
+    if is_linker_script(head):
         return "invalid ELF header: a GNU ld linker script (used at link time only)"
     if len(head) == 0:
         return "file too short: empty file"
