@@ -258,7 +258,8 @@ class Resolver:
     """Shared state for resolving many files: loader configuration, ld.so cache,
     directory listings and parsed ELF headers.
 
-    Not thread-safe; use one per thread.
+    It is a snapshot: files and directories are read once, so make a new
+    Resolver to see changes on disk. Not thread-safe; use one per thread.
     """
 
     def __init__(self, *, root: Optional[str] = None, config: Optional[LoaderConfig] = None,
@@ -478,7 +479,7 @@ class Resolver:
             chain = []
         runpath = self._runpath_dirs(loader)
         nodeflib = bool(info is not None and info.nodeflib)
-        key = (name, env_dirs, runpath, nodeflib)
+        key = (name, env_dirs, runpath, nodeflib, cwd)
         memo = self._search_memo.get(key) if not chain else None
         if memo is not None:
             return memo
