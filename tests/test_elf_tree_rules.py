@@ -515,3 +515,103 @@ def test_sysroot_resolves_inside_the_root_only(lay, tmp_path):
     assert all(c.path.startswith("/") for c in libc.tried)
     same = resolve_tree(str(root / "usr" / "bin" / "prog"), root=str(root), use_etc_preload=False)
     assert same.by_soname()["libfoo.so.1"].path == foo.path
+
+
+def test_isa_level_above_the_cpu_is_fatal(lay):
+    """A library marked for a higher x86-64 level than the CPU's fails to load (dl-prop.h)."""
+    level = host_loader_config().isa_level
+    if not level or level >= 4:
+        pytest.skip("needs a known CPU level below x86-64-v4")
+    b = "isa"
+    lay.so(f"{b}/l/libisa.so", flags=[f"-Wl,-z,x86-64-v{level + 1}"])
+    exe = lay.exe(f"{b}/main", deps=[f"{b}/l/libisa.so"], runpath=f"{lay.p(b)}/l")
+    status, _, err = run(exe)
+    assert status == 127 and "CPU ISA level is lower than required" in err
+    tree = tree_of(exe)
+    (lib,) = [lib for lib in tree.libraries if lib.error]
+    assert "CPU ISA level is lower than required" in lib.error
+
+
+def test_python_context_matches_what_dlopen_maps(lay):
+    """resolve_tree(ext, main=python): the libraries it says are new are those dlopen maps.
+
+    The oracle is the running interpreter: /proc/self/maps before and after
+    ctypes.CDLL(ext) in a fresh `python -I -S`.
+    """
+    import sys
+    b = "pyctx"
+    lay.so(f"{b}/deps/libctxdep.so", "int dep(void){return 3;}")
+    ext = lay.so(f"{b}/pkg/libctxext.so", "#include <math.h>\nint dep(void);\n"
+                 "double ext(double x){return dep() + cos(x);}",
+                 deps=[f"{b}/deps/libctxdep.so"], runpath="$ORIGIN/../deps", flags=["-lm"])
+    code = ("import ctypes, os\n"
+            "def maps():\n"
+            "    out = set()\n"
+            "    for line in open('/proc/self/maps'):\n"
+            "        p = line.split(None, 5)[-1].strip()\n"
+            "        if p.startswith('/') and '.so' in p: out.add(os.path.realpath(p))\n"
+            "    return out\n"
+            f"before = maps(); ctypes.CDLL({str(ext)!r}); after = maps()\n"
+            "print('\\n'.join(sorted(after - before)))\n")
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    new_in_process = set(proc.stdout.split())
+    tree = resolve_tree(str(ext), main=os.path.realpath(sys.executable), use_etc_preload=False)
+    assert tree.ok
+    ours_new = {lib.path for lib in tree.libraries if lib.via not in ("loaded", "interpreter")} | {str(ext)}
+    assert ours_new == new_in_process
+    assert tree.by_soname()["libm.so.6"].via == "loaded"
+    assert tree.by_soname()["libctxdep.so"].via == "runpath"
+
+
+def test_loaded_objects_match_a_real_import_sequence():
+    """numpy's linalg extension dlopen'ed after _multiarray_umath: what is new, per /proc/self/maps."""
+    import glob
+    import sys
+
+    import numpy
+    base = os.path.dirname(numpy.__file__)
+    first = (glob.glob(f"{base}/_core/_multiarray_umath*.so") or [None])[0]
+    second = (glob.glob(f"{base}/linalg/_umath_linalg*.so") or [None])[0]
+    if not first or not second:
+        pytest.skip("numpy layout not recognised")
+    code = ("import ctypes, os, sys\n"
+            "def maps():\n"
+            "    out = set()\n"
+            "    for line in open('/proc/self/maps'):\n"
+            "        p = line.split(None, 5)[-1].strip()\n"
+            "        if p.startswith('/') and '.so' in p: out.add(os.path.realpath(p))\n"
+            "    return out\n"
+            "ctypes.CDLL(sys.argv[1]); before = maps(); ctypes.CDLL(sys.argv[2]); after = maps()\n"
+            "print('\\n'.join(sorted(after - before)))\n")
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, first, second], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    tree = resolve_tree(second, main=os.path.realpath(sys.executable), loaded=[first], use_etc_preload=False)
+    assert tree.ok and first in tree.context
+    ours_new = {lib.path for lib in tree.libraries if lib.via not in ("loaded", "interpreter")} | {second}
+    assert ours_new == set(proc.stdout.split())
+
+
+def test_shared_resolver_reuses_trees_only_when_equivalent(lay):
+    """Two copies of a program share a tree only where nothing about the root changes the answer."""
+    b = "memo"
+    lay.so(f"{b}/one/lib/libm1.so", "int w(void){return 1;}")
+    lay.so(f"{b}/two/lib/libm1.so", "int w(void){return 2;}")
+    exe1 = lay.exe(f"{b}/one/main", deps=[f"{b}/one/lib/libm1.so"], runpath="$ORIGIN/lib")
+    exe2 = lay.p(f"{b}/two/main")
+    shutil.copy(exe1, exe2)
+    r = Resolver()
+    t1 = resolve_tree(str(exe1), resolver=r, use_etc_preload=False)
+    t2 = resolve_tree(str(exe2), resolver=r, use_etc_preload=False)
+    assert t1.by_soname()["libm1.so"].path == str(lay.p(f"{b}/one/lib/libm1.so"))
+    assert t2.by_soname()["libm1.so"].path == str(lay.p(f"{b}/two/lib/libm1.so"))
+    plain1 = lay.exe(f"{b}/one/plain")
+    plain2 = lay.p(f"{b}/two/plain")
+    shutil.copy(plain1, plain2)
+    p1 = resolve_tree(str(plain1), resolver=r, use_etc_preload=False)
+    p2 = resolve_tree(str(plain2), resolver=r, use_etc_preload=False)
+    assert p2.root == str(plain2) and p2.libraries[0].needed_by == (str(plain2),)
+    assert [lib.path for lib in p1.libraries] == [lib.path for lib in p2.libraries]
+    fresh = resolve_tree(str(plain2), use_etc_preload=False)
+    assert fresh == p2

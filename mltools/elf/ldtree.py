@@ -258,7 +258,8 @@ class Resolver:
     """Shared state for resolving many files: loader configuration, ld.so cache,
     directory listings and parsed ELF headers.
 
-    Not thread-safe; use one per thread.
+    It is a snapshot: files and directories are read once, so make a new
+    Resolver to see changes on disk. Not thread-safe; use one per thread.
     """
 
     def __init__(self, *, root: Optional[str] = None, config: Optional[LoaderConfig] = None,
@@ -280,6 +281,7 @@ class Resolver:
         self._search_memo: Dict[tuple, tuple] = {}
         self._objmeta: Dict[tuple, Tuple[str, str]] = {}    # (real, origin) per found path
         self._etc_preload: Optional[Tuple[str, ...]] = None
+        self._tree_memo: Dict[tuple, "DepTree"] = {}
 
     # -- file system, with the sysroot applied ---------------------------------------------
     def host(self, path: str) -> str:
@@ -347,6 +349,10 @@ class Resolver:
         if (info.abi_note_kernel is not None and cfg.kernel_version is not None
                 and info.abi_note_kernel > cfg.kernel_version):
             return ("skip", info, "needs a newer kernel ({}.{}.{})".format(*info.abi_note_kernel))
+        if cfg.isa_level and info.x86_isa_needed and info.x86_isa_needed > cfg.isa_level:
+            # sysdeps/x86/dl-prop.h: checked once mapped, and fatal
+            return ("fatal", info, f"CPU ISA level is lower than required (x86-64-v{info.x86_isa_needed}, "
+                                   f"this CPU: x86-64-v{cfg.isa_level})")
         if info.flags_1 & DF_1_PIE:       # _dl_map_object_from_fd refuses it after the search
             return ("fatal", info, "cannot dynamically load position-independent executable")
         if not info.has_dynamic:
@@ -474,7 +480,7 @@ class Resolver:
             chain = []
         runpath = self._runpath_dirs(loader)
         nodeflib = bool(info is not None and info.nodeflib)
-        key = (name, env_dirs, runpath, nodeflib)
+        key = (name, env_dirs, runpath, nodeflib, cwd)
         memo = self._search_memo.get(key) if not chain else None
         if memo is not None:
             return memo
@@ -592,11 +598,16 @@ class Resolver:
     def _ml_dirs(self) -> List[str]:
         """Where ML libraries usually hide: CUDA toolkits, conda, pip's nvidia wheels."""
         import glob
+        import sys
         pats = ["/usr/local/cuda*/lib64", "/usr/local/cuda*/lib", "/usr/local/cuda*/targets/*/lib",
                 "/opt/conda/lib", "/usr/local/lib", "/usr/lib64", "/usr/local/lib64"]
         out = []
         for p in pats:
             out.extend(sorted(glob.glob(self.host(p))))
+        if not self._rootp:
+            # pip's CUDA wheels (nvidia-cuda-runtime-cu12, ...) and torch's own libraries
+            for sp in sorted(glob.glob(f"{sys.prefix}/lib/python3*/site-packages")):
+                out.extend(sorted(glob.glob(f"{sp}/nvidia/*/lib")) + sorted(glob.glob(f"{sp}/torch/lib")))
         return out
 
     # -- the namespace ------------------------------------------------------------------------
@@ -768,6 +779,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             break
 
     order: List[_Obj] = []           # the objects of the tree (the root's traversal), in load order
+    root_reused: List[str] = []
     missing: Dict[str, _Obj] = {}
 
     def map_name(name: str, loader: _Obj, depth: int, traversal: List[_Obj], record: bool) -> Optional[_Obj]:
@@ -795,6 +807,8 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             info: ElfInfo = x
             same = ns.by_id.get(info.file_id)
             if same is not None:
+                if same is main_obj:
+                    root_reused.append(name)       # the tree then depends on the root's file
                 ns.alias(same, name)
                 return same
             host_found = r.host(found_as) if found_as.startswith("/") else found_as
@@ -827,23 +841,29 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
         queue = list(start)
         i = 0
         seen = {id(o) for o in queue}
+        by_name = ns.by_name
         while i < len(queue):
             obj = queue[i]
             i += 1
             if obj.info is None:
                 continue
+            who = (obj.ident() if obj is not root_obj else path) if record else None
+            level = tree_depth.get(id(obj), 0) + 1
             for name in obj.info.needed:
-                dep = map_name(name, obj, obj.depth + 1, traversal, record)
+                dep = by_name.get(name)              # already loaded: reused, nothing searched
                 if dep is None:
-                    continue
-                if record and id(dep) not in tree_depth:
-                    tree_depth[id(dep)] = tree_depth.get(id(obj), 0) + 1
+                    dep = map_name(name, obj, obj.depth + 1, traversal, record)
+                    if dep is None:
+                        continue
+                elif name not in dep.names:
+                    dep.names.append(name)
                 if record:
-                    who = obj.ident() if obj is not root_obj else path
+                    if id(dep) not in tree_depth:
+                        tree_depth[id(dep)] = level
                     if who not in dep.needed_by:
                         dep.needed_by.append(who)
-                    if (dep.kind not in ("missing", "fatal") and dep.loader is not obj and dep.via in
-                            ("rpath", "runpath") and not dep.context):
+                    if (dep.via in ("rpath", "runpath") and dep.loader is not obj and not dep.context
+                            and dep.kind not in ("missing", "fatal")):
                         _check_order(name, obj, dep)
                 if id(dep) not in seen and dep.kind not in ("missing", "fatal"):
                     seen.add(id(dep))
@@ -863,8 +883,21 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
     # preloads: searched with the main program as the loader
     root_obj = main_obj if root_is_main else None
+    preload_names = _preload_names(env, preload, r, use_etc_preload)
+
+    # Programs with the same NEEDED list, search paths and flags get the same
+    # tree (many of /usr/bin need only libc.so.6): reuse it, renaming the root.
+    memo_key = None
+    if root_is_main and not findings:
+        mi = main_obj.info
+        memo_key = (mi.needed, r._rpath_dirs(main_obj), r._runpath_dirs(main_obj), mi.nodeflib, mi.soname,
+                    interp_path, env_dirs, tuple(preload_names), cwd)
+        hit = r._tree_memo.get(memo_key)
+        if hit is not None:
+            return _from_template(hit, path)
+
     pre_objs: List[_Obj] = _Order()
-    for pname, source in _preload_names(env, preload, r, use_etc_preload):
+    for pname, source in preload_names:
         before = len(ns.objs)
         dep = map_name(pname, main_obj, 1, pre_objs, False)
         if dep is None or dep.kind in ("missing", "fatal"):
@@ -960,16 +993,47 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             "the kernel-started program uses; `ldd` uses the symlink's directory and may disagree",
             details={"origin": main_obj.origin}))
     context = tuple(o.ident() for o in ns.objs if o.context)
-    return DepTree(root=path, libraries=tuple(libs), findings=tuple(findings),
+    tree = DepTree(root=path, libraries=tuple(libs), findings=tuple(findings),
                    root_needed=rinfo.needed if rinfo else (), interpreter=interp_path if interp_obj else None,
                    context=context)
+    if (memo_key is not None and not findings and all(lib.found for lib in libs)
+            and not any("/" in n for n in rinfo.needed)
+            and not any("/" in n for lib in libs for n in lib.needed)
+            and not root_reused):
+        r._tree_memo[memo_key] = _to_template(tree, path)
+    return tree
+
+
+_ROOT = "\0root\0"      # stands for the root's path in a memoized tree
+
+
+def _copy(obj, **changes):
+    """dataclasses.replace without re-running __init__ (the values are already checked)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new
+
+
+def _swap_root(lib: Library, old: str, new: str) -> Library:
+    if lib.loader != old and old not in lib.needed_by:
+        return lib
+    return _copy(lib, loader=new if lib.loader == old else lib.loader,
+                 needed_by=tuple(new if x == old else x for x in lib.needed_by))
+
+
+def _to_template(tree: DepTree, path: str) -> DepTree:
+    return _copy(tree, root=_ROOT, libraries=tuple(_swap_root(lib, path, _ROOT) for lib in tree.libraries))
+
+
+def _from_template(tmpl: DepTree, path: str) -> DepTree:
+    return _copy(tmpl, root=path, libraries=tuple(_swap_root(lib, _ROOT, path) for lib in tmpl.libraries))
 
 
 def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Library:
     requested = tuple(dict.fromkeys(o.names))
     if o.kind in ("missing", "fatal"):
         name = requested[0]
-        searched = {os.path.dirname(c.path) for c in o.tried}
         if o.kind == "missing":
             searched_dirs = set()
             for c in o.tried:
