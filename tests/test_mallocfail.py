@@ -368,7 +368,7 @@ int main(int argc, char **argv) {
 
 def test_missing_program_is_127(cli):
     res = cli("malloc-fail", "--fail-at", "1", "/no/such/program")
-    assert res.exit_code == 127 and "no such file" in res.stderr
+    assert res.exit_code == 127 and "No such file or directory" in res.stderr
 
 
 def test_usage_errors_are_125(cli, cbuild):

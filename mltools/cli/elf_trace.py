@@ -162,7 +162,8 @@ def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
     """
     from mltools import _jsonio
     from mltools.elf import lddebug
-    from mltools.elf.trace import TargetStartError, trace_command
+    from mltools._target import TargetStartError
+    from mltools.elf.trace import trace_command
 
     try:
         cats = lddebug.parse_categories(categories)

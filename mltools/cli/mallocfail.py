@@ -100,6 +100,7 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
     """
     from mltools import _jsonio
     from mltools.cli._output import emit, note
+    from mltools._target import TargetStartError
     from mltools.errors import ToolNotFoundError, UsageError
     from mltools.mallocfail.config import FailSpec, RunOptions
 
@@ -134,7 +135,10 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
 
         from mltools.mallocfail.run import render_report, run_target
         report, raw = run_target(list(command), spec, options)
-    except ToolNotFoundError as exc:
+    except TargetStartError as exc:       # the program itself: 127 or 126, as a shell says
+        click.echo(f"Error: {exc.message}", err=True)
+        ctx.exit(exc.exit_status)
+    except ToolNotFoundError as exc:      # its #! interpreter
         click.echo(f"Error: {exc.message}", err=True)
         ctx.exit(127)
     # the target's own output, after it exited: stdout to stdout (stderr with --json)

@@ -13,13 +13,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import stat
-import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from mltools._target import elf_interp, find_program, privilege_reason, run_attached, shebang
 from mltools.elf import lddebug
 from mltools.errors import InputError, MltoolsError
 from mltools.findings import Finding, Severity
@@ -27,13 +25,6 @@ from mltools.findings import Finding, Severity
 DEFAULT_CATEGORIES = ("libs", "files", "versions")
 _OUTPUT_PREFIX = "ld"
 
-
-class TargetStartError(MltoolsError):
-    """The target could not be started; ``exit_status`` is what a shell would return."""
-
-    def __init__(self, message: str, exit_status: int):
-        super().__init__(message)
-        self.exit_status = exit_status
 
 
 # --------------------------------------------------------------------------
@@ -49,40 +40,6 @@ class TargetInfo:
     secure_reason: Optional[str]
 
 
-def _read_head(path: str, size: int = 4096) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(size)
-    except OSError:
-        return b""
-
-
-def _elf_interp(path: str) -> Tuple[bool, Optional[str]]:
-    """(is ELF, PT_INTERP)."""
-    from mltools.elf.reader import ElfFormatError, looks_like_elf, read_elf
-
-    if not looks_like_elf(path):
-        return False, None
-    try:
-        return True, read_elf(path).interp
-    except (ElfFormatError, OSError):
-        return True, None
-
-
-def _secure_mode(path: str, st: os.stat_result) -> Tuple[bool, Optional[str]]:
-    """Would the kernel set AT_SECURE for this exec (setuid/setgid to someone else, file caps)?"""
-    if st.st_mode & stat.S_ISUID and st.st_uid != os.geteuid():
-        return True, f"set-user-ID (owner uid {st.st_uid})"
-    if st.st_mode & stat.S_ISGID and st.st_gid != os.getegid() and st.st_mode & stat.S_IXGRP:
-        return True, f"set-group-ID (group gid {st.st_gid})"
-    try:
-        if os.getxattr(path, "security.capability"):
-            return True, "file capabilities"
-    except (OSError, AttributeError):
-        pass
-    return False, None
-
-
 def inspect_target(argv: Sequence[str]) -> TargetInfo:
     """Find the program a shell would run for ``argv`` and say what it is.
 
@@ -90,29 +47,13 @@ def inspect_target(argv: Sequence[str]) -> TargetInfo:
     """
     if not argv:
         raise InputError("no command given (usage: mltools elf trace -- CMD ARGS...)")
-    prog = argv[0]
-    if "/" in prog:
-        if not os.path.exists(prog):
-            raise TargetStartError(f"{prog}: No such file or directory", 127)
-        path = prog
-    else:
-        path = shutil.which(prog)
-        if path is None:
-            if any(os.path.exists(os.path.join(d or ".", prog))
-                   for d in os.environ.get("PATH", "").split(os.pathsep)):
-                raise TargetStartError(f"{prog}: Permission denied", 126)
-            raise TargetStartError(f"{prog}: command not found", 127)
-    if os.path.isdir(path):
-        raise TargetStartError(f"{prog}: Is a directory", 126)
-    if not os.access(path, os.X_OK):
-        raise TargetStartError(f"{prog}: Permission denied", 126)
-    st = os.stat(path)
-    secure, reason = _secure_mode(path, st)
-    head = _read_head(path, 256)
-    if head.startswith(b"#!"):
-        line = head[2:].split(b"\n", 1)[0].strip().decode("utf-8", "replace")
-        return TargetInfo(tuple(argv), path, "script", line or None, secure, reason)
-    is_elf, interp = _elf_interp(path)
+    path = find_program(argv[0])
+    reason = privilege_reason(path)
+    secure = reason is not None
+    bang = shebang(path)
+    if bang is not None:
+        return TargetInfo(tuple(argv), path, "script", " ".join(bang) or None, secure, reason)
+    is_elf, interp = elf_interp(path)
     if not is_elf:
         return TargetInfo(tuple(argv), path, "unknown", None, secure, reason)
     return TargetInfo(tuple(argv), path, "dynamic" if interp else "static", interp, secure, reason)
@@ -299,43 +240,6 @@ def _findings_for(p: ProgramReport) -> List[Finding]:
 # --------------------------------------------------------------------------
 # Running the target
 
-def _run_attached(argv: Sequence[str], env: Mapping[str, str], stdout_fd: Optional[int]) -> Tuple[int, float]:
-    """Run the target on our terminal (stdin and stderr inherited), wait, return (returncode, seconds).
-
-    mltools._proc.run captures output; a traced program must keep its terminal,
-    its process group (so Ctrl-C reaches it) and its streaming output, so it is
-    run here directly. While it runs SIGINT/SIGQUIT are caught and ignored by
-    mltools (a handler, not SIG_IGN, so the target gets the default action) and
-    the report is still written.
-    """
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGQUIT):
-        try:
-            previous[sig] = signal.signal(sig, lambda *_: None)
-        except ValueError:            # not the main thread
-            pass
-    start = time.perf_counter()
-    try:
-        try:
-            proc = subprocess.Popen(list(argv), env=dict(env), stdout=stdout_fd, close_fds=True)
-        except FileNotFoundError:
-            raise TargetStartError(f"{argv[0]}: command not found", 127) from None
-        except PermissionError:
-            raise TargetStartError(f"{argv[0]}: Permission denied", 126) from None
-        except OSError as exc:
-            raise TargetStartError(f"{argv[0]}: {exc.strerror or exc}", 126) from None
-        while True:
-            try:
-                rc = proc.wait()
-                break
-            except InterruptedError:
-                continue
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return rc, time.perf_counter() - start
-
-
 def _program_report(p: lddebug.ProgramTrace, with_bindings: bool, cwd: str) -> ProgramReport:
     return ProgramReport(
         pid=p.pid, index=p.index, forked_from=p.forked_from, name=p.name, started=p.started, libraries=tuple(p.libraries),
@@ -390,7 +294,7 @@ def trace_command(argv: Sequence[str], *, categories: Sequence[str] = DEFAULT_CA
         prefix = os.path.join(workdir, _OUTPUT_PREFIX)
         run_env["LD_DEBUG"] = ",".join(categories)
         run_env["LD_DEBUG_OUTPUT"] = prefix
-        rc, elapsed = _run_attached(argv, run_env, target_stdout_fd)
+        rc, elapsed = run_attached(argv, run_env, target_stdout_fd)
         raw_dir = None
         if keep_dir is not None:
             for _, path in lddebug.iter_pid_files(workdir, _OUTPUT_PREFIX):

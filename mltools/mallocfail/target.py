@@ -3,11 +3,11 @@ processes of its tree count as "the target" for the shim's scope."""
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from mltools import _proc
+from mltools._target import TargetStartError, find_program, privilege_reason, read_head, shebang
 from mltools.errors import InputError, ToolNotFoundError, UsageError
 
 #: Interpreters that are wrappers, never the program under test.
@@ -34,20 +34,11 @@ _OTHER_ALLOCATORS = ("libasan", "libjemalloc", "libtcmalloc", "libmimalloc")
 
 def allocator_libs(path: str) -> Tuple[str, ...]:
     """DT_NEEDED entries that bring their own malloc (they need --forward next)."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.dynamic import DynamicSection
-    from elftools.elf.elffile import ELFFile
-    found = []
+    from mltools.elf.reader import ElfFormatError, read_elf
     try:
-        with open(path, "rb") as fh:
-            for sec in ELFFile(fh).iter_sections():
-                if isinstance(sec, DynamicSection):
-                    for tag in sec.iter_tags():
-                        if tag.entry.d_tag == "DT_NEEDED" and tag.needed.startswith(_OTHER_ALLOCATORS):
-                            found.append(tag.needed)
-    except (ELFError, OSError):
+        return tuple(n for n in read_elf(path).needed if n.startswith(_OTHER_ALLOCATORS))
+    except (ElfFormatError, OSError):
         return ()
-    return tuple(found)
 
 
 def _identity(path: str) -> str:
@@ -56,62 +47,28 @@ def _identity(path: str) -> str:
 
 
 def resolve_program(program: str) -> str:
-    if "/" in program:
-        path = os.path.abspath(program)
-        if not os.path.exists(path):
-            raise ToolNotFoundError(f"{program}: no such file")
-    else:
-        found = _proc.which(program)
-        if found is None:
-            raise ToolNotFoundError(f"{program}: command not found")
-        path = os.path.abspath(found)
-    if not os.path.isfile(path) or not os.access(path, os.X_OK):
-        raise InputError(f"{program}: not an executable file")
+    """The program a shell would run (TargetStartError: 127 not found, 126 not executable)."""
+    path = find_program(program)
+    if not os.path.isfile(path):
+        raise TargetStartError(f"{program}: not a regular file", 126)
     return path
-
-
-def _read_head(path: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(256)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def check_preloadable(path: str) -> None:
     """Refuse targets that LD_PRELOAD silently does not reach (TargetRefused)."""
-    st = os.stat(path)
-    if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-        which = "setuid" if st.st_mode & stat.S_ISUID else "setgid"
-        raise TargetRefused(f"{path} is {which}: the loader ignores LD_PRELOAD for it "
-                            "(run an unprivileged copy instead)")
+    reason = privilege_reason(path, only_if_secure=False)
+    if reason is not None:
+        raise TargetRefused(f"{path} is {reason}: the loader ignores LD_PRELOAD for it in "
+                            "secure mode (run an unprivileged copy instead)")
+    from mltools.elf.reader import ElfFormatError, read_elf
     try:
-        if os.getxattr(path, "security.capability"):
-            raise TargetRefused(f"{path} has file capabilities: the loader ignores LD_PRELOAD "
-                                "for it (run a copy without them)")
-    except OSError:
-        pass
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-    try:
-        with open(path, "rb") as fh:
-            elf = ELFFile(fh)
-            has_interp = any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments())
-            kind = elf["e_type"]
-    except (ELFError, OSError) as exc:
+        info = read_elf(path)
+    except (ElfFormatError, OSError) as exc:
         raise InputError(f"{path}: not a readable ELF file ({exc})") from None
-    if not has_interp:
-        what = "static-pie" if kind == "ET_DYN" else "statically linked"
+    if info.interp is None:
+        what = "static-pie" if info.type == 3 else "statically linked"   # ET_DYN = 3
         raise TargetRefused(f"{path} is {what} (no PT_INTERP): LD_PRELOAD cannot inject into it; "
                             "link it dynamically to test it")
-
-
-def _shebang(path: str) -> Optional[Tuple[str, ...]]:
-    head = _read_head(path)
-    if not head.startswith(b"#!"):
-        return None
-    line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-    return tuple(line.split()) if line else None
 
 
 def _shell_identities() -> Tuple[str, ...]:
@@ -161,10 +118,10 @@ def resolve_target(program: str, target_exe: Optional[str] = None) -> Target:
     current = path
     interpreter_is_shell = False
     for _ in range(4):
-        head = _read_head(current)
+        head = read_head(current, 256)
         if head.startswith(b"\x7fELF"):
             break
-        bang = _shebang(current)
+        bang = shebang(current)
         if bang is None:
             raise InputError(f"{current}: neither an ELF file nor a #! script")
         interp = bang[0]
