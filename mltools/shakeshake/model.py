@@ -231,10 +231,13 @@ def fast_state_from_reference(ref_state: Dict[str, torch.Tensor]) -> Dict[str, t
     for b in blocks:
         p = f"blocks.{b}."
         for name in _BRANCH_KEYS:
-            out[p + name] = torch.cat((ref_state[p + "branch1." + name],
-                                       ref_state[p + "branch2." + name]), dim=0)
+            if p + "branch1." + name in ref_state:   # also maps parameter-only dicts (gradients)
+                out[p + name] = torch.cat((ref_state[p + "branch1." + name],
+                                           ref_state[p + "branch2." + name]), dim=0)
         for bn in ("bn1", "bn2"):
-            out[p + bn + ".num_batches_tracked"] = ref_state[p + "branch1." + bn + ".num_batches_tracked"].clone()
+            key = p + "branch1." + bn + ".num_batches_tracked"
+            if key in ref_state:
+                out[p + bn + ".num_batches_tracked"] = ref_state[key].clone()
     return out
 
 
