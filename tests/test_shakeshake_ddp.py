@@ -84,3 +84,17 @@ def test_ddp_with_per_rank_draws_would_differ():
     whole = global_index_coefficients(2, GLOBAL_BATCH, 0, 1, SEED)
     half = global_index_coefficients(2, GLOBAL_BATCH // 2, 0, 1, SEED)
     assert not torch.equal(whole.alphas[1][:GLOBAL_BATCH // 2], half.alphas[1])
+
+
+def test_spawned_processes_report_rank0_and_errors_as_one_line(tmp_path):
+    """The --gpus path (one spawned DDP process per device), here with gloo on two CPU processes."""
+    from mltools.errors import MltoolsError
+    from mltools.shakeshake.bench import run_spawned
+
+    cfg = BenchConfig(depth=8, width=4, batch_size=4, steps=2, warmup=1, device="cpu", impls=("fast",), rounds=1)
+    res = run_spawned(["cpu", "cpu"], cfg)
+    assert res.world_size == 2 and res.backend == "gloo" and res.global_batch_size == 8
+    assert res.implementations[0].scaling_efficiency > 0
+    with pytest.raises(MltoolsError, match="not a CIFAR-10 python directory"):
+        run_spawned(["cpu"], BenchConfig(depth=8, width=4, batch_size=4, steps=1, warmup=0,
+                                         device="cpu", data_dir=str(tmp_path)))

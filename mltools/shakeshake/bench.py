@@ -461,14 +461,24 @@ def _split_rounds(steps: int, rounds: int) -> List[int]:
     return [base + (1 if r < extra else 0) for r in range(rounds)]
 
 
-def _measure(runners: Dict[str, Runner], config: BenchConfig, device: torch.device,
+def _measure(factories: Dict[str, Callable[[], Runner]], config: BenchConfig, device: torch.device,
              dist_info: DistInfo, eval_source: Callable[[int], Tuple[torch.Tensor, torch.Tensor]]
-             ) -> Dict[str, dict]:
-    """Warm up every runner, then time training and eval in alternating rounds."""
+             ) -> Tuple[Dict[str, Runner], Dict[str, dict]]:
+    """Build and warm up every runner, then time training and eval in alternating rounds.
+
+    Peak memory of an implementation is the device-memory peak while it is
+    built and warmed up, above what was allocated before (the shared input
+    batches and the other implementation's model), so the two do not mix.
+    """
     out: Dict[str, dict] = {}
-    for name, r in runners.items():
+    runners: Dict[str, Runner] = {}
+    for name, make in factories.items():
+        base = 0
         if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
+        r = runners[name] = make()
         _barrier(dist_info, device)
         t0 = time.perf_counter()
         for i in range(config.warmup):
@@ -477,7 +487,9 @@ def _measure(runners: Dict[str, Runner], config: BenchConfig, device: torch.devi
             r.eval_logits(eval_source(i)[0])
         _sync(device)
         out[name] = {"warmup_s": time.perf_counter() - t0, "train_s": 0.0, "train_ms": [],
-                     "eval_s": 0.0, "eval_steps": 0}
+                     "eval_s": 0.0, "eval_steps": 0,
+                     "peak_memory": (int(torch.cuda.max_memory_allocated(device)) - base
+                                     if device.type == "cuda" else None)}
     done = 0
     for chunk in _split_rounds(config.steps, config.rounds):
         for name, r in runners.items():
@@ -495,11 +507,10 @@ def _measure(runners: Dict[str, Runner], config: BenchConfig, device: torch.devi
             out[name]["eval_steps"] += chunk
     for name in runners:
         m = out[name]
-        m["peak_memory"] = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
         # Aggregate rates use the slowest rank's time.
         m["train_s"] = _all_reduce_max(m["train_s"], dist_info, device)
         m["eval_s"] = _all_reduce_max(m["eval_s"], dist_info, device)
-    return out
+    return runners, out
 
 
 def _batch_sources(config: BenchConfig, device: torch.device, dist_info: DistInfo, cifar=None):
@@ -578,17 +589,17 @@ def run_benchmark(config: BenchConfig, dist_info: DistInfo = DistInfo(),
         if dist_info.rank == 0:
             if progress:
                 progress("measuring one process alone for the scaling efficiency")
-            solo = {i: Runner(i, config, device, DistInfo(), train_src) for i in config.impls}
-            m = _measure(solo, config, device, DistInfo(), eval_src)
+            solo = {i: (lambda i=i: Runner(i, config, device, DistInfo(), train_src)) for i in config.impls}
+            solo, m = _measure(solo, config, device, DistInfo(), eval_src)
             single = {i: config.batch_size * config.steps / m[i]["train_s"] for i in config.impls}
             del solo
         _barrier(dist_info, device)
 
-    runners = {i: Runner(i, config, device, dist_info, train_src) for i in config.impls}
+    factories = {i: (lambda i=i: Runner(i, config, device, dist_info, train_src)) for i in config.impls}
     tf32 = {"cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
             "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
-    measured = _measure(runners, config, device, dist_info, eval_src)
+    runners, measured = _measure(factories, config, device, dist_info, eval_src)
     results = []
     for name, r in runners.items():
         res = _impl_result(name, r, measured[name], config, dist_info.world, label, fl.train)
@@ -704,42 +715,59 @@ def run_training(config: BenchConfig, dist_info: DistInfo = DistInfo(),
 
 # ---------------------------------------------------------------- --gpus: one process per GPU
 
-def _gpus_worker(rank: int, gpus: Tuple[int, ...], config: BenchConfig, port: int, queue) -> None:
+def _spawned_worker(rank: int, devices: Tuple[str, ...], config: BenchConfig, port: int, queue) -> None:
+    import torch.distributed as dist
+
     try:
-        dist_info = init_distributed("nccl", rank, len(gpus), master_addr="127.0.0.1", master_port=port)
         os.environ["LOCAL_RANK"] = str(rank)
-        cfg = replace(config, device=f"cuda:{gpus[rank]}")
+        backend = "nccl" if devices[rank].startswith("cuda") else "gloo"
+        if backend == "gloo":
+            torch.set_num_threads(max(1, torch.get_num_threads() // len(devices)))
+        dist_info = init_distributed(backend, rank, len(devices), master_addr="127.0.0.1", master_port=port)
+        cfg = replace(config, device=devices[rank])
         res = (run_training(cfg, dist_info) if cfg.train_epochs else run_benchmark(cfg, dist_info))
         if rank == 0:
             queue.put(("ok", res))
-    except MltoolsError as exc:
-        if rank == 0:
-            queue.put(("error", exc.message))
-    except Exception as exc:   # noqa: BLE001 - reported by the parent as one line
-        if rank == 0:
-            queue.put(("error", f"rank {rank}: {type(exc).__name__}: {exc}"))
+    except BaseException as exc:   # noqa: BLE001 - reported by the parent as one line
+        msg = exc.message if isinstance(exc, MltoolsError) else f"{type(exc).__name__}: {exc}"
+        queue.put(("error", f"{devices[rank]} (rank {rank}): {msg}"))
+        # A non-zero exit makes the parent stop the other ranks instead of
+        # leaving them waiting in a collective.
+        raise SystemExit(1)
     finally:
-        import torch.distributed as dist
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
 def run_on_gpus(gpus: Sequence[int], config: BenchConfig) -> BenchResult:
     """Spawn one DDP process per GPU (NCCL on 127.0.0.1) and return rank 0's result."""
+    return run_spawned([f"cuda:{g}" for g in gpus], config)
+
+
+def run_spawned(devices: Sequence[str], config: BenchConfig) -> BenchResult:
+    """One DDP process per device (NCCL for CUDA devices, gloo for "cpu"), rank 0's result."""
     import torch.multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    port = free_port()
+    queue = mp.get_context("spawn").SimpleQueue()
+    messages = []
+    failure = None
+    procs = mp.start_processes(_spawned_worker, args=(tuple(devices), config, free_port(), queue),
+                               nprocs=len(devices), join=False, start_method="spawn")
     try:
-        mp.start_processes(_gpus_worker, args=(tuple(gpus), config, port, queue), nprocs=len(gpus),
-                           join=True, start_method="spawn")
-    except Exception as exc:   # noqa: BLE001 - a worker died (signal, OOM kill)
-        last = str(exc).strip().splitlines()
-        raise MltoolsError(f"a worker process failed: {last[-1] if last else type(exc).__name__}") from None
-    if queue.empty():
+        while not procs.join(timeout=1):
+            while not queue.empty():   # drain, so a worker never blocks on a full pipe
+                messages.append(queue.get())
+    except Exception as exc:   # noqa: BLE001 - a worker failed or was killed
+        failure = exc
+    while not queue.empty():
+        messages.append(queue.get())
+    errors = [m for status, m in messages if status == "error"]
+    if errors:
+        raise MltoolsError(errors[0])
+    if failure is not None:
+        last = str(failure).strip().splitlines()
+        raise MltoolsError(f"a worker process failed: {last[-1] if last else type(failure).__name__}")
+    results = [m for status, m in messages if status == "ok"]
+    if not results:
         raise MltoolsError("the worker processes returned no result")
-    status, payload = queue.get()
-    if status != "ok":
-        raise MltoolsError(payload)
-    return payload
+    return results[0]
