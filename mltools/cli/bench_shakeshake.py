@@ -92,10 +92,12 @@ def _parse_gpus(text: str):
 @click.option("--cuda-graphs", is_flag=True, help="Fast model: torch.compile mode reduce-overhead (CUDA graphs).")
 @click.option("--fast-conv2", type=click.Choice(["grouped", "split"]), default="grouped", show_default=True,
               help="Fast model's second convolutions: one grouped conv or two plain ones.")
+@click.option("--tf32/--no-tf32", "tf32", default=None,
+              help="Allow TF32 in cuDNN convolutions and matmuls [torch's default: convolutions on].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option
 def shakeshake_cmd(depth, width, batch_size, steps, warmup, impl, shake_level, gpu, gpus, device, data_dir,
-                   train_epochs, params_only, peak_tflops, compile_, cuda_graphs, fast_conv2, seed, as_json) -> None:
+                   train_epochs, params_only, peak_tflops, compile_, cuda_graphs, fast_conv2, tf32, seed, as_json) -> None:
     """Shake-Shake ResNet training throughput, MFU and fast-vs-reference speed-up.
 
     Trains Shake-Shake-26 2xKd (Gastaldi 2017) on synthetic CIFAR-shaped data made
@@ -172,7 +174,7 @@ def shakeshake_cmd(depth, width, batch_size, steps, warmup, impl, shake_level, g
                            impls=("reference", "fast") if impl == "both" else (impl,),
                            shake_level=shake_level, device=dev, compile=compile_, cuda_graphs=cuda_graphs,
                            second_conv=fast_conv2, data_dir=data_dir, train_epochs=train_epochs,
-                           peak_tflops=peak_tflops, seed=seed)
+                           peak_tflops=peak_tflops, seed=seed, tf32=tf32)
     config.validate()
 
     if gpu_list is not None and len(gpu_list) > 1:

@@ -64,6 +64,7 @@ class BenchConfig:
     peak_tflops: Optional[float] = None
     seed: int = 0
     rounds: int = 5
+    tf32: Optional[bool] = None      # cuDNN/matmul TF32; None: torch's default (cuDNN on)
 
     def validate(self) -> None:
         try:
@@ -162,6 +163,7 @@ class ImplResult:
     achieved_tflops: float               # model FLOPs (reference count) × images/s
     mfu: Optional[float]                 # achieved / peak at this precision; None if unknown
     peak_tflops: Optional[float]
+    round_images_per_s: Tuple[float, ...] = ()              # per timed round (rank 0), for best-of ratios
     single_process_images_per_s: Optional[float] = None   # multi-process runs only
     scaling_efficiency: Optional[float] = None
     training: Tuple[EpochResult, ...] = ()
@@ -263,7 +265,8 @@ def device_name(device: torch.device) -> str:
                     break
     except OSError:
         pass
-    return f"{name} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})"
+    n = torch.get_num_threads()
+    return f"{name} ({n} thread{'s' if n != 1 else ''}, {torch.backends.cpu.get_cpu_capability()})"
 
 
 def _sync(device: torch.device) -> None:
@@ -487,7 +490,7 @@ def _measure(factories: Dict[str, Callable[[], Runner]], config: BenchConfig, de
             r.eval_logits(eval_source(i)[0])
         _sync(device)
         out[name] = {"warmup_s": time.perf_counter() - t0, "train_s": 0.0, "train_ms": [],
-                     "eval_s": 0.0, "eval_steps": 0,
+                     "eval_s": 0.0, "eval_steps": 0, "rounds": [],
                      "peak_memory": (int(torch.cuda.max_memory_allocated(device)) - base
                                      if device.type == "cuda" else None)}
     done = 0
@@ -497,6 +500,7 @@ def _measure(factories: Dict[str, Callable[[], Runner]], config: BenchConfig, de
             secs, per = r.timed(r.train_step, config.warmup + done, chunk)
             out[name]["train_s"] += secs
             out[name]["train_ms"] += per
+            out[name]["rounds"].append(config.batch_size * chunk * dist_info.world / secs if secs > 0 else 0.0)
         done += chunk
     eval_steps = max(1, config.steps // 2)
     for chunk in _split_rounds(eval_steps, config.rounds):
@@ -555,13 +559,16 @@ def _impl_result(name: str, r: Runner, m: dict, config: BenchConfig, world: int,
                       eval_images_per_s=round(eval_ips, 2), step_ms=_step_times(m["train_ms"]),
                       warmup_s=round(m["warmup_s"], 3), peak_memory_bytes=m["peak_memory"],
                       achieved_tflops=round(achieved, 4), mfu=None if mfu is None else round(mfu, 4),
-                      peak_tflops=peak)
+                      peak_tflops=peak, round_images_per_s=tuple(round(v, 2) for v in m["rounds"]))
 
 
-def _set_backend_flags(device: torch.device) -> None:
+def _set_backend_flags(device: torch.device, tf32: Optional[bool] = None) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
+    if tf32 is not None:
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def run_benchmark(config: BenchConfig, dist_info: DistInfo = DistInfo(),
@@ -573,7 +580,7 @@ def run_benchmark(config: BenchConfig, dist_info: DistInfo = DistInfo(),
     """
     config.validate()
     device = torch.device(config.device)
-    _set_backend_flags(device)
+    _set_backend_flags(device, config.tf32)
     torch.manual_seed(config.seed + dist_info.rank)
     cifar = None
     if config.data_dir:
@@ -656,7 +663,7 @@ def run_training(config: BenchConfig, dist_info: DistInfo = DistInfo(),
     from mltools.shakeshake import data as data_mod
 
     device = torch.device(config.device)
-    _set_backend_flags(device)
+    _set_backend_flags(device, config.tf32)
     torch.manual_seed(config.seed + dist_info.rank)
     cifar = data_mod.load_cifar10(config.data_dir, device)
     steps_per_epoch = cifar.train_size // (config.batch_size * dist_info.world)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
-import numpy as np
 import torch
 
 from mltools.errors import InputError
@@ -47,7 +46,9 @@ def _find_dir(root: Path) -> Path:
                      "expected data_batch_1..5 and test_batch from cifar-10-python.tar.gz)")
 
 
-def _read_batch(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+def _read_batch(path: Path):
+    import numpy as np
+
     try:
         with open(path, "rb") as fh:
             d = pickle.load(fh, encoding="bytes")
@@ -79,6 +80,8 @@ class CifarOnDevice:
 
 def load_cifar10(directory: str, device: torch.device, *,
                  max_train: Optional[int] = None) -> CifarOnDevice:
+    import numpy as np
+
     root = Path(directory)
     if not root.is_dir():
         raise InputError(f"{directory}: no such directory")
