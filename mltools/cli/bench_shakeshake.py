@@ -11,6 +11,13 @@ def _fmt_rate(v) -> str:
     return "-" if v is None else f"{v:,.1f}"
 
 
+def _num(v):
+    """Readable table numbers: integers from 100 up, else 3 significant digits."""
+    if v is None:
+        return None
+    return int(round(v)) if abs(v) >= 100 else float(f"{v:.3g}")
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
@@ -38,8 +45,8 @@ def render_shakeshake(r) -> str:
     for i in r.implementations:
         t.add(i.impl, i.precision + (" channels_last" if i.channels_last else ""),
               ("cuda graphs" if i.cuda_graphs else "yes") if i.compiled else "no",
-              i.images_per_s, i.eval_images_per_s, i.step_ms.p50_ms, i.step_ms.p90_ms, i.warmup_s,
-              i.achieved_tflops, _pct(i.mfu),
+              _num(i.images_per_s), _num(i.eval_images_per_s), _num(i.step_ms.p50_ms),
+              _num(i.step_ms.p90_ms), _num(i.warmup_s), _num(i.achieved_tflops), _pct(i.mfu),
               None if i.peak_memory_bytes is None else round(i.peak_memory_bytes / 2**20))
     out.append(t.render())
     if r.world_size > 1:
