@@ -86,15 +86,30 @@ def test_ddp_with_per_rank_draws_would_differ():
     assert not torch.equal(whole.alphas[1][:GLOBAL_BATCH // 2], half.alphas[1])
 
 
-def test_spawned_processes_report_rank0_and_errors_as_one_line(tmp_path):
+def test_spawned_processes_report_rank0():
     """The --gpus path (one spawned DDP process per device), here with gloo on two CPU processes."""
-    from mltools.errors import MltoolsError
     from mltools.shakeshake.bench import run_spawned
 
     cfg = BenchConfig(depth=8, width=4, batch_size=4, steps=2, warmup=1, device="cpu", impls=("fast",), rounds=1)
     res = run_spawned(["cpu", "cpu"], cfg)
     assert res.world_size == 2 and res.backend == "gloo" and res.global_batch_size == 8
     assert res.implementations[0].scaling_efficiency > 0
-    with pytest.raises(MltoolsError, match="not a CIFAR-10 python directory"):
-        run_spawned(["cpu"], BenchConfig(depth=8, width=4, batch_size=4, steps=1, warmup=0,
-                                         device="cpu", data_dir=str(tmp_path)))
+
+
+def test_a_failing_worker_reports_one_line_and_exits_non_zero(tmp_path, monkeypatch):
+    """What run_spawned relies on, without a spawn: the worker queues the
+    error and exits non-zero (so the parent stops the other ranks)."""
+    import queue as queue_mod
+
+    from mltools.shakeshake.bench import _spawned_worker
+
+    for name in ("LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):   # the worker sets them: undo after
+        monkeypatch.setenv(name, "0")
+    q = queue_mod.Queue()
+    cfg = BenchConfig(depth=8, width=4, batch_size=4, steps=1, warmup=0, device="cpu", data_dir=str(tmp_path))
+    with pytest.raises(SystemExit):
+        _spawned_worker(0, ("cpu",), cfg, free_port(), q)
+    status, message = q.get_nowait()
+    assert status == "error" and message.startswith("cpu (rank 0): ")
+    assert "not a CIFAR-10 python directory" in message and "\n" not in message
+    assert not dist.is_initialized()

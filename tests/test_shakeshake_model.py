@@ -253,3 +253,19 @@ def test_fast_equals_reference_on_cuda_with_tf32_off():
             assert _rel(p.grad, mapped[k]) <= 1e-4, k
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic = old
+
+
+@pytest.mark.slow
+def test_fast_model_traces_as_one_graph():
+    """The GPU path compiles the fast model: no graph break (fullgraph) in train
+    or eval mode, with α/β drawn on the device inside the graph. Dynamo only
+    (backend="eager"): inductor code generation would take minutes on a CPU."""
+    torch.manual_seed(0)
+    model = build_model("fast", 8, 4)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x = torch.randn(4, 3, 32, 32)
+    compiled(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x))

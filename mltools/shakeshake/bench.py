@@ -638,6 +638,10 @@ def _assemble(config, dist_info, device, label, fl, results, tf32, params, data)
         speedup = round(by["fast"].images_per_s / by["reference"].images_per_s, 4)
     impl = "both" if len(config.impls) == 2 else config.impls[0]
     settings = dict(tf32)
+    try:   # torch >= 2.9 names the precision per backend
+        settings["cudnn_conv_fp32_precision"] = torch.backends.cudnn.conv.fp32_precision
+    except AttributeError:
+        pass
     settings.update({"threads": torch.get_num_threads(), "rounds": config.rounds, "seed": config.seed,
                      "optimizer": "SGD nesterov momentum 0.9, weight decay 1e-4, "
                                   f"lr {BASE_LR} x global batch / {BASE_BATCH}"})
