@@ -36,6 +36,10 @@ def render_shakeshake(r) -> str:
                                                         f"{r.global_batch_size}" if r.world_size > 1 else "")),
              ("data", r.data),
              ("steps", f"{r.steps} timed after {r.warmup} warm-up")]
+    trained = [i for i in r.implementations if i.training]
+    if trained:
+        head[-1] = ("training", f"{len(trained[0].training)} epochs, {r.steps} steps "
+                                "(train img/s below: the best epoch)")
     if r.device and r.device.startswith("cuda"):
         head.append(("tf32", "cuDNN convolutions " + ("on" if r.settings.get("cudnn_allow_tf32") else "off")
                      + ", matmul " + ("on" if r.settings.get("matmul_allow_tf32") else "off")))
@@ -45,8 +49,8 @@ def render_shakeshake(r) -> str:
     for i in r.implementations:
         t.add(i.impl, i.precision + (" channels_last" if i.channels_last else ""),
               ("cuda graphs" if i.cuda_graphs else "yes") if i.compiled else "no",
-              _num(i.images_per_s), _num(i.eval_images_per_s), _num(i.step_ms.p50_ms),
-              _num(i.step_ms.p90_ms), _num(i.warmup_s), _num(i.achieved_tflops), _pct(i.mfu),
+              _num(i.images_per_s), _num(i.eval_images_per_s), _num(i.step_ms and i.step_ms.p50_ms),
+              _num(i.step_ms and i.step_ms.p90_ms), _num(i.warmup_s), _num(i.achieved_tflops), _pct(i.mfu),
               None if i.peak_memory_bytes is None else round(i.peak_memory_bytes / 2**20))
     out.append(t.render())
     if r.world_size > 1:

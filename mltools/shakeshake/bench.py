@@ -156,9 +156,9 @@ class ImplResult:
     second_conv: Optional[str]
     optimizer: str
     images_per_s: float                  # training, all processes together
-    eval_images_per_s: float
-    step_ms: StepTimes                   # rank 0's timed training steps
-    warmup_s: float                      # warm-up steps (compile, autotuning) on rank 0
+    eval_images_per_s: Optional[float]   # None in --train-epochs runs (see training)
+    step_ms: Optional[StepTimes]         # rank 0's timed training steps; None in training runs
+    warmup_s: Optional[float]            # warm-up steps (compile, autotuning) on rank 0
     peak_memory_bytes: Optional[int]     # CUDA only, rank 0
     achieved_tflops: float               # model FLOPs (reference count) × images/s
     mfu: Optional[float]                 # achieved / peak at this precision; None if unknown
@@ -711,8 +711,8 @@ def run_training(config: BenchConfig, dist_info: DistInfo = DistInfo(),
     peak = config.peak_tflops if config.peak_tflops is not None else peak_tflops(label, s.precision)
     res = ImplResult(impl=impl, precision=s.precision, autocast=s.autocast, channels_last=s.channels_last,
                      compiled=s.compiled, cuda_graphs=s.cuda_graphs, second_conv=s.second_conv,
-                     optimizer=s.optimizer, images_per_s=best, eval_images_per_s=0.0,
-                     step_ms=StepTimes(0.0, 0.0, 0.0, 0.0), warmup_s=0.0,
+                     optimizer=s.optimizer, images_per_s=best, eval_images_per_s=None,
+                     step_ms=None, warmup_s=None,
                      peak_memory_bytes=int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None,
                      achieved_tflops=round(achieved, 4),
                      mfu=round(achieved / (peak * dist_info.world), 4) if peak else None,
