@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The GPU figure for `mltools bench shakeshake`: 2x96d, batch 128, fast vs reference.
 
-One short prepared run for an H100/H200 (or any CUDA GPU), about 5-8 minutes:
+One short prepared run for an H100/H200 (or any CUDA GPU), at most --budget seconds
+(default 540, under a 10-minute command limit; the headline run comes first):
 
   1. `--impl both` (torch defaults: TF32 cuDNN convolutions on for the reference;
      fast = fused branches, channels_last, bf16 autocast, torch.compile, fused SGD):
@@ -65,7 +66,9 @@ def main():
     ap.add_argument("--gpu", type=int, default=0)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=15)
-    ap.add_argument("--timeout", type=int, default=240, help="seconds per run")
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per run at most")
+    ap.add_argument("--budget", type=int, default=540,
+                    help="seconds for all runs together (runs that no longer fit are skipped)")
     ap.add_argument("--quick", action="store_true", help="only run 1 (the headline figure)")
     ap.add_argument("--cpu-dry-run", action="store_true", help="tiny model on the CPU, to test this script")
     a = ap.parse_args()
@@ -89,8 +92,13 @@ def main():
     if a.quick:
         plan = plan[:1]
     docs = {}
+    start = time.time()
     for tag, extra in plan:
-        doc = run(tag, common + extra, outdir, a.timeout)
+        left = a.budget - (time.time() - start)
+        if left < 60:
+            print(f"[{tag}] skipped: {left:.0f} s of the budget left", file=sys.stderr, flush=True)
+            continue
+        doc = run(tag, common + extra, outdir, int(min(a.timeout, left)))
         if doc is not None:
             docs[tag] = doc
     if not docs:
