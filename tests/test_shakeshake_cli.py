@@ -25,6 +25,16 @@ def test_torch_missing_is_one_line_exit_2(cli, monkeypatch):
     assert line == f"Error: {TORCH_HINT}"
 
 
+def test_library_without_torch_raises_missing_dependency():
+    import subprocess
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from mltools.errors import MissingDependencyError\n"
+            "try:\n    import mltools.shakeshake.bench\nexcept MissingDependencyError as e:\n    print(e.message)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == TORCH_HINT
+
+
 torch = pytest.importorskip("torch")
 
 

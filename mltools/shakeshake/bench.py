@@ -27,8 +27,11 @@ import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
-import torch
-import torch.nn.functional as F
+from mltools.shakeshake import require_torch
+
+torch = require_torch()   # MissingDependencyError with the install hint, not ModuleNotFoundError
+
+import torch.nn.functional as F  # noqa: E402
 
 from mltools.errors import InputError, MltoolsError, UsageError
 from mltools.shakeshake.flops import shakeshake_flops

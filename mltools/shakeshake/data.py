@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
-import torch
+from mltools.shakeshake import require_torch
+
+torch = require_torch()   # MissingDependencyError with the install hint, not ModuleNotFoundError
 
 from mltools.errors import InputError
 

@@ -25,9 +25,12 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from mltools.shakeshake import require_torch
+
+torch = require_torch()   # MissingDependencyError with the install hint, not ModuleNotFoundError
+
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 from mltools.shakeshake.shake import (SHAKE_LEVELS, CoefficientSource, coefficients_for,
                                       shake_mix, shake_mix_traceable)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Tuple
 
-import torch
+from mltools.shakeshake import require_torch
+
+torch = require_torch()   # MissingDependencyError with the install hint, not ModuleNotFoundError
 
 SHAKE_LEVELS = ("image", "batch")
 
