@@ -187,6 +187,8 @@ def shakeshake_cmd(depth, width, batch_size, steps, warmup, impl, shake_level, g
                            second_conv=fast_conv2, data_dir=data_dir, train_epochs=train_epochs,
                            peak_tflops=peak_tflops, seed=seed, tf32=tf32)
     config.validate()
+    if cuda_graphs and (trun is not None or (gpu_list is not None and len(gpu_list) > 1)):
+        raise UsageError("--cuda-graphs is for one process: drop it with --gpus or torchrun")
 
     if gpu_list is not None and len(gpu_list) > 1:
         result = B.run_on_gpus(gpu_list, config)

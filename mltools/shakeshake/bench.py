@@ -574,6 +574,11 @@ def _set_backend_flags(device: torch.device, tf32: Optional[bool] = None) -> Non
         torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
+def _check_world(config: BenchConfig, dist_info: DistInfo) -> None:
+    if config.cuda_graphs and dist_info.active:
+        raise UsageError("--cuda-graphs is for one process: drop it with --gpus or torchrun")
+
+
 def run_benchmark(config: BenchConfig, dist_info: DistInfo = DistInfo(),
                   progress: Optional[Callable[[str], None]] = None) -> BenchResult:
     """Time every implementation in ``config.impls`` on ``config.device``.
@@ -582,6 +587,7 @@ def run_benchmark(config: BenchConfig, dist_info: DistInfo = DistInfo(),
     aggregate figures (rank 0's step times and memory).
     """
     config.validate()
+    _check_world(config, dist_info)
     device = torch.device(config.device)
     _set_backend_flags(device, config.tf32)
     torch.manual_seed(config.seed + dist_info.rank)
@@ -667,6 +673,7 @@ def run_training(config: BenchConfig, dist_info: DistInfo = DistInfo(),
     """Train one implementation on CIFAR-10 for ``config.train_epochs`` epochs
     (cosine LR per iteration from 0.2 × batch/128) and report test accuracy per epoch."""
     config.validate()
+    _check_world(config, dist_info)
     from mltools.shakeshake import data as data_mod
 
     device = torch.device(config.device)
