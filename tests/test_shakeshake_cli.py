@@ -194,3 +194,15 @@ def test_gpu_benchmark_smoke(cli):
     fast = [e for e in doc["implementations"] if e["impl"] == "fast"][0]
     assert fast["channels_last"] and fast["autocast"] in ("bf16", "fp16")
     assert fast["peak_memory_bytes"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_gpu_benchmark_compiled_fast_and_tf32_off(cli):
+    res = cli("bench", "shakeshake", "--gpu", "0", "--json", "--no-tf32", *TINY)
+    assert res.exit_code == 0, res.stderr
+    doc = res.json()
+    assert doc["settings"]["cudnn_allow_tf32"] is False
+    by = {e["impl"]: e for e in doc["implementations"]}
+    assert by["reference"]["precision"] == "fp32" and by["fast"]["compiled"] is True
+    assert doc["speedup"] > 0
