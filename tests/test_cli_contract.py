@@ -30,6 +30,7 @@ JSON_SMOKE = {
     "elf trace": ["elf", "trace", "--json", "--", "/bin/true"],
     "elf check": lambda tmp_path, cbuild: ["elf", "check", "--json",
                                            cbuild.build("smoke", "int main(void){return 0;}")],
+    "bench shakeshake": ["bench", "shakeshake", "--params-only", "--json"],
 }
 
 

@@ -30,4 +30,6 @@ def test_every_module_imports_alone():
         proc = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True)
         if "does not define module export function" in proc.stderr:
             continue   # a plain shared object (an LD_PRELOAD shim), never imported
+        if "MissingDependencyError" in proc.stderr and "pip install" in proc.stderr:
+            continue   # needs an optional extra that is not installed, and says how to get it
         assert proc.returncode == 0, f"{name}: {proc.stderr.strip().splitlines()[-1:]}"

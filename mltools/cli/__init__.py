@@ -109,14 +109,14 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from mltools.cli import env as env_cli
-    from mltools.cli.elf import elf as elf_group
+    # Command modules are light (click only); their work is imported when they run.
+    from mltools.cli.bench import bench
+    from mltools.cli.elf import elf
+    from mltools.cli.env import env_cmd
+    from mltools.cli.mallocfail import malloc_fail_cmd
 
-    cli.add_command(env_cli.env_cmd)
-    from mltools.cli import mallocfail as mallocfail_cli
-
-    cli.add_command(mallocfail_cli.malloc_fail_cmd)
-    cli.add_command(elf_group)
+    for command in (env_cmd, elf, bench, malloc_fail_cmd):
+        cli.add_command(command)
 
 
 _register()

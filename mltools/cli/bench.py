@@ -1,0 +1,15 @@
+"""``mltools bench``: measured performance of this machine's ML stack."""
+from __future__ import annotations
+
+import click
+
+from mltools.cli import MltoolsGroup
+from mltools.cli.bench_shakeshake import shakeshake_cmd
+
+
+@click.group("bench", cls=MltoolsGroup)
+def bench() -> None:
+    """Benchmarks of this machine's ML stack, with the reference measured in the same run."""
+
+
+bench.add_command(shakeshake_cmd)
