@@ -70,6 +70,8 @@ def test_json_output_parses(cli, path, tmp_path, cbuild):
     if callable(argv):
         argv = argv(tmp_path, cbuild)
     res = cli(*argv)
+    if res.exit_code == 2 and "pip install 'mltools[" in res.stderr:
+        pytest.skip(f"optional extra not installed: {res.stderr.strip()}")
     assert res.exit_code in (0, 1), res.stderr
     doc = json.loads(res.stdout)
     assert isinstance(doc.get("schema"), str) and doc["schema"].startswith("mltools.")
