@@ -2,10 +2,10 @@
  * with these macros defined:
  *   SFX           name suffix (sse2, avx2, avx512)
  *   V64, VI64, W  vector of W doubles and of W int64 (the native width)
- *   VH32          vector of W floats (converted to V64)
+ *   CVT_F32(p)    W floats at p converted to a V64
  *   V32, VI32, W32  vector of W32 floats and int32 (float accumulation)
  *   VP32, WP32    vector of at most 8 floats (pairwise float accumulators)
- * The lane count is MLT_LANES in every instance, so the order of operations,
+ * The lane counts are MLT_LANES / MLT_LANES32 in every instance, so the order of operations,
  * and thus every bit of every result, is the same on every ISA. */
 #include <math.h>
 #include <string.h>
@@ -41,14 +41,23 @@
         (s) = t_;                                                 \
     } while (0)
 
-#define NEUMAIER_STEP_VEC(s, c, x, V, VI, ABSMASK) do {          \
+#define NEUMAIER_STEP_VEC(s, c, x, V, VI, ABSMASK, SELECT) do {  \
         V t_ = (s) + (x);                                         \
         VI m_ = (V)((VI)(s) & (ABSMASK)) >= (V)((VI)(x) & (ABSMASK)); \
-        V big_ = (V)(((VI)(s) & m_) | ((VI)(x) & ~m_));           \
-        V small_ = (V)(((VI)(x) & m_) | ((VI)(s) & ~m_));         \
+        V big_ = SELECT(m_, s, x);                                \
+        V small_ = SELECT(m_, x, s);                              \
         (c) += (big_ - t_) + small_;                              \
         (s) = t_;                                                 \
     } while (0)
+
+/* m ? a : b for lane masks of all ones or all zeros (ISA files may override
+ * with a blend instruction). */
+#ifndef SELECT64
+#define SELECT64(m, a, b) ((V64)(((VI64)(a) & (m)) | ((VI64)(b) & ~(m))))
+#endif
+#ifndef SELECT32
+#define SELECT32(m, a, b) ((V32)(((VI32)(a) & (m)) | ((VI32)(b) & ~(m))))
+#endif
 
 #define ABS64(v) __builtin_fabs(v)
 #define ABS32(v) __builtin_fabsf(v)
@@ -56,34 +65,34 @@
 #define ABSMASK32 ((int32_t)0x7fffffff)
 
 #define LOAD_F64(v, p) LOAD(v, p)
-#define LOAD_F32TO64(v, p) do { VH32 h_; LOAD(h_, p); (v) = __builtin_convertvector(h_, V64); } while (0)
+#define LOAD_F32TO64(v, p) do { (v) = CVT_F32(p); } while (0)
 #define LOAD_F32(v, p) LOAD(v, p)
 
 #define V_KAHAN64(s, c, x) KAHAN_STEP(s, c, x)
 #define V_SUM264(s, c, x) SUM2_STEP(s, c, x)
-#define V_NEU64(s, c, x) NEUMAIER_STEP_VEC(s, c, x, V64, VI64, ABSMASK64)
-#define V_NEU32(s, c, x) NEUMAIER_STEP_VEC(s, c, x, V32, VI32, ABSMASK32)
+#define V_NEU64(s, c, x) NEUMAIER_STEP_VEC(s, c, x, V64, VI64, ABSMASK64, SELECT64)
+#define V_NEU32(s, c, x) NEUMAIER_STEP_VEC(s, c, x, V32, VI32, ABSMASK32, SELECT32)
 #define S_KAHAN(s, c, x) KAHAN_STEP(s, c, x)
 #define S_SUM2(s, c, x) SUM2_STEP(s, c, x)
 #define S_NEU64(s, c, x) NEUMAIER_STEP_SCALAR(s, c, x, ABS64)
 #define S_NEU32(s, c, x) NEUMAIER_STEP_SCALAR(s, c, x, ABS32)
 
 /* A lanes kernel: n elements into the MLT_LANES lanes, element i into lane
- * i % MLT_LANES (callers pass whole multiples of MLT_LANES except last). */
-#define LANES_KERNEL(NAME, IN_T, ACC_T, ST_T, V, WV, LOADV, STEPV, STEPS)      \
+ * i % NL (callers pass whole multiples of NL except in the last call). */
+#define LANES_KERNEL(NAME, IN_T, ACC_T, ST_T, NL, V, WV, LOADV, STEPV, STEPS)      \
     static void FN(NAME)(void *stv, const void *xv, size_t n)                \
     {                                                                         \
         ST_T *st = (ST_T *)stv;                                               \
         const IN_T *x = (const IN_T *)xv;                                     \
-        enum { U = MLT_LANES / (WV) };                                        \
+        enum { U = (NL) / (WV) };                                             \
         V s[U], c[U];                                                         \
         _Pragma("GCC unroll 16")                                              \
         for (int u = 0; u < U; u++) {                                         \
             LOAD(s[u], st->s + u * (WV));                                     \
             LOAD(c[u], st->c + u * (WV));                                     \
         }                                                                     \
-        size_t nv = n - n % MLT_LANES, i;                                     \
-        for (i = 0; i < nv; i += MLT_LANES) {                                 \
+        size_t nv = n - n % (NL), i;                                          \
+        for (i = 0; i < nv; i += (NL)) {                                      \
             _Pragma("GCC unroll 16")                                          \
             for (int u = 0; u < U; u++) {                                     \
                 V xu;                                                         \
@@ -102,15 +111,15 @@
         }                                                                     \
     }
 
-LANES_KERNEL(kahan_f64, double, double, mlt_lanes64, V64, W, LOAD_F64, V_KAHAN64, S_KAHAN)
-LANES_KERNEL(kahan_f32to64, float, double, mlt_lanes64, V64, W, LOAD_F32TO64, V_KAHAN64, S_KAHAN)
-LANES_KERNEL(kahan_f32, float, float, mlt_lanes32, V32, W32, LOAD_F32, V_KAHAN64, S_KAHAN)
-LANES_KERNEL(neumaier_f64, double, double, mlt_lanes64, V64, W, LOAD_F64, V_NEU64, S_NEU64)
-LANES_KERNEL(neumaier_f32to64, float, double, mlt_lanes64, V64, W, LOAD_F32TO64, V_NEU64, S_NEU64)
-LANES_KERNEL(neumaier_f32, float, float, mlt_lanes32, V32, W32, LOAD_F32, V_NEU32, S_NEU32)
-LANES_KERNEL(sum2_f64, double, double, mlt_lanes64, V64, W, LOAD_F64, V_SUM264, S_SUM2)
-LANES_KERNEL(sum2_f32to64, float, double, mlt_lanes64, V64, W, LOAD_F32TO64, V_SUM264, S_SUM2)
-LANES_KERNEL(sum2_f32, float, float, mlt_lanes32, V32, W32, LOAD_F32, V_SUM264, S_SUM2)
+LANES_KERNEL(kahan_f64, double, double, mlt_lanes64, MLT_LANES, V64, W, LOAD_F64, V_KAHAN64, S_KAHAN)
+LANES_KERNEL(kahan_f32to64, float, double, mlt_lanes64, MLT_LANES, V64, W, LOAD_F32TO64, V_KAHAN64, S_KAHAN)
+LANES_KERNEL(kahan_f32, float, float, mlt_lanes32, MLT_LANES32, V32, W32, LOAD_F32, V_KAHAN64, S_KAHAN)
+LANES_KERNEL(neumaier_f64, double, double, mlt_lanes64, MLT_LANES, V64, W, LOAD_F64, V_NEU64, S_NEU64)
+LANES_KERNEL(neumaier_f32to64, float, double, mlt_lanes64, MLT_LANES, V64, W, LOAD_F32TO64, V_NEU64, S_NEU64)
+LANES_KERNEL(neumaier_f32, float, float, mlt_lanes32, MLT_LANES32, V32, W32, LOAD_F32, V_NEU32, S_NEU32)
+LANES_KERNEL(sum2_f64, double, double, mlt_lanes64, MLT_LANES, V64, W, LOAD_F64, V_SUM264, S_SUM2)
+LANES_KERNEL(sum2_f32to64, float, double, mlt_lanes64, MLT_LANES, V64, W, LOAD_F32TO64, V_SUM264, S_SUM2)
+LANES_KERNEL(sum2_f32, float, float, mlt_lanes32, MLT_LANES32, V32, W32, LOAD_F32, V_SUM264, S_SUM2)
 
 /* numpy's pairwise sum (loops_utils.h.src): below 8 elements a plain loop
  * starting from -0.0; up to 128 elements 8 accumulators in a fixed order;
@@ -157,42 +166,82 @@ PAIRWISE_KERNEL(pairwise_f64, double, double, V64, W, LOAD_F64)
 PAIRWISE_KERNEL(pairwise_f32to64, float, double, V64, W, LOAD_F32TO64)
 PAIRWISE_KERNEL(pairwise_f32, float, float, VP32, WP32, LOAD)
 
-/* Exact sum of doubles into the superaccumulator. */
+/* The exponent range of a block (smallest non-zero and largest biased
+ * exponent): portable scalar version, unless the ISA file has a vector one. */
+#ifndef XR_DECL
+#define XR_DECL int64_t xr_max = 0, xr_min = 2047
+#define XR_SCALAR(e) do {                                   \
+        int64_t e_ = (e);                                   \
+        xr_max = e_ > xr_max ? e_ : xr_max;                 \
+        if (e_ && e_ < xr_min) xr_min = e_;                 \
+    } while (0)
+#define XR_UPDATE8(p) do {                                  \
+        for (int k_ = 0; k_ < 8; k_++) {                    \
+            uint64_t b_;                                    \
+            __builtin_memcpy(&b_, (p) + k_, 8);             \
+            XR_SCALAR((int64_t)((b_ >> 52) & 0x7ff));       \
+        }                                                   \
+    } while (0)
+#define XR_RESULT(emin, emax) do { (emin) = xr_min; (emax) = xr_max; } while (0)
+#endif
+
+/* Exact sum of doubles into the superaccumulator. A vector pass splits each
+ * sub-block into exponents and signed significands (and tracks the exponent
+ * range); a scalar pass adds them to the chunks. */
+#define MLT_XSUB 512
 static void FN(exact_f64)(mlt_exact *st, const double *x, size_t n)
 {
+    int64_t idx[MLT_XSUB], val[MLT_XSUB];
     for (size_t b = 0; b < n; b += MLT_XBLOCK) {
         size_t m = n - b < MLT_XBLOCK ? n - b : MLT_XBLOCK;
         const double *xb = x + b;
-        /* The exponent range of the block bounds which chunks need a check. */
-        int64_t emax = 0, emin = 2047;
-        for (size_t i = 0; i < m; i++) {
-            uint64_t bits;
-            __builtin_memcpy(&bits, xb + i, 8);
-            int64_t e = (int64_t)((bits >> 52) & 0x7ff);
-            int64_t enz = e ? e : 2047;
-            emax = e > emax ? e : emax;
-            emin = enz < emin ? enz : emin;
+        XR_DECL;
+        size_t done = 0;
+        while (done < m) {
+            size_t sm = m - done < MLT_XSUB ? m - done : MLT_XSUB;
+            const double *xs = xb + done;
+            size_t i = 0;
+            for (; i + 8 <= sm; i += 8) {
+                _Pragma("GCC unroll 8")
+                for (int j = 0; j < 8; j++) {
+                    uint64_t bits;
+                    __builtin_memcpy(&bits, xs + i + j, 8);
+                    int64_t e = (int64_t)((bits >> 52) & 0x7ff);
+                    int64_t mant = (int64_t)((bits & 0xfffffffffffffULL) |
+                                             ((uint64_t)(e != 0) << 52));
+                    int64_t sg = (int64_t)bits >> 63;
+                    idx[i + j] = e;
+                    val[i + j] = (mant ^ sg) - sg;
+                }
+                XR_UPDATE8(xs + i);
+            }
+            for (int j = 0; i < sm; i++, j++) {
+                uint64_t bits;
+                __builtin_memcpy(&bits, xs + i, 8);
+                int64_t e = (int64_t)((bits >> 52) & 0x7ff);
+                int64_t mant = (int64_t)((bits & 0xfffffffffffffULL) | ((uint64_t)(e != 0) << 52));
+                int64_t sg = (int64_t)bits >> 63;
+                idx[i] = e;
+                val[i] = (mant ^ sg) - sg;
+                XR_SCALAR(e);
+                (void)j;
+            }
+            /* Element k of the block goes to copy k % 8 (sub-blocks are
+             * multiples of 8), so each copy gets at most MLT_XPERCOPY. */
+            i = 0;
+            for (; i + MLT_XCOPIES <= sm; i += MLT_XCOPIES) {
+                _Pragma("GCC unroll 8")
+                for (int j = 0; j < MLT_XCOPIES; j++)
+                    st->chunk[j][idx[i + j]] += val[i + j];
+            }
+            for (int j = 0; i < sm; i++, j++)
+                st->chunk[j][idx[i]] += val[i];
+            done += sm;
         }
+        int64_t emax, emin;
+        XR_RESULT(emin, emax);
         if (emax == 2047)
             mlt_exact_specials(st, xb, m);
-#define MLT_XADD(tab, p) do {                                                 \
-            uint64_t bits_;                                                   \
-            __builtin_memcpy(&bits_, (p), 8);                                 \
-            uint64_t e_ = (bits_ >> 52) & 0x7ff;                              \
-            int64_t m_ = (int64_t)((bits_ & 0xfffffffffffffULL) |             \
-                                   ((uint64_t)(e_ != 0) << 52));              \
-            int64_t sg_ = (int64_t)bits_ >> 63;                               \
-            (tab)[e_] += (m_ ^ sg_) - sg_;                                    \
-        } while (0)
-        size_t i = 0;
-        for (; i + MLT_XCOPIES <= m; i += MLT_XCOPIES) {
-            _Pragma("GCC unroll 8")
-            for (int j = 0; j < MLT_XCOPIES; j++)
-                MLT_XADD(st->chunk[j], xb + i + j);
-        }
-        for (int j = 0; i < m; i++, j++)
-            MLT_XADD(st->chunk[j], xb + i);
-#undef MLT_XADD
         mlt_exact_after_block(st, (int)emin, (int)emax);
     }
 }

@@ -238,7 +238,7 @@ typedef struct {
     void *gather;               /* MLT_XBLOCK elements, for strided exact lanes */
 } ctx;
 
-#define TILE_ROWS 1024          /* multiple of MLT_LANES and of 8 */
+#define TILE_ROWS 1536          /* a multiple of MLT_LANES, MLT_LANES32 and 8 */
 #define TILE_COLS 16
 
 static inline double add_acc(const ctx *cx, double a, double b)
@@ -257,7 +257,7 @@ static void state_init(const ctx *cx, lane_state *st)
         break;
     default:
         if (cx->acc_f32) {
-            for (int j = 0; j < MLT_LANES; j++) {
+            for (int j = 0; j < MLT_LANES32; j++) {
                 st->l32.s[j] = -0.0f;
                 st->l32.c[j] = 0.0f;
             }
@@ -351,7 +351,7 @@ static double fold32(const mlt_lanes32 *l, int negate_c)
 {
     float s = -0.0f, e = 0.0f;
     for (int pass = 0; pass < 2; pass++) {
-        for (int j = 0; j < MLT_LANES; j++) {
+        for (int j = 0; j < MLT_LANES32; j++) {
             float v = pass == 0 ? l->s[j] : (negate_c ? -l->c[j] : l->c[j]);
             if (pass == 1 && v == 0.0f)
                 continue;

@@ -61,6 +61,10 @@ void mlt_welford(int in_f32, const char *p, ptrdiff_t n, ptrdiff_t stride,
 void mlt_textbook(int in_f32, const char *p, ptrdiff_t n, ptrdiff_t stride,
                   double *sum_x, double *sum_x2);
 
-#define MLT_LANES 32
+/* Lanes of the compensated sums: 24 double lanes (6 AVX2 vectors of sums and
+ * compensations fit the 16 registers with room for temporaries; 3 AVX-512
+ * vectors; 12 SSE2 vectors), and 32 float lanes for float accumulation. */
+#define MLT_LANES 24
+#define MLT_LANES32 32
 
 #endif

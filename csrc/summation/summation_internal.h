@@ -7,15 +7,15 @@
 
 #include "summation.h"
 
-/* Compensated sums: lane j holds the elements i with i % MLT_LANES == j. */
+/* Compensated sums: lane j holds the elements i with i % lanes == j. */
 typedef struct {
     double s[MLT_LANES];
     double c[MLT_LANES];
 } mlt_lanes64;
 
 typedef struct {
-    float s[MLT_LANES];
-    float c[MLT_LANES];
+    float s[MLT_LANES32];
+    float c[MLT_LANES32];
 } mlt_lanes32;
 
 /* Exact sum: a superaccumulator in two levels (after R. M. Neal's "large"
@@ -36,7 +36,8 @@ typedef struct {
 #define MLT_XLIMBS 72
 
 typedef struct {
-    int64_t chunk[MLT_XCOPIES][MLT_XCHUNKS];
+    /* Rows padded so that copies of one exponent are not 4 KiB apart. */
+    int64_t chunk[MLT_XCOPIES][MLT_XCHUNKS + 24];
     int64_t limb[MLT_XLIMBS];
     int64_t limb_adds;
     int lo, hi;                  /* touched exponents (besides 0); lo > hi: none */
