@@ -110,8 +110,10 @@ def cli() -> None:
 
 def _register() -> None:
     from mltools.cli import env as env_cli
+    from mltools.cli.bench import bench
 
     cli.add_command(env_cli.env_cmd)
+    cli.add_command(bench)
 
 
 _register()
