@@ -32,7 +32,7 @@ GOALS = {
 EXACT_GOAL = {"cache": 5.0, "memory": 3.0}
 
 
-def run(n: int, repeats: int, min_time: float, fsum_max: int):
+def run(n: int, repeats: int, min_time: float, fsum_max: int, clock: str):
     rng = np.random.default_rng(0)
     where = "cache" if n <= 4 * 10**6 else "memory"
     rows = []
@@ -53,12 +53,12 @@ def run(n: int, repeats: int, min_time: float, fsum_max: int):
     funcs = {"numpy.sum": lambda: np.sum(x)}
     for m in S.METHODS:
         funcs[m] = (lambda m=m: S.sum(x, method=m))
-    res = time_interleaved(funcs, repeats, min_time)
+    res = time_interleaved(funcs, repeats, min_time, clock)
     record("f64", "numpy.sum(x)", res, "numpy.sum", x.nbytes,
            lambda name: EXACT_GOAL[where] if name == "exact" else GOALS.get(("f64", name)))
     if n <= fsum_max:
         lst_time = time_interleaved({"exact": lambda: S.exact_sum(x),
-                                     "math.fsum": lambda: math.fsum(x.tolist())}, 3, min_time)
+                                     "math.fsum": lambda: math.fsum(x.tolist())}, 3, min_time, clock)
         t_fsum = min(lst_time["math.fsum"][0])
         t_exact = min(lst_time["exact"][0])
         rows.append(dict(case="f64", n=n, where=where, method="exact vs math.fsum(x.tolist())",
@@ -72,7 +72,7 @@ def run(n: int, repeats: int, min_time: float, fsum_max: int):
              "numpy.sum(dtype=float64)": lambda: np.sum(x32, dtype=np.float64)}
     for m in ("pairwise", "kahan", "neumaier", "exact"):
         funcs[m] = (lambda m=m: S.sum(x32, method=m))
-    res = time_interleaved(funcs, repeats, min_time)
+    res = time_interleaved(funcs, repeats, min_time, clock)
     record("f32", "numpy.sum(x32)", res, "numpy.sum", x32.nbytes,
            lambda name: GOALS.get(("f32", name)))
     del x32
@@ -81,7 +81,7 @@ def run(n: int, repeats: int, min_time: float, fsum_max: int):
     funcs = {"numpy.sum": lambda: np.sum(a, axis=0)}
     for m in S.METHODS:
         funcs[m] = (lambda m=m: S.sum(a, method=m, axis=0))
-    res = time_interleaved(funcs, repeats, min_time)
+    res = time_interleaved(funcs, repeats, min_time, clock)
     record("axis0", "numpy.sum(a, axis=0)", res, "numpy.sum", a.nbytes,
            lambda name: GOALS.get(("axis0", name)))
     return rows
@@ -92,18 +92,21 @@ def main(argv=None) -> int:
     ap.add_argument("--small", action="store_true", help="n = 1e6 and 1e7 instead of 1e6 and 1e8")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.05)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: this thread's CPU time, steadier when other processes share the cores")
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = ap.parse_args(argv)
     sizes = (10**6, 10**7) if args.small else (10**6, 10**8)
     started = time.time()
     rows = []
     for n in sizes:
-        rows += run(n, args.repeats, args.min_time, fsum_max=10**7)
+        rows += run(n, args.repeats, args.min_time, fsum_max=10**7, clock=args.clock)
     machine = dict(cpu=cpu_model(), isa=S.active_isa(), isas_available=S.available_isas(),
                    numpy=np.__version__, python=platform.python_version(),
-                   seconds=round(time.time() - started, 1))
+                   clock=args.clock, seconds=round(time.time() - started, 1))
     print(f"# {machine['cpu']}; kernels {machine['isa']} (available {', '.join(machine['isas_available'])}); "
-          f"numpy {machine['numpy']}; Python {machine['python']}; min of {args.repeats} interleaved rounds")
+          f"numpy {machine['numpy']}; Python {machine['python']}; min of {args.repeats} interleaved rounds, "
+          f"{args.clock} clock")
     print("| case | n | method | ns/elem | GB/s | ratio | goal | met |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -19,7 +19,8 @@ def render_bench_sum(r) -> str:
     head = (f"mltools bench sum: {r.cpu_model}; kernels: {r.isa} "
             f"(available: {', '.join(r.isas_available)}); numpy {r.numpy_version}, "
             f"Python {r.python_version}\n"
-            f"min of {r.config.repeats} interleaved repeats, batches of >= {r.config.min_time_s:g} s; "
+            f"min of {r.config.repeats} interleaved repeats, batches of >= {r.config.min_time_s:g} s "
+            f"({r.config.clock} clock); "
             "ratio = time / numpy.sum time on the same array; errors against the exact sum")
     out = [head]
     groups = {}
@@ -65,6 +66,8 @@ def render_bench_sum(r) -> str:
               help="Timed batches per method, interleaved across methods.")
 @click.option("--min-time", "min_time_s", type=click.FloatRange(0.0001, 10.0), default=0.02,
               show_default=True, help="Seconds a calibrated batch of calls lasts at least.")
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="wall: elapsed time; cpu: this thread's CPU time (steadier on a crowded machine).")
 @click.option("--quick", is_flag=True,
               help="A smoke run in a second or two: n = 1e3 and 1e4, 3 repeats, short batches.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the data.")
@@ -72,7 +75,7 @@ def render_bench_sum(r) -> str:
               help="Also draw error against condition number and time against size to this PNG "
                    "(needs matplotlib: pip install 'mltools[plot]').")
 @json_option
-def sum_cmd(sizes, dtypes, layouts, datasets, methods, repeats, min_time_s, quick, seed,
+def sum_cmd(sizes, dtypes, layouts, datasets, methods, repeats, min_time_s, clock, quick, seed,
             plot_path, as_json) -> None:
     """Speed and error of naive, pairwise, Kahan, Neumaier, Sum2 and exact sums.
 
@@ -104,7 +107,7 @@ def sum_cmd(sizes, dtypes, layouts, datasets, methods, repeats, min_time_s, quic
                                        datasets=bench.split_choices(datasets, bench.DATASETS, "--data"),
                                        methods=bench.split_choices(methods, bench.METHODS, "--methods"),
                                        cond_sweep_n=200, cond_sweep_exponents=(0, 8, 16, 24, 32),
-                                       seed=seed)
+                                       seed=seed, clock=clock)
         else:
             config = bench.BenchConfig(sizes=bench.parse_sizes(sizes) if sizes else bench.BenchConfig.sizes,
                                        repeats=repeats,
@@ -113,7 +116,7 @@ def sum_cmd(sizes, dtypes, layouts, datasets, methods, repeats, min_time_s, quic
                                        layouts=bench.split_choices(layouts, bench.LAYOUTS, "--layout"),
                                        datasets=bench.split_choices(datasets, bench.DATASETS, "--data"),
                                        methods=bench.split_choices(methods, bench.METHODS, "--methods"),
-                                       seed=seed)
+                                       seed=seed, clock=clock)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:
