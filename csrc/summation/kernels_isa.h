@@ -136,6 +136,7 @@ LANES_KERNEL(sum2_f32, float, float, mlt_lanes32, MLT_LANES32, V32, W32, LOAD_F3
             LOADV(r[u], a + u * (WV));                                        \
         ptrdiff_t i;                                                          \
         for (i = 8; i < n - (n % 8); i += 8) {                                \
+            /* as numpy: 512 bytes ahead */                                   \
             __builtin_prefetch(a + i + 512 / sizeof(IN_T), 0, 3);             \
             _Pragma("GCC unroll 8")                                           \
             for (int u = 0; u < U; u++) {                                     \
@@ -152,64 +153,6 @@ LANES_KERNEL(sum2_f32, float, float, mlt_lanes32, MLT_LANES32, V32, W32, LOAD_F3
             res += (ACC_T)a[i];                                               \
         return res;                                                           \
     }                                                                         \
-    /* Two sibling leaves in lockstep: the same operations, twice the        \
-     * independent chains in flight. */                                      \
-    static inline ACC_T FN(NAME##_leaf2)(const IN_T *a, ptrdiff_t na,        \
-                                         const IN_T *b, ptrdiff_t nb)         \
-    {                                                                         \
-        enum { U = 8 / (WV) };                                                \
-        V r[U], q[U];                                                         \
-        _Pragma("GCC unroll 8")                                               \
-        for (int u = 0; u < U; u++) {                                         \
-            LOADV(r[u], a + u * (WV));                                        \
-            LOADV(q[u], b + u * (WV));                                        \
-        }                                                                     \
-        ptrdiff_t ea = na - (na % 8), eb = nb - (nb % 8);                     \
-        ptrdiff_t e = ea < eb ? ea : eb, i;                                   \
-        for (i = 8; i < e; i += 8) {                                          \
-            /* numpy prefetches 512 bytes ahead here too: without it, short  \
-             * leaves read from memory at half numpy's speed. */             \
-            __builtin_prefetch(a + i + 512 / sizeof(IN_T), 0, 3);             \
-            __builtin_prefetch(b + i + 512 / sizeof(IN_T), 0, 3);             \
-            _Pragma("GCC unroll 8")                                           \
-            for (int u = 0; u < U; u++) {                                     \
-                V v, w;                                                       \
-                LOADV(v, a + i + u * (WV));                                   \
-                LOADV(w, b + i + u * (WV));                                   \
-                r[u] += v;                                                    \
-                q[u] += w;                                                    \
-            }                                                                 \
-        }                                                                     \
-        ptrdiff_t ia = i, ib = i;                                             \
-        for (; ia < ea; ia += 8) {                                            \
-            _Pragma("GCC unroll 8")                                           \
-            for (int u = 0; u < U; u++) {                                     \
-                V v;                                                          \
-                LOADV(v, a + ia + u * (WV));                                  \
-                r[u] += v;                                                    \
-            }                                                                 \
-        }                                                                     \
-        for (; ib < eb; ib += 8) {                                            \
-            _Pragma("GCC unroll 8")                                           \
-            for (int u = 0; u < U; u++) {                                     \
-                V w;                                                          \
-                LOADV(w, b + ib + u * (WV));                                  \
-                q[u] += w;                                                    \
-            }                                                                 \
-        }                                                                     \
-        ACC_T t[8], z[8];                                                     \
-        __builtin_memcpy(t, r, sizeof t);                                     \
-        __builtin_memcpy(z, q, sizeof z);                                     \
-        ACC_T ra = ((t[0] + t[1]) + (t[2] + t[3])) +                          \
-                   ((t[4] + t[5]) + (t[6] + t[7]));                           \
-        ACC_T rb = ((z[0] + z[1]) + (z[2] + z[3])) +                          \
-                   ((z[4] + z[5]) + (z[6] + z[7]));                           \
-        for (; ia < na; ia++)                                                 \
-            ra += (ACC_T)a[ia];                                               \
-        for (; ib < nb; ib++)                                                 \
-            rb += (ACC_T)b[ib];                                               \
-        return ra + rb;                                                       \
-    }                                                                         \
     static ACC_T FN(NAME)(const IN_T *a, ptrdiff_t n)                         \
     {                                                                         \
         if (n < 8) {                                                          \
@@ -222,8 +165,6 @@ LANES_KERNEL(sum2_f32, float, float, mlt_lanes32, MLT_LANES32, V32, W32, LOAD_F3
             return FN(NAME##_leaf)(a, n);                                     \
         ptrdiff_t n2 = n / 2;                                                 \
         n2 -= n2 % 8;                                                         \
-        if (n - n2 <= 128)   /* both halves are leaves */                     \
-            return FN(NAME##_leaf2)(a, n2, a + n2, n - n2);                   \
         return FN(NAME)(a, n2) + FN(NAME)(a + n2, n - n2);                    \
     }
 
