@@ -387,7 +387,8 @@ static int ensure_exact(ctx *cx)
 {
     if (cx->exact)
         return MLT_OK;
-    cx->exact = aligned_alloc(64, sizeof(mlt_exact));
+    /* aligned_alloc wants a size that is a multiple of the alignment */
+    cx->exact = aligned_alloc(64, (sizeof(mlt_exact) + 63) & ~(size_t)63);
     cx->gather = malloc((size_t)MLT_XBLOCK * cx->isz);
     if (!cx->exact || !cx->gather)
         return MLT_ENOMEM;
