@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 import operator
 import os
@@ -25,12 +26,14 @@ _forced_isa: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
 Axis = Union[None, int, Tuple[int, ...]]
 
 
+@functools.lru_cache(maxsize=None)
 def _kernels():
     return load_extension("summation._kernels")
 
 
 # ---------------------------------------------------------------- ISA choice
 
+@functools.lru_cache(maxsize=None)
 def available_isas() -> Tuple[str, ...]:
     """The kernel builds this CPU can run, slowest first ("sse2" is always there)."""
     k = _kernels()
@@ -48,7 +51,7 @@ def active_isa() -> str:
         name = os.environ.get(ISA_ENV, "").strip().lower() or None
         source = f"{ISA_ENV}"
     if name is None:
-        return ISAS[_kernels().best_isa()]
+        return available_isas()[-1]
     if name not in ISAS:
         raise ValueError(f"{source}={name!r}: expected one of {', '.join(ISAS)}")
     avail = available_isas()
