@@ -57,13 +57,6 @@ static const mlt_kernels *kernels_for(int isa)
 
 /* -------------------------------------------------------------- exact --- */
 
-void mlt_exact_init(mlt_exact *st)
-{
-    memset(st, 0, sizeof *st);
-    st->lo = MLT_XCHUNKS;
-    st->hi = -1;
-}
-
 void mlt_exact_specials(mlt_exact *st, const double *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -387,12 +380,14 @@ static int ensure_exact(ctx *cx)
 {
     if (cx->exact)
         return MLT_OK;
-    /* aligned_alloc wants a size that is a multiple of the alignment */
-    cx->exact = aligned_alloc(64, (sizeof(mlt_exact) + 63) & ~(size_t)63);
+    /* calloc: large blocks come as fresh zero pages, so only the pages of the
+     * exponents a sum touches cost anything (small sums stay cheap). */
+    cx->exact = calloc(1, sizeof(mlt_exact));
     cx->gather = malloc((size_t)MLT_XBLOCK * cx->isz);
     if (!cx->exact || !cx->gather)
         return MLT_ENOMEM;
-    mlt_exact_init(cx->exact);
+    cx->exact->lo = MLT_XCHUNKS;
+    cx->exact->hi = -1;
     return MLT_OK;
 }
 

@@ -44,7 +44,6 @@ typedef struct {
     int has_nan, has_pinf, has_ninf;
 } mlt_exact;
 
-void mlt_exact_init(mlt_exact *st);
 void mlt_exact_specials(mlt_exact *st, const double *x, size_t n);
 void mlt_exact_after_block(mlt_exact *st, int emin, int emax);
 /* Correctly rounded result to a binary format with `prec` significand bits,
