@@ -322,12 +322,14 @@ static void state_feed(const ctx *cx, lane_state *st, const char *x, size_t n)
 }
 
 /* Fixed-order error-free fold of the lanes: s lanes, then the compensations
- * (negated for Kahan, whose c holds minus the lost low part). */
-static double fold64(const mlt_lanes64 *l, int negate_c)
+ * (negated for Kahan, whose c holds minus the lost low part). Only the first
+ * `used` lanes can hold anything but -0.0 (s) and 0.0 (c), and adding -0.0
+ * changes nothing, so short lanes fold only what they used. */
+static double fold64(const mlt_lanes64 *l, int negate_c, int used)
 {
     double s = -0.0, e = 0.0;
     for (int pass = 0; pass < 2; pass++) {
-        for (int j = 0; j < MLT_LANES; j++) {
+        for (int j = 0; j < used; j++) {
             double v = pass == 0 ? l->s[j] : (negate_c ? -l->c[j] : l->c[j]);
             if (pass == 1 && v == 0.0)
                 continue;       /* keep the sign of an all -0.0 sum */
@@ -340,11 +342,11 @@ static double fold64(const mlt_lanes64 *l, int negate_c)
     return e == 0.0 ? s : s + e;
 }
 
-static double fold32(const mlt_lanes32 *l, int negate_c)
+static double fold32(const mlt_lanes32 *l, int negate_c, int used)
 {
     float s = -0.0f, e = 0.0f;
     for (int pass = 0; pass < 2; pass++) {
-        for (int j = 0; j < MLT_LANES32; j++) {
+        for (int j = 0; j < used; j++) {
             float v = pass == 0 ? l->s[j] : (negate_c ? -l->c[j] : l->c[j]);
             if (pass == 1 && v == 0.0f)
                 continue;
@@ -357,7 +359,7 @@ static double fold32(const mlt_lanes32 *l, int negate_c)
     return e == 0.0f ? s : (double)(s + e);
 }
 
-static double state_finish(const ctx *cx, lane_state *st)
+static double state_finish(const ctx *cx, lane_state *st, ptrdiff_t n)
 {
     switch (cx->method) {
     case MLT_SUM_NAIVE:
@@ -371,7 +373,9 @@ static double state_finish(const ctx *cx, lane_state *st)
     }
     default: {
         int neg = cx->method == MLT_SUM_KAHAN;
-        return cx->acc_f32 ? fold32(&st->l32, neg) : fold64(&st->l64, neg);
+        if (cx->acc_f32)
+            return fold32(&st->l32, neg, n < MLT_LANES32 ? (int)n : MLT_LANES32);
+        return fold64(&st->l64, neg, n < MLT_LANES ? (int)n : MLT_LANES);
     }
     }
 }
@@ -503,7 +507,7 @@ int mlt_sum_2d(int method, int isa, int in_f32, int acc_f32,
         for (ptrdiff_t o = 0; o < M; o++) {
             state_init(&cx, &st);
             state_feed(&cx, &st, base + o * so, (size_t)L);
-            out[o] = state_finish(&cx, &st);
+            out[o] = state_finish(&cx, &st, L);
         }
     } else {
         /* Strided lanes (axis=0 and friends): copy tiles of TILE_COLS lanes x
@@ -539,7 +543,7 @@ int mlt_sum_2d(int method, int isa, int in_f32, int acc_f32,
                                (size_t)rr);
             }
             for (ptrdiff_t g = 0; g < gg; g++)
-                out[o0 + g] = state_finish(&cx, &states[g]);
+                out[o0 + g] = state_finish(&cx, &states[g], L);
         }
     }
 
