@@ -427,3 +427,45 @@ def test_chan_merge_matches_one_pass():
     assert S.merge([S.moments(x)]) == whole
     with pytest.raises(TypeError):
         S.merge(1.0, 2.0)
+
+
+def _lanes_model(values, method, lanes=24):
+    """A plain-Python model of the compensated lane sums (lane i % 24, then a
+    TwoSum fold of the sums and the non-zero compensations); empty is 0.0."""
+    if not values:
+        return 0.0
+    s, c = [-0.0] * lanes, [0.0] * lanes
+    for i, x in enumerate(values):
+        j = i % lanes
+        if method == "kahan":
+            y = x - c[j]
+            t = s[j] + y
+            c[j] = (t - s[j]) - y
+        elif method == "neumaier":
+            t = s[j] + x
+            c[j] += ((s[j] - t) + x) if abs(s[j]) >= abs(x) else ((x - t) + s[j])
+        else:
+            t = s[j] + x
+            z = t - s[j]
+            c[j] += (s[j] - (t - z)) + (x - z)
+        s[j] = t
+    total, err = -0.0, 0.0
+    for v in s + [(-v if method == "kahan" else v) for v in c if v != 0.0]:
+        t = total + v
+        z = t - total
+        err += (total - (t - z)) + (v - z)
+        total = t
+    return total if err == 0.0 else total + err
+
+
+@pytest.mark.parametrize("method", COMPENSATED)
+def test_compensated_lanes_match_a_python_model(method):
+    rng = np.random.default_rng(13)
+    for n in list(range(0, 60)) + [97, 500]:
+        x = rng.standard_normal(n) * 10.0 ** rng.integers(-12, 12, n)
+        want = _lanes_model(x.tolist(), method)
+        assert bits(S.sum(x, method=method)) == bits(want), n
+        rows = np.stack([x, x[::-1]]) if n else np.zeros((2, 0))
+        got = S.sum(rows, method=method, axis=1)
+        assert bits(got[1]) == bits(_lanes_model(x[::-1].tolist(), method)), n
+        assert bits(S.sum(np.asfortranarray(rows), method=method, axis=1)) == bits(got), n

@@ -380,6 +380,39 @@ static double state_finish(const ctx *cx, lane_state *st, ptrdiff_t n)
     }
 }
 
+/* A compensated sum of at most one element per lane: every lane's update
+ * leaves s = x and c = 0, so the result is the fold of the elements in
+ * order, which this computes without the lane machinery (same bits). */
+static double short_fold(const ctx *cx, const char *p, ptrdiff_t n, ptrdiff_t stride)
+{
+    if (cx->acc_f32) {
+        float s = -0.0f, e = 0.0f;
+        for (ptrdiff_t j = 0; j < n; j++) {
+            float v;
+            memcpy(&v, p + j * stride, 4);
+            float t = s + v, z = t - s;
+            e += (s - (t - z)) + (v - z);
+            s = t;
+        }
+        return e == 0.0f ? s : (double)(s + e);
+    }
+    double s = -0.0, e = 0.0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        double v;
+        if (cx->in_f32) {
+            float f;
+            memcpy(&f, p + j * stride, 4);
+            v = (double)f;
+        } else {
+            memcpy(&v, p + j * stride, 8);
+        }
+        double t = s + v, z = t - s;
+        e += (s - (t - z)) + (v - z);
+        s = t;
+    }
+    return e == 0.0 ? s : s + e;
+}
+
 static int ensure_exact(ctx *cx)
 {
     if (cx->exact)
@@ -501,7 +534,10 @@ int mlt_sum_2d(int method, int isa, int in_f32, int acc_f32,
         return MLT_OK;
     }
 
-    if (si == isz) {
+    if (is_compensated(method) && L <= (acc_f32 ? MLT_LANES32 : MLT_LANES)) {
+        for (ptrdiff_t o = 0; o < M; o++)
+            out[o] = short_fold(&cx, base + o * so, L, si);
+    } else if (si == isz) {
         /* Contiguous lanes: feed each one whole. */
         lane_state st;
         for (ptrdiff_t o = 0; o < M; o++) {
