@@ -135,6 +135,17 @@ static int limb_bit(const mlt_exact *st, int i)
     return (int)((st->limb[i >> 5] >> (i & 31)) & 1);
 }
 
+/* Bits lo .. lo+count-1 (count <= 60) of the normalised magnitude. */
+static uint64_t limb_bits(const mlt_exact *st, int lo, int count)
+{
+    int i = lo >> 5;
+    __extension__ unsigned __int128 w = 0;
+    for (int k = 2; k >= 0; k--)
+        w = (w << 32) | (uint32_t)(i + k < MLT_XLIMBS ? st->limb[i + k] : 0);
+    w >>= (lo & 31);
+    return (uint64_t)w & (((uint64_t)1 << count) - 1);
+}
+
 double mlt_exact_round(mlt_exact *st, int prec, int qmin, int emax)
 {
     /* Fold every chunk into the limbs; this also clears them for reuse. */
@@ -179,12 +190,10 @@ double mlt_exact_round(mlt_exact *st, int prec, int qmin, int emax)
                 q = qlo;
             uint64_t mant = 0;
             if (q <= 0) {
-                for (int i = top; i >= 0; i--)
-                    mant = (mant << 1) | (uint64_t)limb_bit(st, i);
+                mant = limb_bits(st, 0, top + 1);
                 result = ldexp((double)mant, -1074);
             } else {
-                for (int i = top; i >= q; i--)
-                    mant = (mant << 1) | (uint64_t)limb_bit(st, i);
+                mant = limb_bits(st, q, top - q + 1);
                 int round = limb_bit(st, q - 1);
                 int sticky = 0;
                 int rb = q - 1;
