@@ -469,3 +469,23 @@ def test_compensated_lanes_match_a_python_model(method):
         got = S.sum(rows, method=method, axis=1)
         assert bits(got[1]) == bits(_lanes_model(x[::-1].tolist(), method)), n
         assert bits(S.sum(np.asfortranarray(rows), method=method, axis=1)) == bits(got), n
+
+
+def test_threads_share_no_state():
+    """Kernels release the GIL and keep no global state; use_isa is per thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal(200_000) * 10.0 ** rng.integers(-10, 10, 200_000)
+    a = rng.random((20_000, 3))
+    want = {m: (bits(S.sum(x, method=m)), bits(S.sum(a, method=m, axis=0))) for m in S.METHODS}
+    isas = S.available_isas()
+
+    def work(k):
+        with S.use_isa(isas[k % len(isas)]):
+            return {m: (bits(S.sum(x, method=m)), bits(S.sum(a, method=m, axis=0))) for m in S.METHODS}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for got in pool.map(work, range(8)):
+            assert got == want
+    assert S.active_isa() == isas[-1]
