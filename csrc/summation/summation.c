@@ -240,8 +240,8 @@ typedef struct {
     void *gather;               /* MLT_XBLOCK elements, for strided exact lanes */
 } ctx;
 
-#define TILE_ROWS 1536          /* a multiple of MLT_LANES, MLT_LANES32 and 8 */
-#define TILE_COLS 16
+#define TILE_ROWS 768           /* a multiple of MLT_LANES, MLT_LANES32 and 8 */
+#define TILE_COLS 32
 
 static inline double add_acc(const ctx *cx, double a, double b)
 {
@@ -571,17 +571,24 @@ int mlt_sum_2d(int method, int isa, int in_f32, int acc_f32,
                 state_init(&cx, &states[g]);
             for (ptrdiff_t l0 = 0; l0 < L; l0 += TILE_ROWS) {
                 ptrdiff_t rr = L - l0 < TILE_ROWS ? L - l0 : TILE_ROWS;
+                /* Column by column within bands of 128 rows: the band's
+                 * cache lines stay in L1 across its columns, and each copy
+                 * loop is a plain strided one. */
                 const char *row = base + o0 * so + l0 * si;
-                if (isz == 8) {
-                    double *t = (double *)tile;
-                    for (ptrdiff_t r = 0; r < rr; r++, row += si)
-                        for (ptrdiff_t g = 0; g < gg; g++)
-                            memcpy(&t[g * TILE_ROWS + r], row + g * so, 8);
-                } else {
-                    float *t = (float *)tile;
-                    for (ptrdiff_t r = 0; r < rr; r++, row += si)
-                        for (ptrdiff_t g = 0; g < gg; g++)
-                            memcpy(&t[g * TILE_ROWS + r], row + g * so, 4);
+                for (ptrdiff_t r0 = 0; r0 < rr; r0 += 128) {
+                    ptrdiff_t r1 = rr - r0 < 128 ? rr : r0 + 128;
+                    for (ptrdiff_t g = 0; g < gg; g++) {
+                        const char *src = row + g * so;
+                        if (isz == 8) {
+                            double *t = (double *)tile + g * TILE_ROWS;
+                            for (ptrdiff_t r = r0; r < r1; r++)
+                                memcpy(&t[r], src + r * si, 8);
+                        } else {
+                            float *t = (float *)tile + g * TILE_ROWS;
+                            for (ptrdiff_t r = r0; r < r1; r++)
+                                memcpy(&t[r], src + r * si, 4);
+                        }
+                    }
                 }
                 for (ptrdiff_t g = 0; g < gg; g++)
                     state_feed(&cx, &states[g], tile + (size_t)g * TILE_ROWS * cx.isz,
