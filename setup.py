@@ -18,6 +18,16 @@ cython_extensions = [
         include_dirs=["csrc/cpu"],
         extra_compile_args=C_FLAGS,
     ),
+    # Summation kernels: -O3 for the vector loops; the AVX2/AVX-512 variants
+    # get their ISA from per-file `#pragma GCC target` and run after a CPU check.
+    Extension(
+        "mltools.summation._kernels",
+        ["mltools/summation/_kernels.pyx", "csrc/summation/summation.c",
+         "csrc/summation/kernels_sse2.c", "csrc/summation/kernels_avx2.c",
+         "csrc/summation/kernels_avx512.c", "csrc/cpu/cpu_features.c"],
+        include_dirs=["csrc/summation", "csrc/cpu"],
+        extra_compile_args=C_FLAGS + ["-O3"],
+    ),
 ]
 
 # Plain shared objects that are never imported (LD_PRELOAD shims): built as

@@ -31,6 +31,7 @@ JSON_SMOKE = {
     "elf check": lambda tmp_path, cbuild: ["elf", "check", "--json",
                                            cbuild.build("smoke", "int main(void){return 0;}")],
     "bench shakeshake": ["bench", "shakeshake", "--params-only", "--json"],
+    "bench sum": ["bench", "sum", "--quick", "--json"],
 }
 
 

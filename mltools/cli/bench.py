@@ -5,6 +5,7 @@ import click
 
 from mltools.cli import MltoolsGroup
 from mltools.cli.bench_shakeshake import shakeshake_cmd
+from mltools.cli.bench_sum import sum_cmd
 
 
 @click.group("bench", cls=MltoolsGroup)
@@ -12,4 +13,5 @@ def bench() -> None:
     """Benchmarks of this machine's ML stack, with the reference measured in the same run."""
 
 
-bench.add_command(shakeshake_cmd)
+for _command in (sum_cmd, shakeshake_cmd):
+    bench.add_command(_command)

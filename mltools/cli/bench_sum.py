@@ -1,0 +1,132 @@
+"""``mltools bench sum``: speed and error of every summation method next to numpy."""
+from __future__ import annotations
+
+import click
+
+from mltools.cli._options import json_option
+from mltools.cli._output import Table, emit, note, stderr_is_terminal
+
+
+def _sig(v, digits=3):
+    if v is None:
+        return None
+    if v == 0:
+        return 0.0
+    return float(f"{v:.{digits}g}")
+
+
+def render_bench_sum(r) -> str:
+    head = (f"mltools bench sum: {r.cpu_model}; kernels: {r.isa} "
+            f"(available: {', '.join(r.isas_available)}); numpy {r.numpy_version}, "
+            f"Python {r.python_version}\n"
+            f"min of {r.config.repeats} interleaved repeats, batches of >= {r.config.min_time_s:g} s "
+            f"({r.config.clock} clock); "
+            "ratio = time / numpy.sum time on the same array; errors against the exact sum")
+    out = [head]
+    groups = {}
+    for row in r.rows:
+        groups.setdefault((row.dataset, row.dtype, row.layout), []).append(row)
+    for (dataset, dtype, layout), rows in groups.items():
+        shape = "1-D" if layout == "1d" else "(n/2, 2) C order, axis=0"
+        t = Table(["n", "method", "ns/elem", "median", "GB/s", "ratio", "ulps", "rel.err", "cond"],
+                  title=f"\n{dataset} {dtype}, {shape}")
+        for row in rows:
+            t.add(row.n, row.method, _sig(row.ns_per_element_min), _sig(row.ns_per_element_median),
+                  _sig(row.gb_per_s), _sig(row.ratio_to_numpy), _sig(row.error_ulps, 2),
+                  _sig(row.relative_error, 2), _sig(row.condition_number, 2))
+        out.append(t.render())
+    if r.cond_sweep:
+        methods = sorted({p.method for p in r.cond_sweep})
+        targets = sorted({p.target_condition_number for p in r.cond_sweep})
+        t = Table(["cond"] + methods,
+                  title=f"\nrelative error against condition number (n = {r.config.cond_sweep_n})")
+        for target in targets:
+            pts = {p.method: p for p in r.cond_sweep if p.target_condition_number == target}
+            cond = next(iter(pts.values())).condition_number
+            t.add(_sig(cond, 2), *[_sig(pts[m].relative_error, 2) if m in pts else None for m in methods])
+        out.append(t.render())
+    for n in r.notes:
+        out.append(f"\nnote: {n}")
+    return "\n".join(out)
+
+
+@click.command("sum")
+@click.option("--sizes", default=None,
+              help="Comma-separated element counts [default: 1e3,1e4,1e5,1e6,1e7; 1e3,1e4 with "
+                   "--quick] (1e8 needs 800 MB per float64 array).")
+@click.option("--dtype", "dtypes", default="float64,float32", show_default=True,
+              help="float64, float32 or both (float32 accumulates in float64).")
+@click.option("--layout", "layouts", default="1d,axis0", show_default=True,
+              help="1d (contiguous) and/or axis0 (a C-ordered (n/2, 2) array summed over axis 0).")
+@click.option("--data", "datasets", default="uniform,ill", show_default=True,
+              help="uniform (U[0,1)) and/or ill (±x pairs plus 1.0: exact sum 1, huge condition number).")
+@click.option("--methods", default=",".join(("naive", "pairwise", "kahan", "neumaier", "sum2", "exact")),
+              show_default=True, help="mltools methods to run (numpy.sum and math.fsum always run).")
+@click.option("--repeats", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Timed batches per method, interleaved across methods.")
+@click.option("--min-time", "min_time_s", type=click.FloatRange(0.0001, 10.0), default=0.02,
+              show_default=True, help="Seconds a calibrated batch of calls lasts at least.")
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="wall: elapsed time; cpu: this thread's CPU time (steadier on a crowded machine).")
+@click.option("--quick", is_flag=True,
+              help="A smoke run in a second or two: n = 1e3 and 1e4, 3 repeats, short batches.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the data.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True),
+              help="Also draw error against condition number and time against size to this PNG "
+                   "(needs matplotlib: pip install 'mltools[plot]').")
+@json_option
+def sum_cmd(sizes, dtypes, layouts, datasets, methods, repeats, min_time_s, clock, quick, seed,
+            plot_path, as_json) -> None:
+    """Speed and error of naive, pairwise, Kahan, Neumaier, Sum2 and exact sums.
+
+    Every method of mltools.summation runs next to numpy.sum and math.fsum (and
+    xsum/accupy when installed) on well- and ill-conditioned data, float64 and
+    float32, 1-D and axis=0, with calibrated, interleaved timing; then a
+    condition-number sweep (Ogita-Rump-Oishi data) of the errors. Prints ns per
+    element (min and median), GB/s, the ratio to numpy.sum, the error in ulps
+    and relative, and the condition number. The kernel ISA in use is printed
+    (force one with MLTOOLS_SUM_ISA=sse2|avx2|avx512).
+
+    Exit status 0, or 2 when it cannot run.
+    """
+    from mltools.errors import MissingDependencyError, UsageError
+    from mltools.summation import bench
+
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError(
+                "--plot needs matplotlib, which is not installed: pip install 'mltools[plot]'") from None
+    try:
+        if quick:
+            config = bench.BenchConfig(sizes=bench.parse_sizes(sizes) if sizes else (10**3, 10**4),
+                                       repeats=3, min_time_s=0.001,
+                                       dtypes=bench.split_choices(dtypes, bench.DTYPES, "--dtype"),
+                                       layouts=bench.split_choices(layouts, bench.LAYOUTS, "--layout"),
+                                       datasets=bench.split_choices(datasets, bench.DATASETS, "--data"),
+                                       methods=bench.split_choices(methods, bench.METHODS, "--methods"),
+                                       cond_sweep_n=200, cond_sweep_exponents=(0, 8, 16, 24, 32),
+                                       seed=seed, clock=clock)
+        else:
+            config = bench.BenchConfig(sizes=bench.parse_sizes(sizes) if sizes else bench.BenchConfig.sizes,
+                                       repeats=repeats,
+                                       min_time_s=min_time_s,
+                                       dtypes=bench.split_choices(dtypes, bench.DTYPES, "--dtype"),
+                                       layouts=bench.split_choices(layouts, bench.LAYOUTS, "--layout"),
+                                       datasets=bench.split_choices(datasets, bench.DATASETS, "--data"),
+                                       methods=bench.split_choices(methods, bench.METHODS, "--methods"),
+                                       seed=seed, clock=clock)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        from mltools.summation import active_isa
+        active_isa()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    show = stderr_is_terminal()
+    report = bench.run_bench(config, progress=(lambda s: note(f"running {s}")) if show else None)
+    if plot_path:
+        bench.plot_report(report, plot_path)
+    emit(report, as_json, render_bench_sum)
