@@ -17,6 +17,10 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # Entries are argv lists, or callables taking (tmp_path, cbuild) and returning one.
 JSON_SMOKE = {
     "env": ["env", "--json"],
+    "cython check": lambda tmp_path, cbuild: [
+        "cython", "check", "--json",
+        str((tmp_path / "m.pyx").write_text("def f(a):\n    return <size_t><void*>a.ptr\n") and tmp_path / "m.pyx")],
+    "cython demo": ["cython", "demo", "--json"],
 }
 
 

@@ -109,9 +109,11 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from mltools.cli import cython as cython_cli
     from mltools.cli import env as env_cli
 
     cli.add_command(env_cli.env_cmd)
+    cli.add_command(cython_cli.cython_group)
 
 
 _register()
