@@ -75,7 +75,15 @@ def children(node):
             yield value
 
 
-def walk(node):
+# Nodes that open a new function body (their facts are gathered separately).
+FUNCTION_NODES = frozenset({"DefNode", "CFuncDefNode", "LambdaNode", "GeneratorExpressionNode",
+                            "FusedCFuncDefNode", "GeneratorBodyDefNode", "AsyncDefNode", "AsyncGenNode",
+                            "PyClassDefNode", "CClassDefNode"})
+
+
+def walk(node, stop_at=frozenset()):
+    """Every node under ``node`` once; nodes whose class is in ``stop_at`` are
+    yielded but not entered (except ``node`` itself)."""
     stack = [node]
     seen = set()
     while stack:
@@ -84,6 +92,8 @@ def walk(node):
             continue
         seen.add(id(n))
         yield n
+        if n is not node and cls(n) in stop_at:
+            continue
         stack.extend(children(n))
 
 
@@ -244,7 +254,7 @@ def gather_facts(body) -> FunctionFacts:
     facts = FunctionFacts()
     if body is None:
         return facts
-    for n in walk(body):
+    for n in walk(body, FUNCTION_NODES):
         name = cls(n)
         if name in ("SimpleCallNode", "GeneralCallNode", "PythonCapiCallNode"):
             fname = _call_name(n.function)
@@ -271,6 +281,14 @@ def gather_facts(body) -> FunctionFacts:
                 for cast in _casts_at_top(rhs):
                     if dest:
                         facts.cast_dest[id(cast)] = dest
+        elif name == "CVarDefNode":
+            for d in getattr(n, "declarators", None) or []:
+                inner = d
+                while getattr(inner, "base", None) is not None and cls(inner) != "CNameDeclaratorNode":
+                    inner = inner.base
+                default = getattr(inner, "default", None)
+                if default is not None and getattr(inner, "name", None):
+                    facts.assigned.setdefault(inner.name, []).append(unwrap(default))
         elif name in ("PrimaryCmpNode", "CascadedCmpNode"):
             a, b = getattr(n, "operand1", None), getattr(n, "operand2", None)
             if a is None or b is None:

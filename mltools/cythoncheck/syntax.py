@@ -64,7 +64,7 @@ def _decl_from(base_type, declarator, *, is_arg=False, is_def_arg=False, not_non
                annotation=None) -> Decl:
     name, depth = _declarator_name_and_depth(declarator) if declarator is not None else ("", 0)
     bt = base_type
-    while cls(bt) in ("CConstTypeNode", "CConstOrVolatileTypeNode"):
+    while cls(bt) in ("CConstTypeNode", "CConstOrVolatileTypeNode", "CQualifierTypeNode"):
         bt = bt.base_type
     d = Decl(TYPED_OBJECT, depth, None, is_arg, is_def_arg, not_none)
     if cls(bt) == "MemoryViewSliceTypeNode":
@@ -101,6 +101,21 @@ def _decl_from(base_type, declarator, *, is_arg=False, is_def_arg=False, not_non
     elif bname == "array" and list(getattr(bt, "module_path", []) or []) == ["array"]:
         d.kind = PYARRAY
     return d
+
+
+def _chain(node):
+    """The nodes of an ``a.b[c].d()`` chain, outermost first."""
+    for _ in range(50):
+        yield node
+        name = cls(node)
+        if name == "AttributeNode":
+            node = unwrap(node.obj)
+        elif name in ("IndexNode", "SliceIndexNode"):
+            node = unwrap(node.base)
+        elif name in ("SimpleCallNode", "GeneralCallNode"):
+            node = unwrap(node.function)
+        else:
+            return
 
 
 def _arg_name(arg) -> str:
@@ -174,9 +189,12 @@ class SyntaxWalker:
         if name in ("DefNode", "LambdaNode", "CFuncDefNode") and getattr(node, "body", None) is not None:
             args = node.args if name != "CFuncDefNode" else getattr(node.declarator, "args", [])
             decls = {}
-            for a in args or []:
+            in_cdef_class = bool(self.class_attrs) and name != "LambdaNode"
+            for i, a in enumerate(args or []):
                 an = _arg_name(a)
-                if an:
+                if an and i == 0 and in_cdef_class and an == "self":
+                    decls[an] = Decl(TYPED_OBJECT, is_arg=True)
+                elif an:
                     decls[an] = _decl_from(a.base_type, a.declarator, is_arg=True,
                                            is_def_arg=name != "CFuncDefNode",
                                            not_none=bool(getattr(a, "not_none", False)),
@@ -234,6 +252,10 @@ class SyntaxWalker:
 
     def classify(self, operand):
         operand = unwrap(operand)
+        if any(cls(n) in ("SimpleCallNode", "GeneralCallNode") for n in _chain(operand)):
+            # Cython rejects casting a temporary Python object to a pointer, so a
+            # call here returns (or an attribute of it is) a C value.
+            return C_VALUE, None, False
         root = _core.root_name(operand)
         if root is None:
             return TYPED_OBJECT, None, False
@@ -256,7 +278,7 @@ class SyntaxWalker:
         _, depth = _declarator_name_and_depth(cast.declarator) if cast.declarator is not None else ("", 0)
         bt = cast.base_type
         const = ""
-        while cls(bt) in ("CConstTypeNode", "CConstOrVolatileTypeNode"):
+        while cls(bt) in ("CConstTypeNode", "CConstOrVolatileTypeNode", "CQualifierTypeNode"):
             bt, const = bt.base_type, "const "
         bname = getattr(bt, "name", None) or "?"
         return depth > 0, bname, f"{const}{bname}" + "*" * depth, bt
@@ -349,6 +371,8 @@ class SyntaxWalker:
         if target_depth == 0 or not _core.data_shape(rhs):
             return
         kind, rname, anchored = self.classify(unwrap(rhs.obj))
+        root = _core.root_name(rhs)
+        pos = root.pos if root is not None else pos
         if kind == GENERIC or kind == INFERRED:
             self.sink.add(pos, "CYP002", f"{target_text} from {_core.expr_text(rhs)}: "
                           f"'{_core.expr_text(rhs.obj)}' is a Python object, so .data is a buffer "

@@ -20,7 +20,7 @@ from mltools.cythoncheck._core import (C_VALUE, GENERIC, NDARRAY, PYARRAY, PYINT
 # the types this file sees are incomplete (the findings become unverified).
 _RESOLUTION_MARKERS = ("not found", "not a type identifier", "not declared", "Compile-time name",
                        "undeclared name", "c++ mode", "C++", "cppclass", "nknown type",
-                       "has no attribute", "Invalid type", "not a valid type", "unknown")
+                       "has no attribute", "Invalid type", "not a valid type")
 
 
 @dataclass(frozen=True)
@@ -326,12 +326,14 @@ class TypedWalker:
         if not _core.data_shape(arg):
             return
         kind, unresolved = classify(unwrap(arg.obj))
+        root = _core.root_name(arg)
+        pos = root.pos if root is not None else node.pos
         if kind == UNRESOLVED:
-            self.sink.add(node.pos, "CYP000", f"{t} from {_core.expr_text(arg)} not verified: the type "
+            self.sink.add(pos, "CYP000", f"{t} from {_core.expr_text(arg)} not verified: the type "
                           f"of '{unresolved or _core.expr_text(arg.obj)}' could not be resolved",
                           verified=False)
         elif kind == GENERIC:
-            self.sink.add(node.pos, "CYP002", f"{t} from {_core.expr_text(arg)}: "
+            self.sink.add(pos, "CYP002", f"{t} from {_core.expr_text(arg)}: "
                           f"'{_core.expr_text(arg.obj)}' is a Python object, so .data is a buffer "
                           "object (a memoryview for numpy), not the array's memory",
                           anchored=self._anchored(arg))
