@@ -275,3 +275,20 @@ def test_no_types_option(cli):
     # Without Cython's inference `m = Memory()` is unknown: an unverified warning.
     assert [(f["line"], f["code"], f["severity"], f["verified"]) for f in res.json()["findings"]] == \
         [(38, "CYP001", "warning", False)]
+
+
+def test_fatal_cython_error_falls_back_with_a_note(cli):
+    # Cython stops in a transform before type analysis: say so, check without types.
+    res = cli("cython", "check", "--json", str(CASES / "broken" / "stops_analysis.pyx"))
+    assert res.exit_code == 1
+    assert re.search(r"stops_analysis\.pyx: Cython stopped at .*stops_analysis\.pyx:4:\d+: The freelist "
+                     r"directive .*; checked without types", res.stderr)
+    assert [(f["line"], f["code"]) for f in res.json()["findings"]] == [(10, "CYP001")]
+
+
+def test_included_fragments_are_checked_through_their_includer(tmp_path):
+    (tmp_path / "main.pyx").write_text('include "part.pyx"\n')
+    (tmp_path / "part.pyx").write_text("def f(x):\n    return <size_t><void*>x.ptr\n")
+    r = check_paths([str(tmp_path)])
+    assert r.files_checked == 2 and not r.notes
+    assert [(Path(f.path).name, f.line, f.code) for f in r.findings] == [("part.pyx", 2, "CYP001")]

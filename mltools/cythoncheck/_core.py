@@ -281,6 +281,11 @@ def gather_facts(body) -> FunctionFacts:
                 for cast in _casts_at_top(rhs):
                     if dest:
                         facts.cast_dest[id(cast)] = dest
+        elif name in ("ForInStatNode", "ForFromStatNode", "AsyncForStatNode"):
+            target = unwrap(getattr(n, "target", None)) if getattr(n, "target", None) is not None else None
+            source = getattr(n, "iterator", None) or getattr(n, "bound1", None)
+            if target is not None and cls(target) == "NameNode" and source is not None:
+                facts.assigned.setdefault(target.name, []).append(source)
         elif name == "CVarDefNode":
             for d in getattr(n, "declarators", None) or []:
                 inner = d

@@ -112,6 +112,28 @@ def find_sources(paths: Sequence[str]) -> List[str]:
     return unique
 
 
+_INCLUDE = re.compile(r"""^\s*include\s+["']([^"']+)["']""", re.M)
+
+
+def _included_files(files: Sequence[str], include_dirs: Sequence[str]) -> set:
+    """Real paths of the listed files that another listed file includes."""
+    listed = {os.path.realpath(f) for f in files}
+    out = set()
+    for f in files:
+        try:
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        for name in _INCLUDE.findall(text):
+            for base in (os.path.dirname(f), *include_dirs):
+                cand = os.path.realpath(os.path.join(base, name))
+                if cand in listed and cand != os.path.realpath(f):
+                    out.add(cand)
+                    break
+    return out
+
+
 def _display(path: str) -> str:
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
@@ -156,6 +178,7 @@ def check_paths(paths: Sequence[str], settings: Optional[CheckSettings] = None) 
         if not os.path.isdir(d):
             raise InputError(f"include directory {d}: no such directory")
     files = find_sources(paths)
+    included = _included_files(files, settings.include_dirs)
 
     from mltools.cythoncheck import typed
     opts = typed.CythonOptions(tuple(os.path.abspath(d) for d in settings.include_dirs),
@@ -170,6 +193,8 @@ def check_paths(paths: Sequence[str], settings: Optional[CheckSettings] = None) 
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for path in files:
+            if os.path.realpath(path) in included:
+                continue     # checked (with its context) through the file that includes it
             _check_one(path, pool, opts, raw, errors, notes)
     return _finish(raw, select, files, errors, notes)
 
@@ -180,6 +205,9 @@ def _check_one(path, pool, opts, raw, errors, notes) -> None:
     if pool is not None and not is_pxd:
         try:
             res = typed.check_file_typed(path, pool)
+        except typed.AnalysisStopped as exc:
+            notes.append(f"{_display(path)}: {exc}; checked without types")
+            res = syntax.check_file_syntax(path, opts)
         except Exception as exc:  # noqa: BLE001 - Cython internals may fail on odd input
             notes.append(f"{_display(path)}: Cython's type analysis failed "
                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "

@@ -295,7 +295,7 @@ class SyntaxWalker:
                 return
             if kind == TEXT and pointee in ("char", "unsigned char", "Py_UCS4", "Py_UNICODE"):
                 return   # a conversion to the buffer, not an address cast
-            if kind in (GENERIC, INFERRED) and pointee == "char" and not _core.data_shape(operand) \
+            if kind in (GENERIC, INFERRED, UNRESOLVED) and pointee == "char" and not _core.data_shape(operand) \
                     and not _core.address_shape(operand, self.scope.facts.assigned):
                 return   # <char*>obj converts a bytes-like object
             _core.address_cast_verdict(self.sink, node, operand, kind, text, self.scope.facts,
@@ -437,7 +437,7 @@ def check_file_syntax(path: str, options):
     from Cython.Compiler.Scanning import FileSourceDescriptor
     from Cython.Compiler.Symtab import ModuleScope
 
-    from mltools.cythoncheck.typed import FileResult
+    from mltools.cythoncheck.typed import FileResult, is_fatal_parse_message
 
     copts = Main.CompilationOptions(Main.default_options, include_path=list(options.include_dirs),
                                     language_level=3, cplus=options.cplus,
@@ -461,8 +461,9 @@ def check_file_syntax(path: str, options):
     finally:
         Errors.release_errors(ignore=True)
         Errors.threadlocal.cython_errors_echo_file = None
-    if fatal is not None or held:
-        e = held[0] if held else fatal
+    fatal_held = [e for e in held if is_fatal_parse_message(e)]
+    if fatal is not None or fatal_held:
+        e = fatal_held[0] if fatal_held else fatal
         result.parse_error = (getattr(e, "position", None), getattr(e, "message_only", str(e)))
         return result
     sink = FindingSink()

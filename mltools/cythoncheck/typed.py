@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -21,6 +22,26 @@ from mltools.cythoncheck._core import (C_VALUE, GENERIC, NDARRAY, PYARRAY, PYINT
 _RESOLUTION_MARKERS = ("not found", "not a type identifier", "not declared", "Compile-time name",
                        "undeclared name", "c++ mode", "C++", "cppclass", "nknown type",
                        "has no attribute", "Invalid type", "not a valid type")
+
+
+def is_fatal_parse_message(err) -> bool:
+    """Held errors from the parser that leave the file's content unknown.
+
+    Most held parser errors are about names declared elsewhere ('X' is not a
+    type identifier in a .pxd meant to be included): those do not stop a check.
+    """
+    msg = getattr(err, "message_only", str(err))
+    return "Compile-time name" in msg or "Expected" in msg or "Syntax error" in msg
+
+
+class AnalysisStopped(Exception):
+    """Cython's pipeline ended before the rules could run on the analysed tree."""
+
+
+def _short(desc) -> str:
+    path = getattr(desc, "filename", None) or str(desc)
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 
 @dataclass(frozen=True)
@@ -102,7 +123,7 @@ def check_file_typed(path: str, pool: ContextPool) -> FileResult:
         raise RuntimeError("Cython's pipeline has no AnalyseExpressionsTransform")
 
     result = FileResult()
-    state = {"parse_failed": None, "held_after_parse": 0}
+    state = {"parse_failed": None, "held_after_parse": 0, "rules_ran": False}
     parse_phase = pipe[0]
 
     def parse(data):
@@ -119,7 +140,8 @@ def check_file_typed(path: str, pool: ContextPool) -> FileResult:
 
     class RunRules(CythonTransform):
         def __call__(self, root):
-            TypedWalker(sink).run(root)
+            TypedWalker(sink, _undeclared_names(held)).run(root)
+            state["rules_ran"] = True
             return root
 
     pipe.append(RunRules(ctx))
@@ -135,15 +157,21 @@ def check_file_typed(path: str, pool: ContextPool) -> FileResult:
         Errors.release_errors(ignore=True)
         Errors.threadlocal.cython_errors_echo_file = None
 
-    parse_errors = held[:state["held_after_parse"]]
+    parse_errors = [e for e in held[:state["held_after_parse"]] if is_fatal_parse_message(e)]
     if state["parse_failed"] is not None or parse_errors:
         e = state["parse_failed"] or parse_errors[0]
         result.parse_error = (getattr(e, "position", None), getattr(e, "message_only", str(e)))
         return result
+    if not state["rules_ran"]:
+        # Cython stopped before type analysis finished (an error it treats as fatal).
+        stop = err if err is not None else (held[0] if held else None)
+        where = ""
+        pos = getattr(stop, "position", None)
+        if pos:
+            where = f" at {_short(pos[0])}:{pos[1]}:{pos[2] + 1}"
+        raise AnalysisStopped(f"Cython stopped{where}: {getattr(stop, 'message_only', stop)}")
     result.semantic_errors = [(getattr(e, "position", None), getattr(e, "message_only", str(e)))
                               for e in held]
-    if err is not None and not sink.findings and not held:
-        result.semantic_errors.append((getattr(err, "position", None), getattr(err, "message_only", str(err))))
     result.findings = sink.findings
     unresolved = any(any(m in msg for m in _RESOLUTION_MARKERS) for _, msg in result.semantic_errors)
     if unresolved:
@@ -154,6 +182,18 @@ def check_file_typed(path: str, pool: ContextPool) -> FileResult:
                     from mltools.findings import Severity
                     f.severity = Severity.WARNING
     return result
+
+
+_UNDECLARED = re.compile(r"undeclared name not builtin: (\w+)|'(\w+)' is not declared")
+
+
+def _undeclared_names(held) -> set:
+    names = set()
+    for e in held:
+        m = _UNDECLARED.search(getattr(e, "message_only", str(e)))
+        if m:
+            names.add(m.group(1) or m.group(2))
+    return names
 
 
 def _strip(t):
@@ -194,10 +234,12 @@ def _entry_type(node):
     return getattr(entry, "type", None) if entry is not None else None
 
 
-def classify(expr) -> Tuple[str, Optional[str]]:
+def classify(expr, undeclared=frozenset()) -> Tuple[str, Optional[str]]:
     """The kind of a Python-object operand, and the name whose type is unresolved."""
     t = getattr(expr, "type", None)
     root = _core.root_name(expr)
+    if root is not None and root.name in undeclared:
+        return UNRESOLVED, root.name
     root_t = _entry_type(root) if root is not None else None
     if root_t is not None and getattr(root_t, "is_error", False):
         return UNRESOLVED, root.name
@@ -229,8 +271,9 @@ _FUNC_NODES = ("DefNode", "CFuncDefNode", "LambdaNode", "GeneratorExpressionNode
 
 
 class TypedWalker:
-    def __init__(self, sink: FindingSink):
+    def __init__(self, sink: FindingSink, undeclared=frozenset()):
         self.sink = sink
+        self.undeclared = undeclared
         self.facts_stack: List[_core.FunctionFacts] = []
         self.def_stack: List[object] = []
 
@@ -277,7 +320,7 @@ class TypedWalker:
                 pointee = str(_strip(target).base_type)
                 if _core.is_pyobject_pointee(pointee):
                     return
-                kind, unresolved = classify(operand)
+                kind, unresolved = classify(operand, self.undeclared)
                 anchored = kind in (PYINT, TEXT, NDARRAY, PYARRAY) or self._anchored(operand)
                 _core.address_cast_verdict(self.sink, node, operand, kind, str(target).replace(" *", "*"),
                                            self.facts, anchored=anchored,
@@ -325,7 +368,7 @@ class TypedWalker:
         arg = unwrap(node.arg)
         if not _core.data_shape(arg):
             return
-        kind, unresolved = classify(unwrap(arg.obj))
+        kind, unresolved = classify(unwrap(arg.obj), self.undeclared)
         root = _core.root_name(arg)
         pos = root.pos if root is not None else node.pos
         if kind == UNRESOLVED:
