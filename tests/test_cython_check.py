@@ -292,3 +292,12 @@ def test_included_fragments_are_checked_through_their_includer(tmp_path):
     r = check_paths([str(tmp_path)])
     assert r.files_checked == 2 and not r.notes
     assert [(Path(f.path).name, f.line, f.code) for f in r.findings] == [("part.pyx", 2, "CYP001")]
+
+
+def test_pre_commit_hook_definition():
+    text = (Path(__file__).resolve().parent.parent / ".pre-commit-hooks.yaml").read_text()
+    yaml = pytest.importorskip("yaml")
+    hooks = yaml.safe_load(text)
+    hook = next(h for h in hooks if h["id"] == "mltools-cython-check")
+    assert hook["entry"] == "mltools cython check" and hook["language"] == "python"
+    assert hook["types"] == ["cython"] and re.search(hook["files"], "a/b.pyx") and re.search(hook["files"], "b.pxd")
