@@ -306,3 +306,10 @@ def test_pre_commit_hook_definition():
     assert files.search("a/b.pyx") and files.search("b.pxd") and not files.search("c.pxi")
     from mltools.cli import cli
     assert "check" in cli.commands["cython"].commands
+
+
+def test_worker_processes_give_the_same_report(syntax_report):
+    one = check_paths([str(RULES_DIR)], CheckSettings(types=False, jobs=1))
+    three = check_paths([str(RULES_DIR)], CheckSettings(types=False, jobs=3))
+    assert one.findings == three.findings == syntax_report.findings
+    assert one.files_checked == three.files_checked

@@ -59,7 +59,9 @@ def render_github(report) -> str:
               help="Exit 1 when a finding is at or above this severity (default: warning).")
 @click.option("--no-types", is_flag=True,
               help="Syntax only: skip Cython's type analysis (fewer, weaker findings).")
-def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fail_on, no_types) -> None:
+@click.option("-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Worker processes; 0 picks one per 8 files, at most 4 and the usable CPUs.")
+def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fail_on, no_types, jobs) -> None:
     """Check .pyx files (and .pxd inline code) for pointer-cast pitfalls.
 
     Runs Cython's parser and type analysis (no C is generated) and reports
@@ -88,6 +90,7 @@ def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fai
         select=tuple(select) or cfg.select,
         ignore=tuple(ignore) or cfg.ignore,
         types=not no_types,
+        jobs=jobs,
     )
     threshold = Severity.parse(fail_on or cfg.fail_on or "warning")
     report = check_paths(paths, settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing
 import os
 import re
 import warnings
@@ -83,6 +84,7 @@ class CheckSettings:
     select: Tuple[str, ...] = ()      # empty: all rules
     ignore: Tuple[str, ...] = ()
     types: bool = True
+    jobs: int = 0                     # worker processes; 0: one per 8 files, up to 4 and the CPUs
 
 
 def find_sources(paths: Sequence[str]) -> List[str]:
@@ -183,7 +185,40 @@ def check_paths(paths: Sequence[str], settings: Optional[CheckSettings] = None) 
     from mltools.cythoncheck import typed
     opts = typed.CythonOptions(tuple(os.path.abspath(d) for d in settings.include_dirs),
                                settings.compile_time_env, settings.cplus)
-    pool = typed.ContextPool(opts) if settings.types else None
+    work = [p for p in files if os.path.realpath(p) not in included]   # included: checked through the includer
+    jobs = settings.jobs if settings.jobs > 0 else _auto_jobs(len(work))
+    if jobs > 1 and len(work) >= 2 * jobs and "fork" in multiprocessing.get_all_start_methods():
+        # Round-robin chunks, one Cython context pool per worker process.
+        chunks = [work[i::jobs] for i in range(jobs)]
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(jobs) as workers:
+            parts = workers.starmap(_check_chunk, [(c, opts, settings.types) for c in chunks])
+    else:
+        parts = [_check_chunk(work, opts, settings.types)]
+    raw: List = []
+    errors: List[FileError] = []
+    notes: List[str] = []
+    for r, e, n in parts:
+        raw.extend(r)
+        errors.extend(e)
+        notes.extend(n)
+    errors.sort(key=lambda e: (e.path, e.line, e.col))
+    return _finish(raw, select, files, errors, notes)
+
+
+def _auto_jobs(n_files: int) -> int:
+    """Worker processes for ``n_files``: one per 8 files, at most the usable CPUs and 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4, n_files // 8))
+
+
+def _check_chunk(paths, opts, types: bool):
+    """Check ``paths`` in this process; positions become plain (path, line, col0)."""
+    from mltools.cythoncheck import typed
+    pool = typed.ContextPool(opts) if types else None
     raw: List = []
     errors: List[FileError] = []
     notes: List[str] = []
@@ -192,11 +227,12 @@ def check_paths(paths: Sequence[str], settings: Optional[CheckSettings] = None) 
     with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for path in files:
-            if os.path.realpath(path) in included:
-                continue     # checked (with its context) through the file that includes it
+        for path in paths:
             _check_one(path, pool, opts, raw, errors, notes)
-    return _finish(raw, select, files, errors, notes)
+    for f in raw:
+        desc, line, col0 = f.pos
+        f.pos = (getattr(desc, "filename", None) or str(desc), line, col0)
+    return raw, errors, notes
 
 
 def _check_one(path, pool, opts, raw, errors, notes) -> None:
