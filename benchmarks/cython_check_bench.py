@@ -6,7 +6,8 @@
 
 Picks the first N .pyx files of TREE (sorted paths; build dirs and venvs
 skipped), then runs, interleaved in every round, as separate processes:
-  * mltools cython check (typed, the default)
+  * mltools cython check (typed, the default; worker processes chosen automatically)
+  * mltools cython check -j 1 (typed, one process)
   * mltools cython check --no-types
   * cython-lint (pip install cython-lint; the reference, parse-only)
 and prints best-of wall times and the ratio, the CPU time of each, and what
@@ -82,6 +83,7 @@ def main() -> int:
     mltools = [sys.executable, "-m", "mltools", "cython", "check", "--format", "json", *args.extra]
     tools = {
         "mltools typed": mltools + files,
+        "mltools typed -j 1": mltools + ["-j", "1"] + files,
         "mltools --no-types": mltools + ["--no-types"] + files,
         "cython-lint": [lint, *files],
     }

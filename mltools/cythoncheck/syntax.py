@@ -159,11 +159,6 @@ class SyntaxWalker:
 
     def run(self, root) -> None:
         module_decls: Dict[str, Decl] = {}
-        for n in _core.children(getattr(root, "body", root)) if root is not None else ():
-            pass
-        for n in _core.walk(root):
-            if cls(n) == "CVarDefNode" and getattr(n, "visibility", "private") in ("private", "public", "extern"):
-                pass
         top = getattr(root, "body", None)
         stats = getattr(top, "stats", None) or ([top] if top is not None else [])
         for s in stats:

@@ -11,7 +11,7 @@ import io
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from mltools.cythoncheck import _core
 from mltools.cythoncheck._core import (C_VALUE, GENERIC, NDARRAY, PYARRAY, PYINT, TEXT, TYPED_OBJECT,
