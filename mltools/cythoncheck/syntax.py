@@ -426,6 +426,27 @@ class SyntaxWalker:
                 self._ndarray_param(a, node.pos, f"{fname}({a.name})")
 
 
+_CONTEXTS: Dict[object, object] = {}
+
+
+def _context(options):
+    """One parse-only Cython Context per option set (it holds no per-file state we use)."""
+    try:
+        ctx = _CONTEXTS.get(options)
+        key = options
+    except TypeError:      # an unhashable compile-time value (a list from pyproject.toml)
+        ctx = key = None
+    if ctx is None:
+        from Cython.Compiler import Main
+        copts = Main.CompilationOptions(Main.default_options, include_path=list(options.include_dirs),
+                                        language_level=3, cplus=options.cplus,
+                                        compile_time_env=dict(options.compile_time_env))
+        ctx = Main.Context.from_options(copts)
+        if key is not None:
+            _CONTEXTS[key] = ctx
+    return ctx
+
+
 def check_file_syntax(path: str, options):
     """Parse ``path`` (a .pyx, .pxd or .pxi) and run the syntax rules."""
     from Cython.Compiler import Errors, Main
@@ -434,10 +455,7 @@ def check_file_syntax(path: str, options):
 
     from mltools.cythoncheck.typed import FileResult, is_fatal_parse_message
 
-    copts = Main.CompilationOptions(Main.default_options, include_path=list(options.include_dirs),
-                                    language_level=3, cplus=options.cplus,
-                                    compile_time_env=dict(options.compile_time_env))
-    ctx = Main.Context.from_options(copts)
+    ctx = _context(options)
     abspath = os.path.abspath(path)
     desc = FileSourceDescriptor(abspath, path)
     module_name = os.path.splitext(os.path.basename(path))[0].replace("-", "_") or "m"
