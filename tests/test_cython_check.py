@@ -7,7 +7,6 @@ expected findings are written on the lines as `# expect: CODE@COL` (both modes),
 once (one shared Cython Context), syntax mode once.
 """
 import json
-import os
 import re
 from pathlib import Path
 
@@ -313,3 +312,16 @@ def test_worker_processes_give_the_same_report(syntax_report):
     three = check_paths([str(RULES_DIR)], CheckSettings(types=False, jobs=3))
     assert one.findings == three.findings == syntax_report.findings
     assert one.files_checked == three.files_checked
+
+
+def test_cython_itself_accepts_every_case():
+    """Cython's own analysis reports no error on the corpus (bad cases included:
+    the compiler is silent about these pitfalls), so the cases are real Cython."""
+    from mltools.cythoncheck import typed
+
+    pool = typed.ContextPool(typed.CythonOptions())
+    for path in sorted(RULES_DIR.glob("*.pyx")):
+        if path.name in ("cyp000_unresolved.pyx", "included_helpers.pxi"):
+            continue
+        res = typed.check_file_typed(str(path), pool)
+        assert res.parse_error is None and res.semantic_errors == [], (path.name, res.semantic_errors)

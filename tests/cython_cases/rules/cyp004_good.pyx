@@ -1,4 +1,5 @@
 # CYP004 quiet: extension types, containers, kept-alive objects, user-data slots.
+from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 
 cdef extern from *:
@@ -45,6 +46,5 @@ def intended(obj):
 
 
 def as_pyobject(obj):
-    from cpython.object cimport PyObject
     cdef PyObject* o = <PyObject*>obj
     return <size_t>o
