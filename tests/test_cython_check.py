@@ -48,7 +48,10 @@ def syntax_report():
 
 
 def test_corpus_typed_mode(typed_report):
-    assert not typed_report.errors and not typed_report.notes
+    assert not typed_report.errors
+    assert len(typed_report.notes) == 1 and typed_report.notes[0].startswith(
+        "1 file(s) use declarations Cython could not resolve (first: ") and \
+        "cyp000_unresolved.pyx:2:1: 'not_installed_pkg.pxd' not found" in typed_report.notes[0]
     assert typed_report.files_checked == len(find_sources([str(RULES_DIR)]))
     assert found(typed_report) == expected("typed")
 
@@ -172,6 +175,8 @@ def test_cli_fail_on(cli):
     info_only = str(CASES / "missing_cimport.pyx")
     res = cli("cython", "check", info_only)
     assert res.exit_code == 0 and "CYP000 info" in res.stdout
+    assert re.fullmatch(r"warning: 1 file\(s\) use declarations Cython could not resolve \(first: \S*missing_cimport"
+                        r"\.pyx:1:1: 'not_installed_pkg\.pxd' not found\); .*\n", res.stderr)
     assert cli("cython", "check", "--fail-on", "info", info_only).exit_code == 1
 
 

@@ -203,7 +203,17 @@ def check_paths(paths: Sequence[str], settings: Optional[CheckSettings] = None) 
         errors.extend(e)
         notes.extend(n)
     errors.sort(key=lambda e: (e.path, e.line, e.col))
+    unresolved = sorted(n for n in notes if n.startswith(_UNRESOLVED_MARK))
+    notes = [n for n in notes if not n.startswith(_UNRESOLVED_MARK)]
+    if unresolved:
+        first = unresolved[0][len(_UNRESOLVED_MARK):]
+        notes.append(f"{len(unresolved)} file(s) use declarations Cython could not resolve "
+                     f"(first: {first}); their findings are marked not verified: pass -I, -E or "
+                     "--cplus, or install the packages whose .pxd files they cimport")
     return _finish(raw, select, files, errors, notes)
+
+
+_UNRESOLVED_MARK = "\0unresolved:"
 
 
 def _auto_jobs(n_files: int) -> int:
@@ -260,6 +270,8 @@ def _check_one(path, pool, opts, raw, errors, notes) -> None:
         errors.append(FileError(_display(ppath), line, col, " ".join(str(msg).split())))
         return
     raw.extend(res.findings)
+    if getattr(res, "unresolved", None):
+        notes.append(_UNRESOLVED_MARK + res.unresolved)
 
 
 def _finish(raw, select, files, errors, notes) -> CheckReport:

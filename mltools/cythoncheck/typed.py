@@ -56,7 +56,7 @@ class FileResult:
     findings: List[_core.RawFinding] = field(default_factory=list)
     parse_error: Optional[Tuple[object, str]] = None        # (pos, message)
     semantic_errors: List[Tuple[object, str]] = field(default_factory=list)
-    fell_back: Optional[str] = None                          # why the syntax mode was used
+    unresolved: Optional[str] = None                         # the first declaration Cython could not resolve
 
 
 class ContextPool:
@@ -173,8 +173,11 @@ def check_file_typed(path: str, pool: ContextPool) -> FileResult:
     result.semantic_errors = [(getattr(e, "position", None), getattr(e, "message_only", str(e)))
                               for e in held]
     result.findings = sink.findings
-    unresolved = any(any(m in msg for m in _RESOLUTION_MARKERS) for _, msg in result.semantic_errors)
-    if unresolved:
+    first = next(((pos, msg) for pos, msg in result.semantic_errors
+                  if any(m in msg for m in _RESOLUTION_MARKERS)), None)
+    if first is not None:
+        pos, msg = first
+        result.unresolved = (f"{_short(pos[0])}:{pos[1]}:{pos[2] + 1}: {msg}" if pos else msg)
         for f in result.findings:
             if f.code != "CYP000" and not f.anchored:
                 f.verified = False
