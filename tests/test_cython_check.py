@@ -330,3 +330,19 @@ def test_cython_itself_accepts_every_case():
             continue
         res = typed.check_file_typed(str(path), pool)
         assert res.parse_error is None and res.semantic_errors == [], (path.name, res.semantic_errors)
+
+
+def test_odd_inputs(cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    res = cli("cython", "check", str(tmp_path / "notes.txt"))
+    assert res.exit_code == 2 and "not a Cython source" in res.stderr
+    (tmp_path / "bad_enc.pyx").write_bytes(b'x = "\xff\xfe"\n')
+    res = cli("cython", "check", str(tmp_path / "bad_enc.pyx"))
+    assert res.exit_code == 2 and "bad_enc.pyx:1:" in res.stderr and "Decoding error" in res.stderr
+    (tmp_path / "my-mod.pyx").write_text("def f(a):\n    return <size_t><void*>a.ptr\n")
+    res = cli("cython", "check", "--json", str(tmp_path / "my-mod.pyx"))
+    assert res.exit_code == 1 and [f["code"] for f in res.json()["findings"]] == ["CYP001"]
+    (tmp_path / "empty").mkdir()
+    res = cli("cython", "check", str(tmp_path / "empty"))
+    assert res.exit_code == 0 and "no .pyx or .pxd files" in res.stderr
+    assert res.stdout == "checked 0 files: no findings\n"

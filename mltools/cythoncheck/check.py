@@ -102,6 +102,8 @@ def find_sources(paths: Sequence[str]) -> List[str]:
                     if f.endswith((".pyx", ".pxd")):
                         out.append(os.path.join(dirpath, f))
         else:
+            if not p.endswith((".pyx", ".pxd", ".pxi")):
+                raise InputError(f"{p}: not a Cython source (.pyx, .pxd or .pxi)")
             if not os.access(p, os.R_OK):
                 raise InputError(f"{p}: cannot read it")
             out.append(p)
@@ -210,6 +212,8 @@ def check_paths(paths: Sequence[str], settings: Optional[CheckSettings] = None) 
         notes.append(f"{len(unresolved)} file(s) use declarations Cython could not resolve "
                      f"(first: {first}); their findings are marked not verified: pass -I, -E or "
                      "--cplus, or install the packages whose .pxd files they cimport")
+    if not files:
+        notes.append("no .pyx or .pxd files under " + ", ".join(paths))
     return _finish(raw, select, files, errors, notes)
 
 

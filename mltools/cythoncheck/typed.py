@@ -89,7 +89,9 @@ class ContextPool:
         ctx = self._contexts[0][0] if self._contexts else self._Main.Context.from_options(self.copts)
         if not self._contexts:
             self._contexts.append((ctx, set()))
-        return ctx.extract_module_name(path, self.copts)
+        name = ctx.extract_module_name(path, self.copts)
+        # A file named like my-mod.pyx cannot be imported, but its code can still be checked.
+        return ".".join(re.sub(r"\W", "_", part) or "_" for part in name.split("."))
 
 
 def _source_object(Main, path: str, options, ctx, module_name: str):
