@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from mltools.cythoncheck import _core
+from mltools.findings import Severity
 from mltools.cythoncheck._core import (C_VALUE, GENERIC, NDARRAY, PYARRAY, PYINT, TEXT, TYPED_OBJECT,
                                        UNRESOLVED, FindingSink, cls, unwrap)
 
@@ -183,8 +184,7 @@ def check_file_typed(path: str, pool: ContextPool) -> FileResult:
         for f in result.findings:
             if f.code != "CYP000" and not f.anchored:
                 f.verified = False
-                if f.severity.rank > 1:
-                    from mltools.findings import Severity
+                if f.severity.rank > Severity.WARNING.rank:
                     f.severity = Severity.WARNING
     return result
 
