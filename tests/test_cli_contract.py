@@ -32,6 +32,10 @@ JSON_SMOKE = {
                                            cbuild.build("smoke", "int main(void){return 0;}")],
     "bench shakeshake": ["bench", "shakeshake", "--params-only", "--json"],
     "bench sum": ["bench", "sum", "--quick", "--json"],
+    "cython check": lambda tmp_path, cbuild: [
+        "cython", "check", "--json",
+        str((tmp_path / "m.pyx").write_text("def f(a):\n    return <size_t><void*>a.ptr\n") and tmp_path / "m.pyx")],
+    "cython demo": ["cython", "demo", "--json"],
 }
 
 

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Speed and findings of `mltools cython check` next to cython-lint, in one run.
+
+    python benchmarks/cython_check_bench.py TREE [--files 60] [--rounds 3]
+        [-- extra mltools options such as -I TREE -E NAME=VALUE --cplus]
+
+Picks the first N .pyx files of TREE (sorted paths; build dirs and venvs
+skipped), then runs, interleaved in every round, as separate processes:
+  * mltools cython check (typed, the default; worker processes chosen automatically)
+  * mltools cython check -j 1 (typed, one process)
+  * mltools cython check --no-types
+  * cython-lint (pip install cython-lint; the reference, parse-only)
+and prints best-of wall times and the ratio, the CPU time of each, and what
+each tool reported. cython-lint has no cast rules, so the findings are compared
+by count and kind, not line by line.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def isa_level() -> str:
+    try:
+        from mltools import _native
+        cpu = _native.load_extension("_cpu")
+        return f"x86-64-v{cpu.x86_64_level()}"
+    except Exception:   # noqa: BLE001 - informational only
+        return "?"
+
+
+def timed(argv):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("tree")
+    ap.add_argument("--files", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=3)
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.extra = extra
+
+    from mltools.cythoncheck import find_sources
+    files = [f for f in find_sources([args.tree]) if f.endswith(".pyx")][: args.files]
+    if not files:
+        print(f"no .pyx files under {args.tree}", file=sys.stderr)
+        return 2
+    lint = shutil.which("cython-lint")
+    if lint is None:
+        print("cython-lint is not installed: pip install cython-lint", file=sys.stderr)
+        return 2
+    mltools = [sys.executable, "-m", "mltools", "cython", "check", "--format", "json", *args.extra]
+    tools = {
+        "mltools typed": mltools + files,
+        "mltools typed -j 1": mltools + ["-j", "1"] + files,
+        "mltools --no-types": mltools + ["--no-types"] + files,
+        "cython-lint": [lint, *files],
+    }
+    best = {k: float("inf") for k in tools}
+    cpu = {k: float("inf") for k in tools}
+    last = {}
+    for _ in range(args.rounds):
+        for name, argv in tools.items():        # interleaved: every tool once per round
+            wall, c, proc = timed(argv)
+            best[name] = min(best[name], wall)
+            cpu[name] = min(cpu[name], c)
+            last[name] = proc
+
+    print(f"machine: {cpu_model()}, {isa_level()}, {os.cpu_count()} logical CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}, Python {platform.python_version()}")
+    import Cython
+    print(f"files: {len(files)} .pyx under {args.tree}; Cython {Cython.__version__}; "
+          f"cython-lint {subprocess.run([lint, '--version'], capture_output=True, text=True).stdout.strip()}")
+    print(f"rounds: {args.rounds}, interleaved; best-of wall time and the CPU time of that tool")
+    ref = best["cython-lint"]
+    for name in tools:
+        print(f"  {name:20s} wall {best[name]:6.2f} s  cpu {cpu[name]:6.2f} s  "
+              f"({best[name] / ref:4.2f}x cython-lint)")
+
+    for name in ("mltools typed", "mltools --no-types"):
+        proc = last[name]
+        if proc.returncode not in (0, 1):
+            print(f"  {name}: exit {proc.returncode}: {proc.stderr.strip()[:300]}")
+            continue
+        doc = json.loads(proc.stdout)
+        counts = collections.Counter(f["code"] for f in doc["findings"])
+        print(f"  {name} findings: {sum(counts.values())} {dict(sorted(counts.items()))}")
+        for f in doc["findings"][:20]:
+            print(f"    {f['path']}:{f['line']}:{f['col']}: {f['code']} {f['severity']}: {f['message'][:100]}")
+    out = last["cython-lint"].stdout.splitlines()
+    kinds = collections.Counter(re.sub(r"^.*?:\d+:\d+: ", "", l).split("'")[0].strip() for l in out if l.strip())
+    print(f"  cython-lint findings: {len(out)} (exit {last['cython-lint'].returncode}); "
+          f"kinds: {dict(kinds.most_common(8))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

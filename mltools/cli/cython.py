@@ -1,0 +1,148 @@
+"""``mltools cython``: pointer-cast pitfalls in Cython code."""
+from __future__ import annotations
+
+import click
+
+from mltools.cli import MltoolsGroup
+from mltools.cli._options import json_option
+from mltools.cli._output import emit, warn
+
+
+@click.group("cython", cls=MltoolsGroup)
+def cython_group() -> None:
+    """Pointer-cast pitfalls in Cython code, found with Cython's own type analysis."""
+
+
+def _gh_escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def render_text(report) -> str:
+    lines = [f"{f.path}:{f.line}:{f.col}: {f.code} {f.severity.value}: {f.message} (fix: {f.fix})"
+             + ("" if f.verified else " [not verified]") for f in report.findings]
+    counts = {}
+    for f in report.findings:
+        counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
+    what = ", ".join(f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}"
+                     for s in ("error", "warning", "info") if s in counts) or "no findings"
+    files = f"{report.files_checked} file{'s' if report.files_checked != 1 else ''}"
+    lines.append(f"checked {files}: {what}")
+    return "\n".join(lines)
+
+
+def render_github(report) -> str:
+    level = {"error": "error", "warning": "warning", "info": "notice"}
+    return "\n".join(
+        f"::{level[f.severity.value]} file={_gh_escape(f.path, True)},line={f.line},col={f.col},"
+        f"title={f.code}::{_gh_escape(f'{f.code} {f.message} (fix: {f.fix})')}"
+        for f in report.findings)
+
+
+@cython_group.command("check")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-I", "--include-dir", "include_dirs", multiple=True, metavar="DIR",
+              help="Search DIR for cimported .pxd files (repeatable).")
+@click.option("-E", "--compile-time-env", "env", multiple=True, metavar="NAME=VALUE",
+              help="Define a compile-time name for DEF/IF (repeatable).")
+@click.option("--cplus", is_flag=True, default=None, help="Analyse in C++ mode.")
+@click.option("--select", multiple=True, metavar="CODES",
+              help="Only these rule codes or prefixes (comma-separated, repeatable).")
+@click.option("--ignore", multiple=True, metavar="CODES",
+              help="Leave out these rule codes or prefixes (comma-separated, repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default=None,
+              help="Output format: text (default), json, or github workflow annotations.")
+@json_option
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None,
+              help="Exit 1 when a finding is at or above this severity (default: warning).")
+@click.option("--no-types", is_flag=True,
+              help="Syntax only: skip Cython's type analysis (fewer, weaker findings).")
+@click.option("-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Worker processes; 0 picks one per 8 files, at most 4 and the usable CPUs.")
+def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fail_on, no_types, jobs) -> None:
+    """Check .pyx files (and .pxd inline code) for pointer-cast pitfalls.
+
+    Runs Cython's parser and type analysis (no C is generated) and reports
+    casts such as <void*>obj.ptr (the int object's address, not the address it
+    holds) and <void*>arr.data on an untyped array. Directories are searched
+    for *.pyx and *.pxd, skipping build directories and virtual environments.
+    Settings can also live in pyproject.toml under [tool.mltools.cython].
+    Suppress a finding with `# noqa: CYP001` (or a bare `# noqa`) on its line.
+
+    Exit status: 0 nothing at or above --fail-on; 1 findings; 2 usage error,
+    missing file, or a file that does not parse.
+    """
+    from mltools.cythoncheck import CheckSettings, check_paths, parse_env
+    from mltools.cythoncheck.config import load_config
+    from mltools.errors import InputError, UsageError
+    from mltools.findings import Severity
+
+    if as_json and fmt not in (None, "json"):
+        raise UsageError(f"--json conflicts with --format {fmt}")
+    fmt = "json" if as_json else (fmt or "text")
+    cfg = load_config(paths)
+    settings = CheckSettings(
+        include_dirs=tuple(cfg.include_dirs) + tuple(include_dirs),
+        compile_time_env=tuple(dict(list(cfg.compile_time_env) + list(parse_env(env))).items()),
+        cplus=cfg.cplus if cplus is None else cplus,
+        select=tuple(select) or cfg.select,
+        ignore=tuple(ignore) or cfg.ignore,
+        types=not no_types,
+        jobs=jobs,
+    )
+    threshold = Severity.parse(fail_on or cfg.fail_on or "warning")
+    report = check_paths(paths, settings)
+    for n in report.notes:
+        warn(n)
+    if report.errors:
+        first = report.errors[0]
+        more = f" (and {len(report.errors) - 1} more file(s) that do not parse)" if len(report.errors) > 1 else ""
+        raise InputError(f"{first.path}:{first.line}:{first.col}: Cython cannot parse it: {first.message}{more}")
+    if fmt == "json":
+        from mltools.cythoncheck.check import CheckJson
+        emit(CheckJson(report.findings, report.files_checked), True)
+    elif fmt == "github":
+        text = render_github(report)
+        if text:
+            click.echo(text)
+    else:
+        emit(report, False, render_text)
+    if report.failed(threshold):
+        click.get_current_context().exit(1)
+
+
+def render_demo(report) -> str:
+    out = [f"Compiled with Cython {report.cython_version} and {report.compiler} "
+           f"({report.build_s:.1f} s), run in a child process.", ""]
+    for c in report.cases:
+        out.append(f"{c.name} ({c.rule}): {c.what}")
+        out.append(f"  truth    {c.truth}")
+        out.append(f"  flagged  {c.wrong}   [{'wrong' if c.wrong_is_wrong else 'NOT WRONG'}]")
+        out.append(f"  fixed    {c.fixed}   [{'right' if c.fixed_is_right else 'NOT RIGHT'}]")
+    shown = sum(c.wrong_is_wrong and c.fixed_is_right for c in report.cases)
+    out.append(f"\n{shown} of {len(report.cases)} cases showed the pitfall and its fix.")
+    return "\n".join(out)
+
+
+@cython_group.command("demo")
+@json_option
+def demo_cmd(as_json: bool) -> None:
+    """Compile and run the pitfalls for real, next to their fixes.
+
+    Builds a tiny module with the installed Cython and C compiler in a
+    temporary directory and runs it in a child process: <void*> of a Python int
+    holding an address (the wrong address, and a write that changes the int
+    instead of the array), .data of an untyped numpy array (a temporary
+    memoryview), and <void*> of a bytes object. Needs a C compiler and the
+    Python headers.
+
+    Exit status: 0 every case showed the pitfall and its fix; 1 one did not.
+    """
+    from mltools.cythoncheck.demo import run_demo
+
+    report = run_demo()
+    emit(report, as_json, render_demo)
+    if not report.all_shown:
+        click.get_current_context().exit(1)

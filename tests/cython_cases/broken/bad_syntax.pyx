@@ -1,0 +1,3 @@
+def f(a):
+    cdef void* p = <void*>a.ptr
+    return (p +

@@ -1,0 +1,3 @@
+def helper(buf):
+    cdef void* p = <void*>buf.ptr  # expect: CYP001@20
+    return <size_t>p
