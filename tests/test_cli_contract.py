@@ -17,6 +17,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # Entries are argv lists, or callables taking (tmp_path, cbuild) and returning one.
 JSON_SMOKE = {
     "env": ["env", "--json"],
+    "bench numa": ["bench", "numa", "--topology-only", "--json"],
 }
 
 

@@ -112,6 +112,9 @@ def _register() -> None:
     from mltools.cli import env as env_cli
 
     cli.add_command(env_cli.env_cmd)
+    from mltools.cli.bench import bench as bench_group
+
+    cli.add_command(bench_group)
 
 
 _register()
