@@ -36,6 +36,8 @@ cdef extern from "numa_kernels.h" nogil:
     double mltools_bw_kernel_apply(int kernel, int nontemporal, int isa, double *a,
                                    double *b, double *c, size_t n, double scalar)
     double mltools_bw_expected(int kernel, int reps)
+    double mltools_bw_validate(int kernel, const double *a, const double *b,
+                               const double *c, size_t n, int reps, double read_sum)
     ctypedef struct mltools_bw_job:
         int kernel
         int nontemporal
@@ -306,6 +308,13 @@ def kernel_apply(str kernel, bint nontemporal, str isa, double[::1] a, double[::
                                     &b[0] if b.shape[0] else NULL, &c[0] if c.shape[0] else NULL,
                                     n, scalar)
     return r
+
+
+def validate(str kernel, double[::1] a, double[::1] b, double[::1] c, int reps, double read_sum=0.0):
+    """The runner's STREAM-style check on caller arrays: max relative error."""
+    cdef size_t n = min(a.shape[0], b.shape[0], c.shape[0])
+    return mltools_bw_validate(KERNELS[kernel], &a[0] if a.shape[0] else NULL, &b[0] if b.shape[0] else NULL,
+                               &c[0] if c.shape[0] else NULL, n, reps, read_sum)
 
 
 def chase_build(unsigned char[::1] buf, size_t n_lines, size_t line_bytes, uint64_t seed):

@@ -377,6 +377,19 @@ def topology_findings(topo: Topology) -> List[Finding]:
     return out
 
 
+def placement_findings(cpu_nodes: Sequence[int], mem_nodes: Sequence[int],
+                       fractions: Sequence[Sequence[Optional[float]]]) -> List[Finding]:
+    """An ERROR when any pair's fraction of pages on the bound node is below 0.99."""
+    low = [(cpu_nodes[i], mem_nodes[j], f) for i, r in enumerate(fractions) for j, f in enumerate(r)
+           if f is not None and f < PLACEMENT_THRESHOLD]
+    if not low:
+        return []
+    return [Finding("NUMA_PLACEMENT", Severity.ERROR,
+                    "pages not on the node they were bound to: " + "; ".join(
+                        f"cpu {c} mem {m}: {f:.3f}" for c, m, f in low),
+                    fix="check kernel.numa_balancing, cpuset.mems and free memory on the node")]
+
+
 def _empty(rows: int, cols: int) -> List[List[Optional[float]]]:
     return [[None] * cols for _ in range(rows)]
 
@@ -538,14 +551,7 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
         bad = [k for k, e in errs.items() if e > tolerance]
         findings.append(Finding("NUMA_VALIDATION_FAILED", Severity.ERROR,
                                 f"kernel results are wrong after the run ({', '.join(bad)}): max relative error {worst:.3g}"))
-    low = [(plan.cpu_nodes[i], plan.mem_nodes[j], f) for i, r in enumerate(placement) for j, f in enumerate(r)
-           if f is not None and f < PLACEMENT_THRESHOLD]
-    if low:
-        findings.append(Finding(
-            "NUMA_PLACEMENT", Severity.ERROR,
-            "pages not on the node they were bound to: " + "; ".join(
-                f"cpu {c} mem {m}: {f:.3f}" for c, m, f in low),
-            fix="check kernel.numa_balancing, cpuset.mems and free memory on the node"))
+    findings.extend(placement_findings(plan.cpu_nodes, plan.mem_nodes, placement))
     migrated_after = _vmstat_migrated()
     if migrated_before is not None and migrated_after is not None and migrated_after > migrated_before:
         findings.append(Finding("NUMA_PAGES_MIGRATED", Severity.WARNING,
