@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from numa_fixtures import SYNTHETIC, TOP_DIRS, fixtures_dir, lstopo_view, synth_cxl, unpack_all
+from numa_fixtures import SYNTHETIC, TOP_DIRS, fixtures_dir, lstopo_view, scratch_dir, synth_cxl, unpack_all
 from mltools.numa.bench import plan_jobs
 from mltools.numa.infer import infer_mode
 from mltools.numa.topology import format_cpulist, parse_cpulist, read_topology
@@ -17,13 +17,16 @@ needs_fixtures = pytest.mark.skipif(fixtures_dir() is None, reason="sysfs fixtur
 
 @pytest.fixture(scope="module")
 def dumps(tmp_path_factory):
-    return unpack_all(tmp_path_factory.mktemp("sysfs"))
+    dest = scratch_dir(tmp_path_factory.mktemp("sysfs"))
+    yield unpack_all(dest)
+    shutil.rmtree(dest, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    base = tmp_path_factory.mktemp("synth")
-    return {name: make(base / name) for name, make in SYNTHETIC.items()}
+    base = scratch_dir(tmp_path_factory.mktemp("synth"))
+    yield {name: make(base / name) for name, make in SYNTHETIC.items()}
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_cpulist_round_trip():
