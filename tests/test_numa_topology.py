@@ -237,3 +237,27 @@ def test_missing_sysfs_root_is_one_line_exit_2(cli, tmp_path):
 def test_measuring_a_dump_is_refused(cli, dumps):
     res = cli("bench", "numa", "--quick", "--sysfs-root", dumps["memorysidecaches"])
     assert res.exit_code == 2 and "--topology-only" in res.stderr and res.stderr.count("\n") == 1
+
+
+@needs_fixtures
+def test_measured_signature_for_haswell_snoop_modes(dumps):
+    from mltools.numa.infer import measured_signature
+    topo = read_topology(str(dumps["offline-cpu0-node0"]))
+    inf = infer_mode(topo)
+    es = measured_signature(inf, topo, (0, 1), (0, 1), {"read": [[60.0, 9.0], [9.0, 60.0]]},
+                            [[90.0, 150.0], [150.0, 90.0]])
+    assert es.bandwidth_remote_over_local == pytest.approx(0.15)
+    assert es.latency_remote_over_local == pytest.approx(150 / 90)
+    assert "Early Snoop" in es.consistent_with and es.confidence == "low"
+    hs = measured_signature(inf, topo, (0, 1), (0, 1), {"read": [[60.0, 24.0], [24.0, 60.0]]}, None)
+    assert "Home Snoop" in hs.consistent_with
+    assert measured_signature(inf, topo, (0,), (0,), {"read": [[60.0]]}, None) is None   # no remote pair
+
+
+@needs_fixtures
+def test_simulated_plan_splits_cpus_and_binds_one_node(dumps):
+    topo = read_topology(str(dumps["memorysidecaches"]))
+    plan = plan_jobs(topo, simulate_nodes=4)
+    assert plan.simulated and plan.cpu_nodes == (0, 1, 2, 3) and plan.threads == 20
+    assert {j.bind_node for j in plan.jobs} == {0} and len(plan.jobs) == 16
+    assert plan.node_cpus[0] == tuple(range(20)) and plan.node_cpus[3] == tuple(range(60, 80))
