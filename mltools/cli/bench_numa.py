@@ -42,19 +42,22 @@ def render_numa(r) -> str:
         ("cpu", f"{host.cpu_model or host.vendor or '-'} (family {host.family}, model {host.model})"
                 + (f", under {host.hypervisor}" if host.virtualized else "")),
         ("root", topo.sysfs_root + ("" if topo.live else " (a dump, not this machine)")),
-        ("packages", "; ".join(f"{p.id}: CPUs {p.cpus or '-'}, nodes {','.join(map(str, p.nodes)) or '-'}, "
+        ("packages", "; ".join(f"{p.id}: {p.cpu_count} CPUs, node(s) {','.join(map(str, p.nodes)) or '-'}, "
                                f"{p.l3_domains} L3" for p in topo.packages) or "-"),
         ("allowed", f"CPUs {topo.allowed.cpus}, nodes {topo.allowed.mems} ({topo.allowed.source})"),
         ("THP", topo.thp or "-"),
         ("numa_balancing", topo.numa_balancing if topo.numa_balancing is not None else "-"),
     ]))
-    t = Table(["node", "cpus", "memory", "packages", "hugepages", "HMAT read ns/MBps"], title="\nNodes")
+    t = Table(["node", "cpus", "memory", "packages", "hugepages", "HMAT read ns/MBps", "side cache"],
+              title="\nNodes")
     for n in topo.nodes:
         hp = ", ".join(f"{k}: {v['total']}" for k, v in n.hugepages.items() if v["total"]) or "-"
         hm = n.hmat
         hmat = (f"{hm['read_latency_ns']}/{hm['read_bandwidth_mbps']}"
                 if hm.get("read_latency_ns") or hm.get("read_bandwidth_mbps") else "-")
-        t.add(n.id, n.cpus or "(none)", _gib(n.mem_total_bytes), ",".join(map(str, n.packages)) or "-", hp, hmat)
+        side = ", ".join(_gib(c.size_bytes) for c in n.memory_side_caches) or "-"
+        t.add(n.id, n.cpus or "(none)", _gib(n.mem_total_bytes), ",".join(map(str, n.packages)) or "-", hp, hmat,
+              side)
     out.append(t.render())
     d = topo.distance
     if len(d.nodes) > 1 or d.source != "slit":
