@@ -177,3 +177,16 @@ def test_live_topology_agrees_with_proc():
     from mltools.numa.topology import parse_cpulist
     assert set(parse_cpulist(LIVE.online_cpus)) == set(parse_cpulist(online))
     assert set(parse_cpulist(LIVE.allowed.cpus)) == set(ALLOWED_CPUS)
+
+
+def test_hypervisor_vendor_matches_lscpu():
+    import re
+    import shutil
+    if not shutil.which("lscpu"):
+        pytest.skip("no lscpu")
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, env={"LC_ALL": "C", "PATH": os.environ["PATH"]}).stdout
+    m = re.search(r"^Hypervisor vendor:\s*(.+)$", out, re.M)
+    if m is None:
+        assert LIVE.hypervisor is None or not LIVE.cpu.hypervisor_flag
+    else:
+        assert LIVE.virtualized and LIVE.hypervisor == m.group(1).strip()

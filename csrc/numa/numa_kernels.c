@@ -11,8 +11,10 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define MLTOOLS_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
+#include <string.h>
 
 /* ---------------------------------------------------------------- portable */
 
@@ -346,4 +348,21 @@ double mltools_bw_kernel_apply(int kernel, int nt, int isa, double *a, double *b
     case MLTOOLS_BW_TRIAD: triad_portable(a, b, c, n, scalar); return 0;
     }
     return 0;
+}
+
+int mltools_hypervisor_vendor(char out[13])
+{
+    memset(out, 0, 13);
+#ifdef MLTOOLS_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 31)))
+        return 0;                       /* no hypervisor bit */
+    __cpuid(0x40000000, a, b, c, d);
+    memcpy(out, &b, 4);
+    memcpy(out + 4, &c, 4);
+    memcpy(out + 8, &d, 4);
+    return 1;
+#else
+    return 0;
+#endif
 }

@@ -33,6 +33,10 @@ enum mltools_isa {
     MLTOOLS_ISA_AVX512 = 3,
 };
 
+/* CPUID leaf 0x40000000 vendor ("KVMKVMKVM", "Microsoft Hv", ...) into out
+ * (NUL-terminated); 1 when a hypervisor is present, 0 otherwise. */
+int mltools_hypervisor_vendor(char out[13]);
+
 /* The best ISA this CPU and this build support. */
 int mltools_numa_best_isa(void);
 /* 1 when `isa` can run here. */

@@ -127,7 +127,7 @@ def render_numa(r) -> str:
 @click.option("--cpus", metavar="LIST", help="Only these CPUs (must be in the affinity mask).")
 @click.option("--threads", type=int, help="Threads per node (default: every usable CPU of the smallest node).")
 @click.option("--size", metavar="BYTES", help="Bytes per array per thread, e.g. 256M (default 256M, 64M with --quick).")
-@click.option("--latency-size", metavar="BYTES", help="Bytes in the pointer-chase ring (default 256M, 64M with --quick).")
+@click.option("--latency-size", metavar="BYTES", help="Bytes in the pointer-chase ring (default 256M, 128M with --quick).")
 @click.option("--kernels", metavar="LIST",
               help="Comma list of read, write, write_nt, copy, copy_nt, triad, triad_nt (default: all).")
 @click.option("--reps", type=int, help="Repetitions per kernel (default 10, 3 with --quick).")

@@ -32,6 +32,7 @@ cdef extern from "numa_kernels.h" nogil:
     int MLTOOLS_BW_READ, MLTOOLS_BW_WRITE, MLTOOLS_BW_COPY, MLTOOLS_BW_TRIAD
     int MLTOOLS_ISA_PORTABLE, MLTOOLS_ISA_SSE2, MLTOOLS_ISA_AVX2, MLTOOLS_ISA_AVX512
     int mltools_numa_best_isa()
+    int mltools_hypervisor_vendor(char *out)
     int mltools_numa_isa_usable(int isa)
     double mltools_bw_kernel_apply(int kernel, int nontemporal, int isa, double *a,
                                    double *b, double *c, size_t n, double scalar)
@@ -88,6 +89,20 @@ cdef enum:
     MASK_BITS = 1024                    # node ids 0..1023
     MASK_LONGS = 16                     # 1024 bits in 64-bit longs (LP64 Linux)
     HUGE = 2 * 1024 * 1024
+
+
+_HYPERVISORS = {"KVMKVMKVM": "KVM", "Microsoft Hv": "Hyper-V", "VMwareVMware": "VMware",
+                "XenVMMXenVMM": "Xen", "TCGTCGTCGTCG": "QEMU TCG", "ACRNACRNACRN": "ACRN",
+                " lrpepyh  vr": "Parallels", "VBoxVBoxVBox": "VirtualBox", "bhyve bhyve ": "bhyve"}
+
+
+def hypervisor_vendor():
+    """The hypervisor's CPUID vendor (e.g. "KVM"), or None on bare metal."""
+    cdef char out[13]
+    if not mltools_hypervisor_vendor(out):
+        return None
+    raw = out[:12].decode("ascii", "replace").rstrip("\0")
+    return _HYPERVISORS.get(raw, raw.strip() or "unknown")
 
 
 def best_isa():

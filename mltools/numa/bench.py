@@ -37,7 +37,7 @@ MiB = 1 << 20
 DEFAULT_SIZE = 256 * MiB
 QUICK_SIZE = 64 * MiB
 DEFAULT_LATENCY_SIZE = 256 * MiB
-QUICK_LATENCY_SIZE = 64 * MiB
+QUICK_LATENCY_SIZE = 128 * MiB
 LINE = 64
 PAGE = 4096
 PLACEMENT_PAGES = 4096
@@ -348,7 +348,7 @@ def topology_findings(topo: Topology) -> List[Finding]:
     out = []
     if topo.virtualized:
         out.append(Finding("NUMA_VIRTUALIZED", Severity.WARNING,
-                           f"running under a hypervisor ({topo.hypervisor or 'cpuinfo flag'}): the NUMA layout, "
+                           f"running under a hypervisor ({topo.hypervisor or 'cpuinfo hypervisor flag'}): the NUMA layout, "
                            "SLIT and latencies are the guest's, not the host's"))
     if topo.offline_nodes:
         out.append(Finding("NUMA_OFFLINE_NODE", Severity.WARNING,
@@ -544,6 +544,16 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
     if opts.sweep and opts.latency:
         sweep = latency_sweep(plan.jobs[0].cpus[0], plan.jobs[0].bind_node, lat_size, opts.seed, quick)
 
+    llc = max((p.l3_bytes or 0) for p in topo.packages) if topo.packages else 0
+    if llc and size * plan.threads < 4 * llc:
+        findings.append(Finding("NUMA_SMALL_BUFFERS", Severity.WARNING,
+                                f"{size >> 20} MiB per array per thread x {plan.threads} thread(s) is less than "
+                                f"4x the {llc >> 20} MiB L3: bandwidth includes cache hits",
+                                fix=f"--size {max(4 * llc // plan.threads >> 20, 1)}M or more"))
+    if llc and opts.latency and lat_size < 4 * llc:
+        findings.append(Finding("NUMA_SMALL_RING", Severity.WARNING,
+                                f"the {lat_size >> 20} MiB chase ring is less than 4x the {llc >> 20} MiB L3: "
+                                "latency includes cache hits"))
     tolerance = 1e-13
     worst = max(errs.values()) if errs else 0.0
     validation = Validation(worst <= tolerance, worst, tolerance)

@@ -87,7 +87,7 @@ def infer_mode(topo: Topology) -> Inference:
     cap = "high"
     if topo.virtualized:
         cap = "low"
-        ev.append(f"hypervisor present ({topo.hypervisor or 'cpuinfo flag'}): the NUMA layout and SLIT are "
+        ev.append(f"hypervisor present ({topo.hypervisor or 'cpuinfo hypervisor flag'}): the NUMA layout and SLIT are "
                   "what the VMM presents, not the host's")
 
     cpu_nodes = [n for n in topo.nodes if n.cpu_count]

@@ -103,6 +103,7 @@ class PackageInfo:
     nodes: Tuple[int, ...]
     dies: Tuple[int, ...]
     l3_domains: int
+    l3_bytes: Optional[int]                    # all L3 domains of the package together
 
     def cpu_ids(self) -> Tuple[int, ...]:
         return parse_cpulist(self.cpus)
@@ -233,6 +234,14 @@ def _cpuinfo(r: _Root) -> CpuIdentity:
         family, model = as_int("CPU architecture"), as_int("CPU part")
     return CpuIdentity(arch or "unknown", vendor, family, model,
                        first.get("model name"), "hypervisor" in flags)
+
+
+def _cache_size(text: Optional[str]) -> Optional[int]:
+    """sysfs cache size such as "32768K" -> bytes."""
+    m = re.fullmatch(r"(\d+)\s*([KMG]?)", text or "")
+    if not m:
+        return None
+    return int(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
 
 
 def _meminfo_total(text: Optional[str]) -> Optional[int]:
@@ -436,18 +445,21 @@ def read_topology(sysfs_root: str = "/") -> Topology:
     packages = []
     for p in sorted(by_pkg):
         cpus = sorted(by_pkg[p])
-        l3 = set()
+        l3: Dict[Tuple[int, ...], Optional[int]] = {}
         for c in cpus:
+            if any(c in dom for dom in l3):
+                continue
             for idx in r.listdir(f"{SYS_CPU}/cpu{c}/cache"):
                 base = f"{SYS_CPU}/cpu{c}/cache/{idx}"
                 if idx.startswith("index") and r.read_int(f"{base}/level") == 3:
                     shared = r.read(f"{base}/shared_cpu_list")
                     if shared:
-                        l3.add(parse_cpulist(shared))
+                        l3[parse_cpulist(shared)] = _cache_size(r.read(f"{base}/size"))
         packages.append(PackageInfo(
             id=p, cpus=format_cpulist(cpus), cpu_count=len(cpus),
             nodes=tuple(n.id for n in nodes if set(n.cpu_ids()) & set(cpus)),
-            dies=tuple(sorted({die_of.get(c, -1) for c in cpus})), l3_domains=len(l3)))
+            dies=tuple(sorted({die_of.get(c, -1) for c in cpus})), l3_domains=len(l3),
+            l3_bytes=sum(v for v in l3.values() if v) or None))
     if any(p.id >= len(packages) for p in packages):
         r.quirks.append(f"package ids are not 0..n-1: {', '.join(str(p.id) for p in packages)}")
 
@@ -461,8 +473,13 @@ def read_topology(sysfs_root: str = "/") -> Topology:
         thp = m.group(1) if m else thp_text
     hypervisor = r.read("sys/hypervisor/type") or None
     if hypervisor is None and cpu_ident.hypervisor_flag:
-        vendor = r.read("sys/class/dmi/id/sys_vendor")
-        hypervisor = vendor or "a hypervisor (cpuinfo flag; vendor not in sysfs)"
+        if root == "/":
+            try:   # CPUID names it on the live machine; the compiled module is optional here
+                from mltools.numa import _numa
+                hypervisor = _numa.hypervisor_vendor()
+            except ImportError:
+                pass
+        hypervisor = hypervisor or r.read("sys/class/dmi/id/sys_vendor") or None
     return Topology(
         sysfs_root=sysfs_root, live=(root == "/"), cpu=cpu_ident,
         online_cpus=format_cpulist(online), packages=tuple(packages), nodes=tuple(nodes),
