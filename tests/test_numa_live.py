@@ -111,13 +111,17 @@ def test_latency_sweep_sees_the_cache_levels(cli):
     assert med[0] < med[1] < med[2], med
 
 
-def test_thp_effective_is_reported(cli):
-    res = cli("bench", "numa", "--quick", "--kernels", "read", "--size", "4M", "--latency-size", "16M", "--json")
+def test_latency_in_both_page_modes_with_thp_effective(cli):
+    res = cli("bench", "numa", "--kernels", "read", "--reps", "2", "--size", "4M", "--latency-size", "16M", "--json")
     assert res.exit_code == 0, res.stderr
-    thp = res.json()["latency_ns"]["thp_effective"][0][0]
-    assert thp is None or 0.0 <= thp <= 1.0
+    lat = res.json()["latency_ns"]
+    assert lat["page_mode"] == "thp" and lat["other_pages"]["page_mode"] == "4k"
+    thp, small = lat["thp_effective"][0][0], lat["other_pages"]["thp_effective"][0][0]
+    assert small == 0.0                                   # MADV_NOHUGEPAGE: no AnonHugePages
     if LIVE.thp in ("always", "madvise"):
-        assert thp is not None
+        assert thp is not None and 0.0 < thp <= 1.0       # MADV_HUGEPAGE on a 2 MiB-aligned ring
+    quick = cli("bench", "numa", "--quick", "--kernels", "read", "--size", "4M", "--latency-size", "16M", "--json")
+    assert quick.json()["latency_ns"]["other_pages"] is None
 
 
 def test_nodes_naming_an_absent_node_is_exit_2(cli):

@@ -83,6 +83,10 @@ def render_numa(r) -> str:
             lat = r.latency_ns
             out.append(_matrix_table(f"\nLatency, ns per load (median; {lat.method}, {_gib(lat.ring_bytes)} ring, "
                                      f"{lat.page_mode} pages){tag}", rows, cols, lat.matrix, lambda v: round(v, 1)))
+            if lat.other_pages:
+                o = lat.other_pages
+                out.append(_matrix_table(f"\nLatency with {o.page_mode} pages, ns per load (median)", rows, cols,
+                                         o.matrix, lambda v: round(v, 1)))
         if r.latency_sweep:
             st = Table(["ring", "pages", "median ns", "p10", "p90"], title="\nLatency sweep")
             for p in r.latency_sweep:

@@ -189,6 +189,7 @@ class LatencyMatrix:
     p10: Tuple[Tuple[Optional[float], ...], ...]
     p90: Tuple[Tuple[Optional[float], ...], ...]
     thp_effective: Tuple[Tuple[Optional[float], ...], ...]   # AnonHugePages / Rss of the ring
+    other_pages: Optional["LatencyMatrix"] = None            # the same in the other page mode (not with --quick)
 
 
 @dataclass(frozen=True)
@@ -472,7 +473,9 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
     best = {k: _empty(rows, cols) for k in kernels}
     med = {k: _empty(rows, cols) for k in kernels}
     errs = {k: 0.0 for k in kernels}
-    lat_med, lat_p10, lat_p90, lat_thp = (_empty(rows, cols) for _ in range(4))
+    modes = [opts.page_mode] + ([] if opts.quick else [("4k" if opts.page_mode == "thp" else "thp")])
+    lat = {mode: tuple(_empty(rows, cols) for _ in range(4)) for mode in modes}
+    lat_med, lat_p10, lat_p90, lat_thp = lat[opts.page_mode]
     placement = _empty(rows, cols)
     sampled_total = 0
     huge = opts.page_mode == "thp"
@@ -480,9 +483,9 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
     migrated_before = _vmstat_migrated()
     quick = opts.quick
 
-    def mapping(nbytes: int, node: int):
+    def mapping(nbytes: int, node: int, use_huge: bool = huge):
         m = _numa.Mapping(nbytes)
-        m.advise_huge_pages(huge)
+        m.advise_huge_pages(use_huge)
         try:
             m.bind([node])
         except OSError as exc:
@@ -519,20 +522,22 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
         finally:
             del arrays
         lat_statuses = []
-        if opts.latency:
-            ring = mapping(lat_size, job.bind_node)
+        for mode in (modes if opts.latency else []):
+            ring = mapping(lat_size, job.bind_node, mode == "thp")
             n_lines = lat_size // LINE
-            steps = 1 << (19 if quick else 21)
-            samples = 7 if quick else 11
+            # about one lap of the ring per sample, within bounds that keep a sample 10-500 ms
+            steps = min(max(n_lines // (2 if quick else 1), 1 << 15), 1 << (19 if quick else 21))
+            samples = 7 if quick else 9
             try:
                 ns = _numa.run_chase(job.cpus[0], ring, n_lines, LINE, opts.seed, True, samples, steps)
             except OSError as exc:
                 raise pin_error(exc) from None
-            lat_med[i][j] = statistics.median(ns)
-            lat_p10[i][j] = _percentile(ns, 0.1)
-            lat_p90[i][j] = _percentile(ns, 0.9)
-            lat_thp[i][j] = _smaps_thp_fraction(ring.address, ring.size)
-            lat_statuses = ring.page_nodes(_sample_offsets(ring.size, PLACEMENT_PAGES // 4))
+            med_m, p10_m, p90_m, thp_m = lat[mode]
+            med_m[i][j] = statistics.median(ns)
+            p10_m[i][j] = _percentile(ns, 0.1)
+            p90_m[i][j] = _percentile(ns, 0.9)
+            thp_m[i][j] = _smaps_thp_fraction(ring.address, ring.size)
+            lat_statuses += ring.page_nodes(_sample_offsets(ring.size, PLACEMENT_PAGES // 4))
             del ring
             if progress:
                 progress(f"latency cpu {job.cpu_node} mem {job.mem_node}")
@@ -577,8 +582,13 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
         k: BandwidthMatrix("1e9 B/s of STREAM-counted bytes", _freeze(best[k]), _freeze(med[k]), plan.threads,
                            kernel_base(k)[1], counted_bytes(k), dram_bytes(k), errs[k])
         for k in kernels}
-    latency = (LatencyMatrix("random cyclic chase (Sattolo), 64 B lines, one thread", lat_size, opts.page_mode,
-                             _freeze(lat_med), _freeze(lat_p10), _freeze(lat_p90), _freeze(lat_thp))
+    method = "random cyclic chase (Sattolo), 64 B lines, one thread"
+    other = None
+    if opts.latency and len(modes) > 1:
+        om = modes[1]
+        other = LatencyMatrix(method, lat_size, om, *(_freeze(x) for x in lat[om]))
+    latency = (LatencyMatrix(method, lat_size, opts.page_mode, _freeze(lat_med), _freeze(lat_p10), _freeze(lat_p90),
+                             _freeze(lat_thp), other)
                if opts.latency else None)
     if not plan.simulated and inference.refused is None:
         sig = measured_signature(inference, topo, plan.cpu_nodes, plan.mem_nodes,
