@@ -1,12 +1,10 @@
 """bench numa on this machine: real placement (the kernel as oracle), the CLI, bad input."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from mltools.numa import _numa

@@ -168,10 +168,10 @@ def numa_cmd(sysfs_root, topology_only, dry_run, nodes, cpus, threads, size, lat
         kernels=tuple(k.strip() for k in kernels.split(",") if k.strip()) if kernels else None,
         repetitions=reps, quick=quick, simulate_nodes=simulate_nodes, page_mode=page_mode, isa=isa,
         topology_only=topology_only, dry_run=dry_run, sweep=sweep, latency=not no_latency)
-    progress = None
-    if stderr_is_terminal():
-        def progress(msg):
-            click.echo(f"\r\x1b[Kbench numa: {msg}", err=True, nl=False)
+    def show_progress(msg):
+        click.echo(f"\r\x1b[Kbench numa: {msg}", err=True, nl=False)
+
+    progress = show_progress if stderr_is_terminal() else None
     result = run_numa_bench(opts, progress=progress)
     if progress:
         click.echo("\r\x1b[K", err=True, nl=False)

@@ -20,7 +20,7 @@ from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from mltools.errors import UsageError
 from mltools.findings import Finding, Severity
-from mltools.numa.infer import Inference, Signature, infer_mode, measured_signature, refused
+from mltools.numa.infer import Inference, infer_mode, measured_signature, refused
 from mltools.numa.topology import Topology, format_cpulist, parse_cpulist, read_topology
 
 KERNEL_NAMES = ("read", "write", "write_nt", "copy", "copy_nt", "triad", "triad_nt")

@@ -9,7 +9,7 @@ every confidence is capped at ``low``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mltools.numa.topology import Topology
