@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from mltools._proc import run  # noqa: E402
 from mltools.numa import _numa  # noqa: E402
-from mltools.numa.bench import counted_bytes, kernel_base, parse_size  # noqa: E402
+from mltools.numa.bench import ARRAY_OFFSETS, counted_bytes, kernel_base, parse_size  # noqa: E402
 
 # ours -> (likwid kernel stem, number of streams)
 PAIRS = {
@@ -70,7 +70,7 @@ class Ours:
     def __init__(self, total_bytes: int, streams: int, cpus, isa: str, huge: bool):
         self.cpus = list(cpus)
         self.n = total_bytes // streams // len(self.cpus) // 8
-        self.maps = [_numa.Mapping(self.n * 8 * len(self.cpus)) for _ in range(3)]
+        self.maps = [_numa.Mapping(self.n * 8 * len(self.cpus), off) for off in ARRAY_OFFSETS]
         for m in self.maps:
             m.advise_huge_pages(huge)
         self.isa = isa

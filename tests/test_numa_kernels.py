@@ -128,3 +128,15 @@ def test_chase_runs_and_reports_positive_latency():
     m = _numa.Mapping(1 << 20)
     ns = _numa.run_chase(-1, m, (1 << 20) // 64, 64, 7, True, 3, 1 << 15)
     assert len(ns) == 3 and all(0 < x < 10_000 for x in ns)
+
+
+def test_mapping_offset_and_bind_cover_the_whole_range():
+    m = _numa.Mapping(1 << 20, 17 * 64)
+    assert m.address % (2 << 20) == 17 * 64
+    m.advise_huge_pages(False)
+    m.bind([_numa.mems_allowed()[0]])
+    v = np.frombuffer(m.view(), dtype=np.float64)
+    v[:] = 1.0
+    assert set(m.page_nodes([0, (1 << 20) - 8])) == {_numa.mems_allowed()[0]}
+    with pytest.raises(ValueError):
+        _numa.Mapping(4096, 3)

@@ -82,7 +82,7 @@ static double read_sse2(const double *a, size_t n)
 
 static void write_sse2(double *c, size_t n, double v, int nt)
 {
-    size_t i = head_count(c, n, 16);
+    size_t i = head_count(c, n, nt ? 64 : 16);   /* NT: whole lines per write-combining buffer */
     write_portable(c, i, v);
     __m128d x = _mm_set1_pd(v);
     if (nt) {
@@ -98,7 +98,7 @@ static void write_sse2(double *c, size_t n, double v, int nt)
 
 static void copy_sse2(double *restrict c, const double *restrict a, size_t n, int nt)
 {
-    size_t i = head_count(c, n, 16);
+    size_t i = head_count(c, n, nt ? 64 : 16);   /* NT: whole lines per write-combining buffer */
     copy_portable(c, a, i);
     if (nt) {
         for (; i + 2 <= n; i += 2)
@@ -114,7 +114,7 @@ static void copy_sse2(double *restrict c, const double *restrict a, size_t n, in
 static void triad_sse2(double *restrict a, const double *restrict b,
                        const double *restrict c, size_t n, double s, int nt)
 {
-    size_t i = head_count(a, n, 16);
+    size_t i = head_count(a, n, nt ? 64 : 16);   /* NT: whole lines per write-combining buffer */
     triad_portable(a, b, c, i, s);
     __m128d vs = _mm_set1_pd(s);
     if (nt) {
@@ -150,7 +150,7 @@ AVX2 static double read_avx2(const double *a, size_t n)
 
 AVX2 static void write_avx2(double *c, size_t n, double v, int nt)
 {
-    size_t i = head_count(c, n, 32);
+    size_t i = head_count(c, n, nt ? 64 : 32);   /* NT: whole lines per write-combining buffer */
     write_portable(c, i, v);
     __m256d x = _mm256_set1_pd(v);
     if (nt) {
@@ -170,7 +170,7 @@ AVX2 static void write_avx2(double *c, size_t n, double v, int nt)
 
 AVX2 static void copy_avx2(double *restrict c, const double *restrict a, size_t n, int nt)
 {
-    size_t i = head_count(c, n, 32);
+    size_t i = head_count(c, n, nt ? 64 : 32);   /* NT: whole lines per write-combining buffer */
     copy_portable(c, a, i);
     if (nt) {
         for (; i + 8 <= n; i += 8) {
@@ -190,7 +190,7 @@ AVX2 static void copy_avx2(double *restrict c, const double *restrict a, size_t 
 AVX2 static void triad_avx2(double *restrict a, const double *restrict b,
                             const double *restrict c, size_t n, double s, int nt)
 {
-    size_t i = head_count(a, n, 32);
+    size_t i = head_count(a, n, nt ? 64 : 32);   /* NT: whole lines per write-combining buffer */
     triad_portable(a, b, c, i, s);
     __m256d vs = _mm256_set1_pd(s);
     if (nt) {

@@ -137,19 +137,27 @@ cdef class Mapping:
     cdef char *_raw
     cdef size_t _raw_size
     cdef char *_addr
+    cdef char *_base                # 2 MiB aligned; _addr = _base + offset
+    cdef size_t _span               # offset + size: what madvise and mbind cover
     cdef readonly size_t size
 
-    def __cinit__(self, size_t size):
+    def __cinit__(self, size_t size, size_t offset=0):
+        # offset (bytes after a 2 MiB boundary) lets arrays used together start at
+        # different 4 KiB offsets, so their loads and stores do not alias
         if size == 0:
             raise ValueError("mapping size must be positive")
-        self._raw_size = size + HUGE
+        if offset >= HUGE or offset % 64:
+            raise ValueError("offset must be a multiple of 64 below 2 MiB")
+        self._raw_size = size + HUGE + offset
         cdef void *p
         with nogil:
             p = mmap(NULL, self._raw_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         if p == MAP_FAILED:
             raise _oserror(errno, f"mmap of {size} bytes")
         self._raw = <char *>p
-        self._addr = <char *>(((<uintptr_t>p) + HUGE - 1) & ~(<uintptr_t>(HUGE - 1)))
+        self._base = <char *>(((<uintptr_t>p) + HUGE - 1) & ~(<uintptr_t>(HUGE - 1)))
+        self._addr = self._base + offset
+        self._span = offset + size
         self.size = size
 
     def __dealloc__(self):
@@ -163,7 +171,7 @@ cdef class Mapping:
 
     def advise_huge_pages(self, bint huge):
         """MADV_HUGEPAGE or MADV_NOHUGEPAGE; call before the first touch."""
-        if madvise(self._addr, self.size, MADV_HUGEPAGE if huge else MADV_NOHUGEPAGE) != 0:
+        if madvise(self._base, self._span, MADV_HUGEPAGE if huge else MADV_NOHUGEPAGE) != 0:
             raise _oserror(errno, "madvise")
 
     def bind(self, nodes, int mode=MPOL_BIND, unsigned flags=0):
@@ -172,7 +180,7 @@ cdef class Mapping:
         _fill_mask(mask, nodes)
         cdef long rc
         with nogil:
-            rc = syscall(SYS_mbind, self._addr, self.size, mode, mask, <unsigned long>(MASK_BITS + 1), flags)
+            rc = syscall(SYS_mbind, self._base, self._span, mode, mask, <unsigned long>(MASK_BITS + 1), flags)
         if rc != 0:
             raise _oserror(errno, f"mbind to node(s) {','.join(map(str, nodes))}")
 

@@ -42,6 +42,9 @@ LINE = 64
 PAGE = 4096
 PLACEMENT_PAGES = 4096
 PLACEMENT_THRESHOLD = 0.99
+# a, b and c start at different offsets within a 4 KiB page (in 64 B lines), so a
+# load of a[i] and a store to c[i] never share page-offset bits (4K aliasing)
+ARRAY_OFFSETS = (0, 17 * 64, 34 * 64)
 
 
 def kernel_base(name: str) -> Tuple[str, bool]:
@@ -483,8 +486,8 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
     migrated_before = _vmstat_migrated()
     quick = opts.quick
 
-    def mapping(nbytes: int, node: int, use_huge: bool = huge):
-        m = _numa.Mapping(nbytes)
+    def mapping(nbytes: int, node: int, use_huge: bool = huge, offset: int = 0):
+        m = _numa.Mapping(nbytes, offset)
         m.advise_huge_pages(use_huge)
         try:
             m.bind([node])
@@ -500,7 +503,7 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
     for job in plan.jobs:
         i, j = plan.cpu_nodes.index(job.cpu_node), plan.mem_nodes.index(job.mem_node)
         total = n_elems * job.threads * 8
-        arrays = [mapping(total, job.bind_node) for _ in range(3)]
+        arrays = [mapping(total, job.bind_node, offset=off) for off in ARRAY_OFFSETS]
         try:
             for k in kernels:
                 base, nt = kernel_base(k)
