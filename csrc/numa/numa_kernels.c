@@ -154,38 +154,62 @@ AVX2 static void write_avx2(double *c, size_t n, double v, int nt)
     write_portable(c, i, v);
     __m256d x = _mm256_set1_pd(v);
     if (nt) {
-        for (; i + 8 <= n; i += 8) {
+        for (; i + 16 <= n; i += 16) {
             _mm256_stream_pd(c + i, x);
             _mm256_stream_pd(c + i + 4, x);
+            _mm256_stream_pd(c + i + 8, x);
+            _mm256_stream_pd(c + i + 12, x);
         }
         _mm_sfence();
     } else {
-        for (; i + 8 <= n; i += 8) {
+        for (; i + 16 <= n; i += 16) {
             _mm256_store_pd(c + i, x);
             _mm256_store_pd(c + i + 4, x);
+            _mm256_store_pd(c + i + 8, x);
+            _mm256_store_pd(c + i + 12, x);
         }
     }
     write_portable(c + i, n - i, v);
 }
+
+/* 128 bytes per iteration, all loads before the stores (as STREAM-like
+ * hand-written kernels do), so the loads of one block overlap. */
+#define COPY_BLOCK_AVX2(STORE)                                  \
+    for (; i + 16 <= n; i += 16) {                              \
+        __m256d x0 = _mm256_loadu_pd(a + i);                    \
+        __m256d x1 = _mm256_loadu_pd(a + i + 4);                \
+        __m256d x2 = _mm256_loadu_pd(a + i + 8);                \
+        __m256d x3 = _mm256_loadu_pd(a + i + 12);               \
+        STORE(c + i, x0);                                       \
+        STORE(c + i + 4, x1);                                   \
+        STORE(c + i + 8, x2);                                   \
+        STORE(c + i + 12, x3);                                  \
+    }
 
 AVX2 static void copy_avx2(double *restrict c, const double *restrict a, size_t n, int nt)
 {
     size_t i = head_count(c, n, nt ? 64 : 32);   /* NT: whole lines per write-combining buffer */
     copy_portable(c, a, i);
     if (nt) {
-        for (; i + 8 <= n; i += 8) {
-            _mm256_stream_pd(c + i, _mm256_loadu_pd(a + i));
-            _mm256_stream_pd(c + i + 4, _mm256_loadu_pd(a + i + 4));
-        }
+        COPY_BLOCK_AVX2(_mm256_stream_pd)
         _mm_sfence();
     } else {
-        for (; i + 8 <= n; i += 8) {
-            _mm256_store_pd(c + i, _mm256_loadu_pd(a + i));
-            _mm256_store_pd(c + i + 4, _mm256_loadu_pd(a + i + 4));
-        }
+        COPY_BLOCK_AVX2(_mm256_store_pd)
     }
     copy_portable(c + i, a + i, n - i);
 }
+
+#define TRIAD_BLOCK_AVX2(STORE)                                                         \
+    for (; i + 16 <= n; i += 16) {                                                      \
+        __m256d b0 = _mm256_loadu_pd(b + i), c0 = _mm256_loadu_pd(c + i);               \
+        __m256d b1 = _mm256_loadu_pd(b + i + 4), c1 = _mm256_loadu_pd(c + i + 4);       \
+        __m256d b2 = _mm256_loadu_pd(b + i + 8), c2 = _mm256_loadu_pd(c + i + 8);       \
+        __m256d b3 = _mm256_loadu_pd(b + i + 12), c3 = _mm256_loadu_pd(c + i + 12);     \
+        STORE(a + i, _mm256_add_pd(b0, _mm256_mul_pd(vs, c0)));                         \
+        STORE(a + i + 4, _mm256_add_pd(b1, _mm256_mul_pd(vs, c1)));                     \
+        STORE(a + i + 8, _mm256_add_pd(b2, _mm256_mul_pd(vs, c2)));                     \
+        STORE(a + i + 12, _mm256_add_pd(b3, _mm256_mul_pd(vs, c3)));                    \
+    }
 
 AVX2 static void triad_avx2(double *restrict a, const double *restrict b,
                             const double *restrict c, size_t n, double s, int nt)
@@ -194,16 +218,10 @@ AVX2 static void triad_avx2(double *restrict a, const double *restrict b,
     triad_portable(a, b, c, i, s);
     __m256d vs = _mm256_set1_pd(s);
     if (nt) {
-        for (; i + 8 <= n; i += 8) {
-            _mm256_stream_pd(a + i, _mm256_add_pd(_mm256_loadu_pd(b + i), _mm256_mul_pd(vs, _mm256_loadu_pd(c + i))));
-            _mm256_stream_pd(a + i + 4, _mm256_add_pd(_mm256_loadu_pd(b + i + 4), _mm256_mul_pd(vs, _mm256_loadu_pd(c + i + 4))));
-        }
+        TRIAD_BLOCK_AVX2(_mm256_stream_pd)
         _mm_sfence();
     } else {
-        for (; i + 8 <= n; i += 8) {
-            _mm256_store_pd(a + i, _mm256_add_pd(_mm256_loadu_pd(b + i), _mm256_mul_pd(vs, _mm256_loadu_pd(c + i))));
-            _mm256_store_pd(a + i + 4, _mm256_add_pd(_mm256_loadu_pd(b + i + 4), _mm256_mul_pd(vs, _mm256_loadu_pd(c + i + 4))));
-        }
+        TRIAD_BLOCK_AVX2(_mm256_store_pd)
     }
     triad_portable(a + i, b + i, c + i, n - i, s);
 }
@@ -252,12 +270,18 @@ AVX512 static void copy_avx512(double *restrict c, const double *restrict a, siz
     size_t i = head_count(c, n, 64);
     copy_portable(c, a, i);
     if (nt) {
-        for (; i + 8 <= n; i += 8)
-            _mm512_stream_pd(c + i, _mm512_loadu_pd(a + i));
+        for (; i + 16 <= n; i += 16) {
+            __m512d x0 = _mm512_loadu_pd(a + i), x1 = _mm512_loadu_pd(a + i + 8);
+            _mm512_stream_pd(c + i, x0);
+            _mm512_stream_pd(c + i + 8, x1);
+        }
         _mm_sfence();
     } else {
-        for (; i + 8 <= n; i += 8)
-            _mm512_store_pd(c + i, _mm512_loadu_pd(a + i));
+        for (; i + 16 <= n; i += 16) {
+            __m512d x0 = _mm512_loadu_pd(a + i), x1 = _mm512_loadu_pd(a + i + 8);
+            _mm512_store_pd(c + i, x0);
+            _mm512_store_pd(c + i + 8, x1);
+        }
     }
     copy_portable(c + i, a + i, n - i);
 }
