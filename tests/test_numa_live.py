@@ -192,3 +192,15 @@ def test_hypervisor_vendor_matches_lscpu():
         assert LIVE.hypervisor is None or not LIVE.cpu.hypervisor_flag
     else:
         assert LIVE.virtualized and LIVE.hypervisor == m.group(1).strip()
+
+
+def test_cli_sweep_and_explicit_node(cli):
+    res = cli("bench", "numa", "--quick", "--nodes", str(HOME), "--kernels", "read", "--size", "4M",
+              "--latency-size", "1M", "--sweep", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = res.json()
+    assert doc["config"]["cpu_nodes"] == [HOME] and doc["config"]["mem_nodes"] == [HOME]
+    pts = doc["latency_sweep"]
+    assert [(p["ring_bytes"], p["page_mode"]) for p in pts] == [
+        (s, m) for m in ("thp", "4k") for s in (16 << 10, 64 << 10, 256 << 10, 1 << 20)]
+    assert all(p["p10_ns"] <= p["median_ns"] <= p["p90_ns"] for p in pts)
