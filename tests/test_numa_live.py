@@ -204,3 +204,14 @@ def test_cli_sweep_and_explicit_node(cli):
     assert [(p["ring_bytes"], p["page_mode"]) for p in pts] == [
         (s, m) for m in ("thp", "4k") for s in (16 << 10, 64 << 10, 256 << 10, 1 << 20)]
     assert all(p["p10_ns"] <= p["median_ns"] <= p["p90_ns"] for p in pts)
+
+
+@pytest.mark.parametrize("isa", ["portable", "sse2"])
+def test_cli_isa_choice_is_used_and_validated(cli, isa):
+    if not _numa.isa_usable(isa):
+        pytest.skip(f"{isa} not usable here")
+    res = cli("bench", "numa", "--quick", "--isa", isa, "--kernels", "copy_nt,triad", "--size", "2M",
+              "--no-latency", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = res.json()
+    assert doc["config"]["isa"] == isa and doc["validation"]["passed"] and doc["latency_ns"] is None
