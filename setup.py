@@ -28,6 +28,14 @@ cython_extensions = [
         include_dirs=["csrc/summation", "csrc/cpu"],
         extra_compile_args=C_FLAGS + ["-O3"],
     ),
+    Extension(
+        "mltools.numa._numa",
+        ["mltools/numa/_numa.pyx", "csrc/numa/numa_kernels.c", "csrc/numa/numa_run.c",
+         "csrc/cpu/cpu_features.c"],
+        include_dirs=["csrc/numa", "csrc/cpu"],
+        extra_compile_args=C_FLAGS + ["-pthread"],
+        extra_link_args=["-pthread"],
+    ),
 ]
 
 # Plain shared objects that are never imported (LD_PRELOAD shims): built as

@@ -36,6 +36,7 @@ JSON_SMOKE = {
         "cython", "check", "--json",
         str((tmp_path / "m.pyx").write_text("def f(a):\n    return <size_t><void*>a.ptr\n") and tmp_path / "m.pyx")],
     "cython demo": ["cython", "demo", "--json"],
+    "bench numa": ["bench", "numa", "--topology-only", "--json"],
 }
 
 
