@@ -17,6 +17,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # Entries are argv lists, or callables taking (tmp_path, cbuild) and returning one.
 JSON_SMOKE = {
     "env": ["env", "--json"],
+    "doctor": ["doctor", "--json"],
     "elf inspect": lambda tmp_path, cbuild: ["elf", "inspect", "--json",
                                              cbuild.build("smoke", "int main(void){return 0;}")],
 }

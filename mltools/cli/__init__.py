@@ -110,10 +110,12 @@ def cli() -> None:
 
 def _register() -> None:
     from mltools.cli import env as env_cli
+    from mltools.cli.doctor import doctor_cmd
     from mltools.cli.elf import elf as elf_group
 
     cli.add_command(env_cli.env_cmd)
     cli.add_command(elf_group)
+    cli.add_command(doctor_cmd)
 
 
 _register()

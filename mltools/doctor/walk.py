@@ -1,0 +1,104 @@
+"""Finding the ELF files of an environment: site dirs and ``--path`` dirs.
+
+Shared objects are found by name (``*.so``, ``*.so.N``), other executables by
+their mode bits; either way the first four bytes must be the ELF magic. Each
+real directory is walked once, however many sys.path entries lead to it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Iterable, List, Set, Tuple
+
+_SO_NAME = re.compile(r"\.so(\.\d+)*$|\.so\.")
+_SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn"}
+_SITE_DIR_NAMES = {"site-packages", "dist-packages"}
+ELF_MAGIC = b"\x7fELF"
+
+
+@dataclass(frozen=True)
+class ElfCandidate:
+    path: str            # as found under the walked dir (not resolved)
+    root: str            # the walked dir it was found under
+    is_extension: bool   # a Python extension module (imported by name)
+
+
+def is_extension_name(name: str) -> bool:
+    """``foo.cpython-311-x86_64-linux-gnu.so``, ``foo.abi3.so`` or a bare ``foo.so`` module."""
+    if re.search(r"\.(cpython|pypy)[^.]*\.so$|\.abi3\.so$", name):
+        return True
+    return name.endswith(".so") and not name.startswith("lib")
+
+
+def _has_elf_magic(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == ELF_MAGIC
+    except OSError:
+        return False
+
+
+def walk_elf_files(dirs: Iterable[str]) -> Tuple[List[ElfCandidate], List[str]]:
+    """Every ELF file under ``dirs`` and the dirs actually walked (deduplicated by realpath).
+
+    Nested site dirs (a ``site-packages`` below a walked stdlib dir) are left to
+    their own sys.path entry. Symlinked directories are followed once.
+    """
+    found: List[ElfCandidate] = []
+    walked: List[str] = []
+    seen_dirs: Set[str] = set()
+    seen_files: Set[str] = set()
+    tops = []
+    for d in dirs:
+        if d and os.path.isdir(d):
+            tops.append(d)
+    top_reals = {os.path.realpath(d) for d in tops}
+    for top in tops:
+        real_top = os.path.realpath(top)
+        if real_top in seen_dirs:
+            continue
+        walked.append(top)
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            real = os.path.realpath(d)
+            if real in seen_dirs:
+                continue
+            seen_dirs.add(real)
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for e in entries:
+                name = e.name
+                try:
+                    if e.is_dir():
+                        if name in _SKIP_DIRS:
+                            continue
+                        if name in _SITE_DIR_NAMES or os.path.realpath(e.path) in top_reals:
+                            continue   # walked as its own sys.path entry, or not on sys.path at all
+                        stack.append(e.path)
+                        continue
+                    if not e.is_file():
+                        continue
+                except OSError:
+                    continue
+                if _SO_NAME.search(name):
+                    pass
+                elif "." in name:
+                    continue           # .py, .pyc, .txt, ...: not worth a stat
+                else:
+                    try:
+                        if not e.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+                            continue
+                    except OSError:
+                        continue
+                real_file = os.path.realpath(e.path)
+                if real_file in seen_files or not _has_elf_magic(e.path):
+                    continue
+                seen_files.add(real_file)
+                found.append(ElfCandidate(e.path, top, is_extension_name(name)))
+    found.sort(key=lambda c: c.path)
+    return found, walked
