@@ -20,6 +20,7 @@ JSON_SMOKE = {
     "doctor": ["doctor", "--json"],
     "elf inspect": lambda tmp_path, cbuild: ["elf", "inspect", "--json",
                                              cbuild.build("smoke", "int main(void){return 0;}")],
+    "elf trace": ["elf", "trace", "--json", "--", "/bin/true"],
 }
 
 

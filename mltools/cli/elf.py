@@ -84,3 +84,9 @@ def inspect_cmd(files, symbols: bool, as_json: bool) -> None:
     from mltools.elf.inspect import inspect_files
 
     emit(inspect_files(list(files), symbols=symbols), as_json, render_inspect)
+
+
+from mltools.cli.elf_trace import trace_cmd  # noqa: E402
+
+elf.add_command(trace_cmd)
+elf_group = elf

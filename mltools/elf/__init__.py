@@ -5,6 +5,7 @@
 - :mod:`mltools.elf.ldso`: the host loader's configuration and ``$ORIGIN``
   expansion.
 - :mod:`mltools.elf.inspect`: the ``elf inspect`` report.
+- :mod:`mltools.elf.trace` / :mod:`mltools.elf.lddebug`: ``elf trace``, LD_DEBUG runs parsed.
 """
 from mltools.elf.inspect import ElfInspection, InspectReport, demangle, inspect_file, inspect_files
 from mltools.elf.ldso import LoaderConfig, expand_dst, host_loader_config, loader_config_for_root
