@@ -44,13 +44,18 @@ def render_doctor(r) -> str:
                   _needed_by_text(c.needed_by, base))
         out.append(t.render())
     if r.imported:
-        t = Table(["#", "soname", "package", "how", "path"],
-                  title=f"\nLoaded by `import {', '.join(r.imported)}` (in load order)")
-        for i, lib in enumerate(r.loaded, 1):
+        libs = [lib for lib in r.loaded if not lib.extension_module]
+        n_ext = len(r.loaded) - len(libs)
+        t = Table(["#", "library", "package", "how", "path"],
+                  title=f"\nShared libraries loaded by `import {', '.join(r.imported)}`, in load order "
+                        f"(and {n_ext} extension modules)")
+        for i, lib in enumerate(libs, 1):
             how = "dlopen" if lib.dlopened else "needed"
+            if lib.dlopened and lib.loaded_by:
+                how += f" by {os.path.basename(lib.loaded_by)}"
             if lib.runtime:
                 how += f" [{lib.runtime}]"
-            t.add(i, lib.soname, lib.package or "-", how, lib.path)
+            t.add(i, lib.soname, lib.package or "-", how, _short(lib.path, base))
         out.append(t.render())
     if r.scope:
         out.append("\nNot checked:\n" + "\n".join(f"  - {s}" for s in r.scope))

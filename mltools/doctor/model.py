@@ -29,6 +29,7 @@ class LoadedLibrary:
     loaded_by: Optional[str]        # the object whose NEEDED or dlopen brought it
     dlopened: bool
     runtime: Optional[str]          # "openmp/gnu", "cuda-runtime/12", ... when it is one
+    extension_module: bool = False  # a Python extension module (the import system dlopens those)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ class OwnerIndex:
         self._dists: List[Owner] = []
         self._prefixes = [p for p in prefixes if p]
         self._conda: Optional[Dict[str, Owner]] = None
-        self._dpkg_cache: Dict[str, Optional[Owner]] = {}
+        self._dpkg: Optional[Dict[str, str]] = None
         self._load_pip(site_dirs)
 
     # ---------------------------------------------------------------- pip
@@ -105,36 +105,39 @@ class OwnerIndex:
         return self._conda.get(_norm(path)) or self._conda.get(os.path.realpath(path))
 
     # ---------------------------------------------------------------- dpkg
-    def _dpkg_owner(self, path: str) -> Optional[Owner]:
-        real = os.path.realpath(path)
-        if real in self._dpkg_cache:
-            return self._dpkg_cache[real]
-        found = None
-        candidates = {_norm(path), real}
-        # Debian's merged /usr: lists may name /lib/... for /usr/lib/...
-        for c in list(candidates):
-            if c.startswith("/usr/"):
-                candidates.add(c[4:])
-        info = "/var/lib/dpkg/info"
-        try:
-            names = [n for n in os.listdir(info) if n.endswith(".list")]
-        except OSError:
-            names = []
-        base = os.path.basename(real)
-        for name in names:
+    def _dpkg_index(self) -> Dict[str, str]:
+        """Shared objects and programs listed by installed Debian packages (read once)."""
+        if self._dpkg is None:
+            self._dpkg = {}
+            info = "/var/lib/dpkg/info"
             try:
-                with open(os.path.join(info, name), errors="replace") as fh:
-                    text = fh.read()
+                names = sorted(n for n in os.listdir(info) if n.endswith(".list"))
             except OSError:
-                continue
-            if base not in text:
-                continue
-            if any(line in candidates for line in text.splitlines()):
-                pkg = name[:-5]
-                found = Owner("dpkg", pkg, None)
-                break
-        self._dpkg_cache[real] = found
-        return found
+                names = []
+            for name in names:
+                pkg = name[:-5].split(":", 1)[0]          # libc6:amd64 -> libc6
+                try:
+                    with open(os.path.join(info, name), errors="replace") as fh:
+                        for line in fh:
+                            if ".so" in line or "/bin/" in line:
+                                self._dpkg.setdefault(line.rstrip("\n"), pkg)
+                except OSError:
+                    continue
+        return self._dpkg
+
+    def _dpkg_owner(self, path: str) -> Optional[Owner]:
+        index = self._dpkg_index()
+        if not index:
+            return None
+        candidates = [_norm(path), os.path.realpath(path)]
+        # merged /usr: the lists may name /lib/... for /usr/lib/... and the other way round
+        for c in list(candidates):
+            candidates.append(c[4:] if c.startswith("/usr/") else "/usr" + c)
+        for c in candidates:
+            pkg = index.get(c)
+            if pkg:
+                return Owner("dpkg", pkg, None)
+        return None
 
     def owner(self, path: Optional[str]) -> Optional[Owner]:
         """The pip, conda or dpkg package that installed ``path``, or None."""

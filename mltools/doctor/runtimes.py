@@ -87,3 +87,25 @@ def classify_symbols(defined: Iterable[str]) -> Optional[RuntimeKind]:
 def is_kmp_family(kind: RuntimeKind) -> bool:
     """Intel and LLVM OpenMP: two copies in one process abort with OMP Error #15."""
     return kind.family == "openmp" and kind.implementation in ("intel", "llvm", "intel-or-llvm")
+
+
+# Symbol-based recognition reads the dynamic symbol table: keep it to
+# libraries of runtime size (OpenMP runtimes are 1-3 MB).
+SYMBOL_CLASSIFY_MAX_BYTES = 8 << 20
+
+
+def classify_file(path: Optional[str], soname: Optional[str] = None) -> Optional[RuntimeKind]:
+    """By SONAME, then file name, then (for a small enough file) the symbols it exports."""
+    import os
+
+    kind = (classify_name(soname) if soname else None) or (classify_name(os.path.basename(path)) if path else None)
+    if kind is not None or not path:
+        return kind
+    try:
+        if os.path.getsize(path) > SYMBOL_CLASSIFY_MAX_BYTES:
+            return None
+        from mltools.elf.reader import read_symbols
+        syms = read_symbols(path)
+    except Exception:   # not readable as ELF: the static pass reports the file itself
+        return None
+    return classify_symbols(s.name for s in syms.symbols if s.defined)

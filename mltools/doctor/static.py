@@ -25,11 +25,6 @@ from mltools.doctor.owners import OwnerIndex
 from mltools.doctor.walk import ElfCandidate
 from mltools.findings import Finding, Severity
 
-# Symbol-based runtime recognition reads the dynamic symbol table: keep it to
-# libraries of runtime size (OpenMP runtimes are 1-3 MB).
-_SYMBOL_CLASSIFY_MAX_BYTES = 8 << 20
-
-
 @dataclass(frozen=True)
 class StaticResult:
     findings: Tuple[Finding, ...]
@@ -119,17 +114,7 @@ def _resolve_needed(interp, candidates, infos, owners, environ, findings, scope)
 
 
 def _classify(node: _Node, infos) -> Optional[rt.RuntimeKind]:
-    kind = rt.classify_name(node.soname) or (rt.classify_name(os.path.basename(node.path)) if node.path else None)
-    if kind is not None or not node.path:
-        return kind
-    try:
-        if os.path.getsize(node.path) > _SYMBOL_CLASSIFY_MAX_BYTES:
-            return None
-        from mltools.elf.reader import read_symbols
-        syms = read_symbols(node.path)
-    except Exception:   # an unreadable library was already reported by the reader pass
-        return None
-    return rt.classify_symbols(s.name for s in syms.symbols if s.defined)
+    return rt.classify_file(node.path, node.soname)
 
 
 def _runtime_copies(nodes: Mapping[str, _Node], infos, owners: OwnerIndex):
