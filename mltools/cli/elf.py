@@ -86,7 +86,6 @@ def inspect_cmd(files, symbols: bool, as_json: bool) -> None:
     emit(inspect_files(list(files), symbols=symbols), as_json, render_inspect)
 
 
-from mltools.cli.elf_trace import trace_cmd  # noqa: E402
+from mltools.cli.elf_trace import trace_cmd  # noqa: E402 - the command lives in its own module
 
 elf.add_command(trace_cmd)
-elf_group = elf

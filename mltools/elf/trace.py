@@ -58,19 +58,15 @@ def _read_head(path: str, size: int = 4096) -> bytes:
 
 
 def _elf_interp(path: str) -> Tuple[bool, Optional[str]]:
-    """(is ELF, PT_INTERP) using pyelftools' program headers only."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
+    """(is ELF, PT_INTERP)."""
+    from mltools.elf.reader import ElfFormatError, looks_like_elf, read_elf
 
-    try:
-        with open(path, "rb") as fh:
-            elf = ELFFile(fh)
-            for seg in elf.iter_segments():
-                if seg["p_type"] == "PT_INTERP":
-                    return True, seg.get_interp_name()
-            return True, None
-    except (ELFError, OSError, ValueError):
+    if not looks_like_elf(path):
         return False, None
+    try:
+        return True, read_elf(path).interp
+    except (ElfFormatError, OSError):
+        return True, None
 
 
 def _secure_mode(path: str, st: os.stat_result) -> Tuple[bool, Optional[str]]:
@@ -183,28 +179,15 @@ class TraceReport:
 # Symbols defined by loaded objects (for interpositions)
 
 def _defined_symbols(path: str) -> Optional[frozenset]:
-    """Names of the global/weak symbols ``path`` defines in .dynsym, or None if unreadable."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
+    """Names of the global/weak symbols ``path`` defines in its dynamic symbol table, or None."""
+    from mltools.elf.reader import ElfFormatError, read_symbols
 
     try:
-        with open(path, "rb") as fh:
-            elf = ELFFile(fh)
-            dynsym = elf.get_section_by_name(".dynsym")
-            if dynsym is None:
-                return frozenset()
-            names = set()
-            for sym in dynsym.iter_symbols():
-                if sym["st_shndx"] == "SHN_UNDEF" or not sym.name:
-                    continue
-                if sym["st_info"]["bind"] not in ("STB_GLOBAL", "STB_WEAK", "STB_GNU_UNIQUE"):
-                    continue
-                if sym["st_other"]["visibility"] in ("STV_HIDDEN", "STV_INTERNAL"):
-                    continue
-                names.add(sym.name)
-            return frozenset(names)
-    except (ELFError, OSError, ValueError, KeyError):
+        syms = read_symbols(path).symbols
+    except (ElfFormatError, OSError):
         return None
+    return frozenset(s.name for s in syms
+                     if s.defined and s.name and s.binding in ("GLOBAL", "WEAK", "GNU_UNIQUE"))
 
 
 def _summarize_bindings(program: lddebug.ProgramTrace, cwd: str) -> BindingSummary:

@@ -1,0 +1,366 @@
+"""``mltools elf check``: what ld.so would reject, found without running anything.
+
+Given the objects a file loads, in the loader's order (from the resolver in
+``ldtree``), two checks follow glibc's own rules:
+
+* **versions** (``elf/dl-version.c``): every version an object needs from a
+  library (``.gnu.version_r``) must be defined by the copy of that library that
+  actually resolves (``.gnu.version_d``); ld.so says ``version `FOO_2' not
+  found (required by ./m2)``. A weak need (``VER_FLG_WEAK``) is only a warning.
+* **symbols** (``elf/dl-lookup.c``, ``check_match``): every undefined, non-weak
+  dynamic symbol must be defined by an object in the lookup scope: the global
+  scope in load order (the executable, then breadth-first), then the object's
+  own dependencies. A versioned reference matches the definition with that
+  version, or an unversioned one; an unversioned reference matches the
+  default (``@@``) or the oldest version, never a hidden (``@``) one unless it
+  is the oldest.
+
+A C++ symbol that is missing but exists with the other ``std::string`` ABI
+(``[abi:cxx11]``/``__cxx11``) is reported as ``ABI_MISMATCH``. A symbol found
+only in a library that an earlier import loaded (``--after``) but that is not a
+dependency is ``FRAGILE_ORDER``: it resolves only if that library was loaded
+with ``RTLD_GLOBAL``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from mltools.findings import Finding, Severity
+
+# codes ``--fail-on`` understands (resolver codes pass through too)
+CHECK_CODES = ("MISSING", "VERSION_MISSING", "VERSION_MISSING_WEAK", "UNDEFINED", "ABI_MISMATCH",
+               "FRAGILE_ORDER", "DUP_RUNTIME", "FATAL_CANDIDATE", "UNREADABLE")
+_SYMBOLS_SHOWN = 5      # symbols named in one finding's message (details list all)
+
+
+@dataclass(frozen=True)
+class ScopeObject:
+    """One object in the process, as the resolver placed it."""
+    path: str                                   # as the loader names it (l_name)
+    needed: Tuple[Tuple[str, Optional[str]], ...] = ()   # DT_NEEDED name -> resolved path (None: missing)
+    context: bool = False       # already loaded by the interpreter / --after imports: not checked itself
+    in_scope: bool = True       # in the checked file's lookup scope
+
+
+@dataclass(frozen=True)
+class SymbolRef:
+    name: str
+    demangled: str
+    version: Optional[str]
+    needed_from: Optional[str]      # the library its version names (verneed vn_file)
+
+
+@dataclass(frozen=True)
+class CheckStats:
+    objects: int
+    symbols_checked: int
+    versions_checked: int
+    elapsed_s: float
+
+
+# --------------------------------------------------------------------------
+# Reading symbols once per object
+
+@dataclass
+class _ObjSyms:
+    path: str
+    has_versym: bool
+    # name -> list of (version name or None, version index, hidden)
+    defined: Dict[str, List[Tuple[Optional[str], int, bool]]]
+    undefined: List[Tuple[str, Optional[str], Optional[str], str]]   # name, version, vn_file, binding
+    version_defs: Tuple[str, ...]
+    version_needs: Tuple[Tuple[str, Tuple[str, ...], Tuple[str, ...]], ...]
+    error: Optional[str] = None
+
+
+def _read(path: str) -> _ObjSyms:
+    from mltools.elf.reader import ElfFormatError, read_symbols
+
+    try:
+        es = read_symbols(path)
+    except (ElfFormatError, OSError) as exc:
+        return _ObjSyms(path, False, {}, [], (), (), error=str(exc))
+    def_index = {vd.name: vd.index for vd in es.version_defs}
+    has_versym = bool(es.version_defs or es.version_needs) or any(s.version for s in es.symbols)
+    defined: Dict[str, List[Tuple[Optional[str], int, bool]]] = {}
+    undefined = []
+    for s in es.symbols:
+        if not s.name:
+            continue
+        if s.defined:
+            if s.binding not in ("GLOBAL", "WEAK", "GNU_UNIQUE"):
+                continue
+            # version index 1 = the object's base name (global), 0 = local-unversioned
+            idx = def_index.get(s.version, 1) if s.version else 1
+            defined.setdefault(s.name, []).append((s.version, idx, s.hidden))
+        elif s.binding == "GLOBAL":
+            undefined.append((s.name, s.version, s.version_file, s.binding))
+    return _ObjSyms(
+        path, has_versym, defined, undefined,
+        tuple(vd.name for vd in es.version_defs if not vd.base),
+        tuple((vn.file, tuple(vn.versions), tuple(vn.weak)) for vn in es.version_needs))
+
+
+def _matches(obj: _ObjSyms, name: str, version: Optional[str]) -> bool:
+    """glibc's check_match for one object (symbol visibility/type aside)."""
+    defs = obj.defined.get(name)
+    if not defs:
+        return False
+    if not obj.has_versym:
+        return True
+    if version is not None:
+        # l_versions[ndx].hash is non-zero for every defined index (the base
+        # name included), so only the exact version matches
+        return any(dver == version for dver, _, _ in defs)
+    versioned_default = 0
+    for dver, idx, hidden in defs:
+        if idx < 3:                          # unversioned, base, or the oldest version
+            return True
+        if not hidden:
+            versioned_default += 1
+    return versioned_default == 1
+
+
+# --------------------------------------------------------------------------
+# C++ names
+
+_ABI_TAG = re.compile(r"\[abi:cxx11\]")
+
+
+def _abi_normal(demangled: str) -> str:
+    return _ABI_TAG.sub("", demangled).replace("std::__cxx11::", "std::")
+
+
+def _innermost_identifier(demangled: str) -> Optional[str]:
+    """``c10::detail::torchCheckFail(char const*, ...)`` -> ``torchCheckFail``."""
+    depth = 0
+    end = len(demangled)
+    for i, ch in enumerate(demangled):
+        if ch in "<(":
+            if ch == "(" and depth == 0:
+                end = i
+                break
+            depth += 1
+        elif ch in ">)":
+            depth -= 1
+    head = _ABI_TAG.sub("", demangled[:end])
+    # drop template arguments at the end, then take the last qualified part
+    while head.endswith(">"):
+        d = 0
+        for j in range(len(head) - 1, -1, -1):
+            if head[j] == ">":
+                d += 1
+            elif head[j] == "<":
+                d -= 1
+                if d == 0:
+                    head = head[:j]
+                    break
+        else:
+            break
+    last = head.rsplit("::", 1)[-1].strip()
+    return last if re.fullmatch(r"[A-Za-z_]\w*", last or "") else None
+
+
+def demangle_all(names: Sequence[str]) -> List[str]:
+    from mltools.elf.inspect import demangle
+
+    return demangle(list(names)) if names else []
+
+
+# --------------------------------------------------------------------------
+# The check
+
+def _display(path: str) -> str:
+    return path
+
+
+def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Finding] = ()
+                  ) -> Tuple[List[Finding], CheckStats]:
+    """Version and symbol checks over ``objects`` (in load order)."""
+    import time
+
+    start = time.perf_counter()
+    syms: Dict[str, _ObjSyms] = {}
+    for o in objects:
+        if o.path not in syms:
+            syms[o.path] = _read(o.path)
+    findings: List[Finding] = list(extra_findings)
+    for path, s in syms.items():
+        if s.error:
+            findings.append(Finding("UNREADABLE", Severity.ERROR, f"{path}: {s.error}"))
+
+    # --- versions ---------------------------------------------------------
+    versions_checked = 0
+    for o in objects:
+        if o.context:
+            continue
+        s = syms[o.path]
+        needed = dict(o.needed)
+        for vn_file, versions, weak in s.version_needs:
+            target = needed.get(vn_file)
+            if target is None or target not in syms or syms[target].error:
+                continue        # MISSING (resolver) or unreadable (reported)
+            have = set(syms[target].version_defs)
+            for v in versions:
+                versions_checked += 1
+                if v in have:
+                    continue
+                users = sorted({n for n, ver, f, _ in s.undefined if ver == v})
+                is_weak = v in weak
+                findings.append(Finding(
+                    "VERSION_MISSING_WEAK" if is_weak else "VERSION_MISSING",
+                    Severity.WARNING if is_weak else Severity.ERROR,
+                    f"{_display(target)}: version `{v}' not found (required by {_display(o.path)})",
+                    fix=f"make a copy of {vn_file} that defines {v} load first, or rebuild "
+                        f"{os.path.basename(o.path)} against the {vn_file} that is loaded",
+                    details={"library": target, "required_by": o.path, "version": v,
+                             "needed_name": vn_file, "symbols": users,
+                             "available": sorted(have)}))
+
+    # a symbol whose version is already reported missing is not reported again
+    missing_versions = {(f.details["required_by"], f.details["version"]) for f in findings
+                        if f.code == "VERSION_MISSING"}
+
+    # --- symbols ----------------------------------------------------------
+    scope = [syms[o.path] for o in objects if o.in_scope and not syms[o.path].error]
+    outside = [syms[o.path] for o in objects if not o.in_scope and not syms[o.path].error]
+    seen_scope = set()
+    scope = [s for s in scope if not (s.path in seen_scope or seen_scope.add(s.path))]
+    unresolved: List[Tuple[ScopeObject, str, Optional[str], Optional[str]]] = []
+    fragile: List[Tuple[ScopeObject, str, Optional[str], str]] = []
+    symbols_checked = 0
+    for o in objects:
+        if o.context:
+            continue
+        s = syms[o.path]
+        for name, version, vn_file, _ in s.undefined:
+            symbols_checked += 1
+            if (o.path, version) in missing_versions:
+                continue
+            if any(_matches(p, name, version) for p in scope):
+                continue
+            provider = next((p.path for p in outside if _matches(p, name, version)), None)
+            if provider is not None:
+                fragile.append((o, name, version, provider))
+            else:
+                unresolved.append((o, name, version, vn_file))
+
+    # demangle what is reported, then look for ABI twins
+    names = sorted({n for _, n, _, _ in unresolved} | {n for _, n, _, _ in fragile})
+    pretty = dict(zip(names, demangle_all(names)))
+    abi_twins = _abi_twins([n for n in names if n.startswith("_Z")], pretty,
+                           [p for p in scope + outside])
+
+    by_obj: Dict[Tuple[str, str], List[SymbolRef]] = {}
+    for o, name, version, vn_file in unresolved:
+        code = "ABI_MISMATCH" if name in abi_twins else "UNDEFINED"
+        by_obj.setdefault((code, o.path), []).append(
+            SymbolRef(name, pretty.get(name, name), version, vn_file))
+    for (code, path), refs in by_obj.items():
+        shown = ", ".join(_ref_text(r) for r in refs[:_SYMBOLS_SHOWN])
+        more = f" and {len(refs) - _SYMBOLS_SHOWN} more" if len(refs) > _SYMBOLS_SHOWN else ""
+        if code == "ABI_MISMATCH":
+            twins = {r.name: abi_twins[r.name] for r in refs}
+            findings.append(Finding(
+                code, Severity.ERROR,
+                f"{path}: undefined symbol{'s' if len(refs) > 1 else ''}: {shown}{more}; "
+                f"the other C++ std::string ABI ([abi:cxx11]/__cxx11) is defined instead",
+                fix="build with the same _GLIBCXX_USE_CXX11_ABI as the library that defines it "
+                    "(torch: torch._C._GLIBCXX_USE_CXX11_ABI)",
+                details={"object": path, "symbols": [r.__dict__ for r in refs],
+                         "defined_as": {k: {"symbol": v[0], "demangled": v[1], "in": v[2]}
+                                        for k, v in twins.items()}}))
+        else:
+            findings.append(Finding(
+                code, Severity.ERROR,
+                f"{path}: undefined symbol{'s' if len(refs) > 1 else ''}: {shown}{more}",
+                fix="load the library that defines it (a missing DT_NEEDED, or an import that "
+                    "must come first), or rebuild against the version that is loaded",
+                details={"object": path, "symbols": [r.__dict__ for r in refs]}))
+    frag_by: Dict[Tuple[str, str], List[SymbolRef]] = {}
+    for o, name, version, provider in fragile:
+        frag_by.setdefault((o.path, provider), []).append(SymbolRef(name, pretty.get(name, name), version, None))
+    for (path, provider), refs in frag_by.items():
+        shown = ", ".join(_ref_text(r) for r in refs[:_SYMBOLS_SHOWN])
+        more = f" and {len(refs) - _SYMBOLS_SHOWN} more" if len(refs) > _SYMBOLS_SHOWN else ""
+        findings.append(Finding(
+            "FRAGILE_ORDER", Severity.WARNING,
+            f"{path}: {shown}{more} found only in {provider}, which is loaded but not a dependency: "
+            "it resolves only if that library was loaded with RTLD_GLOBAL first",
+            fix=f"add {os.path.basename(provider)} to the DT_NEEDED of {os.path.basename(path)}",
+            details={"object": path, "provider": provider, "symbols": [r.__dict__ for r in refs]}))
+    findings.extend(_dup_runtimes(objects))
+    stats = CheckStats(len(syms), symbols_checked, versions_checked, round(time.perf_counter() - start, 4))
+    return findings, stats
+
+
+def _ref_text(r: SymbolRef) -> str:
+    text = r.demangled if r.demangled else r.name
+    return text + (f", version {r.version}" if r.version else "")
+
+
+def _abi_twins(names: Sequence[str], pretty: Mapping[str, str],
+               objects: Sequence[_ObjSyms]) -> Dict[str, Tuple[str, str, str]]:
+    """Unresolved C++ names whose other-ABI form is defined: name -> (twin, demangled, where)."""
+    if not names:
+        return {}
+    wanted: Dict[str, List[str]] = {}        # "<len><ident>" -> unresolved names
+    for n in names:
+        ident = _innermost_identifier(pretty.get(n, n))
+        if ident:
+            wanted.setdefault(f"{len(ident)}{ident}", []).append(n)
+    if not wanted:
+        return {}
+    candidates: Dict[str, str] = {}
+    for obj in objects:
+        for dname in obj.defined:
+            if dname.startswith("_Z") and dname not in candidates:
+                for token in wanted:
+                    if token in dname:
+                        candidates[dname] = obj.path
+                        break
+    if not candidates:
+        return {}
+    cand_names = sorted(candidates)
+    cand_pretty = dict(zip(cand_names, demangle_all(cand_names)))
+    by_normal: Dict[str, str] = {}
+    for c in cand_names:
+        by_normal.setdefault(_abi_normal(cand_pretty[c]), c)
+    out = {}
+    for n in names:
+        twin = by_normal.get(_abi_normal(pretty.get(n, n)))
+        if twin is not None and twin != n:
+            out[n] = (twin, cand_pretty[twin], candidates[twin])
+    return out
+
+
+_RUNTIME_FAMILIES = ("libgomp", "libiomp5", "libomp", "libopenblas", "libscipy_openblas",
+                     "libmkl_rt", "libtbb", "libcudart", "libstdc++", "libgfortran")
+
+
+def runtime_family(path: str) -> Optional[str]:
+    """``libgomp-a34b3233.so.1`` -> ``libgomp``: the runtime a (possibly vendored) file is."""
+    base = os.path.basename(path)
+    for fam in _RUNTIME_FAMILIES:
+        if base.startswith(fam) and (len(base) == len(fam) or base[len(fam)] in "-_."):
+            return fam
+    return None
+
+
+def _dup_runtimes(objects: Sequence[ScopeObject]) -> List[Finding]:
+    families: Dict[str, List[str]] = {}
+    seen = set()
+    for o in objects:
+        fam = runtime_family(o.path)
+        real = os.path.realpath(o.path)
+        if fam and real not in seen:
+            seen.add(real)
+            families.setdefault(fam, []).append(o.path)
+    return [Finding("DUP_RUNTIME", Severity.WARNING,
+                    f"{len(paths)} copies of {fam} would be in one process: {', '.join(paths)}",
+                    fix="make every package use one copy (or preload the one you want)",
+                    details={"runtime": fam, "paths": paths})
+            for fam, paths in sorted(families.items()) if len(paths) > 1]

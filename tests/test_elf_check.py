@@ -1,0 +1,156 @@
+"""``mltools.elf.check``: static version and symbol checks against the real loader.
+
+Oracle: running each gcc-built fixture and reading ld.so's own error message.
+The objects are given in the loader's order here (the resolver's job is tested
+with ``elf tree``); the CLI tests below run the whole path.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from mltools.elf.check import ScopeObject, _abi_normal, _innermost_identifier, check_objects, runtime_family
+from test_elf_trace import build_elf_fixtures
+
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+LDSO = "/lib64/ld-linux-x86-64.so.2"
+GXX = shutil.which("g++")
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory):
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc")
+    if not os.path.exists(LIBC):
+        pytest.skip("needs a Debian-style x86-64 glibc")
+    return build_elf_fixtures(tmp_path_factory.mktemp("elfcheck"))
+
+
+@pytest.fixture(scope="module")
+def abi_fx(tmp_path_factory):
+    """``user`` was built with the old std::string ABI against a stub; the
+    library its RUNPATH finds was built with the C++11 ABI."""
+    if GXX is None:
+        pytest.skip("needs g++")
+    root = tmp_path_factory.mktemp("abi")
+    (root / "old").mkdir()
+    (root / "new").mkdir()
+    (root / "lib.cc").write_text("#include <string>\nvoid greet(const std::string& s) { (void)s; }\n")
+    (root / "user.cc").write_text("#include <string>\nvoid greet(const std::string& s);\n"
+                                  "int main() { greet(\"hi\"); return 0; }\n")
+    r = str(root)
+    for argv in (
+        ["-shared", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=1", "-o", f"{r}/new/libgreet.so", f"{r}/lib.cc"],
+        ["-shared", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=0", "-o", f"{r}/old/libgreet.so", f"{r}/lib.cc"],
+        ["-D_GLIBCXX_USE_CXX11_ABI=0", "-o", f"{r}/user", f"{r}/user.cc", f"-L{r}/old", "-lgreet",
+         "-Wl,-rpath,$ORIGIN/new"],
+    ):
+        subprocess.run([GXX, *argv], check=True, capture_output=True, timeout=120)
+    return root
+
+
+def _run(path) -> subprocess.CompletedProcess:
+    return subprocess.run([f"./{path.name}"], cwd=path.parent, capture_output=True, text=True, timeout=60)
+
+
+def _libc_pair():
+    return [ScopeObject(LIBC, (("ld-linux-x86-64.so.2", LDSO),)), ScopeObject(LDSO)]
+
+
+def test_version_missing_wording_matches_ld_so(fx):
+    real = _run(fx["m2"])
+    v1 = str(fx["m2"].parent / "v1" / "libver.so.1")
+    objs = [ScopeObject(str(fx["m2"]), (("libver.so.1", v1), ("libc.so.6", LIBC))), ScopeObject(v1)] + _libc_pair()
+    findings, stats = check_objects(objs)
+    (f,) = [f for f in findings if f.code == "VERSION_MISSING"]
+    # ld.so: "./m2: /…/v1/libver.so.1: version `FOO_2' not found (required by ./m2)"
+    expected = f"{v1}: version `FOO_2' not found (required by {fx['m2']})"
+    assert expected.replace(str(fx["m2"]), "./m2") in real.stderr
+    assert f.message == expected
+    assert f.details["symbols"] == ["foo2"] and f.details["available"] == ["FOO_1"]
+    # foo2@FOO_2 is not reported a second time as undefined
+    assert [f.code for f in findings] == ["VERSION_MISSING"]
+    assert stats.versions_checked >= 2
+
+
+def test_version_present_is_clean(fx):
+    v2 = str(fx["m2"].parent / "v2" / "libver.so.1")
+    objs = [ScopeObject(str(fx["m2"]), (("libver.so.1", v2), ("libc.so.6", LIBC))), ScopeObject(v2)] + _libc_pair()
+    findings, _ = check_objects(objs)
+    assert findings == []
+    # and the loader agrees: with v2 first on the path, m2 runs
+    env = dict(os.environ, LD_LIBRARY_PATH=str(fx["m2"].parent / "v2"))
+    assert subprocess.run([str(fx["m2"])], env=env, timeout=60).returncode == 0
+
+
+def test_undefined_symbol_matches_ld_so(fx):
+    real = _run(fx["m3"])
+    u1 = str(fx["m3"].parent / "u1" / "libu.so")
+    assert f"{u1}: undefined symbol: baz" in real.stderr
+    objs = [ScopeObject(str(fx["m3"]), (("libu.so", u1), ("libc.so.6", LIBC))),
+            ScopeObject(u1, (("libc.so.6", LIBC),))] + _libc_pair()
+    findings, _ = check_objects(objs)
+    (f,) = findings
+    assert f.code == "UNDEFINED" and f.message == f"{u1}: undefined symbol: baz"
+    # the same library with baz defined (u2) is clean, and runs
+    u2 = str(fx["m3"].parent / "u2" / "libu.so")
+    objs = [ScopeObject(str(fx["m3"]), (("libu.so", u2), ("libc.so.6", LIBC))),
+            ScopeObject(u2, (("libc.so.6", LIBC),))] + _libc_pair()
+    assert check_objects(objs)[0] == []
+    env = dict(os.environ, LD_LIBRARY_PATH=str(fx["m3"].parent / "u2"))
+    assert subprocess.run([str(fx["m3"])], env=env, timeout=60).returncode == 0
+
+
+def test_symbol_outside_the_scope_is_fragile_order(fx):
+    u1 = str(fx["m3"].parent / "u1" / "libu.so")
+    u2 = str(fx["m3"].parent / "u2" / "libu.so")
+    objs = [ScopeObject(u2, context=True, in_scope=False),        # loaded earlier, RTLD_LOCAL
+            ScopeObject(str(fx["m3"]), (("libu.so", u1), ("libc.so.6", LIBC))),
+            ScopeObject(u1, (("libc.so.6", LIBC),))] + _libc_pair()
+    findings, _ = check_objects(objs)
+    (f,) = findings
+    assert f.code == "FRAGILE_ORDER" and f.details["provider"] == u2
+
+
+def test_abi_mismatch_matches_ld_so(abi_fx):
+    real = _run(abi_fx / "user")
+    assert "undefined symbol: _Z5greetRKSs" in real.stderr
+    new = str(abi_fx / "new" / "libgreet.so")
+    stdcxx = "/lib/x86_64-linux-gnu/libstdc++.so.6"
+    if not os.path.exists(stdcxx):
+        pytest.skip("no libstdc++ at the Debian path")
+    objs = [ScopeObject(str(abi_fx / "user"), (("libgreet.so", new), ("libstdc++.so.6", stdcxx),
+                                              ("libc.so.6", LIBC))),
+            ScopeObject(new), ScopeObject(stdcxx),
+            ScopeObject("/lib/x86_64-linux-gnu/libm.so.6"), ScopeObject("/lib/x86_64-linux-gnu/libgcc_s.so.1"),
+            ] + _libc_pair()
+    findings, _ = check_objects(objs)
+    codes = [f.code for f in findings]
+    assert codes == ["ABI_MISMATCH"], findings
+    f = findings[0]
+    assert "greet(std::string const&)" in f.message or "greet(std::basic_string" in f.message
+    twin = f.details["defined_as"]["_Z5greetRKSs"]
+    assert twin["symbol"] == "_Z5greetRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE"
+    assert twin["in"] == new
+
+
+def test_abi_normalisation():
+    assert _abi_normal("f(std::__cxx11::basic_string<char>)") == "f(std::basic_string<char>)"
+    assert _abi_normal("c10::Error::msg[abi:cxx11]() const") == "c10::Error::msg() const"
+    assert _innermost_identifier("c10::detail::torchCheckFail(char const*, unsigned int)") == "torchCheckFail"
+    assert _innermost_identifier("std::vector<int>::push_back(int const&)") == "push_back"
+    assert _innermost_identifier("c10::Error::msg[abi:cxx11]() const") == "msg"
+
+
+def test_runtime_families():
+    assert runtime_family("/x/libgomp-a34b3233.so.1") == "libgomp"
+    assert runtime_family("/usr/lib/libgomp.so.1") == "libgomp"
+    assert runtime_family("/x/libgompx.so") is None
+    objs = [ScopeObject("/a/libgomp-a34b3233.so.1", context=True), ScopeObject("/usr/lib/libgomp.so.1")]
+    from mltools.elf.check import _dup_runtimes
+
+    (f,) = _dup_runtimes(objs)
+    assert f.code == "DUP_RUNTIME" and f.details["runtime"] == "libgomp"
