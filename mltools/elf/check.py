@@ -43,6 +43,11 @@ class ScopeObject:
     needed: Tuple[Tuple[str, Optional[str]], ...] = ()   # DT_NEEDED name -> resolved path (None: missing)
     context: bool = False       # already loaded by the interpreter / --after imports: not checked itself
     in_scope: bool = True       # in the checked file's lookup scope
+    label: Optional[str] = None  # the name ld.so prints (the path as opened); default: path
+
+    @property
+    def shown(self) -> str:
+        return self.label or self.path
 
 
 @dataclass(frozen=True)
@@ -173,10 +178,6 @@ def demangle_all(names: Sequence[str]) -> List[str]:
 # --------------------------------------------------------------------------
 # The check
 
-def _display(path: str) -> str:
-    return path
-
-
 def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Finding] = ()
                   ) -> Tuple[List[Finding], CheckStats]:
     """Version and symbol checks over ``objects`` (in load order)."""
@@ -184,6 +185,7 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
 
     start = time.perf_counter()
     syms: Dict[str, _ObjSyms] = {}
+    shown = {o.path: o.shown for o in objects}
     for o in objects:
         if o.path not in syms:
             syms[o.path] = _read(o.path)
@@ -213,16 +215,17 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
                 findings.append(Finding(
                     "VERSION_MISSING_WEAK" if is_weak else "VERSION_MISSING",
                     Severity.WARNING if is_weak else Severity.ERROR,
-                    f"{_display(target)}: version `{v}' not found (required by {_display(o.path)})",
+                    f"{shown.get(target, target)}: version `{v}' not found (required by {o.shown})",
                     fix=f"make a copy of {vn_file} that defines {v} load first, or rebuild "
                         f"{os.path.basename(o.path)} against the {vn_file} that is loaded",
-                    details={"library": target, "required_by": o.path, "version": v,
+                    details={"library": shown.get(target, target), "required_by": o.shown, "version": v,
                              "needed_name": vn_file, "symbols": users,
                              "available": sorted(have)}))
 
     # a symbol whose version is already reported missing is not reported again
     missing_versions = {(f.details["required_by"], f.details["version"]) for f in findings
                         if f.code == "VERSION_MISSING"}
+    missing_versions = {(o.path, v) for o in objects for (who, v) in missing_versions if who == o.shown}
 
     # --- symbols ----------------------------------------------------------
     scope = [syms[o.path] for o in objects if o.in_scope and not syms[o.path].error]
@@ -236,6 +239,8 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
         if o.context:
             continue
         s = syms[o.path]
+        if any(p is None for _, p in o.needed):
+            continue    # ld.so stops at the missing library (MISSING); its symbols are unknown
         for name, version, vn_file, _ in s.undefined:
             symbols_checked += 1
             if (o.path, version) in missing_versions:
@@ -257,7 +262,7 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
     by_obj: Dict[Tuple[str, str], List[SymbolRef]] = {}
     for o, name, version, vn_file in unresolved:
         code = "ABI_MISMATCH" if name in abi_twins else "UNDEFINED"
-        by_obj.setdefault((code, o.path), []).append(
+        by_obj.setdefault((code, o.shown), []).append(
             SymbolRef(name, pretty.get(name, name), version, vn_file))
     for (code, path), refs in by_obj.items():
         shown = ", ".join(_ref_text(r) for r in refs[:_SYMBOLS_SHOWN])
@@ -282,7 +287,7 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
                 details={"object": path, "symbols": [r.__dict__ for r in refs]}))
     frag_by: Dict[Tuple[str, str], List[SymbolRef]] = {}
     for o, name, version, provider in fragile:
-        frag_by.setdefault((o.path, provider), []).append(SymbolRef(name, pretty.get(name, name), version, None))
+        frag_by.setdefault((o.shown, shown.get(provider, provider)), []).append(SymbolRef(name, pretty.get(name, name), version, None))
     for (path, provider), refs in frag_by.items():
         shown = ", ".join(_ref_text(r) for r in refs[:_SYMBOLS_SHOWN])
         more = f" and {len(refs) - _SYMBOLS_SHOWN} more" if len(refs) > _SYMBOLS_SHOWN else ""
@@ -364,3 +369,209 @@ def _dup_runtimes(objects: Sequence[ScopeObject]) -> List[Finding]:
                     fix="make every package use one copy (or preload the one you want)",
                     details={"runtime": fam, "paths": paths})
             for fam, paths in sorted(families.items()) if len(paths) > 1]
+
+
+# --------------------------------------------------------------------------
+# Files: resolve with the loader's rules (ldtree), then check
+
+_EXTENSION_NAME = re.compile(r"\.(cpython|pypy)[-\w.]*\.so$|\.abi3\.so$")
+
+
+def is_extension_module(path: str) -> bool:
+    """``foo.cpython-311-x86_64-linux-gnu.so``, ``foo.abi3.so``: loaded by a Python interpreter."""
+    return bool(_EXTENSION_NAME.search(os.path.basename(path)))
+
+
+@dataclass(frozen=True)
+class CheckedObject:
+    path: str                   # realpath
+    loaded_as: str              # the name ld.so uses for it
+    context: bool               # loaded before FILE (interpreter, --after imports)
+    in_scope: bool              # in FILE's symbol lookup scope
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    file: str
+    python: Optional[str]               # the interpreter it was checked inside, if any
+    after: Tuple[str, ...]              # modules imported first
+    loaded_before: int                  # objects those imports had loaded
+    objects: Tuple[CheckedObject, ...]  # in lookup order
+    stats: CheckStats
+    findings: Tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    SCHEMA: ClassVar[str] = "mltools.elf.check"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    files: Tuple[FileCheck, ...]
+    fail_on: Tuple[str, ...]
+    failed: bool                        # a finding matched --fail-on
+    elapsed_s: float
+    findings: Tuple[Finding, ...] = field(default=())   # every file's findings together
+
+
+_PROBE = ("import sys\n"
+          "for _m in sys.argv[1:]:\n"
+          "    __import__(_m)\n"
+          "sys.stdout.write(open('/proc/self/maps').read())\n")
+
+
+def loaded_by_imports(python: str, modules: Sequence[str], *, timeout: float = 300.0) -> Tuple[str, ...]:
+    """The shared objects a fresh ``python`` has mapped after importing ``modules``.
+
+    Read from the child's /proc/self/maps (address order, first mapping of
+    each file); the interpreter itself and ld.so are left out.
+    """
+    from mltools import _proc
+    from mltools.elf.reader import looks_like_elf
+    from mltools.errors import InputError
+
+    res = _proc.run([python, "-c", _PROBE, *modules], timeout=timeout)
+    if res.timed_out:
+        raise InputError(f"importing {', '.join(modules)} in {python} took more than {timeout:g} s")
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise InputError(f"{python} could not import {', '.join(modules)}: {last}")
+    exe = os.path.realpath(python)
+    seen: List[str] = []
+    for line in res.stdout.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 6 or not parts[5].startswith("/"):
+            continue
+        p = parts[5]
+        if p.endswith(" (deleted)") or p in seen:
+            continue
+        seen.append(p)
+    out = []
+    for p in seen:
+        real = os.path.realpath(p)
+        if real == exe or os.path.basename(p).startswith("ld-linux") or not looks_like_elf(p):
+            continue
+        if ".so" not in os.path.basename(p):
+            continue
+        out.append(p)
+    return tuple(out)
+
+
+def _names_map(libraries) -> Dict[str, str]:
+    names: Dict[str, str] = {}
+    for lib in libraries:
+        if not lib.found:
+            continue
+        for n in tuple(lib.requested_as) + ((lib.soname,) if lib.soname else ()):
+            names.setdefault(n, lib.path)
+    return names
+
+
+def _needed(names: Sequence[str], names_map: Mapping[str, str]) -> Tuple[Tuple[str, Optional[str]], ...]:
+    return tuple((n, names_map.get(n)) for n in names)
+
+
+def check_file(path: str, *, python: Optional[str] = None, after: Sequence[str] = (),
+               loaded: Sequence[str] = (), resolver=None,
+               env: Optional[Mapping[str, str]] = None) -> FileCheck:
+    """Resolve ``path`` as ld.so would (inside ``python`` after ``loaded``) and check it."""
+    from mltools.elf.ldtree import Resolver, resolve_tree
+
+    r = resolver or Resolver()
+    env = {k: v for k, v in (os.environ if env is None else env).items()
+           if k in ("LD_LIBRARY_PATH", "LD_PRELOAD")}
+    real = os.path.realpath(path)
+    objects: List[ScopeObject] = []
+    if python is None:
+        tree = resolve_tree(path, env=env, resolver=r)
+        names = _names_map(tree.libraries)
+        objects.append(ScopeObject(real, _needed(tree.root_needed, names), label=path))
+        for lib in tree.libraries:
+            if lib.found:
+                objects.append(ScopeObject(lib.path, _needed(lib.needed, names), label=lib.found_as))
+    else:
+        tree = resolve_tree(path, env=env, main=python, loaded=list(loaded), resolver=r)
+        gtree = resolve_tree(python, env=env, resolver=r)
+        names = _names_map(gtree.libraries)
+        names.update(_names_map(tree.libraries))
+        # the global scope: the interpreter and what it needs, in load order
+        exe_info_needed = gtree.root_needed
+        objects.append(ScopeObject(os.path.realpath(python), _needed(exe_info_needed, names),
+                                   context=True, label=python))
+        global_paths = {os.path.realpath(python)}
+        for lib in gtree.libraries:
+            if lib.found:
+                objects.append(ScopeObject(lib.path, _needed(lib.needed, names), context=True,
+                                           label=lib.found_as))
+                global_paths.add(lib.path)
+        # then FILE's own breadth-first closure (already-loaded objects reused by SONAME)
+        context_real = {os.path.realpath(c) for c in tree.context} | global_paths
+        objects.append(ScopeObject(real, _needed(tree.root_needed, names), label=path))
+        in_tree = {real}
+        for lib in tree.libraries:
+            if lib.found and lib.path not in global_paths:
+                objects.append(ScopeObject(lib.path, _needed(lib.needed, names),
+                                           context=lib.path in context_real, label=lib.found_as))
+                in_tree.add(lib.path)
+        # loaded by earlier imports, but neither global nor a dependency of FILE
+        for c in tree.context:
+            rc = os.path.realpath(c)
+            if rc not in in_tree and rc not in global_paths:
+                in_tree.add(rc)
+                objects.append(ScopeObject(rc, context=True, in_scope=False, label=c))
+    resolver_findings = [f for f in tree.findings]
+    findings, stats = check_objects(objects, extra_findings=resolver_findings)
+    checked = tuple(CheckedObject(o.path, o.shown, o.context, o.in_scope) for o in objects)
+    return FileCheck(path, python, tuple(after), len(loaded), checked, stats, tuple(findings))
+
+
+def parse_fail_on(text: str) -> Tuple[Optional[Severity], Tuple[str, ...]]:
+    """``error`` / ``warning,UNDEFINED`` -> (severity threshold or None, codes)."""
+    threshold: Optional[Severity] = None
+    codes: List[str] = []
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        if token.lower() in ("info", "warning", "error"):
+            sev = Severity.parse(token)
+            threshold = sev if threshold is None or sev.rank < threshold.rank else threshold
+        elif re.fullmatch(r"[A-Z][A-Z0-9_]*", token):
+            codes.append(token)
+        elif token.lower() == "none":
+            continue
+        else:
+            raise ValueError(f"--fail-on {token!r}: use a severity (info, warning, error), "
+                             f"finding codes such as {', '.join(CHECK_CODES[:4])}, or none")
+    return threshold, tuple(codes)
+
+
+def fails(findings: Iterable[Finding], threshold: Optional[Severity], codes: Sequence[str]) -> bool:
+    return any((threshold is not None and f.severity.rank >= threshold.rank) or f.code in codes
+               for f in findings)
+
+
+def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Sequence[str] = (),
+                fail_on: str = "error", auto_python: Optional[str] = None) -> CheckReport:
+    """Check every file; extension modules go inside ``python`` (or ``auto_python``)."""
+    import time
+
+    from mltools.elf.ldtree import Resolver
+
+    start = time.perf_counter()
+    threshold, codes = parse_fail_on(fail_on)
+    resolver = Resolver()
+    loaded_cache: Dict[str, Tuple[str, ...]] = {}
+    results = []
+    for p in paths:
+        exe = python
+        if exe is None and (after or (auto_python and is_extension_module(p))):
+            exe = auto_python
+        loaded: Tuple[str, ...] = ()
+        if exe is not None and after:
+            if exe not in loaded_cache:
+                loaded_cache[exe] = loaded_by_imports(exe, after)
+            loaded = loaded_cache[exe]
+        results.append(check_file(p, python=exe, after=after if exe else (), loaded=loaded,
+                                  resolver=resolver))
+    every = tuple(f for fc in results for f in fc.findings)
+    return CheckReport(tuple(results), tuple(t.strip() for t in fail_on.split(",") if t.strip()),
+                       fails(every, threshold, codes), round(time.perf_counter() - start, 4), every)
