@@ -21,6 +21,8 @@ JSON_SMOKE = {
     "elf inspect": lambda tmp_path, cbuild: ["elf", "inspect", "--json",
                                              cbuild.build("smoke", "int main(void){return 0;}")],
     "elf trace": ["elf", "trace", "--json", "--", "/bin/true"],
+    "elf tree": lambda tmp_path, cbuild: ["elf", "tree", "--json",
+                                          cbuild.build("smoke", "int main(void){return 0;}")],
 }
 
 

@@ -86,6 +86,148 @@ def inspect_cmd(files, symbols: bool, as_json: bool) -> None:
     emit(inspect_files(list(files), symbols=symbols), as_json, render_inspect)
 
 
+# --- tree ------------------------------------------------------------------------------------
+
+_VIA_SHORT = {
+    "rpath": "rpath", "ld_library_path": "LD_LIBRARY_PATH", "runpath": "runpath",
+    "ld.so.cache": "ld.so.cache", "system_dir": "default path", "path": "direct",
+    "preload": "preload", "loaded": "already loaded", "interpreter": "interpreter",
+}
+
+
+def _via_text(lib) -> str:
+    if lib.via is None:
+        return ""
+    text = _VIA_SHORT.get(lib.via, lib.via)
+    if lib.via == "rpath" and lib.via_object:
+        text += f" of {lib.via_object}"
+    elif lib.via == "preload" and lib.via_object:
+        text += f" from {lib.via_object}"
+    if lib.hwcaps_subdir:
+        text += f", {lib.hwcaps_subdir}"
+    return f"[{text}]"
+
+
+def _lib_line(lib) -> str:
+    if lib.error:
+        return f"{lib.soname} => {lib.found_as}: ERROR {lib.error}"
+    if lib.path is None:
+        return f"{lib.soname} => not found"
+    shown = lib.found_as if lib.found_as else lib.path
+    real = "" if (shown == lib.path) else f" ({lib.path})"
+    return f"{lib.soname} => {shown}{real} {_via_text(lib)}"
+
+
+def _missing_details(lib, indent: str) -> list:
+    out = []
+    if lib.tried:
+        out.append(f"{indent}tried, in order:")
+        for c in lib.tried:
+            reason = f" ({c.reason})" if c.reason else ""
+            out.append(f"{indent}  {c.path}  [{_VIA_SHORT.get(c.source, c.source)}] {c.outcome}{reason}")
+    elif lib.path is None:
+        out.append(f"{indent}tried: no directory on its search path holds that name")
+    if lib.near_misses:
+        out.append(f"{indent}near misses:")
+        for nm in lib.near_misses:
+            out.append(f"{indent}  {nm.path}: {nm.reason}")
+    return out
+
+
+def render_tree(tree, flat: bool = False) -> str:
+    out = []
+    if flat:
+        t = Table(["soname", "path", "via", "depth", "needed by"])
+        for lib in tree.libraries:
+            t.add(lib.soname, lib.path if lib.path and not lib.error else ("ERROR " + lib.error if lib.error else "not found"),
+                  _via_text(lib).strip("[]") or "-", lib.depth, len(lib.needed_by))
+        out.append(f"{tree.root}\n" + t.render())
+        for lib in tree.libraries:
+            if not lib.found:
+                out.append(f"\n{lib.soname}:")
+                out.extend(_missing_details(lib, "  "))
+    else:
+        children = {}
+        for lib in tree.libraries:
+            # the interpreter is mapped before anything: show it under its first user
+            parent = lib.loader or (lib.needed_by[0] if lib.needed_by else tree.root)
+            children.setdefault(parent, []).append(lib)
+        lines = [tree.root]
+
+        def walk(parent, prefix):
+            kids = children.get(parent, [])
+            for i, lib in enumerate(kids):
+                last = i == len(kids) - 1
+                lines.append(prefix + ("└── " if last else "├── ") + _lib_line(lib))
+                sub = prefix + ("    " if last else "│   ")
+                if not lib.found:
+                    lines.extend(_missing_details(lib, sub + "  "))
+                if lib.path and lib.found:
+                    walk(lib.path, sub)
+
+        walk(tree.root, "")
+        out.append("\n".join(lines))
+    if tree.findings:
+        out.append("\nfindings\n" + findings_text(tree.findings))
+    return "\n".join(out)
+
+
+def _parse_env(pairs, ld_library_path, inherit: bool) -> dict:
+    import os
+
+    from mltools.errors import UsageError
+
+    env = {k: v for k, v in os.environ.items() if k in ("LD_LIBRARY_PATH", "LD_PRELOAD")} if inherit else {}
+    for item in pairs:
+        if "=" not in item:
+            raise UsageError(f"--env expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        env[k] = v
+    if ld_library_path is not None:
+        env["LD_LIBRARY_PATH"] = ld_library_path
+    return env
+
+
+@elf.command("tree")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Set LD_LIBRARY_PATH or LD_PRELOAD as the program would see them (repeatable). "
+                   "By default both come from this environment.")
+@click.option("--ld-library-path", default=None, metavar="PATH", help="LD_LIBRARY_PATH to use ('' for none).")
+@click.option("--clean-env", is_flag=True, help="Ignore LD_LIBRARY_PATH and LD_PRELOAD of this environment.")
+@click.option("--preload", multiple=True, metavar="LIB", help="Preload LIB as ld.so --preload does (repeatable).")
+@click.option("--root", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="Resolve inside the sysroot DIR (its ld.so.cache and directories).")
+@click.option("--hwcaps-mask", default=None, metavar="LIST",
+              help="Search only these glibc-hwcaps subdirectories (x86-64-v3:x86-64-v2, '' for none).")
+@click.option("--flat", is_flag=True, help="A table in load order instead of a tree.")
+@json_option
+def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps_mask, flat, as_json) -> None:
+    """The libraries the loader maps for FILE, in its order, and why.
+
+    Gives glibc ld.so's answer without running FILE or the loader: breadth-first
+    over DT_NEEDED with reuse by SONAME, DT_RPATH up the loader chain, then
+    LD_LIBRARY_PATH, DT_RUNPATH, /etc/ld.so.cache and the default directories,
+    glibc-hwcaps subdirectories first. A missing library lists every path tried
+    and near misses.
+
+    Exit status 1 when a library is missing or the loader would fail.
+    """
+    from mltools.elf.ldtree import DepTreeSet, Resolver, resolve_tree
+
+    env = _parse_env(env_pairs, ld_library_path, inherit=not clean_env)
+    mask = None if hwcaps_mask is None else tuple(x for x in hwcaps_mask.split(":") if x)
+    resolver = Resolver(root=root, hwcaps_mask=mask)
+    trees = [resolve_tree(f, env=env, preload=preload, resolver=resolver) for f in files]
+    if len(trees) == 1:
+        emit(trees[0], as_json, lambda t: render_tree(t, flat))
+    else:
+        emit(DepTreeSet(trees=tuple(trees)), as_json,
+             lambda ts: "\n\n".join(render_tree(t, flat) for t in ts.trees))
+    if any(not t.ok for t in trees):
+        click.get_current_context().exit(1)
+
+
 from mltools.cli.elf_trace import trace_cmd  # noqa: E402 - the command lives in its own module
 
 elf.add_command(trace_cmd)

@@ -97,11 +97,12 @@ class ElfFormatError(InputError):
     ``unreadable``, ``empty``, ``directory``.
     """
 
-    def __init__(self, path: str, kind: str, reason: str):
+    def __init__(self, path: str, kind: str, reason: str, errno: Optional[int] = None):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.kind = kind
         self.reason = reason
+        self.errno = errno
 
 
 @dataclass(frozen=True)
@@ -342,7 +343,7 @@ def _open(path: str):
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as exc:
-        raise ElfFormatError(path, "unreadable", f"cannot open: {exc.strerror}") from None
+        raise ElfFormatError(path, "unreadable", f"cannot open: {exc.strerror}", exc.errno) from None
     try:
         st = os.fstat(fd)
         import stat as _stat

@@ -1,0 +1,873 @@
+"""A static dependency resolver that gives glibc ld.so's answer without running anything.
+
+The rules (glibc 2.36, ``elf/dl-load.c``, ``elf/dl-deps.c``, ``elf/rtld.c``):
+
+- Objects are mapped breadth-first over DT_NEEDED, after LD_PRELOAD,
+  ``--preload`` and ``/etc/ld.so.preload``. A name is first compared with every
+  object already loaded (the names it was requested by, its path, its SONAME):
+  a match is reused and nothing is searched. A file already loaded under
+  another name (same device and inode) is reused too.
+- A name with a ``/`` is a path (``$ORIGIN`` etc. expanded, relative to the
+  current directory). Otherwise, in order: DT_RPATH of the requesting object,
+  of the object that loaded it, and so on up, then of the executable (all only
+  while the requester has no DT_RUNPATH; an object with DT_RUNPATH contributes
+  no RPATH); LD_LIBRARY_PATH (``:`` and ``;``, an empty element is the current
+  directory); DT_RUNPATH of the requester only; ``/etc/ld.so.cache`` (entries in
+  the system directories are refused under DF_1_NODEFLIB); the system
+  directories (skipped under DF_1_NODEFLIB).
+- In every directory, ``glibc-hwcaps/<level>/`` for each active level, then
+  (glibc <= 2.36) the legacy ``tls``/platform subdirectories, then the directory.
+- A candidate of the wrong ELF class or machine is skipped; one that is not an
+  ELF file, too short, or otherwise malformed stops the loader (fatal).
+- ``$ORIGIN`` is the directory of the path an object was found under (symlinks
+  not resolved), and for the executable the directory of its realpath.
+
+Use one :class:`Resolver` for many files: it shares the ld.so cache, the
+directory listings and the parsed ELF headers.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from mltools.elf.ldcache import LdCache, X86_64_CACHE_FLAGS, read_ld_cache, read_ld_so_conf
+from mltools.elf.ldso import LoaderConfig, expand_dst, loader_config_for_root
+from mltools.elf.reader import ET_DYN, ET_EXEC, ElfFormatError, ElfInfo, read_elf
+from mltools.errors import InputError, UsageError
+from mltools.findings import Finding, Severity
+
+__all__ = [
+    "Candidate", "NearMiss", "Library", "DepTree", "DepTreeSet", "Resolver", "resolve_tree", "VIA_LABELS",
+]
+
+VIA_LABELS = {
+    "rpath": "DT_RPATH",
+    "ld_library_path": "LD_LIBRARY_PATH",
+    "runpath": "DT_RUNPATH",
+    "ld.so.cache": "ld.so.cache",
+    "system_dir": "system directory",
+    "path": "path in DT_NEEDED",
+    "preload": "preload",
+    "loaded": "already loaded",
+    "interpreter": "program interpreter",
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One file the loader tries for a name, and what it made of it."""
+    path: str
+    outcome: str                 # "absent", "skipped", "fatal", "found"
+    source: str                  # rpath, ld_library_path, runpath, ld.so.cache, system_dir, path
+    reason: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class NearMiss:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Library:
+    """One distinct object the loader maps (or would fail to find)."""
+    soname: str                          # DT_SONAME, or the requested name when it has none / is missing
+    path: Optional[str]                  # realpath; None when not found
+    via: Optional[str]                   # see VIA_LABELS; None when not found
+    needed_by: Tuple[str, ...]           # the `path` (or the root) of every object whose DT_NEEDED names it
+    depth: int                           # breadth-first level: 1 for the root's own NEEDED
+    found_as: Optional[str] = None       # the path as the loader opened it ($ORIGIN is its directory)
+    requested_as: Tuple[str, ...] = ()   # DT_NEEDED / preload names it answered
+    via_object: Optional[str] = None     # for rpath/runpath: whose DT_RPATH / DT_RUNPATH
+    hwcaps_subdir: Optional[str] = None  # "glibc-hwcaps/x86-64-v3", "tls/x86_64"... when found in one
+    needed: Tuple[str, ...] = ()         # its own DT_NEEDED names
+    loader: Optional[str] = None         # the object whose DT_NEEDED (or preload) mapped it first
+    error: Optional[str] = None          # why the loader fails on it (fatal candidate), if it does
+    tried: Tuple[Candidate, ...] = ()    # for a missing or failing library: every file tried, in order
+    near_misses: Tuple[NearMiss, ...] = ()
+
+    @property
+    def found(self) -> bool:
+        return self.path is not None and self.error is None
+
+
+@dataclass(frozen=True)
+class DepTree:
+    SCHEMA: ClassVar[str] = "mltools.elf.tree"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    root: str
+    libraries: Tuple[Library, ...]       # load order (breadth-first), one entry per distinct library
+    findings: Tuple[Finding, ...]
+    root_needed: Tuple[str, ...] = ()
+    interpreter: Optional[str] = None
+    context: Tuple[str, ...] = ()        # objects loaded before the root (main program, earlier dlopens)
+
+    @property
+    def missing(self) -> Tuple[Library, ...]:
+        return tuple(lib for lib in self.libraries if lib.path is None)
+
+    @property
+    def failed(self) -> Tuple[Library, ...]:
+        return tuple(lib for lib in self.libraries if not lib.found)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def by_soname(self) -> Dict[str, Library]:
+        return {lib.soname: lib for lib in self.libraries}
+
+
+@dataclass(frozen=True)
+class DepTreeSet:
+    """Several trees, for ``elf tree A B C --json``."""
+    SCHEMA: ClassVar[str] = "mltools.elf.trees"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    trees: Tuple[DepTree, ...]
+
+
+# --- internal state --------------------------------------------------------------------------
+
+class _Obj:
+    """A link map: one object in the simulated namespace."""
+    __slots__ = ("info", "found_as", "real", "names", "origin", "loader", "depth", "via", "via_object",
+                 "hwcaps", "needed_by", "is_main", "context", "kind", "_rpath", "_runpath", "error",
+                 "tried", "in_tree")
+
+    def __init__(self, info: Optional[ElfInfo], found_as: str, real: Optional[str], origin: Optional[str],
+                 loader: Optional["_Obj"], depth: int, via: Optional[str], kind: str = "lib"):
+        self.info = info
+        self.found_as = found_as
+        self.real = real
+        self.names: List[str] = []
+        self.origin = origin
+        self.loader = loader
+        self.depth = depth
+        self.via = via
+        self.via_object: Optional[str] = None
+        self.hwcaps: Optional[str] = None
+        self.needed_by: List[str] = []
+        self.is_main = False
+        self.context = False
+        self.kind = kind
+        self._rpath = None
+        self._runpath = None
+        self.error: Optional[str] = None
+        self.tried: Tuple[Candidate, ...] = ()
+        self.in_tree = False
+
+    @property
+    def soname(self) -> Optional[str]:
+        return self.info.soname if self.info is not None else None
+
+    def ident(self) -> str:
+        return self.real or self.found_as
+
+
+_ALL = object()   # a directory that exists but cannot be listed: try every name
+
+
+class Resolver:
+    """Shared state for resolving many files: loader configuration, ld.so cache,
+    directory listings and parsed ELF headers.
+
+    Not thread-safe; use one per thread.
+    """
+
+    def __init__(self, *, root: Optional[str] = None, config: Optional[LoaderConfig] = None,
+                 hwcaps_mask: Optional[Sequence[str]] = None, cache: Optional[LdCache] = None,
+                 use_cache: bool = True):
+        cfg = config or loader_config_for_root(root)
+        self.config = cfg.with_hwcaps_mask(hwcaps_mask)
+        self._rootp = "" if self.config.root in ("", "/") else self.config.root.rstrip("/")
+        if cache is not None or not use_cache:
+            self.cache = cache
+        else:
+            self.cache = read_ld_cache(self._rootp + self.config.cache_path)
+        self._listing: Dict[str, object] = {}
+        self._verdicts: Dict[str, tuple] = {}
+        self._subdirs = tuple(f"glibc-hwcaps/{s}/" for s in self.config.hwcaps_subdirs) + tuple(
+            s + "/" for s in self.config.legacy_subdirs) + ("",)
+        self._conf_dirs: Optional[Tuple[str, ...]] = None
+        self._searched_dirs: Dict[str, str] = {}   # every directory searched, with a label
+        self._search_memo: Dict[tuple, tuple] = {}
+
+    # -- file system, with the sysroot applied ---------------------------------------------
+    def host(self, path: str) -> str:
+        return self._rootp + path if (self._rootp and path.startswith("/")) else path
+
+    def _list(self, d: str):
+        hit = self._listing.get(d, None)
+        if hit is not None or d in self._listing:
+            return hit
+        try:
+            names = frozenset(os.listdir(d or "."))
+        except (FileNotFoundError, NotADirectoryError):
+            names = None
+        except OSError:
+            names = _ALL if os.path.isdir(d or ".") else None
+        self._listing[d] = names
+        return names
+
+    def _has(self, d: str, name: str) -> bool:
+        names = self._list(d)
+        return names is _ALL or (names is not None and name in names)
+
+    def verify(self, path: str) -> tuple:
+        """(outcome, ElfInfo|None, reason): what open_verify makes of ``path`` (a host path).
+
+        outcome is "ok", "absent" (ENOENT/EACCES/ENOTDIR: the search goes on),
+        "stop" (another open error: this search list ends), "skip" (wrong class or
+        machine, foreign OS ABI note) or "fatal" (the loader gives up).
+        """
+        hit = self._verdicts.get(path)
+        if hit is not None:
+            return hit
+        verdict = self._verify(path)
+        self._verdicts[path] = verdict
+        return verdict
+
+    def _verify(self, path: str) -> tuple:
+        cfg = self.config
+        try:
+            info = read_elf(path)
+        except ElfFormatError as exc:
+            if exc.kind == "unreadable" and exc.errno in (_errno.ENOENT, _errno.EACCES, _errno.ENOTDIR, None):
+                return ("absent", None, exc.reason)
+            if exc.kind == "unreadable":
+                return ("stop", None, exc.reason)
+            return self._classify_bad(path, exc)
+        except InputError as exc:          # vanished / dangling symlink
+            return ("absent", None, exc.message)
+        if info.elf_class != cfg.elf_class:
+            return ("skip", info, f"wrong ELF class: ELFCLASS{info.elf_class}")
+        if not info.little_endian:
+            return ("fatal", info, "ELF file data encoding not little-endian")
+        if info.osabi not in (0, 3) or (info.osabi == 0 and info.abiversion != 0) or info.abiversion > 4:
+            return ("fatal", info, "ELF file OS ABI invalid")
+        if info.machine != cfg.machine:
+            return ("skip", info, f"wrong machine: {info.machine_name}")
+        if info.type not in (ET_DYN, ET_EXEC):
+            return ("fatal", info, "only ET_DYN and ET_EXEC can be loaded")
+        if not info.phentsize_ok:
+            return ("fatal", info, "ELF file's phentsize not the expected size")
+        if info.abi_note_os not in (None, 0):
+            return ("skip", info, f"ABI note for another OS ({info.abi_note_os})")
+        if (info.abi_note_kernel is not None and cfg.kernel_version is not None
+                and info.abi_note_kernel > cfg.kernel_version):
+            return ("skip", info, "needs a newer kernel ({}.{}.{})".format(*info.abi_note_kernel))
+        return ("ok", info, None)
+
+    def _classify_bad(self, path: str, exc: ElfFormatError) -> tuple:
+        """Map a reader error to what open_verify does with such a file."""
+        cfg = self.config
+        if exc.kind == "directory":
+            return ("fatal", None, "cannot read file data: Is a directory")
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(64)
+        except OSError as e:
+            return ("absent", None, e.strerror)
+        ehsize = 64 if cfg.elf_class == 64 else 52
+        if len(head) < ehsize:
+            return ("fatal", None, "file too short")
+        if head[:4] != b"\x7fELF":
+            return ("fatal", None, exc.reason if "Git LFS" in exc.reason or "ld script" in exc.reason
+                    else "invalid ELF header")
+        if head[4] != (2 if cfg.elf_class == 64 else 1):
+            return ("skip", None, f"wrong ELF class: ELFCLASS{32 if head[4] == 1 else 64}")
+        machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+        if head[5] == 1 and machine != cfg.machine:
+            return ("skip", None, f"wrong machine ({machine})")
+        if exc.kind == "truncated":
+            return ("fatal", None, f"truncated file ({exc.reason}); the loader fails or crashes (SIGBUS) on it")
+        return ("fatal", None, exc.reason)
+
+    # -- search path pieces ------------------------------------------------------------------
+    def _expand_list(self, value: str, origin: Optional[str], seps: str = ":") -> Tuple[str, ...]:
+        """fillin_rpath: DSTs expanded, trailing slashes dropped, duplicates removed; '' = cwd."""
+        out: List[str] = []
+        elems = value.split(":") if seps == ":" else re.split("[:;]", value)
+        for el in elems:
+            if el:
+                d = expand_dst(el, origin, self.config)
+                if not d:
+                    continue
+                while len(d) > 1 and d.endswith("/"):
+                    d = d[:-1]
+                if d != "/":
+                    d = d + "/"
+            else:
+                d = ""
+            if d not in out:
+                out.append(d)
+        return tuple(out)
+
+    def _rpath_dirs(self, obj: _Obj) -> Tuple[str, ...]:
+        if obj._rpath is None:
+            info = obj.info
+            if info is None or info.rpath is None or info.runpath is not None or info.rpath == "":
+                obj._rpath = ()
+            else:
+                obj._rpath = self._expand_list(info.rpath, obj.origin)
+        return obj._rpath
+
+    def _runpath_dirs(self, obj: _Obj) -> Tuple[str, ...]:
+        if obj._runpath is None:
+            info = obj.info
+            if info is None or not info.runpath:
+                obj._runpath = ()
+            else:
+                obj._runpath = self._expand_list(info.runpath, obj.origin)
+        return obj._runpath
+
+    def _open_path(self, name: str, dirs: Sequence[str], source: str, cwd: str,
+                   tried: List[Candidate]):
+        """Try ``name`` in ``dirs``; returns (status, found_as, info, subdir).
+
+        status: "found", "fatal" (found_as is the bad file), "stop" or "none".
+        """
+        for d in dirs:
+            host_d = self.host(d) if d.startswith("/") else os.path.join(cwd, d)
+            if self._list(host_d) is None:
+                continue
+            self._searched_dirs.setdefault(host_d.rstrip("/") or "/", source)
+            stop = False
+            for sub in self._subdirs:
+                hd = host_d + sub if host_d else sub
+                names = self._list(hd if hd else ".")
+                if names is None:
+                    continue
+                cand = d + sub + name
+                if names is not _ALL and name not in names:
+                    tried.append(Candidate(cand, "absent", source))
+                    continue
+                outcome, info, reason = self.verify(hd + name if hd else name)
+                if outcome == "ok":
+                    tried.append(Candidate(cand, "found", source))
+                    return "found", cand, info, sub.rstrip("/") or None
+                if outcome == "fatal":
+                    tried.append(Candidate(cand, "fatal", source, reason))
+                    return "fatal", cand, reason, None
+                tried.append(Candidate(cand, "skipped" if outcome == "skip" else "absent", source, reason))
+                if outcome == "stop":
+                    stop = True
+            if stop:
+                return "stop", None, None, None
+        return "none", None, None, None
+
+    # -- one search, as _dl_map_new_object -------------------------------------------------
+    def search(self, name: str, loader: _Obj, main: _Obj, env_dirs: Tuple[str, ...], cwd: str):
+        """Returns (status, found_as, info_or_reason, via, via_object, subdir, tried)."""
+        tried: List[Candidate] = []
+        info = loader.info
+        if info is None or info.runpath is None:
+            chain = []
+            seen_main = False
+            lm: Optional[_Obj] = loader
+            while lm is not None:
+                dirs = self._rpath_dirs(lm)
+                if dirs:
+                    chain.append((dirs, lm))
+                    seen_main |= lm is main
+                lm = lm.loader
+            if not seen_main and main is not None and main is not loader:
+                dirs = self._rpath_dirs(main)
+                if dirs:
+                    chain.append((dirs, main))
+        else:
+            chain = []
+        runpath = self._runpath_dirs(loader)
+        nodeflib = bool(info is not None and info.nodeflib)
+        key = (name, env_dirs, runpath, nodeflib)
+        memo = self._search_memo.get(key) if not chain else None
+        if memo is not None:
+            return memo
+        result = self._search(name, chain, env_dirs, runpath, nodeflib, cwd, tried)
+        if not chain:
+            self._search_memo[key] = result
+        return result
+
+    def _search(self, name, chain, env_dirs, runpath, nodeflib, cwd, tried):
+        for dirs, owner in chain:
+            st, found_as, x, sub = self._open_path(name, dirs, "rpath", cwd, tried)
+            if st in ("found", "fatal"):
+                return (st, found_as, x, "rpath", owner.ident(), sub, tuple(tried))
+            if st == "stop":
+                break
+        if env_dirs:
+            st, found_as, x, sub = self._open_path(name, env_dirs, "ld_library_path", cwd, tried)
+            if st in ("found", "fatal"):
+                return (st, found_as, x, "ld_library_path", None, sub, tuple(tried))
+        if runpath:
+            st, found_as, x, sub = self._open_path(name, runpath, "runpath", cwd, tried)
+            if st in ("found", "fatal"):
+                return (st, found_as, x, "runpath", None, sub, tuple(tried))
+        if self.cache is not None:
+            entry = self.cache.lookup(name, self.config.hwcaps_subdirs, self._cache_flags())
+            if entry is None:
+                tried.append(Candidate(self.cache.path, "absent", "ld.so.cache", f"no entry for {name}"))
+            else:
+                refused = nodeflib and any(entry.path.startswith(d.rstrip("/") + "/")
+                                           for d in self.config.system_dirs)
+                if refused:
+                    tried.append(Candidate(entry.path, "skipped", "ld.so.cache",
+                                           "DF_1_NODEFLIB: cache entries in system directories are refused"))
+                else:
+                    outcome, info, reason = self.verify(self.host(entry.path))
+                    if outcome == "ok":
+                        tried.append(Candidate(entry.path, "found", "ld.so.cache"))
+                        sub = f"glibc-hwcaps/{entry.hwcaps_subdir}" if entry.hwcaps_subdir else None
+                        return ("found", entry.path, info, "ld.so.cache", None, sub, tuple(tried))
+                    if outcome == "fatal":
+                        tried.append(Candidate(entry.path, "fatal", "ld.so.cache", reason))
+                        return ("fatal", entry.path, reason, "ld.so.cache", None, None, tuple(tried))
+                    tried.append(Candidate(entry.path, "skipped" if outcome == "skip" else "absent",
+                                           "ld.so.cache", reason))
+        if not nodeflib:
+            sysdirs = tuple(d if d == "/" else d + "/" for d in self.config.system_dirs)
+            st, found_as, x, sub = self._open_path(name, sysdirs, "system_dir", cwd, tried)
+            if st in ("found", "fatal"):
+                return (st, found_as, x, "system_dir", None, sub, tuple(tried))
+        return ("none", None, None, None, None, None, tuple(tried))
+
+    def _cache_flags(self) -> int:
+        cfg = self.config
+        return {62: X86_64_CACHE_FLAGS, 183: 0x0A03, 3: 0x0003, 40: 0x0903, 21: 0x0503,
+                22: 0x0303 if cfg.elf_class == 64 else 0x0003, 243: 0x1103}.get(cfg.machine, 0x0003)
+
+    # -- near misses ------------------------------------------------------------------------
+    def conf_dirs(self) -> Tuple[str, ...]:
+        if self._conf_dirs is None:
+            self._conf_dirs = read_ld_so_conf("/etc/ld.so.conf", root=self.config.root)
+        return self._conf_dirs
+
+    def near_misses(self, name: str, searched: Iterable[str]) -> Tuple[NearMiss, ...]:
+        out: List[NearMiss] = []
+        seen = set()
+        searched = {s.rstrip("/") or "/" for s in searched}
+
+        def add(path: str, reason: str) -> None:
+            if path not in seen:
+                seen.add(path)
+                out.append(NearMiss(path, reason))
+
+        for d, label in sorted(self._searched_dirs.items()):
+            if d in searched:
+                continue
+            if self._has(d + "/", name) and os.path.exists(d + "/" + name):
+                add(f"{d}/{name}", f"same name in a directory searched for another object ({label}), "
+                                   "not for this one")
+        for d in self.conf_dirs():
+            hd = self.host(d)
+            if hd.rstrip("/") in searched:
+                continue
+            if self._has(hd + "/", name) and os.path.exists(hd + "/" + name):
+                add(f"{d}/{name}", "in a directory listed in ld.so.conf, but the ld.so cache lacks it "
+                                   "(run ldconfig)")
+        stem = name.split(".so", 1)[0] + ".so"
+        if self.cache is not None:
+            for e in self.cache.entries:
+                if e.name != name and e.name.startswith(stem) and e.name != stem:
+                    add(e.path, f"another version in the ld.so cache: {e.name}")
+                elif e.name == name and e.flags != self._cache_flags():
+                    add(e.path, f"in the ld.so cache for another ABI ({e.description})")
+        for d in sorted(searched):
+            names = self._list(d + "/" if d != "/" else d)
+            if names is None or names is _ALL:
+                continue
+            for other in sorted(names):
+                if other != name and other.startswith(stem) and other != stem:
+                    add(f"{d}/{other}", f"another version in a searched directory: {other}")
+        for pattern_dir in self._ml_dirs():
+            if self._has(pattern_dir + "/", name):
+                add(f"{pattern_dir}/{name}", "in a directory no search path names")
+        return tuple(out[:12])
+
+    def _ml_dirs(self) -> List[str]:
+        """Where ML libraries usually hide: CUDA toolkits, conda, pip's nvidia wheels."""
+        import glob
+        pats = ["/usr/local/cuda*/lib64", "/usr/local/cuda*/lib", "/usr/local/cuda*/targets/*/lib",
+                "/opt/conda/lib", "/usr/local/lib", "/usr/lib64", "/usr/local/lib64"]
+        out = []
+        for p in pats:
+            out.extend(sorted(glob.glob(self.host(p))))
+        return out
+
+    # -- the namespace ------------------------------------------------------------------------
+    def _new_obj(self, info: ElfInfo, found_as: str, host_path: str, loader: Optional[_Obj], depth: int,
+                 via: Optional[str], cwd: str, is_exe_origin: bool = False) -> _Obj:
+        abs_found = host_path if os.path.isabs(host_path) else os.path.join(cwd, host_path)
+        real = os.path.realpath(abs_found)
+        if is_exe_origin:
+            origin = os.path.dirname(real)
+            if self._rootp and origin.startswith(self._rootp):
+                origin = origin[len(self._rootp):] or "/"
+        else:
+            tf = found_as if os.path.isabs(found_as) else os.path.join(cwd, found_as)
+            origin = os.path.dirname(tf) or "/"
+        return _Obj(info, found_as, real, origin, loader, depth, via)
+
+
+class _Namespace:
+    """The objects loaded so far, in order, with name and file-id lookups."""
+
+    def __init__(self):
+        self.objs: List[_Obj] = []
+        self.by_id: Dict[tuple, _Obj] = {}
+
+    def add(self, obj: _Obj) -> None:
+        self.objs.append(obj)
+        if obj.info is not None:
+            self.by_id.setdefault(obj.info.file_id, obj)
+
+    def lookup(self, name: str) -> Optional[_Obj]:
+        for o in self.objs:
+            if o.kind == "missing":
+                continue
+            if name in o.names or name == o.found_as or (o.info is not None and o.info.soname == name):
+                if name not in o.names:
+                    o.names.append(name)
+                return o
+        return None
+
+
+def _env_dirs(resolver: Resolver, env: Mapping[str, str], main: _Obj) -> Tuple[str, ...]:
+    llp = env.get("LD_LIBRARY_PATH")
+    if not llp:
+        return ()
+    return resolver._expand_list(llp, main.origin, seps=":;")
+
+
+def _preload_names(env: Mapping[str, str], preload: Sequence[str], resolver: Resolver,
+                   use_etc_preload: bool) -> List[Tuple[str, str]]:
+    names: List[Tuple[str, str]] = []
+    for part in re.split(r"[ :]", env.get("LD_PRELOAD", "")):
+        if part:
+            names.append((part, "LD_PRELOAD"))
+    for p in preload:
+        for part in re.split(r"[ :]", p):
+            if part:
+                names.append((part, "--preload"))
+    if use_etc_preload:
+        try:
+            with open(resolver.host(resolver.config.preload_path)) as fh:
+                for part in fh.read().split():
+                    names.append((part, resolver.config.preload_path))
+        except OSError:
+            pass
+    return names
+
+
+def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload: Sequence[str] = (),
+                 main: Optional[str] = None, loaded: Sequence[str] = (), root: Optional[str] = None,
+                 hwcaps_mask: Optional[Sequence[str]] = None, cwd: Optional[str] = None,
+                 use_etc_preload: bool = True, resolver: Optional[Resolver] = None) -> DepTree:
+    """The libraries the loader maps for ``path``, in its order, each with where and why.
+
+    ``path`` is the program (or library) to resolve. By default it is the main
+    program, as ``ldd path`` sees it (preloads first). With ``main`` (e.g. the
+    Python interpreter), ``main`` is started first with its preloads and
+    dependencies, then every object in ``loaded`` is dlopen'ed in order (e.g.
+    extensions imported earlier), and then ``path``: its NEEDED names are then
+    matched against all of those first, and ``main``'s DT_RPATH applies to its
+    searches, as when Python imports an extension.
+
+    ``env`` supplies LD_LIBRARY_PATH and LD_PRELOAD (default: empty, not the
+    caller's environment). ``resolver`` shares caches across calls (its root
+    and hwcaps mask win over the arguments). Raises InputError/ElfFormatError
+    when ``path`` itself cannot be read.
+    """
+    r = resolver or Resolver(root=root, hwcaps_mask=hwcaps_mask)
+    env = dict(env or {})
+    cwd = cwd or os.getcwd()
+    ns = _Namespace()
+    findings: List[Finding] = []
+
+    def load_root(p: str, kind: str) -> _Obj:
+        host_p = r.host(os.path.abspath(p)) if r._rootp else p
+        if not os.path.exists(host_p):
+            raise InputError(f"{p}: no such file")
+        if os.path.isdir(host_p):
+            raise InputError(f"{p}: is a directory, not an ELF file")
+        info = read_elf(host_p)
+        if not info.has_dynamic:
+            raise InputError(f"{p}: not a dynamic executable or shared object (no PT_DYNAMIC)")
+        if info.elf_class != r.config.elf_class or info.machine != r.config.machine:
+            raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here is for "
+                             f"ELF{r.config.elf_class} {r.config.machine_name if hasattr(r.config, 'machine_name') else r.config.machine}: "
+                             "use --root with a sysroot of that architecture")
+        exe = kind == "main" and info.interp is not None
+        obj = r._new_obj(info, p, host_p, None, 0, None, cwd, is_exe_origin=exe)
+        obj.kind = kind
+        obj.names.append(p)
+        return obj
+
+    # the main program
+    root_is_main = main is None
+    main_obj = load_root(path if root_is_main else main, "main")
+    main_obj.is_main = True
+    ns.add(main_obj)
+
+    # the program interpreter is in the namespace from the start
+    interp_path = main_obj.info.interp or r.config.interpreter
+    interp_obj = None
+    host_interp = r.host(interp_path)
+    outcome, iinfo, _reason = r.verify(host_interp)
+    if outcome == "ok":
+        interp_obj = r._new_obj(iinfo, interp_path, host_interp, None, 0, "interpreter", cwd)
+        interp_obj.kind = "interpreter"
+        interp_obj.names.append(interp_path)
+        ns.add(interp_obj)
+    env_dirs = _env_dirs(r, env, main_obj)
+    for el in (env.get("LD_LIBRARY_PATH") or "").replace(";", ":").split(":") if env.get("LD_LIBRARY_PATH") else ():
+        if el == "":
+            findings.append(Finding("EMPTY_PATH_ELEMENT", Severity.WARNING,
+                                    "LD_LIBRARY_PATH has an empty element: the loader searches the current "
+                                    f"directory ({cwd}) there", fix="remove the empty element",
+                                    details={"variable": "LD_LIBRARY_PATH"}))
+            break
+
+    order: List[_Obj] = []           # the objects of the tree (the root's traversal), in load order
+    missing: Dict[str, _Obj] = {}
+
+    def map_name(name: str, loader: _Obj, depth: int, traversal: List[_Obj], record: bool) -> Optional[_Obj]:
+        existing = ns.lookup(name)
+        if existing is not None:
+            return existing
+        if name in missing:
+            return missing[name]
+        if "/" in name:
+            expanded = expand_dst(name, loader.origin, r.config) if "$" in name else name
+            tried: List[Candidate] = []
+            if expanded is None:
+                status, found_as, x, via, via_obj, sub = "none", None, None, "path", None, None
+            else:
+                host_p = r.host(expanded) if expanded.startswith("/") else os.path.join(cwd, expanded)
+                outcome, info, reason = r.verify(host_p)
+                status = {"ok": "found", "fatal": "fatal"}.get(outcome, "none")
+                tried.append(Candidate(expanded, {"ok": "found", "fatal": "fatal", "skip": "skipped"}.get(
+                    outcome, "absent"), "path", reason))
+                found_as, x, via, via_obj, sub = expanded, (info if outcome == "ok" else reason), "path", None, None
+            tried_t = tuple(tried)
+        else:
+            status, found_as, x, via, via_obj, sub, tried_t = r.search(name, loader, main_obj, env_dirs, cwd)
+        if status == "found":
+            info: ElfInfo = x
+            same = ns.by_id.get(info.file_id)
+            if same is not None:
+                same.names.append(name)
+                return same
+            host_found = r.host(found_as) if found_as.startswith("/") else found_as
+            obj = r._new_obj(info, found_as, host_found, loader, depth, via, cwd)
+            obj.via_object = via_obj
+            obj.hwcaps = sub
+            obj.names.append(name)
+            ns.add(obj)
+            traversal.append(obj)
+            return obj
+        obj = _Obj(None, found_as or name, None, None, loader, depth, None, kind="missing")
+        obj.names.append(name)
+        obj.tried = tried_t
+        if status == "fatal":
+            obj.kind = "fatal"
+            obj.error = x
+            obj.real = os.path.realpath(r.host(found_as) if found_as.startswith("/")
+                                        else os.path.join(cwd, found_as))
+            obj.via = via
+            obj.via_object = via_obj
+        missing[name] = obj
+        traversal.append(obj)
+        return obj
+
+    tree_depth: Dict[int, int] = {}     # breadth-first level within the root's traversal
+
+    def bfs(start: List[_Obj], traversal: List[_Obj], record: bool) -> None:
+        queue = list(start)
+        i = 0
+        seen = {id(o) for o in queue}
+        while i < len(queue):
+            obj = queue[i]
+            i += 1
+            if obj.info is None:
+                continue
+            for name in obj.info.needed:
+                dep = map_name(name, obj, obj.depth + 1, traversal, record)
+                if dep is None:
+                    continue
+                if record and id(dep) not in tree_depth:
+                    tree_depth[id(dep)] = tree_depth.get(id(obj), 0) + 1
+                if record:
+                    who = obj.ident() if obj is not root_obj else path
+                    if who not in dep.needed_by:
+                        dep.needed_by.append(who)
+                    if (dep.kind not in ("missing", "fatal") and dep.loader is not obj and dep.via in
+                            ("rpath", "runpath") and not dep.context):
+                        _check_order(name, obj, dep)
+                if id(dep) not in seen and dep.kind not in ("missing", "fatal"):
+                    seen.add(id(dep))
+                    if dep not in traversal:
+                        traversal.append(dep)
+                    queue.append(dep)
+
+    def _check_order(name: str, requester: _Obj, dep: _Obj) -> None:
+        st = r.search(name, requester, main_obj, env_dirs, cwd)
+        if st[0] != "found":
+            findings.append(Finding(
+                "LOAD_ORDER_DEPENDENT", Severity.WARNING,
+                f"{requester.ident() if requester is not root_obj else path} needs {name}, which its own "
+                f"search path does not find: it resolves only because {dep.loader.ident() if dep.loader else 'another object'} "
+                f"loaded {dep.found_as} first ({VIA_LABELS.get(dep.via, dep.via)})",
+                fix="give the object its own DT_RUNPATH (e.g. $ORIGIN) or a path that finds the library",
+                details={"requester": requester.ident(), "name": name, "provider": dep.real}))
+
+    # preloads: searched with the main program as the loader
+    root_obj = main_obj if root_is_main else None
+    pre_objs: List[_Obj] = []
+    for pname, source in _preload_names(env, preload, r, use_etc_preload):
+        before = len(ns.objs)
+        dep = map_name(pname, main_obj, 1, pre_objs, False)
+        if dep is None or dep.kind in ("missing", "fatal"):
+            findings.append(Finding(
+                "PRELOAD_NOT_FOUND", Severity.WARNING,
+                f"object {pname!r} from {source} cannot be preloaded: ignored",
+                details={"name": pname, "source": source}))
+            missing.pop(pname, None)
+            if dep in pre_objs:
+                pre_objs.remove(dep)
+            continue
+        if len(ns.objs) > before:
+            dep.via = "preload"
+            dep.via_object = source
+    for o in pre_objs:
+        o.depth = 1
+        tree_depth[id(o)] = 1
+
+    if root_is_main:
+        root_obj = main_obj
+        traversal: List[_Obj] = list(pre_objs)
+        bfs([main_obj] + pre_objs, traversal, True)
+        order = traversal
+    else:
+        ctx: List[_Obj] = list(pre_objs)
+        bfs([main_obj] + pre_objs, ctx, False)
+        for extra in loaded:
+            try:
+                lobj = load_root(extra, "dlopen")
+            except (InputError, ElfFormatError) as exc:
+                raise InputError(f"already-loaded object {extra}: {exc.message}") from None
+            same = ns.by_id.get(lobj.info.file_id)
+            if same is not None:
+                continue
+            lobj.origin = os.path.dirname(os.path.abspath(extra))
+            ns.add(lobj)
+            ctx.append(lobj)
+            bfs([lobj], ctx, False)
+        for o in ns.objs:
+            o.context = True
+        missing.clear()
+        root_obj = load_root(path, "dlopen")
+        root_obj.origin = os.path.dirname(os.path.abspath(path))
+        same = ns.by_id.get(root_obj.info.file_id)
+        if same is not None:
+            root_obj = same
+        else:
+            ns.add(root_obj)
+        traversal = []
+        bfs([root_obj], traversal, True)
+        order = traversal
+
+    # The interpreter is always mapped, but ld.so keeps it in the list of
+    # objects (and ldd shows it) only when some DT_NEEDED names it (rtld.c).
+
+    libs: List[Library] = []
+    for o in order:
+        if o is root_obj:
+            continue
+        libs.append(_library(o, r, tree_depth.get(id(o), o.depth), (root_obj, path)))
+        lib = libs[-1]
+        if o.kind == "missing":
+            findings.append(Finding(
+                "MISSING", Severity.ERROR,
+                f"{lib.soname} not found (needed by {', '.join(lib.needed_by) or path})",
+                fix=_missing_fix(lib), details={"soname": lib.soname, "tried": len(lib.tried)}))
+        elif o.kind == "fatal":
+            findings.append(Finding(
+                "FATAL_CANDIDATE", Severity.ERROR,
+                f"{lib.soname}: the loader stops at {o.found_as}: {o.error}",
+                fix="remove or replace that file (a Git LFS pointer needs `git lfs pull`)",
+                details={"soname": lib.soname, "path": o.found_as, "error": o.error}))
+        elif lib.hwcaps_subdir and lib.hwcaps_subdir.startswith("glibc-hwcaps/"):
+            findings.append(Finding(
+                "HWCAPS_OVERRIDE", Severity.INFO,
+                f"{lib.soname} comes from {lib.found_as} ({lib.hwcaps_subdir}), not the directory itself",
+                details={"soname": lib.soname, "subdir": lib.hwcaps_subdir}))
+        for c in lib.tried:
+            if c.outcome == "skipped" and c.reason and "class" in c.reason:
+                findings.append(Finding(
+                    "WRONG_CLASS_SKIPPED", Severity.INFO,
+                    f"{c.path} skipped for {lib.soname}: {c.reason}", details={"path": c.path}))
+    rinfo = root_obj.info
+    if rinfo is not None and rinfo.rpath is not None and rinfo.runpath is not None:
+        findings.append(Finding("RPATH_IGNORED", Severity.INFO,
+                                f"{path} has both DT_RPATH and DT_RUNPATH: the loader ignores its RPATH",
+                                details={"rpath": rinfo.rpath, "runpath": rinfo.runpath}))
+    if (root_is_main and rinfo is not None and rinfo.interp and os.path.islink(r.host(os.path.abspath(path)))
+            and "$ORIGIN" in ((rinfo.rpath or "") + (rinfo.runpath or "")).replace("${ORIGIN}", "$ORIGIN")):
+        findings.append(Finding(
+            "ORIGIN_OF_SYMLINKED_PROGRAM", Severity.INFO,
+            f"{path} is a symlink: $ORIGIN is the directory of its realpath ({main_obj.origin}), which is what "
+            "the kernel-started program uses; `ldd` uses the symlink's directory and may disagree",
+            details={"origin": main_obj.origin}))
+    context = tuple(o.ident() for o in ns.objs if o.context)
+    return DepTree(root=path, libraries=tuple(libs), findings=tuple(findings),
+                   root_needed=rinfo.needed if rinfo else (), interpreter=interp_path if interp_obj else None,
+                   context=context)
+
+
+def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Library:
+    requested = tuple(dict.fromkeys(o.names))
+    if o.kind in ("missing", "fatal"):
+        name = requested[0]
+        searched = {os.path.dirname(c.path) for c in o.tried}
+        if o.kind == "missing":
+            searched_dirs = set()
+            for c in o.tried:
+                searched_dirs.add(os.path.dirname(r.host(c.path) if c.path.startswith("/") else c.path))
+            near = r.near_misses(name, searched_dirs)
+        else:
+            near = ()
+        return Library(soname=name, path=o.real if o.kind == "fatal" else None,
+                       via=o.via if o.kind == "fatal" else None, needed_by=tuple(o.needed_by),
+                       depth=depth, found_as=o.found_as if o.kind == "fatal" else None,
+                       requested_as=requested, via_object=o.via_object, error=o.error,
+                       loader=_ident(o.loader, root_ident),
+                       tried=o.tried, near_misses=near)
+    via = o.via
+    if o.context and o.kind != "interpreter":
+        via = "loaded"
+    return Library(soname=o.soname or requested[0], path=o.real, via=via, needed_by=tuple(o.needed_by),
+                   depth=depth, found_as=o.found_as, requested_as=requested, via_object=o.via_object,
+                   hwcaps_subdir=o.hwcaps, needed=o.info.needed if o.info else (),
+                   loader=_ident(o.loader, root_ident))
+
+
+def _ident(o: Optional[_Obj], root_ident) -> Optional[str]:
+    if o is None:
+        return None
+    return root_ident[1] if o is root_ident[0] else o.ident()
+
+
+def _missing_fix(lib: Library) -> str:
+    if lib.near_misses:
+        nm = lib.near_misses[0]
+        d = os.path.dirname(nm.path)
+        if "another version" in nm.reason:
+            return f"install the library that provides {lib.soname} ({nm.reason})"
+        if "ldconfig" in nm.reason:
+            return "run ldconfig (as root) so the ld.so cache lists it"
+        return f"add {d} to LD_LIBRARY_PATH or to the needing object's DT_RUNPATH"
+    return f"install the package that provides {lib.soname}, or add its directory to LD_LIBRARY_PATH"
