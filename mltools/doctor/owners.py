@@ -64,9 +64,18 @@ class OwnerIndex:
                 continue
             record = dist.read_text("RECORD")
             if record is not None:
-                for row in csv.reader(io.StringIO(record)):
-                    if row and row[0]:
-                        self._pip.setdefault(_norm(os.path.join(root, row[0])), owner)
+                prefix = root.rstrip("/") + "/"
+                pip = self._pip
+                for line in record.splitlines():
+                    if line.startswith('"'):          # a quoted path (it has a comma): use csv
+                        rel = next(csv.reader([line]))[0]
+                    else:
+                        rel = line.split(",", 1)[0]
+                    if not rel:
+                        continue
+                    key = prefix + rel if "./" not in rel and not rel.startswith("/") else _norm(os.path.join(root, rel))
+                    if key not in pip:
+                        pip[key] = owner
                 continue
             files = dist.read_text("installed-files.txt")   # legacy egg-info
             if files is not None:

@@ -94,12 +94,12 @@ def is_kmp_family(kind: RuntimeKind) -> bool:
 SYMBOL_CLASSIFY_MAX_BYTES = 8 << 20
 
 
-def classify_file(path: Optional[str], soname: Optional[str] = None) -> Optional[RuntimeKind]:
+def classify_file(path: Optional[str], soname: Optional[str] = None, *, by_symbols: bool = True) -> Optional[RuntimeKind]:
     """By SONAME, then file name, then (for a small enough file) the symbols it exports."""
     import os
 
     kind = (classify_name(soname) if soname else None) or (classify_name(os.path.basename(path)) if path else None)
-    if kind is not None or not path:
+    if kind is not None or not path or not by_symbols:
         return kind
     try:
         if os.path.getsize(path) > SYMBOL_CLASSIFY_MAX_BYTES:

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -63,6 +64,13 @@ def _bad_elf_finding(path: str, reason: str, owners: OwnerIndex) -> Finding:
                    details={"path": path, "package": str(owner) if owner else None, "git_lfs_pointer": lfs})
 
 
+_LOADER_VARS = ("LD_LIBRARY_PATH", "LD_PRELOAD")
+# Resolver findings doctor reports itself (LD_LIBRARY_PATH traps come from the
+# environment pass; hwcaps picks and skipped foreign-class files are normal).
+_TREE_CODES_KEPT = {"FATAL_CANDIDATE", "LOAD_ORDER_DEPENDENT", "PRELOAD_NOT_FOUND"}
+_CHECK_CODES_KEPT = {"VERSION_MISSING", "VERSION_MISSING_WEAK", "UNDEFINED", "ABI_MISMATCH", "FRAGILE_ORDER"}
+
+
 def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], owners: OwnerIndex,
                 environ: Mapping[str, str]) -> StaticResult:
     from mltools.elf.reader import ElfFormatError, read_elf
@@ -78,50 +86,262 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
         except OSError as exc:
             findings.append(Finding("UNREADABLE", Severity.WARNING, f"{c.path}: {exc.strerror}",
                                     details={"path": c.path}))
-
-    nodes = _resolve_needed(interp, candidates, infos, owners, environ, findings, scope)
-    copies, cuda = _runtime_copies(nodes, infos, owners)
+    ext = {c.path for c in candidates if c.is_extension}
+    trees, tree_findings, nodes = _resolve(interp, candidates, infos, environ)
+    findings += _missing_findings(trees, owners, ext)
+    findings += [_with_owner(f, owners) for f in tree_findings]
+    programs = {p for p, as_ext in _roots(candidates, infos) if not as_ext}
+    findings += _check_findings(trees, owners, programs)
+    if programs:
+        scope.append(f"symbol and version checks of the {len(programs)} programs found (not extension "
+                     "modules): only their libraries are resolved")
+    copies, cuda = _runtime_copies(nodes, set(infos), owners)
     findings += _runtime_findings(copies)
-    ext = {c.path for c in candidates if c.is_extension}
     findings += _identical_findings([p for p in infos if p not in ext], infos, owners)
-    return StaticResult(tuple(findings), tuple(copies), cuda, tuple(scope))
+    return StaticResult(tuple(_dedupe(findings)), tuple(copies), cuda, tuple(scope))
 
 
-def _resolve_needed(interp, candidates, infos, owners, environ, findings, scope) -> Dict[str, _Node]:
-    """Map every NEEDED name of the environment's files to the file the loader would use.
+def _dedupe(findings: Sequence[Finding]) -> List[Finding]:
+    seen = set()
+    out = []
+    for f in findings:
+        key = (f.code, f.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
 
-    Returns nodes keyed by resolved path (or ``"missing:" + soname``).
-    """
-    by_soname: Dict[str, str] = {}
+
+def _with_owner(f: Finding, owners: OwnerIndex) -> Finding:
+    """The finding with ``path`` and ``package`` in its details."""
+    d = dict(f.details)
+    path = d.get("path") or d.get("object") or d.get("required_by") or d.get("requester")
+    if path:
+        d["path"] = path
+        d.setdefault("package", owner_text(owners, str(path)))
+    return Finding(f.code, f.severity, f.message, f.fix, d)
+
+
+def _roots(candidates: Sequence[ElfCandidate], infos) -> List[Tuple[str, bool]]:
+    """(path, as_extension): extension modules load into Python; programs start on their own."""
+    out = []
+    for c in candidates:
+        info = infos.get(c.path)
+        if info is None or not info.has_dynamic:
+            continue
+        if c.is_extension:
+            out.append((c.path, True))
+        elif info.interp:
+            out.append((c.path, False))
+    return out
+
+
+def _resolve(interp, candidates, infos, environ):
+    """Resolve every extension module (in the interpreter's process) and program (on its own),
+    then the environment's libraries no root reaches (as a dlopen from Python would)."""
+    from mltools.elf.ldtree import Resolver, resolve_tree
+    from mltools.errors import MltoolsError
+
+    loader_env = {k: environ[k] for k in _LOADER_VARS if environ.get(k)}
+    resolver = Resolver()
+    main = interp.executable
+    roots = _roots(candidates, infos)
+    trees = {}
+    tree_findings: List[Finding] = []
+
+    def resolve(path, as_dlopen):
+        try:
+            trees[path] = resolve_tree(path, env=loader_env, main=main if as_dlopen else None,
+                                       resolver=resolver)
+        except MltoolsError as exc:
+            tree_findings.append(Finding("UNRESOLVABLE", Severity.WARNING, exc.message, details={"path": path}))
+
+    for path, as_ext in roots:
+        resolve(path, as_ext)
+    reached = {lib.path for t in trees.values() for lib in t.libraries if lib.path}
     for path, info in infos.items():
-        for name in filter(None, (info.soname, os.path.basename(path))):
-            by_soname.setdefault(name, path)
+        if path in trees or info.type != 3 or not info.has_dynamic or os.path.realpath(path) in reached:
+            continue
+        resolve(path, True)
+    for t in trees.values():
+        for f in t.findings:
+            if f.code in _TREE_CODES_KEPT:
+                tree_findings.append(_graft_order(f))
     nodes: Dict[str, _Node] = {}
-    ext = {c.path for c in candidates if c.is_extension}
-    for path, info in infos.items():
-        # every environment library is a node, needed or not (grafted copies count)
-        if path not in ext and info.type == 3:
-            key = os.path.realpath(path)
-            nodes.setdefault(key, _Node(info.soname or os.path.basename(path), path))
-        for name in info.needed:
-            target = by_soname.get(name)
-            key = os.path.realpath(target) if target else "soname:" + name
-            node = nodes.setdefault(key, _Node(name, target))
-            node.needed_by.add(path)
-    scope.append("library resolution: NEEDED names are matched to the environment's own files only "
-                 "(the ld.so resolver is not wired in yet)")
-    return nodes
+    ext_roots = {p for p, as_ext in roots if as_ext}
+    for path, info in infos.items():          # every environment library is a node, reached or not
+        if info.type == 3 and path not in ext_roots:
+            nodes.setdefault(os.path.realpath(path), _Node(info.soname or os.path.basename(path), path))
+    for t in trees.values():
+        for lib in t.libraries:
+            key = lib.path or "missing:" + lib.soname
+            node = nodes.setdefault(key, _Node(lib.soname, lib.path))
+            node.needed_by.update(n for n in lib.needed_by if n)
+    return trees, tree_findings, nodes
 
 
-def _classify(node: _Node, infos) -> Optional[rt.RuntimeKind]:
-    return rt.classify_file(node.path, node.soname)
+def _graft_order(f: Finding) -> Finding:
+    """auditwheel-grafted libraries without their own RUNPATH rely on the extension's
+    RPATH: that is how those wheels are built, so it is a note, not a warning."""
+    if f.code != "LOAD_ORDER_DEPENDENT":
+        return f
+    req = str(f.details.get("requester", ""))
+    prov = str(f.details.get("provider", ""))
+    if os.path.dirname(req).endswith(".libs") and os.path.dirname(req) == os.path.dirname(prov):
+        return Finding("GRAFT_NEEDS_LOADER_RPATH", Severity.INFO, f.message,
+                       "nothing to do unless the library is loaded on its own", dict(f.details))
+    return f
 
 
-def _runtime_copies(nodes: Mapping[str, _Node], infos, owners: OwnerIndex):
+def _missing_findings(trees, owners: OwnerIndex, ext: Set[str]) -> List[Finding]:
+    """One finding per missing SONAME, naming every file that needs it and its package."""
+    from mltools.doctor.fixes import missing_library_fix
+
+    missing: Dict[str, dict] = {}
+    for root, t in trees.items():
+        for lib in t.libraries:
+            if lib.path is not None or lib.error:
+                continue
+            m = missing.setdefault(lib.soname, {"needed_by": set(), "roots": set(), "near": None, "tried": 0})
+            m["needed_by"].update(lib.needed_by or (root,))
+            m["roots"].add(root)
+            m["tried"] = max(m["tried"], len(lib.tried))
+            if lib.near_misses and m["near"] is None:
+                m["near"] = lib.near_misses[0]
+    out = []
+    for soname, m in sorted(missing.items()):
+        needers = sorted(m["needed_by"])
+        first = needers[0]
+        owner = owners.owner(first)
+        pkgs = sorted({owner_text(owners, p) or "-" for p in needers})
+        # needed only by programs (test binaries, tools) or by libraries no extension module
+        # reaches (dlopen'ed plugins at worst): imports are not affected
+        unreached = all(r not in ext for r in m["roots"])
+        near = m["near"]
+        near_dir = os.path.dirname(near.path) if near is not None and "another version" not in near.reason else None
+        who = ", ".join(os.path.basename(p) for p in needers[:3]) + (f" and {len(needers) - 3} more"
+                                                                    if len(needers) > 3 else "")
+        msg = f"{soname} not found, needed by {who}"
+        if near is not None:
+            msg += f" (near miss: {near.path}: {near.reason})"
+        out.append(Finding(
+            "MISSING_LIBRARY", Severity.WARNING if unreached else Severity.ERROR,
+            msg + ("; no extension module needs it, so imports are not affected" if unreached else ""),
+            fix=missing_library_fix(soname, owner, near_dir),
+            details={"soname": soname, "path": first, "package": str(owner) if owner else None,
+                     "needed_by": needers, "packages": pkgs, "tried": m["tried"],
+                     "near_miss": {"path": near.path, "reason": near.reason} if near else None}))
+    return out
+
+
+@contextlib.contextmanager
+def _shared_symbol_reads():
+    """check_objects reads every object's symbols on each call; doctor calls it once
+    per root over many of the same libraries (libtorch_cpu: 0.3 s a read), so the
+    reads are memoised for the duration of the pass."""
+    from mltools.elf import check
+
+    original = check._read
+    cache: Dict[str, object] = {}
+
+    def cached(path):
+        hit = cache.get(path)
+        if hit is None:
+            hit = cache[path] = original(path)
+        return hit
+
+    check._read = cached
+    try:
+        yield
+    finally:
+        check._read = original
+
+
+def _check_findings(trees, owners: OwnerIndex, programs: Set[str]) -> List[Finding]:
+    """Version needs and undefined symbols of every object, in its root's process context.
+    Each object is checked once (in the first tree that maps it), then serves as context.
+    Programs shipped in site-packages (mostly test binaries) are only resolved."""
+    from mltools.elf.check import ScopeObject, check_objects
+    from mltools.elf.reader import ElfFormatError, read_elf
+
+    checked: Set[str] = set()
+    out: List[Finding] = []
+    soname_cache: Dict[str, Optional[str]] = {}
+
+    def soname_of(p):
+        if p not in soname_cache:
+            try:
+                soname_cache[p] = read_elf(p).soname
+            except (ElfFormatError, OSError):
+                soname_cache[p] = None
+        return soname_cache[p]
+
+    with _shared_symbol_reads():
+        for root, t in sorted(trees.items()):
+            if root in programs:
+                continue
+            names: Dict[str, Optional[str]] = {}
+            for ctx in t.context:
+                for n in (soname_of(ctx), os.path.basename(ctx)):
+                    if n:
+                        names.setdefault(n, ctx)
+            for lib in t.libraries:
+                for n in lib.requested_as or (lib.soname,):
+                    names[n] = lib.path if lib.found else None
+            objects = [ScopeObject(ctx, context=True) for ctx in t.context]
+            real_root = os.path.realpath(root)
+            objects.append(ScopeObject(real_root, tuple((n, names.get(n)) for n in t.root_needed),
+                                       context=real_root in checked))
+            checked.add(real_root)
+            ctx_set = set(t.context)
+            for lib in t.libraries:
+                if not lib.found or lib.path in ctx_set:
+                    continue
+                objects.append(ScopeObject(lib.path, tuple((n, names.get(n)) for n in lib.needed),
+                                           context=lib.path in checked))
+                checked.add(lib.path)
+            if all(o.context for o in objects):
+                continue
+            found, _stats = check_objects(objects)
+            out += [_enrich_check(f, owners) for f in found if f.code in _CHECK_CODES_KEPT]
+    return out
+
+
+def _enrich_check(f: Finding, owners: OwnerIndex) -> Finding:
+    f = _with_owner(f, owners)
+    d = dict(f.details)
+    fix = f.fix
+    if f.code in ("VERSION_MISSING", "VERSION_MISSING_WEAK"):
+        version = str(d.get("version", ""))
+        library = os.path.basename(str(d.get("library", "")))
+        owner = owners.owner(str(d.get("path")))
+        if version.startswith("GLIBC_") and library.startswith(("libc.so", "libm.so", "libpthread", "libdl", "librt")):
+            try:
+                glibc = os.confstr("CS_GNU_LIBC_VERSION") or "an older glibc"
+            except (ValueError, OSError):
+                glibc = "an older glibc"
+            fix = (f"it was built for {version.replace('_', ' ')} or newer but this system has {glibc}: "
+                   "install a wheel built for an older manylinux"
+                   + (f" (pip install --force-reinstall --no-deps --only-binary :all: {owner.name})"
+                      if owner is not None and owner.manager == "pip" else "")
+                   + ", or run on a newer OS")
+        elif version.startswith(("GLIBCXX_", "CXXABI_")):
+            fix = (f"the {library} that loads ({d.get('library')}) is older than the one it was built with: make "
+                   "a newer libstdc++ load first (conda install -c conda-forge libstdcxx-ng, or a newer "
+                   "apt libstdc++6), or install a build of the package made for this system")
+    return Finding(f.code, f.severity, f.message, fix, d)
+
+
+def _classify(node: _Node, env_files: Set[str]) -> Optional[rt.RuntimeKind]:
+    # system libraries carry their canonical names; only shipped copies may be renamed
+    return rt.classify_file(node.path, node.soname, by_symbols=node.path in env_files)
+
+
+def _runtime_copies(nodes: Mapping[str, _Node], env_files: Set[str], owners: OwnerIndex):
     copies: List[RuntimeCopy] = []
     cuda: Dict[int, Set[str]] = defaultdict(set)
     for key, node in sorted(nodes.items()):
-        kind = _classify(node, infos)
+        kind = _classify(node, env_files)
         if kind is None:
             continue
         pkg = owner_text(owners, node.path)

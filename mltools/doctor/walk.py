@@ -40,33 +40,35 @@ def _has_elf_magic(path: str) -> bool:
         return False
 
 
+def _dir_id(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def walk_elf_files(dirs: Iterable[str]) -> Tuple[List[ElfCandidate], List[str]]:
-    """Every ELF file under ``dirs`` and the dirs actually walked (deduplicated by realpath).
+    """Every ELF file under ``dirs`` and the dirs actually walked (each real directory once).
 
     Nested site dirs (a ``site-packages`` below a walked stdlib dir) are left to
     their own sys.path entry. Symlinked directories are followed once.
     """
     found: List[ElfCandidate] = []
     walked: List[str] = []
-    seen_dirs: Set[str] = set()
-    seen_files: Set[str] = set()
-    tops = []
-    for d in dirs:
-        if d and os.path.isdir(d):
-            tops.append(d)
-    top_reals = {os.path.realpath(d) for d in tops}
+    seen_dirs: Set[tuple] = set()
+    seen_files: Set[tuple] = set()
+    tops = [d for d in dirs if d and os.path.isdir(d)]
+    top_ids = {_dir_id(d) for d in tops}
     for top in tops:
-        real_top = os.path.realpath(top)
-        if real_top in seen_dirs:
+        top_id = _dir_id(top)
+        if top_id in seen_dirs:
             continue
         walked.append(top)
+        seen_dirs.add(top_id)
         stack = [top]
         while stack:
             d = stack.pop()
-            real = os.path.realpath(d)
-            if real in seen_dirs:
-                continue
-            seen_dirs.add(real)
             try:
                 entries = list(os.scandir(d))
             except OSError:
@@ -75,10 +77,13 @@ def walk_elf_files(dirs: Iterable[str]) -> Tuple[List[ElfCandidate], List[str]]:
                 name = e.name
                 try:
                     if e.is_dir():
-                        if name in _SKIP_DIRS:
+                        if name in _SKIP_DIRS or name in _SITE_DIR_NAMES:
+                            continue   # not on sys.path, or walked as its own sys.path entry
+                        st = e.stat()
+                        dir_id = (st.st_dev, st.st_ino)
+                        if dir_id in seen_dirs or dir_id in top_ids:
                             continue
-                        if name in _SITE_DIR_NAMES or os.path.realpath(e.path) in top_reals:
-                            continue   # walked as its own sys.path entry, or not on sys.path at all
+                        seen_dirs.add(dir_id)
                         stack.append(e.path)
                         continue
                     if not e.is_file():
@@ -89,16 +94,16 @@ def walk_elf_files(dirs: Iterable[str]) -> Tuple[List[ElfCandidate], List[str]]:
                     pass
                 elif "." in name:
                     continue           # .py, .pyc, .txt, ...: not worth a stat
-                else:
-                    try:
-                        if not e.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
-                            continue
-                    except OSError:
-                        continue
-                real_file = os.path.realpath(e.path)
-                if real_file in seen_files or not _has_elf_magic(e.path):
+                try:
+                    st = e.stat()
+                except OSError:
                     continue
-                seen_files.add(real_file)
+                if not _SO_NAME.search(name) and not st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+                    continue
+                file_id = (st.st_dev, st.st_ino)
+                if file_id in seen_files or not _has_elf_magic(e.path):
+                    continue
+                seen_files.add(file_id)
                 found.append(ElfCandidate(e.path, top, is_extension_name(name)))
     found.sort(key=lambda c: c.path)
     return found, walked
