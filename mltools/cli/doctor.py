@@ -17,6 +17,11 @@ def _short(path: str, base: str) -> str:
     return path
 
 
+def _rel(text: str, base: str) -> str:
+    """Paths under the first site dir, shown relative to it (JSON keeps them absolute)."""
+    return text.replace(base.rstrip("/") + "/", "") if base else text
+
+
 def _needed_by_text(paths, base: str) -> str:
     if not paths:
         return "-"
@@ -28,14 +33,15 @@ def _needed_by_text(paths, base: str) -> str:
 
 def render_doctor(r) -> str:
     py = r.python
+    base = py.site_dirs[0] if py.site_dirs else ""
     out = [key_values([
         ("python", f"{py.executable} ({py.implementation} {py.version}"
                    + (f", virtualenv {py.prefix}" if py.in_virtualenv else f", prefix {py.prefix}") + ")"),
         ("scanned", f"{r.elf_files} ELF files ({r.extension_modules} extension modules) under "
                     f"{len(r.scanned_dirs)} dirs, {r.distributions} distributions"),
+        ("site dir", base or "-"),
         ("took", f"{r.timings_s.get('total', 0):.2f} s"),
     ])]
-    base = py.site_dirs[0] if py.site_dirs else ""
     if r.runtimes:
         t = Table(["family", "impl", "soname", "package", "path", "needed by"], title="\nRuntime libraries")
         for c in r.runtimes:
@@ -63,20 +69,20 @@ def render_doctor(r) -> str:
         out.append("\nNo problems found.")
         return "\n".join(out)
     counts = {s: sum(1 for f in r.findings if f.severity.value == s) for s, _ in _SEVERITY_TITLES}
-    out.append("\n" + ", ".join(f"{n} {s}{'s' if n != 1 and s != 'info' else ''}"
-                                for s, n in counts.items() if n))
+    nouns = {"error": "error", "warning": "warning", "info": "note"}
+    out.append("\n" + ", ".join(f"{n} {nouns[s]}{'s' if n != 1 else ''}" for s, n in counts.items() if n))
     for sev, title in _SEVERITY_TITLES:
         group = [f for f in r.findings if f.severity.value == sev]
         if not group:
             continue
         out.append(f"\n{title}")
         for f in group:
-            out.append(f"  {f.code}: {f.message}")
+            out.append(f"  {f.code}: {_rel(f.message, base)}")
             pkg = f.details.get("package") if isinstance(f.details, dict) else None
             if pkg:
                 out.append(f"      package: {pkg}")
             if f.fix:
-                out.append(f"      fix: {f.fix}")
+                out.append(f"      fix: {_rel(f.fix, base)}")
     if r.failed:
         out.append(f"\nexit status 1: findings at or above --fail-on {r.fail_on}")
     return "\n".join(out)

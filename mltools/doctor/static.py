@@ -208,29 +208,43 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str]) -> List[Finding]
             m["tried"] = max(m["tried"], len(lib.tried))
             if lib.near_misses and m["near"] is None:
                 m["near"] = lib.near_misses[0]
-    out = []
+    # one finding per set of files that miss libraries: a module missing three
+    # libraries is one problem with one fix
+    groups: Dict[Tuple[str, ...], List[str]] = defaultdict(list)
     for soname, m in sorted(missing.items()):
-        needers = sorted(m["needed_by"])
+        groups[tuple(sorted(m["needed_by"]))].append(soname)
+    out = []
+    for needers, sonames in sorted(groups.items(), key=lambda kv: kv[1]):
         first = needers[0]
         owner = owners.owner(first)
         pkgs = sorted({owner_text(owners, p) or "-" for p in needers})
+        roots = set().union(*(missing[s]["roots"] for s in sonames))
         # needed only by programs (test binaries, tools) or by libraries no extension module
         # reaches (dlopen'ed plugins at worst): imports are not affected
-        unreached = all(r not in ext for r in m["roots"])
-        near = m["near"]
-        near_dir = os.path.dirname(near.path) if near is not None and "another version" not in near.reason else None
+        unreached = all(r not in ext for r in roots)
+        nears = [(s, missing[s]["near"]) for s in sonames if missing[s]["near"] is not None]
+        near_dirs = sorted({os.path.dirname(os.path.normpath(n.path)) for _, n in nears
+                            if "another version" not in n.reason})
         who = ", ".join(os.path.basename(p) for p in needers[:3]) + (f" and {len(needers) - 3} more"
                                                                     if len(needers) > 3 else "")
-        msg = f"{soname} not found, needed by {who}"
-        if near is not None:
-            msg += f" (near miss: {near.path}: {near.reason})"
+        msg = f"{', '.join(sonames)} not found, needed by {who}"
+        if nears:
+            s0, n0 = nears[0]
+            msg += f" (near miss: {os.path.normpath(n0.path)}: {n0.reason})"
+        if unreached:
+            msg += "; no extension module needs it, so imports are not affected"
+        fixes = []
+        for soname in sonames:
+            fx = missing_library_fix(soname, owner, near_dirs[0] if near_dirs else None)
+            if fx not in fixes:
+                fixes.append(fx)
         out.append(Finding(
-            "MISSING_LIBRARY", Severity.WARNING if unreached else Severity.ERROR,
-            msg + ("; no extension module needs it, so imports are not affected" if unreached else ""),
-            fix=missing_library_fix(soname, owner, near_dir),
-            details={"soname": soname, "path": first, "package": str(owner) if owner else None,
-                     "needed_by": needers, "packages": pkgs, "tried": m["tried"],
-                     "near_miss": {"path": near.path, "reason": near.reason} if near else None}))
+            "MISSING_LIBRARY", Severity.WARNING if unreached else Severity.ERROR, msg,
+            fix="; ".join(fixes),
+            details={"sonames": sonames, "soname": sonames[0], "path": first,
+                     "package": str(owner) if owner else None, "needed_by": list(needers), "packages": pkgs,
+                     "near_misses": [{"soname": s, "path": os.path.normpath(n.path), "reason": n.reason}
+                                     for s, n in nears]}))
     return out
 
 
