@@ -237,3 +237,47 @@ def test_human_output_groups_by_severity(cli, openmp_dir):
     assert "DUP_OPENMP:" in res.stdout and "fix:" in res.stdout
     res = cli("doctor", "--path", str(openmp_dir))        # default --fail-on error
     assert res.exit_code == 0
+
+
+def _stub_runtime(d: Path, soname: str, exports: str) -> None:
+    (d / "rt.c").write_text(exports)
+    gcc("-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(d / soname), str(d / "rt.c"))
+
+
+def _module_needing(d: Path, name: str, lib: str) -> None:
+    (d / f"{name}.c").write_text(module_source(name))
+    gcc("-shared", "-fPIC", "-I", PY_INCLUDE, "-o", str(d / f"{name}.so"), str(d / f"{name}.c"),
+        "-L", str(d), f"-l:{lib}", "-Wl,--no-as-needed", "-Wl,-rpath,$ORIGIN")
+
+
+def test_two_intel_openmp_copies_are_an_error(tmp_path):
+    kmp = "int __kmpc_fork_call(void) { return 0; }\nint __kmpc_global_thread_num(void) { return 0; }\n"
+    _stub_runtime(tmp_path, "libiomp5.so", kmp)
+    _stub_runtime(tmp_path, "libomp-9f8e7d6c.so.5", kmp)
+    (tmp_path / "a.c").write_text(module_source("kmpa"))
+    gcc("-shared", "-fPIC", "-I", PY_INCLUDE, "-o", str(tmp_path / "kmpa.so"), str(tmp_path / "a.c"),
+        "-Wl,--no-as-needed", "-L", str(tmp_path), "-l:libiomp5.so", "-Wl,-rpath,$ORIGIN")
+    _module_needing(tmp_path, "kmpb", "libomp-9f8e7d6c.so.5")
+    r = diagnose(paths=[str(tmp_path)], environment_checks=False)
+    [f] = [f for f in r.findings if f.code == "DUP_OPENMP_INTEL"]
+    assert f.severity == Severity.ERROR and "Error #15" in f.message
+
+
+def test_two_cuda_runtime_majors(tmp_path, monkeypatch):
+    # stand-ins with the real SONAMEs: the loader resolves by name, as with NVIDIA's wheels
+    _stub_runtime(tmp_path, "libcudart.so.11.0", "int cudaGetDeviceCount(int *n) { *n = 0; return 0; }\n")
+    _stub_runtime(tmp_path, "libcudart.so.12", "int cudaGetDeviceCount(int *n) { *n = 0; return 0; }\n")
+    _module_needing(tmp_path, "cu11mod", "libcudart.so.11.0")
+    _module_needing(tmp_path, "cu12mod", "libcudart.so.12")
+    r = diagnose(paths=[str(tmp_path)], environment_checks=False)
+    [f] = [f for f in r.findings if f.code == "DUP_CUDA_MAJOR"]
+    assert f.details["majors"] == ["11", "12"] and f.severity == Severity.WARNING
+    assert {c.major for c in r.runtimes if c.family == "cuda-runtime"} == {"11", "12"}
+    # with a driver that runs CUDA 11 but not 12 (no nvidia-smi here: the kernel module's version)
+    import mltools.doctor.host as host
+    import mltools.env.report as env_report
+    monkeypatch.setattr(env_report, "_collect_gpus", lambda: (None, ()))
+    monkeypatch.setattr(host, "kernel_driver_version", lambda *a: "470.82.01")
+    r = diagnose(paths=[str(tmp_path)], environ={})
+    [f] = [f for f in r.findings if f.code == "CUDA_DRIVER_TOO_OLD"]
+    assert f.details["cuda_major"] == 12 and f.severity == Severity.ERROR

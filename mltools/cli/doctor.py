@@ -25,8 +25,8 @@ def _rel(text: str, base: str) -> str:
 def _needed_by_text(paths, base: str) -> str:
     if not paths:
         return "-"
-    if len(paths) <= 2:
-        return ", ".join(_short(p, base) for p in paths)
+    if len(paths) == 1:
+        return _short(paths[0], base)
     tops = sorted({_short(p, base).split("/", 1)[0] for p in paths})
     return f"{len(paths)} files under {', '.join(tops[:4])}" + (", ..." if len(tops) > 4 else "")
 

@@ -116,7 +116,9 @@ def dynamic_pass(interp: InterpreterInfo, modules: Sequence[str], owners: OwnerI
         findings.append(f)
     findings += _loaded_runtime_findings(loaded)
     if report.unparsed_count:
-        scope.append(f"{report.unparsed_count} LD_DEBUG lines of the dynamic pass were not understood")
+        n = report.unparsed_count
+        scope.append(f"{n} LD_DEBUG line{'s' if n != 1 else ''} of the dynamic pass {'were' if n != 1 else 'was'} "
+                     "not understood (mltools elf trace --verbose shows them)")
     return DynamicResult(tuple(loaded), tuple(findings), tuple(scope))
 
 
