@@ -21,6 +21,9 @@ JSON_SMOKE = {
     "elf inspect": lambda tmp_path, cbuild: ["elf", "inspect", "--json",
                                              cbuild.build("smoke", "int main(void){return 0;}")],
     "elf trace": ["elf", "trace", "--json", "--", "/bin/true"],
+    "elf ldcache": ["elf", "ldcache", "--json", "--no-stale-check"],
+    "elf scan": lambda tmp_path, cbuild: ["elf", "scan", "--json",
+                                          str(cbuild.build("smoke", "int main(void){return 0;}").parent)],
     "elf tree": lambda tmp_path, cbuild: ["elf", "tree", "--json",
                                           cbuild.build("smoke", "int main(void){return 0;}")],
 }

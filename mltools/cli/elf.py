@@ -228,6 +228,113 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
         click.get_current_context().exit(1)
 
 
+# --- ldcache ---------------------------------------------------------------------------------
+
+def render_ldcache(r) -> str:
+    head = key_values([
+        ("cache", r.path),
+        ("format", r.format + (f" (glibc-hwcaps: {', '.join(r.hwcaps_subdirs)})" if r.hwcaps_subdirs else "")),
+        ("generator", r.generator),
+        ("entries", len(r.entries)),
+        ("ld.so.conf dirs", ", ".join(r.configured_dirs) or "-"),
+    ])
+    t = Table(["name", "abi", "hwcaps", "path"])
+    for e in r.entries:
+        t.add(e.name, e.description, e.hwcaps_subdir or "-", e.path)
+    text = head + "\n\n" + t.render()
+    if r.findings:
+        text += "\n\nfindings\n" + findings_text(r.findings)
+    return text
+
+
+@elf.command("ldcache")
+@click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False),
+              help="The cache file (default: /etc/ld.so.cache, under --root if given).")
+@click.option("--conf", "conf_path", default=None, type=click.Path(dir_okay=False),
+              help="The ld.so.conf to compare with (default: /etc/ld.so.conf).")
+@click.option("--root", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="A sysroot whose cache and configuration to read.")
+@click.option("--no-stale-check", is_flag=True, help="Only list the entries.")
+@json_option
+def ldcache_cmd(cache_path, conf_path, root, no_stale_check, as_json) -> None:
+    """The loader's library cache, parsed as ld.so reads it.
+
+    Lists the same entries as `ldconfig -p` (new, old and combined formats, the
+    glibc-hwcaps extension) and reports a stale cache: a library in a directory
+    that ld.so.conf lists but the cache lacks, or an entry whose file is gone.
+
+    Exit status 1 when the cache is stale.
+    """
+    from mltools.elf.ldcache import ldcache_report
+    from mltools.findings import Severity, any_at_or_above
+
+    report = ldcache_report(cache_path, conf_path, root, check_stale=not no_stale_check)
+    emit(report, as_json, render_ldcache)
+    if any_at_or_above(report.findings, Severity.WARNING):
+        click.get_current_context().exit(1)
+
+
+# --- scan ------------------------------------------------------------------------------------
+
+def render_scan(r, list_files: bool = False) -> str:
+    from collections import Counter
+
+    kinds = Counter(f.kind for f in r.files)
+    out = [key_values([
+        ("scanned", ", ".join(r.roots)),
+        ("ELF files", f"{len(r.files)} loadable ("
+                      + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"),
+        ("with missing deps", sum(1 for f in r.files if f.missing)),
+        ("identical groups", len([g for g in r.duplicates if g.identical])),
+    ])]
+    if list_files:
+        t = Table(["path", "kind", "soname", "needed", "missing"], title="\nfiles")
+        for f in r.files:
+            t.add(f.path, f.kind, f.soname, len(f.needed), ", ".join(f.missing) or "-")
+        out.append(t.render())
+    if r.duplicates:
+        out.append("\nidentical files" if any(g.identical for g in r.duplicates) else "\nsame build-id")
+        for g in r.duplicates:
+            out.append(f"  {g.key[:23]}{'' if g.identical else ' (same build-id, different bytes)'}")
+            out.extend(f"    {p}" for p in g.paths)
+    if r.runtimes:
+        out.append("\nruntimes with several copies")
+        for rc in r.runtimes:
+            out.append(f"  {rc.family}:")
+            out.extend(f"    {p}" for p in rc.paths)
+    if r.findings:
+        out.append("\nfindings\n" + findings_text(r.findings))
+    return "\n".join(out)
+
+
+@elf.command("scan")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--list", "list_files", is_flag=True, help="Also list every ELF file found.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None, help="Threads for reading and hashing.")
+@click.option("--root", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="Resolve inside the sysroot DIR.")
+@click.option("--fail-on", type=click.Choice(["error", "warning"]), default="error", show_default=True,
+              help="Exit 1 when a finding is at least this severe.")
+@json_option
+def scan_cmd(paths, list_files, jobs, root, fail_on, as_json) -> None:
+    """Every ELF file under PATHs (a build dir, a venv, an unpacked wheel).
+
+    Missing dependencies, libraries that resolve only thanks to load order or
+    their loader's RPATH (grafted *.libs copies), identical files under
+    different names (sha256, build-id), runtimes one process would map twice
+    (OpenMP, BLAS, libstdc++, libgfortran, cudart), and a finding per file that
+    is not a valid ELF (a Git LFS pointer named libfoo.so). The output does not
+    depend on the order of PATHs.
+    """
+    from mltools.elf.scan import scan_paths
+    from mltools.findings import Severity, any_at_or_above
+
+    report = scan_paths(list(paths), jobs=jobs, root=root)
+    emit(report, as_json, lambda r: render_scan(r, list_files))
+    if any_at_or_above(report.findings, Severity.parse(fail_on)):
+        click.get_current_context().exit(1)
+
+
 from mltools.cli.elf_trace import trace_cmd  # noqa: E402 - the command lives in its own module
 
 elf.add_command(trace_cmd)

@@ -143,15 +143,17 @@ def _parse_new(data: bytes, base: int, path: str, fmt: str) -> LdCache:
     view = data[base:]
     generator = None
     subdirs: List[str] = []
-    if ext_off and ext_off + 8 <= len(view):
-        magic, count = struct.unpack_from("<II", view, ext_off)
+    # The extension directory and its sections are addressed from the start of
+    # the file (dl-cache.c: cache_extension_load(cache_new, file_base, ...)).
+    if ext_off and ext_off + 8 <= len(data):
+        magic, count = struct.unpack_from("<II", data, ext_off)
         if magic == EXT_MAGIC:
             for i in range(min(count, 64)):
-                tag, _eflags, off, size = struct.unpack_from("<IIII", view, ext_off + 8 + 16 * i)
+                tag, _eflags, off, size = struct.unpack_from("<IIII", data, ext_off + 8 + 16 * i)
                 if tag == 0:
-                    generator = view[off:off + size].decode("utf-8", "replace")
+                    generator = data[off:off + size].decode("utf-8", "replace")
                 elif tag == 1:
-                    subdirs = [_cstr(view, o) for o in struct.unpack_from(f"<{size // 4}I", view, off)]
+                    subdirs = [_cstr(view, o) for o in struct.unpack_from(f"<{size // 4}I", data, off)]
     entries = []
     for i in range(nlibs):
         flags, key, value, _osv, hwcap = struct.unpack_from("<iIIIQ", view, 48 + i * 24)

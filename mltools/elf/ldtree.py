@@ -194,6 +194,7 @@ class Resolver:
         self._conf_dirs: Optional[Tuple[str, ...]] = None
         self._searched_dirs: Dict[str, str] = {}   # every directory searched, with a label
         self._search_memo: Dict[tuple, tuple] = {}
+        self._realpaths: Dict[str, str] = {}
 
     # -- file system, with the sysroot applied ---------------------------------------------
     def host(self, path: str) -> str:
@@ -500,8 +501,10 @@ class Resolver:
     # -- the namespace ------------------------------------------------------------------------
     def _new_obj(self, info: ElfInfo, found_as: str, host_path: str, loader: Optional[_Obj], depth: int,
                  via: Optional[str], cwd: str, is_exe_origin: bool = False) -> _Obj:
-        abs_found = host_path if os.path.isabs(host_path) else os.path.join(cwd, host_path)
-        real = os.path.realpath(abs_found)
+        abs_found = host_path if host_path.startswith("/") else os.path.join(cwd, host_path)
+        real = self._realpaths.get(abs_found)
+        if real is None:
+            real = self._realpaths[abs_found] = os.path.realpath(abs_found)
         if is_exe_origin:
             origin = os.path.dirname(real)
             if self._rootp and origin.startswith(self._rootp):
@@ -513,26 +516,37 @@ class Resolver:
 
 
 class _Namespace:
-    """The objects loaded so far, in order, with name and file-id lookups."""
+    """The objects loaded so far, in order, with name and file-id lookups.
+
+    ld.so walks its list and takes the first object whose names, path or
+    SONAME match; registering every key once, in load order, gives the same
+    answer in one dict lookup.
+    """
 
     def __init__(self):
         self.objs: List[_Obj] = []
         self.by_id: Dict[tuple, _Obj] = {}
+        self.by_name: Dict[str, _Obj] = {}
 
     def add(self, obj: _Obj) -> None:
         self.objs.append(obj)
         if obj.info is not None:
             self.by_id.setdefault(obj.info.file_id, obj)
+            if obj.info.soname:
+                self.by_name.setdefault(obj.info.soname, obj)
+        self.by_name.setdefault(obj.found_as, obj)
+        for n in obj.names:
+            self.by_name.setdefault(n, obj)
+
+    def alias(self, obj: _Obj, name: str) -> None:
+        obj.names.append(name)
+        self.by_name.setdefault(name, obj)
 
     def lookup(self, name: str) -> Optional[_Obj]:
-        for o in self.objs:
-            if o.kind == "missing":
-                continue
-            if name in o.names or name == o.found_as or (o.info is not None and o.info.soname == name):
-                if name not in o.names:
-                    o.names.append(name)
-                return o
-        return None
+        o = self.by_name.get(name)
+        if o is not None and name not in o.names:
+            o.names.append(name)
+        return o
 
 
 def _env_dirs(resolver: Resolver, env: Mapping[str, str], main: _Obj) -> Tuple[str, ...]:
@@ -638,8 +652,8 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
         existing = ns.lookup(name)
         if existing is not None:
             return existing
-        if name in missing:
-            return missing[name]
+        # A name that was not found is searched again for the next requester
+        # (ld.so skips its faked entries): another search path may find it.
         if "/" in name:
             expanded = expand_dst(name, loader.origin, r.config) if "$" in name else name
             tried: List[Candidate] = []
@@ -659,7 +673,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             info: ElfInfo = x
             same = ns.by_id.get(info.file_id)
             if same is not None:
-                same.names.append(name)
+                ns.alias(same, name)
                 return same
             host_found = r.host(found_as) if found_as.startswith("/") else found_as
             obj = r._new_obj(info, found_as, host_found, loader, depth, via, cwd)
@@ -669,6 +683,8 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             ns.add(obj)
             traversal.append(obj)
             return obj
+        if name in missing and missing[name].kind == ("fatal" if status == "fatal" else "missing"):
+            return missing[name]
         obj = _Obj(None, found_as or name, None, None, loader, depth, None, kind="missing")
         obj.names.append(name)
         obj.tried = tried_t

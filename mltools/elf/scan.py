@@ -1,0 +1,320 @@
+"""``scan``: every ELF file under some directories, checked as the loader would load them.
+
+For each program and Python extension (the *roots*) the dependency tree is
+resolved with one shared :class:`~mltools.elf.ldtree.Resolver`; libraries are
+resolved on their own too, so a library that works only through its loader's
+DT_RPATH (auditwheel's grafted ``*.libs`` copies) is told apart from one that
+is broken. Identical files are grouped by size then sha256 (only files that
+share a size are hashed), and by build-id. Runtimes that must exist once per
+process (OpenMP, BLAS, libstdc++, libgfortran, CUDA runtime) are reported when
+one process would map two of them.
+
+The output is sorted, so it does not depend on the order of the arguments.
+Headers are read and files hashed in a thread pool.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
+
+from mltools.elf.ldtree import DepTree, Resolver, resolve_tree
+from mltools.elf.reader import ELFMAG, ElfFormatError, ElfInfo, read_elf, read_notes
+from mltools.errors import InputError
+from mltools.findings import Finding, Severity
+
+__all__ = ["ScannedFile", "DuplicateGroup", "RuntimeCopies", "ScanReport", "scan_paths", "runtime_family"]
+
+_RUNTIMES = [
+    ("openmp", re.compile(r"^lib(gomp|iomp5|omp)(?=[-.])")),
+    ("blas", re.compile(r"^lib(openblas|scipy_openblas|mkl_rt|mkl_core|blis|flexiblas|cblas|blas)(?=[-._0-9])")),
+    ("libstdc++", re.compile(r"^lib(stdc\+\+)(?=[-.])")),
+    ("libgfortran", re.compile(r"^lib(gfortran)(?=[-.])")),
+    ("cudart", re.compile(r"^lib(cudart)(?=[-.])")),
+]
+_GRAFT_HASH = re.compile(r"-[0-9a-f]{8}(?:-[0-9a-f]{8})?\.so")
+_EXTENSION = re.compile(r"\.(cpython-[^.]+|abi3|pypy[^.]*)\.so$")
+
+
+def runtime_family(path: str) -> Optional[Tuple[str, str]]:
+    """("openmp", "gomp") for .../libgomp-a34b3233.so.1, None for other libraries."""
+    base = os.path.basename(path)
+    for family, rx in _RUNTIMES:
+        m = rx.match(base)
+        if m:
+            return family, m.group(1)
+    return None
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    path: str
+    kind: str                       # executable, extension, library, grafted
+    soname: Optional[str]
+    size_bytes: int
+    build_id: Optional[str]
+    needed: Tuple[str, ...]
+    missing: Tuple[str, ...]        # NEEDED names the loader would not find (in its own context)
+    aliases: Tuple[str, ...] = ()   # symlinks to it inside the scanned trees
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    key: str                        # "sha256:..." or "build-id:..."
+    paths: Tuple[str, ...]
+    identical: bool                 # same bytes (sha256), or only the same build-id
+
+
+@dataclass(frozen=True)
+class RuntimeCopies:
+    family: str                     # openmp, blas, libstdc++, libgfortran, cudart
+    paths: Tuple[str, ...]          # distinct files (realpaths) the scanned objects would map
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    SCHEMA: ClassVar[str] = "mltools.elf.scan"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    roots: Tuple[str, ...]          # the directories (and files) scanned
+    files: Tuple[ScannedFile, ...]
+    duplicates: Tuple[DuplicateGroup, ...]
+    runtimes: Tuple[RuntimeCopies, ...]
+    findings: Tuple[Finding, ...]
+
+
+# Never ELF: skipped without opening (a scan of a torch venv meets 20k headers and sources).
+_TEXT_SUFFIXES = frozenset(
+    ".py .pyc .pyi .pyx .pxd .pxi .h .hh .hpp .hxx .cuh .inc .inl .c .cc .cpp .cxx .cu .txt .md .rst "
+    ".json .yaml .yml .toml .cfg .ini .csv .typed .cmake .html .js .css .pem .proto .npz .npy .pkl "
+    ".png .jpg .svg .gz .zip .whl .tar .xml .f90 .f .mod .ptx .cubin".split())
+
+
+def _walk(paths: Sequence[str]) -> Tuple[List[str], Dict[str, List[str]]]:
+    """Regular files under ``paths`` (sorted) and the symlink names pointing at them."""
+    files = set()
+    aliases: Dict[str, List[str]] = {}
+
+    def visit(d: str) -> None:
+        try:
+            it = os.scandir(d)
+        except OSError:
+            return
+        with it:
+            for e in it:
+                try:
+                    if e.is_symlink():
+                        if _looks_like_shared_object(e.name) or os.path.splitext(e.name)[1] not in _TEXT_SUFFIXES:
+                            real = os.path.realpath(e.path)
+                            if os.path.isfile(real):
+                                aliases.setdefault(real, []).append(e.path)
+                    elif e.is_dir(follow_symlinks=False):
+                        visit(e.path)
+                    elif e.is_file(follow_symlinks=False):
+                        if os.path.splitext(e.name)[1] not in _TEXT_SUFFIXES or _looks_like_shared_object(e.name):
+                            files.add(e.path)
+                except OSError:
+                    continue
+
+    for top in paths:
+        if not os.path.exists(top):
+            raise InputError(f"{top}: no such file or directory")
+        if os.path.isfile(top):
+            real = os.path.realpath(top)
+            files.add(real)
+            if real != os.path.abspath(top):
+                aliases.setdefault(real, []).append(os.path.abspath(top))
+        else:
+            visit(os.path.abspath(top))
+    return sorted(files), aliases
+
+
+def _looks_like_shared_object(path: str) -> bool:
+    base = os.path.basename(path)
+    return base.endswith(".so") or ".so." in base
+
+
+def _probe(path: str):
+    """(path, ElfInfo | None, error | None, build_id): read one file; non-ELF files are None."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError:
+        return path, None, None, None
+    if magic != ELFMAG:
+        if _looks_like_shared_object(path):
+            try:
+                read_elf(path)
+            except ElfFormatError as exc:
+                return path, None, exc, None
+            except InputError:
+                return path, None, None, None
+        return path, None, None, None
+    try:
+        info = read_elf(path)
+        notes = read_notes(path)
+    except ElfFormatError as exc:
+        return path, None, exc, None
+    except InputError:
+        return path, None, None, None
+    return path, info, None, notes.build_id
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _kind(path: str, info: ElfInfo) -> str:
+    base = os.path.basename(path)
+    if info.interp is not None or info.type == 2:
+        return "executable"
+    if _EXTENSION.search(base) or (base.endswith(".so") and not base.startswith("lib")):
+        return "extension"
+    if os.path.basename(os.path.dirname(path)).endswith(".libs") or _GRAFT_HASH.search(base):
+        return "grafted"
+    return "library"
+
+
+def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, root: Optional[str] = None,
+               jobs: Optional[int] = None) -> ScanReport:
+    """Scan files and directory trees; see the module docstring."""
+    if not paths:
+        raise InputError("nothing to scan")
+    files, aliases = _walk(paths)
+    jobs = jobs or min(8, (os.cpu_count() or 1) + 2)
+    chunks = [files[i:i + 128] for i in range(0, len(files), 128)]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        probed = [x for part in pool.map(lambda ch: [_probe(f) for f in ch], chunks) for x in part]
+    findings: List[Finding] = []
+    elves: Dict[str, Tuple[ElfInfo, Optional[str]]] = {}
+    for path, info, err, build_id in probed:
+        if err is not None:
+            code = "NOT_ELF" if err.kind in ("not-elf", "empty") else "MALFORMED_ELF"
+            findings.append(Finding(code, Severity.ERROR, f"{path}: {err.reason}",
+                                    fix="replace the file with the real library", details={"path": path}))
+        elif info is not None:
+            elves[path] = (info, build_id)
+
+    # identical files: same size first, then sha256 (hashed in parallel)
+    by_size: Dict[int, List[str]] = {}
+    for path, (info, _b) in elves.items():
+        by_size.setdefault(info.size, []).append(path)
+    to_hash = sorted(p for group in by_size.values() if len(group) > 1 for p in group)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        digests = dict(zip(to_hash, pool.map(_sha256, to_hash)))
+    groups: List[DuplicateGroup] = []
+    by_digest: Dict[str, List[str]] = {}
+    for p, d in digests.items():
+        by_digest.setdefault(d, []).append(p)
+    for d, ps in sorted(by_digest.items()):
+        if len(ps) > 1:
+            groups.append(DuplicateGroup(f"sha256:{d}", tuple(sorted(ps)), True))
+    by_build: Dict[str, List[str]] = {}
+    for path, (_i, b) in elves.items():
+        if b:
+            by_build.setdefault(b, []).append(path)
+    for b, ps in sorted(by_build.items()):
+        if len(ps) > 1 and len({digests.get(p, p) for p in ps}) > 1:
+            groups.append(DuplicateGroup(f"build-id:{b}", tuple(sorted(ps)), False))
+
+    resolver = Resolver(root=root)
+    loadable = {p: v for p, v in elves.items()
+                if v[0].has_dynamic and v[0].elf_class == resolver.config.elf_class
+                and v[0].machine == resolver.config.machine}
+    kinds = {p: _kind(p, info) for p, (info, _b) in loadable.items()}
+    trees: Dict[str, DepTree] = {}
+    for p in sorted(loadable):
+        try:
+            trees[p] = resolve_tree(p, env=env or {}, resolver=resolver, use_etc_preload=False)
+        except (InputError, ElfFormatError) as exc:
+            findings.append(Finding("MALFORMED_ELF", Severity.ERROR, exc.message, details={"path": p}))
+
+    scanned: List[ScannedFile] = []
+    for p in sorted(loadable):
+        info, build_id = loadable[p]
+        t = trees.get(p)
+        missing = tuple(lib.soname for lib in t.libraries if lib.path is None) if t else ()
+        kind = kinds[p]
+        scanned.append(ScannedFile(path=p, kind=kind, soname=info.soname, size_bytes=info.size,
+                                   build_id=build_id, needed=info.needed, missing=missing,
+                                   aliases=tuple(sorted(aliases.get(p, ())))))
+        if t is None:
+            continue
+        for lib in t.libraries:
+            if lib.error:
+                findings.append(Finding("FATAL_CANDIDATE", Severity.ERROR,
+                                        f"{p}: the loader stops at {lib.found_as} for {lib.soname}: {lib.error}",
+                                        details={"path": p, "soname": lib.soname, "candidate": lib.found_as}))
+        own_missing = [lib for lib in t.libraries if lib.path is None]
+        if not own_missing:
+            for f in t.findings:
+                if f.code == "LOAD_ORDER_DEPENDENT":
+                    findings.append(replace_message(f, p))
+            continue
+        if kind in ("executable", "extension"):
+            for lib in own_missing:
+                findings.append(Finding("MISSING", Severity.ERROR,
+                                        f"{p}: {lib.soname} not found (needed by {', '.join(lib.needed_by)})",
+                                        details={"path": p, "soname": lib.soname,
+                                                 "near_misses": [n.path for n in lib.near_misses]}))
+            continue
+        # a library: fine if every root that loads it resolves what it misses alone
+        users = [q for q, tq in trees.items() if kinds[q] in ("executable", "extension")
+                 and any(lib.path == p for lib in tq.libraries)]
+        names = {lib.soname for lib in own_missing}
+        ok_via_loader = bool(users) and all(
+            not ({m for m in names} - {n for lib in trees[q].libraries if lib.found for n in lib.requested_as})
+            for q in users)
+        if ok_via_loader:
+            findings.append(Finding(
+                "GRAFT_NEEDS_LOADER_RPATH" if kind == "grafted" else "NEEDS_LOADER_RPATH", Severity.INFO,
+                f"{p}: {', '.join(sorted(names))} resolve only through the loading object's search path "
+                f"(e.g. {users[0]}), not on its own: `ldd` on it says not found",
+                details={"path": p, "names": sorted(names), "loaded_by": users[:5]}))
+        else:
+            findings.append(Finding("MISSING", Severity.ERROR if users else Severity.WARNING,
+                                    f"{p}: {', '.join(sorted(names))} not found"
+                                    + ("" if users else " (no scanned program or extension loads it)"),
+                                    details={"path": p, "names": sorted(names)}))
+
+    # runtimes one process would map twice
+    runtimes: List[RuntimeCopies] = []
+    union: Dict[str, set] = {}
+    for p, t in sorted(trees.items()):
+        per_tree: Dict[str, set] = {}
+        for lib in t.libraries:
+            if lib.found and lib.path:
+                fam = runtime_family(lib.path)
+                if fam:
+                    per_tree.setdefault(fam[0], set()).add(lib.path)
+                    union.setdefault(fam[0], set()).add(lib.path)
+        for fam, ps in sorted(per_tree.items()):
+            if len(ps) > 1:
+                findings.append(Finding(
+                    "DUP_RUNTIME", Severity.WARNING,
+                    f"{p} maps {len(ps)} {fam} runtimes in one process: {', '.join(sorted(ps))}",
+                    fix="make every component use one copy (preload it, or depend on the same wheel)",
+                    details={"path": p, "family": fam, "copies": sorted(ps)}))
+    for fam, ps in sorted(union.items()):
+        if len(ps) > 1:
+            distinct = {digests.get(x) or x for x in ps}
+            runtimes.append(RuntimeCopies(fam, tuple(sorted(ps))))
+            if len(distinct) > 1:
+                findings.append(Finding(
+                    "DUP_RUNTIME_COPIES", Severity.WARNING if fam in ("openmp", "blas") else Severity.INFO,
+                    f"the scanned objects would map {len(ps)} different {fam} files; one process importing "
+                    f"several of them loads them all: {', '.join(sorted(ps))}",
+                    details={"family": fam, "copies": sorted(ps)}))
+    findings.sort(key=lambda f: (-f.severity.rank, f.code, f.message))
+    return ScanReport(roots=tuple(sorted(os.path.abspath(p) for p in paths)), files=tuple(scanned),
+                      duplicates=tuple(groups), runtimes=tuple(runtimes), findings=tuple(findings))
+
+
+def replace_message(f: Finding, path: str) -> Finding:
+    return Finding(f.code, f.severity, f"{path}: {f.message}", f.fix, dict(f.details, root=path))
