@@ -26,6 +26,8 @@ JSON_SMOKE = {
                                           str(cbuild.build("smoke", "int main(void){return 0;}").parent)],
     "elf tree": lambda tmp_path, cbuild: ["elf", "tree", "--json",
                                           cbuild.build("smoke", "int main(void){return 0;}")],
+    "elf check": lambda tmp_path, cbuild: ["elf", "check", "--json",
+                                           cbuild.build("smoke", "int main(void){return 0;}")],
 }
 
 

@@ -69,7 +69,7 @@ def test_version_missing_wording_matches_ld_so(fx):
     # ld.so: "./m2: /…/v1/libver.so.1: version `FOO_2' not found (required by ./m2)"
     expected = f"{v1}: version `FOO_2' not found (required by {fx['m2']})"
     assert expected.replace(str(fx["m2"]), "./m2") in real.stderr
-    assert f.message == expected
+    assert f.message == expected + "; used by foo2"
     assert f.details["symbols"] == ["foo2"] and f.details["available"] == ["FOO_1"]
     # foo2@FOO_2 is not reported a second time as undefined
     assert [f.code for f in findings] == ["VERSION_MISSING"]
@@ -154,3 +154,134 @@ def test_runtime_families():
 
     (f,) = _dup_runtimes(objs)
     assert f.code == "DUP_RUNTIME" and f.details["runtime"] == "libgomp"
+
+
+# ---------------------------------------------------------------------------
+# The command: resolver + checks, compared with running the fixtures
+
+def test_cli_matches_the_loader_on_fixtures(cli, fx, monkeypatch):
+    monkeypatch.chdir(fx["m2"].parent)
+    res = cli("elf", "check", "--json", "./m2", "./m3", "./m4", "./mi")
+    assert res.exit_code == 1, res.stderr
+    doc = res.json()
+    assert doc["schema"] == "mltools.elf.check" and doc["version"] == 1
+    by_file = {fc["file"]: fc for fc in doc["files"]}
+    for name, code, loader_says in (
+            ("./m2", "VERSION_MISSING", "version `FOO_2' not found (required by ./m2)"),
+            ("./m3", "UNDEFINED", "undefined symbol: baz"),
+            ("./m4", "MISSING", "libu.so: cannot open shared object file")):
+        real = _run(fx[name[2:]])
+        assert real.returncode != 0 and loader_says in real.stderr
+        codes = [f["code"] for f in by_file[name]["findings"] if f["severity"] == "error"]
+        assert codes == [code], (name, by_file[name]["findings"])
+    # mi runs, and check finds nothing wrong
+    assert _run(fx["mi"]).returncode == 0
+    assert [f for f in by_file["./mi"]["findings"] if f["severity"] != "info"] == []
+    text = cli("elf", "check", "./m2").stdout
+    assert "version `FOO_2' not found (required by ./m2)" in text
+
+
+def test_cli_fail_on(cli, fx, monkeypatch):
+    monkeypatch.chdir(fx["m2"].parent)
+    assert cli("elf", "check", "./mi").exit_code == 0
+    assert cli("elf", "check", "--fail-on", "UNDEFINED", "./m2").exit_code == 0     # VERSION_MISSING only
+    assert cli("elf", "check", "--fail-on", "VERSION_MISSING", "./m2").exit_code == 1
+    assert cli("elf", "check", "--fail-on", "none", "./m2").exit_code == 0
+    res = cli("elf", "check", "--fail-on", "bogus!", "./m2")
+    assert res.exit_code == 2 and "--fail-on" in res.stderr
+
+
+def test_cli_bad_input_exits_2(cli, tmp_path):
+    f = tmp_path / "notelf.so"
+    f.write_text("version https://git-lfs.github.com/spec/v1\n")
+    res = cli("elf", "check", str(f))
+    assert res.exit_code == 2 and res.stdout == "" and res.stderr.startswith("Error:")
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert cli("elf", "check", str(tmp_path / "nope")).exit_code == 2
+
+
+def _ext_suffix() -> str:
+    import sysconfig
+
+    return sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+
+
+@pytest.fixture(scope="module")
+def pyext(tmp_path_factory, fx):
+    """``needs_baz`` needs libbaz.so by SONAME with no RPATH; the package
+    ``preload_baz`` loads that library (ctypes, by path) when imported."""
+    import sysconfig
+    import sys
+
+    inc = sysconfig.get_paths()["include"]
+    if not os.path.exists(os.path.join(inc, "Python.h")):
+        pytest.skip("no Python.h")
+    root = tmp_path_factory.mktemp("pyext")
+    (root / "lib").mkdir()
+    (root / "baz.c").write_text("int baz(void){return 42;}\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(root / "lib" / "libbaz.so"), str(root / "baz.c"),
+                    "-Wl,-soname,libbaz.so"], check=True, timeout=120)
+    src = ('#include <Python.h>\nint baz(void);\n'
+           'static PyObject* f(PyObject* s, PyObject* a){return PyLong_FromLong(baz());}\n'
+           'static PyMethodDef M[] = {{"f", f, METH_NOARGS, ""}, {0}};\n'
+           'static struct PyModuleDef D = {PyModuleDef_HEAD_INIT, "%s", 0, -1, M};\n'
+           'PyMODINIT_FUNC PyInit_%s(void){return PyModule_Create(&D);}\n')
+    (root / "needs_baz.c").write_text(src % ("needs_baz", "needs_baz"))
+    (root / "undef_ext.c").write_text(src % ("undef_ext", "undef_ext"))
+    suffix = _ext_suffix()
+    subprocess.run(["gcc", "-shared", "-fPIC", f"-I{inc}", "-o", str(root / f"needs_baz{suffix}"),
+                    str(root / "needs_baz.c"), f"-L{root / 'lib'}", "-lbaz"], check=True, timeout=120)
+    # undefined baz, no DT_NEEDED for it at all
+    subprocess.run(["gcc", "-shared", "-fPIC", f"-I{inc}", "-o", str(root / f"undef_ext{suffix}"),
+                    str(root / "undef_ext.c")], check=True, timeout=120)
+    (root / "preload_baz.py").write_text(
+        "import ctypes, os\n"
+        "ctypes.CDLL(os.path.join(os.path.dirname(__file__), 'lib', 'libbaz.so'))\n")
+    return root
+
+
+def _py(root, code):
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
+    env["PYTHONPATH"] = str(root)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=str(root))
+
+
+def test_extension_undefined_symbol_in_python_context(cli, pyext):
+    ext = pyext / f"undef_ext{_ext_suffix()}"
+    real = _py(pyext, "import undef_ext")
+    assert real.returncode != 0 and "undefined symbol: baz" in real.stderr
+    res = cli("elf", "check", "--json", str(ext))      # an extension: python context automatically
+    assert res.exit_code == 1
+    (fc,) = res.json()["files"]
+    assert fc["python"]
+    errors = [f for f in fc["findings"] if f["severity"] == "error"]
+    assert [f["code"] for f in errors] == ["UNDEFINED"]
+    # only baz: every Py* symbol is found in the interpreter
+    assert [s["name"] for s in errors[0]["details"]["symbols"]] == ["baz"]
+
+
+def test_after_module_supplies_a_loaded_library(cli, pyext, monkeypatch):
+    ext = pyext / f"needs_baz{_ext_suffix()}"
+    alone = _py(pyext, "import needs_baz")
+    assert alone.returncode != 0 and "libbaz.so: cannot open shared object file" in alone.stderr
+    after = _py(pyext, "import preload_baz, needs_baz; assert needs_baz.f() == 42")
+    assert after.returncode == 0, after.stderr
+    res = cli("elf", "check", "--json", "--as-python", str(ext))
+    assert res.exit_code == 1
+    assert "MISSING" in [f["code"] for f in res.json()["findings"]]
+    monkeypatch.setenv("PYTHONPATH", str(pyext))
+    res = cli("elf", "check", "--json", "--after", "preload_baz", str(ext))
+    assert res.exit_code == 0, res.json()["findings"]
+    (fc,) = res.json()["files"]
+    assert fc["after"] == ["preload_baz"] and fc["loaded_before"] >= 1
+    baz = [o for o in fc["objects"] if o["path"].endswith("/lib/libbaz.so")]
+    assert baz and baz[0]["context"]
+
+
+def test_after_a_module_that_fails_to_import_is_exit_2(cli, pyext):
+    ext = pyext / f"needs_baz{_ext_suffix()}"
+    res = cli("elf", "check", "--after", "no_such_module_xyz", str(ext))
+    assert res.exit_code == 2 and "could not import no_such_module_xyz" in res.stderr

@@ -347,3 +347,37 @@ def test_categories():
     assert lddebug.parse_categories("all") == lddebug.CATEGORIES
     with pytest.raises(ValueError):
         lddebug.parse_categories("symbols")
+
+
+def test_failed_dlopen_is_reported_with_its_caller(cli):
+    code = "import ctypes\ntry:\n    ctypes.CDLL('libmltools-no-such-lib.so.12')\nexcept OSError as e:\n    print(e)\n"
+    real = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "libmltools-no-such-lib.so.12: cannot open shared object file" in real.stdout
+    res = cli("elf", "trace", "--json", "--", sys.executable, "-c", code)
+    assert res.exit_code == 0
+    doc = res.json()
+    (lib,) = [lib for p in doc["programs"] for lib in p["libraries"]
+              if lib["name"] == "libmltools-no-such-lib.so.12"]
+    assert lib["how"] == "dlopen" and lib["path"] is None and not lib["at_startup"]
+    assert "_ctypes" in lib["requested_by"]
+    assert "DLOPEN_FAILED" in _codes(doc) and "MISSING" not in _codes(doc)
+
+
+def test_two_copies_of_a_runtime(cli, tmp_path):
+    gomp = "/usr/lib/x86_64-linux-gnu/libgomp.so.1"
+    if not os.path.exists(gomp):
+        pytest.skip("no system libgomp")
+    vendored = tmp_path / "libgomp-a34b3233.so.1.0.0"
+    shutil.copy(gomp, vendored)
+    code = f"import ctypes; ctypes.CDLL('libgomp.so.1'); ctypes.CDLL('{vendored}')"
+    res = cli("elf", "trace", "--json", "--", sys.executable, "-c", code)
+    assert res.exit_code == 0
+    (dup,) = [f for f in res.json()["findings"] if f["code"] == "DUP_RUNTIME"]
+    assert dup["details"]["paths"][1] == str(vendored)
+
+
+def test_report_file_that_cannot_be_written_is_refused_before_running(cli, tmp_path):
+    marker = tmp_path / "ran"
+    res = cli("elf", "trace", "--report", str(tmp_path / "no" / "dir" / "r.txt"), "--",
+              "/bin/sh", "-c", f"touch {marker}")
+    assert res.exit_code == 125 and not marker.exists()

@@ -338,3 +338,7 @@ def scan_cmd(paths, list_files, jobs, root, fail_on, as_json) -> None:
 from mltools.cli.elf_trace import trace_cmd  # noqa: E402 - the command lives in its own module
 
 elf.add_command(trace_cmd)
+
+from mltools.cli.elf_check import check_cmd  # noqa: E402
+
+elf.add_command(check_cmd)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Optional
 
 import click
@@ -92,7 +93,7 @@ def _render_program(p, verbose: bool) -> str:
 def render_trace(r, verbose: bool = False) -> str:
     status = str(r.exit_status) + (f" ({r.signal})" if r.signal else "")
     out = [key_values([
-        ("command", " ".join(r.command)),
+        ("command", shlex.join(r.command)),
         ("target", f"{r.target.path} ({r.target.kind}"
                    + (f", {r.target.interpreter}" if r.target.interpreter else "") + ")"),
         ("exit status", status),
@@ -154,6 +155,12 @@ def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
         cats = lddebug.parse_categories(categories)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--categories") from None
+    if report_file:
+        # refuse before running the command, not after
+        parent = os.path.dirname(os.path.abspath(report_file)) or "."
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK) or (
+                os.path.exists(report_file) and not os.access(report_file, os.W_OK)):
+            raise click.BadParameter(f"cannot write {report_file}", param_hint="--report")
     try:
         report = trace_command(list(command), categories=cats, keep_dir=keep_dir,
                                target_stdout_fd=None if report_file else 2)
@@ -163,13 +170,6 @@ def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
         return
     if as_json:
         text = _jsonio.dumps(report, report.SCHEMA, report.SCHEMA_VERSION)
-        if not verbose:
-            # the kept unparsed lines are listed only with --verbose; their count always
-            import json
-            doc = json.loads(text)
-            for p in doc.get("programs", []):
-                p["unparsed"] = []
-            text = json.dumps(doc, indent=2)
     else:
         text = render_trace(report, verbose)
     if report_file:

@@ -33,6 +33,11 @@ from mltools.findings import Finding, Severity
 # codes ``--fail-on`` understands (resolver codes pass through too)
 CHECK_CODES = ("MISSING", "VERSION_MISSING", "VERSION_MISSING_WEAK", "UNDEFINED", "ABI_MISMATCH",
                "FRAGILE_ORDER", "DUP_RUNTIME", "FATAL_CANDIDATE", "UNREADABLE")
+# Kept inside a shared symbol cache, next to the objects read (keys no path can have):
+_INDEX_KEY = "\x00index"          # symbol name -> objects defining it
+_NEEDERS_KEY = "\x00needers"      # symbol name -> objects with it undefined
+_RELEVANT_KEY = "\x00relevant"    # object -> objects defining one of its undefined names
+_RESULTS_KEY = "\x00results"      # (object, relevant definers in scope) -> unresolved symbols
 _SYMBOLS_SHOWN = 5      # symbols named in one finding's message (details list all)
 
 
@@ -109,6 +114,18 @@ def _read(path: str) -> _ObjSyms:
         tuple((vn.file, tuple(vn.versions), tuple(vn.weak)) for vn in es.version_needs))
 
 
+def _add_to_index(cache: Dict, read: "_ObjSyms") -> None:
+    index, needers, relevant = cache[_INDEX_KEY], cache[_NEEDERS_KEY], cache[_RELEVANT_KEY]
+    mine = relevant.setdefault(read.path, set())
+    for name, _, _, _ in read.undefined:
+        needers.setdefault(name, set()).add(read.path)
+        mine.update(index.get(name, ()))
+    for name in read.defined:
+        index.setdefault(name, []).append(read.path)
+        for needer in needers.get(name, ()):
+            relevant[needer].add(read.path)
+
+
 def _matches(obj: _ObjSyms, name: str, version: Optional[str]) -> bool:
     """glibc's check_match for one object (symbol visibility/type aside)."""
     defs = obj.defined.get(name)
@@ -178,17 +195,29 @@ def demangle_all(names: Sequence[str]) -> List[str]:
 # --------------------------------------------------------------------------
 # The check
 
-def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Finding] = ()
-                  ) -> Tuple[List[Finding], CheckStats]:
-    """Version and symbol checks over ``objects`` (in load order)."""
+def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Finding] = (),
+                  symbol_cache: Optional[Dict[str, "_ObjSyms"]] = None) -> Tuple[List[Finding], CheckStats]:
+    """Version and symbol checks over ``objects`` (in load order).
+
+    ``symbol_cache`` (path -> symbols read) is shared across calls for many files.
+    """
     import time
 
     start = time.perf_counter()
+    cache = {} if symbol_cache is None else symbol_cache
+    # name -> paths of the objects (read so far) that define it, shared through the cache
+    if _INDEX_KEY not in cache:
+        for k in (_INDEX_KEY, _NEEDERS_KEY, _RELEVANT_KEY, _RESULTS_KEY):
+            cache[k] = {}  # type: ignore[assignment]
+    index: Dict[str, List[str]] = cache[_INDEX_KEY]  # type: ignore[assignment]
     syms: Dict[str, _ObjSyms] = {}
     shown = {o.path: o.shown for o in objects}
     for o in objects:
         if o.path not in syms:
-            syms[o.path] = _read(o.path)
+            if o.path not in cache:
+                read = cache[o.path] = _read(o.path)
+                _add_to_index(cache, read)
+            syms[o.path] = cache[o.path]
     findings: List[Finding] = list(extra_findings)
     for path, s in syms.items():
         if s.error:
@@ -211,13 +240,16 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
                 if v in have:
                     continue
                 users = sorted({n for n, ver, f, _ in s.undefined if ver == v})
+                pretty_users = demangle_all(users[:_SYMBOLS_SHOWN])
                 is_weak = v in weak
                 findings.append(Finding(
                     "VERSION_MISSING_WEAK" if is_weak else "VERSION_MISSING",
                     Severity.WARNING if is_weak else Severity.ERROR,
-                    f"{shown.get(target, target)}: version `{v}' not found (required by {o.shown})",
-                    fix=f"make a copy of {vn_file} that defines {v} load first, or rebuild "
-                        f"{os.path.basename(o.path)} against the {vn_file} that is loaded",
+                    f"{shown.get(target, target)}: version `{v}' not found (required by {o.shown})"
+                    + (f"; used by {_names_text(users, pretty_users)}" if users else ""),
+                    fix=f"that copy defines {_versions_text(have)}: make a copy of {vn_file} that "
+                        f"defines {v} load first, or rebuild {os.path.basename(o.shown)} against "
+                        f"the {vn_file} that is loaded",
                     details={"library": shown.get(target, target), "required_by": o.shown, "version": v,
                              "needed_name": vn_file, "symbols": users,
                              "available": sorted(have)}))
@@ -230,8 +262,11 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
     # --- symbols ----------------------------------------------------------
     scope = [syms[o.path] for o in objects if o.in_scope and not syms[o.path].error]
     outside = [syms[o.path] for o in objects if not o.in_scope and not syms[o.path].error]
-    seen_scope = set()
+    seen_scope: set = set()
     scope = [s for s in scope if not (s.path in seen_scope or seen_scope.add(s.path))]
+    scope_paths = {s.path for s in scope}
+    relevant: Dict[str, set] = cache[_RELEVANT_KEY]     # type: ignore[assignment]
+    results: Dict[tuple, list] = cache[_RESULTS_KEY]    # type: ignore[assignment]
     unresolved: List[Tuple[ScopeObject, str, Optional[str], Optional[str]]] = []
     fragile: List[Tuple[ScopeObject, str, Optional[str], str]] = []
     symbols_checked = 0
@@ -241,11 +276,18 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
         s = syms[o.path]
         if any(p is None for _, p in o.needed):
             continue    # ld.so stops at the missing library (MISSING); its symbols are unknown
-        for name, version, vn_file, _ in s.undefined:
-            symbols_checked += 1
+        symbols_checked += len(s.undefined)
+        # The answer depends only on which of the objects defining one of its
+        # names are in scope: memoized on that set (system libraries recur).
+        key = (o.path, frozenset(relevant.get(o.path, ()) & scope_paths))
+        unres = results.get(key)
+        if unres is None:
+            unres = results[key] = [
+                (name, version, vn_file) for name, version, vn_file, _ in s.undefined
+                if not any(_matches(cache[d], name, version)
+                           for d in index.get(name, ()) if d in scope_paths)]
+        for name, version, vn_file in unres:
             if (o.path, version) in missing_versions:
-                continue
-            if any(_matches(p, name, version) for p in scope):
                 continue
             provider = next((p.path for p in outside if _matches(p, name, version)), None)
             if provider is not None:
@@ -269,10 +311,11 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
         more = f" and {len(refs) - _SYMBOLS_SHOWN} more" if len(refs) > _SYMBOLS_SHOWN else ""
         if code == "ABI_MISMATCH":
             twins = {r.name: abi_twins[r.name] for r in refs}
+            first_twin = twins[refs[0].name]
             findings.append(Finding(
                 code, Severity.ERROR,
                 f"{path}: undefined symbol{'s' if len(refs) > 1 else ''}: {shown}{more}; "
-                f"the other C++ std::string ABI ([abi:cxx11]/__cxx11) is defined instead",
+                f"defined with the other std::string ABI as {first_twin[1]} in {first_twin[2]}",
                 fix="build with the same _GLIBCXX_USE_CXX11_ABI as the library that defines it "
                     "(torch: torch._C._GLIBCXX_USE_CXX11_ABI)",
                 details={"object": path, "symbols": [r.__dict__ for r in refs],
@@ -302,8 +345,21 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
     return findings, stats
 
 
+def _names_text(names: Sequence[str], pretty: Sequence[str]) -> str:
+    shown = ", ".join(pretty[:_SYMBOLS_SHOWN])
+    more = len(names) - min(len(names), _SYMBOLS_SHOWN)
+    return shown + (f" and {more} more" if more else "")
+
+
+def _versions_text(versions) -> str:
+    vs = sorted(versions, key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)])
+    if not vs:
+        return "no versions"
+    return ", ".join(vs) if len(vs) <= 4 else f"{len(vs)} versions, up to {vs[-1]}"
+
+
 def _ref_text(r: SymbolRef) -> str:
-    text = r.demangled if r.demangled else r.name
+    text = r.name if r.demangled in ("", r.name) else f"{r.name} ({r.demangled})"
     return text + (f", version {r.version}" if r.version else "")
 
 
@@ -456,6 +512,22 @@ def loaded_by_imports(python: str, modules: Sequence[str], *, timeout: float = 3
     return tuple(out)
 
 
+def interpreter_binary(python: str, *, timeout: float = 60.0) -> str:
+    """The ELF executable behind ``python`` (a wrapper script such as a pyenv
+    shim is asked for its ``sys.executable``)."""
+    from mltools import _proc
+    from mltools.elf.reader import looks_like_elf
+    from mltools.errors import InputError
+
+    if looks_like_elf(python):
+        return python
+    res = _proc.run([python, "-c", "import sys; print(sys.executable)"], timeout=timeout)
+    exe = res.stdout.strip().splitlines()[-1:] if res.returncode == 0 else []
+    if not exe or not looks_like_elf(exe[0]):
+        raise InputError(f"--as-python {python}: not a Python interpreter (no ELF executable behind it)")
+    return exe[0]
+
+
 def _names_map(libraries) -> Dict[str, str]:
     names: Dict[str, str] = {}
     for lib in libraries:
@@ -472,7 +544,8 @@ def _needed(names: Sequence[str], names_map: Mapping[str, str]) -> Tuple[Tuple[s
 
 def check_file(path: str, *, python: Optional[str] = None, after: Sequence[str] = (),
                loaded: Sequence[str] = (), resolver=None,
-               env: Optional[Mapping[str, str]] = None) -> FileCheck:
+               env: Optional[Mapping[str, str]] = None,
+               symbol_cache: Optional[Dict[str, _ObjSyms]] = None) -> FileCheck:
     """Resolve ``path`` as ld.so would (inside ``python`` after ``loaded``) and check it."""
     from mltools.elf.ldtree import Resolver, resolve_tree
 
@@ -519,7 +592,7 @@ def check_file(path: str, *, python: Optional[str] = None, after: Sequence[str] 
                 in_tree.add(rc)
                 objects.append(ScopeObject(rc, context=True, in_scope=False, label=c))
     resolver_findings = [f for f in tree.findings]
-    findings, stats = check_objects(objects, extra_findings=resolver_findings)
+    findings, stats = check_objects(objects, extra_findings=resolver_findings, symbol_cache=symbol_cache)
     checked = tuple(CheckedObject(o.path, o.shown, o.context, o.in_scope) for o in objects)
     return FileCheck(path, python, tuple(after), len(loaded), checked, stats, tuple(findings))
 
@@ -558,20 +631,40 @@ def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Se
 
     start = time.perf_counter()
     threshold, codes = parse_fail_on(fail_on)
+    from mltools.errors import InputError, UsageError
+
     resolver = Resolver()
     loaded_cache: Dict[str, Tuple[str, ...]] = {}
+    symbol_cache: Dict[str, _ObjSyms] = {}
     results = []
+    unreadable = 0
+    binaries: Dict[str, str] = {}
     for p in paths:
         exe = python
         if exe is None and (after or (auto_python and is_extension_module(p))):
             exe = auto_python
+        if exe is not None:
+            if exe not in binaries:
+                binaries[exe] = interpreter_binary(exe)
+            exe = binaries[exe]
         loaded: Tuple[str, ...] = ()
         if exe is not None and after:
             if exe not in loaded_cache:
                 loaded_cache[exe] = loaded_by_imports(exe, after)
             loaded = loaded_cache[exe]
-        results.append(check_file(p, python=exe, after=after if exe else (), loaded=loaded,
-                                  resolver=resolver))
+        try:
+            results.append(check_file(p, python=exe, after=after if exe else (), loaded=loaded,
+                                      resolver=resolver, symbol_cache=symbol_cache))
+        except (InputError, UsageError) as exc:
+            # one bad file among many is a finding; a run where no file can be read is an error
+            if len(paths) == 1:
+                raise
+            unreadable += 1
+            results.append(FileCheck(p, exe, tuple(after) if exe else (), len(loaded), (),
+                                     CheckStats(0, 0, 0, 0.0),
+                                     (Finding("UNREADABLE", Severity.ERROR, exc.message),)))
+    if paths and unreadable == len(paths):
+        raise InputError(f"none of the {len(paths)} files could be read: {results[0].findings[0].message}")
     every = tuple(f for fc in results for f in fc.findings)
     return CheckReport(tuple(results), tuple(t.strip() for t in fail_on.split(",") if t.strip()),
                        fails(every, threshold, codes), round(time.perf_counter() - start, 4), every)

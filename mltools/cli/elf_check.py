@@ -1,0 +1,111 @@
+"""``mltools elf check``: what ld.so would reject, found without running the file."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import click
+
+from mltools.cli._options import json_option
+from mltools.cli._output import emit, findings_text
+
+
+def _is_library(path: str) -> bool:
+    """An ELF file without a program interpreter: a shared library, not a Python executable."""
+    from mltools.elf.reader import ElfFormatError, looks_like_elf, read_elf
+
+    if not os.path.isfile(path) or not looks_like_elf(path):
+        return False
+    try:
+        return read_elf(path).interp is None
+    except (ElfFormatError, OSError):
+        return False
+
+
+def render_check(r) -> str:
+    out = []
+    for fc in r.files:
+        ctx = ""
+        if fc.python:
+            ctx = f" inside {fc.python}"
+            if fc.after:
+                ctx += f" after import {', '.join(fc.after)} ({fc.loaded_before} objects loaded)"
+        s = fc.stats
+        out.append(f"{fc.file}{ctx}: {s.objects} objects, {s.symbols_checked} undefined symbols and "
+                   f"{s.versions_checked} version needs checked")
+        shown = [f for f in fc.findings if f.severity.rank > 0]
+        info = len(fc.findings) - len(shown)
+        if shown:
+            out.append("\n".join("  " + line for line in findings_text(shown).splitlines()))
+        else:
+            out.append("  ok: ld.so would load it" + (f" ({info} informational findings, --json lists them)"
+                                                     if info else ""))
+    if len(r.files) > 1:
+        bad = sum(1 for fc in r.files if any(f.severity.rank >= 2 for f in fc.findings))
+        out.append(f"\n{len(r.files)} files, {bad} with errors")
+    return "\n".join(out)
+
+
+@click.command("check")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--as-python", "as_python", is_flag=False, flag_value="", default=None, metavar="[EXE]",
+              help="Check inside this Python interpreter, as an import would load it: "
+                   "--as-python=EXE, or bare for the one running mltools. Automatic for "
+                   "*.cpython-*.so and *.abi3.so files.")
+@click.option("--after", "after", default="", metavar="MODULE,...",
+              help="Import these modules first (in a child interpreter) and treat the libraries "
+                   "they loaded as already loaded, e.g. --after torch.")
+@click.option("--fail-on", "fail_on", default="error", show_default=True, metavar="CODES",
+              help="Exit 1 when a finding has one of these codes or is at or above a severity "
+                   "(info, warning, error); comma-separated, e.g. warning or UNDEFINED,VERSION_MISSING.")
+@json_option
+@click.pass_context
+def check_cmd(ctx: click.Context, files, as_python: Optional[str], after: str, fail_on: str,
+              as_json: bool) -> None:
+    """Check FILEs statically as ld.so would load them.
+
+    Resolves each FILE's dependency tree with the loader's rules, then checks
+    every version need against the library that actually resolves (ld.so's
+    "version `X' not found (required by F)") and every undefined non-weak
+    symbol against the lookup scope in load order, with symbol versions.
+    Missing C++ symbols that exist with the other std::string ABI are
+    ABI_MISMATCH. Nothing is run, except a child interpreter for --after.
+
+    Codes: MISSING, FATAL_CANDIDATE, VERSION_MISSING, VERSION_MISSING_WEAK,
+    UNDEFINED, ABI_MISMATCH, FRAGILE_ORDER, DUP_RUNTIME, UNREADABLE, and the
+    resolver's own (LOAD_ORDER_DEPENDENT, ...).
+
+    Exit status: 0 clean, 1 a finding matched --fail-on, 2 could not run.
+    """
+    from mltools import _proc
+    from mltools.elf.check import check_files, parse_fail_on
+    from mltools.errors import UsageError
+
+    try:
+        parse_fail_on(fail_on)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fail-on") from None
+    files = list(files)
+    if as_python and _is_library(as_python):
+        # "--as-python FILE": click took FILE as the interpreter; write --as-python=EXE for one
+        files.insert(0, as_python)
+        as_python = ""
+    if not files:
+        raise click.UsageError("Missing argument 'FILES...'.")
+    python = None
+    if as_python is not None:
+        python = as_python or sys.executable
+        if "/" not in python:
+            found = _proc.which(python)
+            if found is None:
+                raise UsageError(f"--as-python {python}: not found on PATH")
+            python = found
+        if not os.path.isfile(python):
+            raise UsageError(f"--as-python {python}: no such file")
+    modules = tuple(m.strip() for m in after.split(",") if m.strip())
+    report = check_files(files, python=python, after=modules, fail_on=fail_on,
+                         auto_python=sys.executable)
+    emit(report, as_json, render_check)
+    if report.failed:
+        ctx.exit(1)
