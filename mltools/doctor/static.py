@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -87,11 +86,14 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
             findings.append(Finding("UNREADABLE", Severity.WARNING, f"{c.path}: {exc.strerror}",
                                     details={"path": c.path}))
     ext = {c.path for c in candidates if c.is_extension}
-    trees, tree_findings, nodes = _resolve(interp, candidates, infos, environ)
+    from mltools.elf.ldtree import Resolver
+
+    resolver = Resolver()        # one loader model (cache, directory listings, headers) for the pass
+    trees, tree_findings, nodes = _resolve(interp, candidates, infos, environ, resolver)
     findings += _missing_findings(trees, owners, ext)
     findings += [_with_owner(f, owners) for f in tree_findings]
     programs = {p for p, as_ext in _roots(candidates, infos) if not as_ext}
-    findings += _check_findings(trees, owners, programs)
+    findings += _check_findings(trees, owners, programs, interp.executable, environ, resolver)
     if programs:
         scope.append(f"symbol and version checks of the {len(programs)} programs found (not extension "
                      "modules): only their libraries are resolved")
@@ -136,14 +138,13 @@ def _roots(candidates: Sequence[ElfCandidate], infos) -> List[Tuple[str, bool]]:
     return out
 
 
-def _resolve(interp, candidates, infos, environ):
+def _resolve(interp, candidates, infos, environ, resolver):
     """Resolve every extension module (in the interpreter's process) and program (on its own),
     then the environment's libraries no root reaches (as a dlopen from Python would)."""
-    from mltools.elf.ldtree import Resolver, resolve_tree
+    from mltools.elf.ldtree import resolve_tree
     from mltools.errors import MltoolsError
 
     loader_env = {k: environ[k] for k in _LOADER_VARS if environ.get(k)}
-    resolver = Resolver()
     main = interp.executable
     roots = _roots(candidates, infos)
     trees = {}
@@ -248,76 +249,30 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str]) -> List[Finding]
     return out
 
 
-@contextlib.contextmanager
-def _shared_symbol_reads():
-    """check_objects reads every object's symbols on each call; doctor calls it once
-    per root over many of the same libraries (libtorch_cpu: 0.3 s a read), so the
-    reads are memoised for the duration of the pass."""
-    from mltools.elf import check
-
-    original = check._read
-    cache: Dict[str, object] = {}
-
-    def cached(path):
-        hit = cache.get(path)
-        if hit is None:
-            hit = cache[path] = original(path)
-        return hit
-
-    check._read = cached
-    try:
-        yield
-    finally:
-        check._read = original
-
-
-def _check_findings(trees, owners: OwnerIndex, programs: Set[str]) -> List[Finding]:
-    """Version needs and undefined symbols of every object, in its root's process context.
-    Each object is checked once (in the first tree that maps it), then serves as context.
+def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
+                    environ: Mapping[str, str], resolver) -> List[Finding]:
+    """Version needs and undefined symbols (mltools.elf.check) of every extension
+    module and library, in the interpreter's process: one symbol cache for the
+    whole pass, so each library is read and checked against a given scope once.
     Programs shipped in site-packages (mostly test binaries) are only resolved."""
-    from mltools.elf.check import ScopeObject, check_objects
-    from mltools.elf.reader import ElfFormatError, read_elf
+    from mltools.elf.check import check_file, interpreter_binary
+    from mltools.errors import MltoolsError
 
-    checked: Set[str] = set()
+    cache: Dict[str, object] = {}
+    loader_env = {k: environ[k] for k in _LOADER_VARS if environ.get(k)}
+    try:
+        exe = interpreter_binary(python)
+    except MltoolsError:
+        return []
     out: List[Finding] = []
-    soname_cache: Dict[str, Optional[str]] = {}
-
-    def soname_of(p):
-        if p not in soname_cache:
-            try:
-                soname_cache[p] = read_elf(p).soname
-            except (ElfFormatError, OSError):
-                soname_cache[p] = None
-        return soname_cache[p]
-
-    with _shared_symbol_reads():
-        for root, t in sorted(trees.items()):
-            if root in programs:
-                continue
-            names: Dict[str, Optional[str]] = {}
-            for ctx in t.context:
-                for n in (soname_of(ctx), os.path.basename(ctx)):
-                    if n:
-                        names.setdefault(n, ctx)
-            for lib in t.libraries:
-                for n in lib.requested_as or (lib.soname,):
-                    names[n] = lib.path if lib.found else None
-            objects = [ScopeObject(ctx, context=True) for ctx in t.context]
-            real_root = os.path.realpath(root)
-            objects.append(ScopeObject(real_root, tuple((n, names.get(n)) for n in t.root_needed),
-                                       context=real_root in checked))
-            checked.add(real_root)
-            ctx_set = set(t.context)
-            for lib in t.libraries:
-                if not lib.found or lib.path in ctx_set:
-                    continue
-                objects.append(ScopeObject(lib.path, tuple((n, names.get(n)) for n in lib.needed),
-                                           context=lib.path in checked))
-                checked.add(lib.path)
-            if all(o.context for o in objects):
-                continue
-            found, _stats = check_objects(objects)
-            out += [_enrich_check(f, owners) for f in found if f.code in _CHECK_CODES_KEPT]
+    for root in sorted(trees):
+        if root in programs:
+            continue
+        try:
+            fc = check_file(root, python=exe, resolver=resolver, env=loader_env, symbol_cache=cache)
+        except MltoolsError:
+            continue          # the resolver pass already reported why this file cannot be read
+        out += [_enrich_check(f, owners) for f in fc.findings if f.code in _CHECK_CODES_KEPT]
     return out
 
 
