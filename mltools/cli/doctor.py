@@ -17,6 +17,10 @@ def _short(path: str, base: str) -> str:
     return path
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _rel(text: str, base: str) -> str:
     """Paths under the first site dir, shown relative to it (JSON keeps them absolute)."""
     return text.replace(base.rstrip("/") + "/", "") if base else text
@@ -37,8 +41,8 @@ def render_doctor(r) -> str:
     out = [key_values([
         ("python", f"{py.executable} ({py.implementation} {py.version}"
                    + (f", virtualenv {py.prefix}" if py.in_virtualenv else f", prefix {py.prefix}") + ")"),
-        ("scanned", f"{r.elf_files} ELF files ({r.extension_modules} extension modules) under "
-                    f"{len(r.scanned_dirs)} dirs, {r.distributions} distributions"),
+        ("scanned", f"{_n(r.elf_files, 'ELF file')} ({_n(r.extension_modules, 'extension module')}) under "
+                    f"{_n(len(r.scanned_dirs), 'dir')}, {_n(r.distributions, 'distribution')}"),
         ("site dir", base or "-"),
         ("took", f"{r.timings_s.get('total', 0):.2f} s"),
     ])]
