@@ -211,8 +211,17 @@ def test_git_lfs_pointer_saved_as_so(tmp_path):
     (tmp_path / "libtrunc.so").write_bytes(Path("/bin/true").read_bytes()[:100])
     r = diagnose(paths=[str(tmp_path)], environment_checks=False)
     bad = {os.path.basename(f.details["path"]): f for f in r.findings if f.code == "BAD_ELF"}
-    # the LFS pointer has no ELF magic: the walk skips it, as ld.so would report "invalid ELF header"
-    assert "libtrunc.so" in bad and bad["libtrunc.so"].severity == Severity.ERROR
+    assert bad["libtrunc.so"].severity == Severity.ERROR
+    assert bad["libweights.so"].details["git_lfs_pointer"] is True and "git lfs pull" in bad["libweights.so"].fix
+    # oracle: ld.so refuses both
+    for name in ("libweights.so", "libtrunc.so"):
+        code = f"import ctypes; ctypes.CDLL({str(tmp_path / name)!r})"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and ("invalid ELF header" in proc.stderr or "cannot read file data" in proc.stderr)
+    # a GNU ld script named .so is for the link editor: not reported
+    (tmp_path / "libscript.so").write_text("/* GNU ld script */\nINPUT(libtrunc.so)\n")
+    r = diagnose(paths=[str(tmp_path)], environment_checks=False)
+    assert not any(f.details.get("path", "").endswith("libscript.so") for f in r.findings)
 
 
 def test_bad_arguments_exit_2(cli, tmp_path):

@@ -40,6 +40,16 @@ def _has_elf_magic(path: str) -> bool:
         return False
 
 
+def _is_linker_script(path: str) -> bool:
+    """``libfoo.so`` can be a GNU ld script (``INPUT(...)``): for the link editor, never loaded."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256).lstrip()
+    except OSError:
+        return False
+    return head.startswith((b"/* GNU ld script", b"INPUT(", b"GROUP(", b"OUTPUT_FORMAT("))
+
+
 def _dir_id(path: str):
     try:
         st = os.stat(path)
@@ -49,7 +59,8 @@ def _dir_id(path: str):
 
 
 def walk_elf_files(dirs: Iterable[str]) -> Tuple[List[ElfCandidate], List[str]]:
-    """Every ELF file under ``dirs`` and the dirs actually walked (each real directory once).
+    """Every ELF file under ``dirs`` (and every ``*.so`` that should be one) and the dirs
+    actually walked (each real directory once).
 
     Nested site dirs (a ``site-packages`` below a walked stdlib dir) are left to
     their own sys.path entry. Symlinked directories are followed once.
@@ -101,8 +112,13 @@ def walk_elf_files(dirs: Iterable[str]) -> Tuple[List[ElfCandidate], List[str]]:
                 if not _SO_NAME.search(name) and not st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
                     continue
                 file_id = (st.st_dev, st.st_ino)
-                if file_id in seen_files or not _has_elf_magic(e.path):
+                if file_id in seen_files:
                     continue
+                if not _has_elf_magic(e.path):
+                    # a shared-object name without ELF inside (a Git LFS pointer, a truncated
+                    # download) is kept: the static pass reports it, as ld.so would refuse it
+                    if not _SO_NAME.search(name) or _is_linker_script(e.path):
+                        continue
                 seen_files.add(file_id)
                 found.append(ElfCandidate(e.path, top, is_extension_name(name)))
     found.sort(key=lambda c: c.path)
