@@ -201,8 +201,11 @@ def _parse_env(pairs, ld_library_path, inherit: bool) -> dict:
 @click.option("--hwcaps-mask", default=None, metavar="LIST",
               help="Search only these glibc-hwcaps subdirectories (x86-64-v3:x86-64-v2, '' for none).")
 @click.option("--flat", is_flag=True, help="A table in load order instead of a tree.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
+              help="Processes for 64 or more FILEs (default: the CPU count, at most 8).")
 @json_option
-def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps_mask, flat, as_json) -> None:
+def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps_mask, flat, jobs,
+             as_json) -> None:
     """The libraries the loader maps for FILE, in its order, and why.
 
     Gives glibc ld.so's answer without running FILE or the loader: breadth-first
@@ -213,17 +216,45 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
 
     Exit status 1 when a library is missing or the loader would fail.
     """
+    import os
+
     from mltools.elf.ldtree import DepTreeSet, Resolver, resolve_tree
 
     env = _parse_env(env_pairs, ld_library_path, inherit=not clean_env)
     mask = None if hwcaps_mask is None else tuple(x for x in hwcaps_mask.split(":") if x)
+    njobs = jobs or min(8, os.cpu_count() or 1)
+    if len(files) >= 64 and njobs > 1:
+        # Many files: resolve them in several processes, each with its own caches.
+        from mltools.elf.ldtree import resolve_many_serialized
+        from mltools.errors import InputError
+
+        results = resolve_many_serialized(list(files), jobs=njobs, fmt="json" if as_json else "text",
+                                          flat=flat, env=env, preload=preload, root=root, hwcaps_mask=mask)
+        for kind, payload, _ok in results:
+            if kind == "error":
+                raise InputError(payload)
+        if as_json:
+            click.echo('{"schema":"%s","version":%d,"trees":[%s]}' % (
+                DepTreeSet.SCHEMA, DepTreeSet.SCHEMA_VERSION, ",".join(p for _k, p, _o in results)))
+        else:
+            click.echo("\n\n".join(p for _k, p, _o in results))
+        if not all(ok for _k, _p, ok in results):
+            click.get_current_context().exit(1)
+        return
     resolver = Resolver(root=root, hwcaps_mask=mask)
     trees = [resolve_tree(f, env=env, preload=preload, resolver=resolver) for f in files]
     if len(trees) == 1:
         emit(trees[0], as_json, lambda t: render_tree(t, flat))
+    elif as_json:
+        # Many trees: one compact document (json's C encoder; indenting megabytes is slow).
+        import json
+
+        from mltools.elf.ldtree import tree_json
+        doc = {"schema": DepTreeSet.SCHEMA, "version": DepTreeSet.SCHEMA_VERSION,
+               "trees": [tree_json(t) for t in trees]}
+        click.echo(json.dumps(doc, separators=(",", ":")))
     else:
-        emit(DepTreeSet(trees=tuple(trees)), as_json,
-             lambda ts: "\n\n".join(render_tree(t, flat) for t in ts.trees))
+        click.echo("\n\n".join(render_tree(t, flat) for t in trees))
     if any(not t.ok for t in trees):
         click.get_current_context().exit(1)
 

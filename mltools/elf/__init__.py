@@ -11,18 +11,43 @@
   ``Resolver`` to share caches across many files, ``main``/``loaded`` for a
   process context such as the Python interpreter).
 """
-from mltools.elf.inspect import ElfInspection, InspectReport, demangle, inspect_file, inspect_files
-from mltools.elf.ldcache import CacheEntry, LdCache, parse_ld_cache, read_ld_cache, read_ld_so_conf
-from mltools.elf.ldtree import Candidate, DepTree, DepTreeSet, Library, NearMiss, Resolver, resolve_tree
-from mltools.elf.ldso import LoaderConfig, expand_dst, host_loader_config, loader_config_for_root
-from mltools.elf.reader import (
-    DynamicSymbol, ElfFormatError, ElfInfo, ElfNotes, ElfSymbols, VersionDef, VersionNeed,
-    looks_like_elf, read_elf, read_notes, read_symbols,
-)
+import importlib
+
+# The names below are imported on first use (PEP 562), so that
+# ``import mltools.elf.ldtree`` does not pay for inspect, ldcache and the rest.
+_WHERE = {
+    "ElfInspection": "inspect", "InspectReport": "inspect", "demangle": "inspect",
+    "inspect_file": "inspect", "inspect_files": "inspect",
+    "CacheEntry": "ldcache", "LdCache": "ldcache", "parse_ld_cache": "ldcache",
+    "read_ld_cache": "ldcache", "read_ld_so_conf": "ldcache",
+    "Candidate": "ldtree", "DepTree": "ldtree", "DepTreeSet": "ldtree", "Library": "ldtree",
+    "NearMiss": "ldtree", "Resolver": "ldtree", "resolve_tree": "ldtree", "tree_json": "ldtree",
+    "LoaderConfig": "ldso", "expand_dst": "ldso", "host_loader_config": "ldso",
+    "loader_config_for_root": "ldso",
+    "DynamicSymbol": "reader", "ElfFormatError": "reader", "ElfInfo": "reader", "ElfNotes": "reader",
+    "ElfSymbols": "reader", "VersionDef": "reader", "VersionNeed": "reader", "looks_like_elf": "reader",
+    "read_elf": "reader", "read_notes": "reader", "read_symbols": "reader",
+    "ScanReport": "scan", "scan_paths": "scan",
+}
+
+
+def __getattr__(name: str):
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'mltools.elf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"mltools.elf.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 __all__ = [
     "CacheEntry", "Candidate", "DepTree", "DepTreeSet", "LdCache", "Library", "NearMiss", "Resolver",
-    "parse_ld_cache", "read_ld_cache", "read_ld_so_conf", "resolve_tree",
+    "parse_ld_cache", "read_ld_cache", "read_ld_so_conf", "resolve_tree", "tree_json", "ScanReport",
+    "scan_paths",
     "DynamicSymbol", "ElfFormatError", "ElfInfo", "ElfInspection", "ElfNotes", "ElfSymbols",
     "InspectReport", "LoaderConfig", "VersionDef", "VersionNeed", "demangle", "expand_dst",
     "host_loader_config", "inspect_file", "inspect_files", "loader_config_for_root",

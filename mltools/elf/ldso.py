@@ -117,7 +117,7 @@ def _find_interpreter() -> str:
     return DEFAULT_INTERPRETER
 
 
-def _defaults(interpreter: str, root: str = "/") -> LoaderConfig:
+def _defaults(interpreter: str, root: str = "/", hwcaps: Optional[Tuple[str, ...]] = None) -> LoaderConfig:
     """Debian-style multiarch directories if the (root) file system has them, else lib64."""
     multiarch = "x86_64-linux-gnu"
     base = root.rstrip("/")
@@ -129,7 +129,7 @@ def _defaults(interpreter: str, root: str = "/") -> LoaderConfig:
         dst_lib = "lib64"
     return LoaderConfig(
         interpreter=interpreter, elf_class=64, machine=62, system_dirs=dirs,
-        hwcaps_subdirs=_cpu_hwcaps_subdirs(), legacy_subdirs=(), dst_lib=dst_lib,
+        hwcaps_subdirs=_cpu_hwcaps_subdirs() if hwcaps is None else hwcaps, legacy_subdirs=(), dst_lib=dst_lib,
         platform="x86_64", cache_path="/etc/ld.so.cache", preload_path="/etc/ld.so.preload",
         root=root, source="defaults", kernel_version=_kernel_version())
 
@@ -154,9 +154,9 @@ def _cpu_hwcaps_subdirs() -> Tuple[str, ...]:
 def host_loader_config() -> LoaderConfig:
     """The host loader's configuration, asked once per process (two fast ld.so calls)."""
     interpreter = _find_interpreter()
-    cfg = _defaults(interpreter)
     if not os.path.exists(interpreter):
-        return cfg
+        return _defaults(interpreter)
+    cfg = _defaults(interpreter, hwcaps=())
     diag = {}
     res = _proc.run([interpreter, "--list-diagnostics"], timeout=10, lc_all_c=True)
     if res.returncode == 0:
@@ -166,8 +166,10 @@ def host_loader_config() -> LoaderConfig:
                 value = value[1:-1]
             diag[key] = value
     hres = _proc.run([interpreter, "--help"], timeout=10, lc_all_c=True)
-    if hres.returncode != 0 and not diag:
-        return cfg
+    if hres.returncode != 0:
+        cfg = replace(cfg, hwcaps_subdirs=_cpu_hwcaps_subdirs())
+        if not diag:
+            return cfg
     system_dirs, hwcaps, legacy_names = _parse_help(hres.stdout if hres.returncode == 0 else "")
     diag_dirs = [v.rstrip("/") or "/" for k, v in sorted(
         ((k, v) for k, v in diag.items() if k.startswith("path.system_dirs[")),

@@ -30,17 +30,18 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields, is_dataclass
 from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from mltools.elf.ldcache import LdCache, X86_64_CACHE_FLAGS, read_ld_cache, read_ld_so_conf
 from mltools.elf.ldso import LoaderConfig, expand_dst, loader_config_for_root
-from mltools.elf.reader import ET_DYN, ET_EXEC, ElfFormatError, ElfInfo, read_elf
+from mltools.elf.reader import ET_DYN, ET_EXEC, MACHINE_NAMES, ElfFormatError, ElfInfo, read_elf
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, Severity
 
 __all__ = [
     "Candidate", "NearMiss", "Library", "DepTree", "DepTreeSet", "Resolver", "resolve_tree", "VIA_LABELS",
+    "tree_json",
 ]
 
 VIA_LABELS = {
@@ -129,6 +130,89 @@ class DepTreeSet:
     trees: Tuple[DepTree, ...]
 
 
+_FIELDS: Dict[type, Tuple[str, ...]] = {}
+
+
+def _plain(obj):
+    """A fast ``_jsonio.to_jsonable`` for the types a DepTree holds."""
+    t = type(obj)
+    if t is str or t is int or t is bool or obj is None:
+        return obj
+    names = _FIELDS.get(t)
+    if names is None and is_dataclass(obj):
+        names = _FIELDS[t] = tuple(f.name for f in fields(obj) if not f.name.startswith("_"))
+    if names is not None:
+        return {n: _plain(getattr(obj, n)) for n in names}
+    if t is tuple or t is list:
+        return [_plain(x) for x in obj]
+    from mltools import _jsonio
+    return _jsonio.to_jsonable(obj)
+
+
+def _library_json(lib: Library) -> dict:
+    # Written out field by field: this runs for every library of every tree.
+    return {
+        "soname": lib.soname, "path": lib.path, "via": lib.via, "needed_by": list(lib.needed_by),
+        "depth": lib.depth, "found_as": lib.found_as, "requested_as": list(lib.requested_as),
+        "via_object": lib.via_object, "hwcaps_subdir": lib.hwcaps_subdir, "needed": list(lib.needed),
+        "loader": lib.loader, "error": lib.error,
+        "tried": [{"path": c.path, "outcome": c.outcome, "source": c.source, "reason": c.reason}
+                  for c in lib.tried],
+        "near_misses": [{"path": n.path, "reason": n.reason} for n in lib.near_misses],
+    }
+
+
+def tree_json(tree: DepTree) -> dict:
+    """The ``mltools.elf.tree`` JSON document for ``tree`` (schema and version first)."""
+    return {
+        "schema": tree.SCHEMA, "version": tree.SCHEMA_VERSION, "root": tree.root,
+        "libraries": [_library_json(lib) for lib in tree.libraries],
+        "findings": [_plain(f) for f in tree.findings],
+        "root_needed": list(tree.root_needed), "interpreter": tree.interpreter, "context": list(tree.context),
+    }
+
+
+def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
+    """Worker for :func:`resolve_many_serialized`: (kind, payload, ok) per path."""
+    import json
+
+    paths, kw, fmt, flat = job
+    resolver = Resolver(root=kw.pop("root", None), hwcaps_mask=kw.pop("hwcaps_mask", None))
+    out = []
+    for p in paths:
+        try:
+            tree = resolve_tree(p, resolver=resolver, **kw)
+        except (InputError, UsageError) as exc:
+            out.append(("error", exc.message, False))
+            continue
+        if fmt == "json":
+            out.append(("ok", json.dumps(tree_json(tree), separators=(",", ":")), tree.ok))
+        else:
+            from mltools.cli.elf import render_tree
+            out.append(("ok", render_tree(tree, flat), tree.ok))
+    return out
+
+
+def resolve_many_serialized(paths: Sequence[str], *, jobs: int, fmt: str = "json", flat: bool = False,
+                            **kw) -> List[Tuple[str, str, bool]]:
+    """Resolve many files in ``jobs`` processes (fork), each with its own Resolver.
+
+    Returns, in the order of ``paths``, ("ok", compact JSON of the tree or its
+    text, tree.ok) or ("error", message, False). The work is split in
+    contiguous chunks so each process reuses its caches.
+    """
+    n = max(1, min(jobs, len(paths)))
+    size = -(-len(paths) // n)
+    chunks = [(list(paths[i:i + size]), dict(kw), fmt, flat) for i in range(0, len(paths), size)]
+    if n == 1:
+        return _resolve_chunk(chunks[0])
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(n) as pool:
+        parts = pool.map(_resolve_chunk, chunks, chunksize=1)
+    return [x for part in parts for x in part]
+
+
 # --- internal state --------------------------------------------------------------------------
 
 class _Obj:
@@ -194,7 +278,8 @@ class Resolver:
         self._conf_dirs: Optional[Tuple[str, ...]] = None
         self._searched_dirs: Dict[str, str] = {}   # every directory searched, with a label
         self._search_memo: Dict[tuple, tuple] = {}
-        self._realpaths: Dict[str, str] = {}
+        self._objmeta: Dict[tuple, Tuple[str, str]] = {}    # (real, origin) per found path
+        self._etc_preload: Optional[Tuple[str, ...]] = None
 
     # -- file system, with the sysroot applied ---------------------------------------------
     def host(self, path: str) -> str:
@@ -326,7 +411,7 @@ class Resolver:
         return obj._runpath
 
     def _open_path(self, name: str, dirs: Sequence[str], source: str, cwd: str,
-                   tried: List[Candidate]):
+                   tried: List[Candidate], label: Optional[str] = None):
         """Try ``name`` in ``dirs``; returns (status, found_as, info, subdir).
 
         status: "found", "fatal" (found_as is the bad file), "stop" or "none".
@@ -335,7 +420,7 @@ class Resolver:
             host_d = self.host(d) if d.startswith("/") else os.path.join(cwd, d)
             if self._list(host_d) is None:
                 continue
-            self._searched_dirs.setdefault(host_d.rstrip("/") or "/", source)
+            self._searched_dirs.setdefault(host_d.rstrip("/") or "/", label or VIA_LABELS.get(source, source))
             stop = False
             for sub in self._subdirs:
                 hd = host_d + sub if host_d else sub
@@ -387,14 +472,14 @@ class Resolver:
         memo = self._search_memo.get(key) if not chain else None
         if memo is not None:
             return memo
-        result = self._search(name, chain, env_dirs, runpath, nodeflib, cwd, tried)
+        result = self._search(name, chain, env_dirs, runpath, nodeflib, cwd, tried, loader.ident())
         if not chain:
             self._search_memo[key] = result
         return result
 
-    def _search(self, name, chain, env_dirs, runpath, nodeflib, cwd, tried):
+    def _search(self, name, chain, env_dirs, runpath, nodeflib, cwd, tried, loader_ident=None):
         for dirs, owner in chain:
-            st, found_as, x, sub = self._open_path(name, dirs, "rpath", cwd, tried)
+            st, found_as, x, sub = self._open_path(name, dirs, "rpath", cwd, tried, f"DT_RPATH of {owner.ident()}")
             if st in ("found", "fatal"):
                 return (st, found_as, x, "rpath", owner.ident(), sub, tuple(tried))
             if st == "stop":
@@ -404,7 +489,8 @@ class Resolver:
             if st in ("found", "fatal"):
                 return (st, found_as, x, "ld_library_path", None, sub, tuple(tried))
         if runpath:
-            st, found_as, x, sub = self._open_path(name, runpath, "runpath", cwd, tried)
+            st, found_as, x, sub = self._open_path(name, runpath, "runpath", cwd, tried,
+                                                   f"DT_RUNPATH of {loader_ident}")
             if st in ("found", "fatal"):
                 return (st, found_as, x, "runpath", None, sub, tuple(tried))
         if self.cache is not None:
@@ -439,6 +525,16 @@ class Resolver:
         cfg = self.config
         return {62: X86_64_CACHE_FLAGS, 183: 0x0A03, 3: 0x0003, 40: 0x0903, 21: 0x0503,
                 22: 0x0303 if cfg.elf_class == 64 else 0x0003, 243: 0x1103}.get(cfg.machine, 0x0003)
+
+    def etc_preload(self) -> Tuple[str, ...]:
+        """The names in /etc/ld.so.preload (read once)."""
+        if self._etc_preload is None:
+            try:
+                with open(self.host(self.config.preload_path)) as fh:
+                    self._etc_preload = tuple(fh.read().split())
+            except OSError:
+                self._etc_preload = ()
+        return self._etc_preload
 
     # -- near misses ------------------------------------------------------------------------
     def conf_dirs(self) -> Tuple[str, ...]:
@@ -501,18 +597,40 @@ class Resolver:
     # -- the namespace ------------------------------------------------------------------------
     def _new_obj(self, info: ElfInfo, found_as: str, host_path: str, loader: Optional[_Obj], depth: int,
                  via: Optional[str], cwd: str, is_exe_origin: bool = False) -> _Obj:
-        abs_found = host_path if host_path.startswith("/") else os.path.join(cwd, host_path)
-        real = self._realpaths.get(abs_found)
-        if real is None:
-            real = self._realpaths[abs_found] = os.path.realpath(abs_found)
-        if is_exe_origin:
-            origin = os.path.dirname(real)
-            if self._rootp and origin.startswith(self._rootp):
-                origin = origin[len(self._rootp):] or "/"
-        else:
-            tf = found_as if os.path.isabs(found_as) else os.path.join(cwd, found_as)
-            origin = os.path.dirname(tf) or "/"
-        return _Obj(info, found_as, real, origin, loader, depth, via)
+        key = (found_as, host_path, is_exe_origin, None if host_path.startswith("/") else cwd)
+        meta = self._objmeta.get(key)
+        if meta is None:
+            abs_found = host_path if host_path.startswith("/") else os.path.join(cwd, host_path)
+            real = os.path.realpath(abs_found)
+            if is_exe_origin:
+                origin = os.path.dirname(real)
+                if self._rootp and origin.startswith(self._rootp):
+                    origin = origin[len(self._rootp):] or "/"
+            else:
+                tf = found_as if found_as.startswith("/") else os.path.join(cwd, found_as)
+                origin = os.path.dirname(tf) or "/"
+            meta = self._objmeta[key] = (real, origin)
+        return _Obj(info, found_as, meta[0], meta[1], loader, depth, via)
+
+
+class _Order(list):
+    """Objects in load order, with a set for membership tests."""
+
+    def __init__(self, items=()):
+        super().__init__(items)
+        self.ids = {id(o) for o in self}
+
+    def append(self, obj) -> None:
+        if id(obj) not in self.ids:
+            self.ids.add(id(obj))
+            super().append(obj)
+
+    def remove(self, obj) -> None:
+        super().remove(obj)
+        self.ids.discard(id(obj))
+
+    def __contains__(self, obj) -> bool:
+        return id(obj) in self.ids
 
 
 class _Namespace:
@@ -567,12 +685,7 @@ def _preload_names(env: Mapping[str, str], preload: Sequence[str], resolver: Res
             if part:
                 names.append((part, "--preload"))
     if use_etc_preload:
-        try:
-            with open(resolver.host(resolver.config.preload_path)) as fh:
-                for part in fh.read().split():
-                    names.append((part, resolver.config.preload_path))
-        except OSError:
-            pass
+        names.extend((part, resolver.config.preload_path) for part in resolver.etc_preload())
     return names
 
 
@@ -603,17 +716,13 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
     def load_root(p: str, kind: str) -> _Obj:
         host_p = r.host(os.path.abspath(p)) if r._rootp else p
-        if not os.path.exists(host_p):
-            raise InputError(f"{p}: no such file")
-        if os.path.isdir(host_p):
-            raise InputError(f"{p}: is a directory, not an ELF file")
-        info = read_elf(host_p)
+        info = read_elf(host_p)      # InputError / ElfFormatError name the problem
         if not info.has_dynamic:
             raise InputError(f"{p}: not a dynamic executable or shared object (no PT_DYNAMIC)")
         if info.elf_class != r.config.elf_class or info.machine != r.config.machine:
-            raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here is for "
-                             f"ELF{r.config.elf_class} {r.config.machine_name if hasattr(r.config, 'machine_name') else r.config.machine}: "
-                             "use --root with a sysroot of that architecture")
+            want = MACHINE_NAMES.get(r.config.machine, str(r.config.machine))
+            raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here loads "
+                             f"ELF{r.config.elf_class} {want} objects only")
         exe = kind == "main" and info.interp is not None
         obj = r._new_obj(info, p, host_p, None, 0, None, cwd, is_exe_origin=exe)
         obj.kind = kind
@@ -725,8 +834,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
                         _check_order(name, obj, dep)
                 if id(dep) not in seen and dep.kind not in ("missing", "fatal"):
                     seen.add(id(dep))
-                    if dep not in traversal:
-                        traversal.append(dep)
+                    traversal.append(dep)        # an _Order: appends once
                     queue.append(dep)
 
     def _check_order(name: str, requester: _Obj, dep: _Obj) -> None:
@@ -742,7 +850,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
     # preloads: searched with the main program as the loader
     root_obj = main_obj if root_is_main else None
-    pre_objs: List[_Obj] = []
+    pre_objs: List[_Obj] = _Order()
     for pname, source in _preload_names(env, preload, r, use_etc_preload):
         before = len(ns.objs)
         dep = map_name(pname, main_obj, 1, pre_objs, False)
@@ -764,11 +872,11 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
     if root_is_main:
         root_obj = main_obj
-        traversal: List[_Obj] = list(pre_objs)
+        traversal: List[_Obj] = _Order(pre_objs)
         bfs([main_obj] + pre_objs, traversal, True)
         order = traversal
     else:
-        ctx: List[_Obj] = list(pre_objs)
+        ctx: List[_Obj] = _Order(pre_objs)
         bfs([main_obj] + pre_objs, ctx, False)
         for extra in loaded:
             try:
@@ -792,7 +900,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             root_obj = same
         else:
             ns.add(root_obj)
-        traversal = []
+        traversal = _Order()
         bfs([root_obj], traversal, True)
         order = traversal
 

@@ -286,6 +286,7 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
     # runtimes one process would map twice
     runtimes: List[RuntimeCopies] = []
     union: Dict[str, set] = {}
+    reported = set()
     for p, t in sorted(trees.items()):
         per_tree: Dict[str, set] = {}
         for lib in t.libraries:
@@ -296,6 +297,7 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
                     union.setdefault(fam[0], set()).add(lib.path)
         for fam, ps in sorted(per_tree.items()):
             if len(ps) > 1:
+                reported.add((fam, frozenset(ps)))
                 findings.append(Finding(
                     "DUP_RUNTIME", Severity.WARNING,
                     f"{p} maps {len(ps)} {fam} runtimes in one process: {', '.join(sorted(ps))}",
@@ -305,7 +307,7 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
         if len(ps) > 1:
             distinct = {digests.get(x) or x for x in ps}
             runtimes.append(RuntimeCopies(fam, tuple(sorted(ps))))
-            if len(distinct) > 1:
+            if len(distinct) > 1 and (fam, frozenset(ps)) not in reported:
                 findings.append(Finding(
                     "DUP_RUNTIME_COPIES", Severity.WARNING if fam in ("openmp", "blas") else Severity.INFO,
                     f"the scanned objects would map {len(ps)} different {fam} files; one process importing "

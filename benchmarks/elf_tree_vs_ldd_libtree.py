@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""`mltools elf tree` over every dynamic ELF in a directory, against an `ldd` loop and libtree.
+
+All three run in one process of this script, interleaved round by round (the
+order rotates), and the best time of each is compared: our machines are shared
+and noisy. mltools and libtree get every file in one process; ldd is a shell
+script that runs the loader once per file, so it runs once per file.
+
+    python benchmarks/elf_tree_vs_ldd_libtree.py [--dir /usr/bin] [--rounds 3]
+
+Prints one JSON document with the timings, the ratios and the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from mltools.elf.reader import ElfFormatError, read_elf  # noqa: E402
+
+
+def dynamic_elves(directory: str):
+    out = []
+    for name in sorted(os.listdir(directory)):
+        p = os.path.join(directory, name)
+        if not os.path.isfile(p):
+            continue
+        try:
+            with open(p, "rb") as fh:
+                if fh.read(4) != b"\x7fELF":
+                    continue
+            info = read_elf(p)
+        except (OSError, ElfFormatError):
+            continue
+        if info.has_dynamic and info.elf_class == 64 and info.machine == 62:
+            out.append(p)
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def isa_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next(line for line in fh if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "-"
+    return ",".join(f for f in ("avx2", "avx512f") if f in flags)
+
+
+def timed(argv_list, env=None):
+    t0 = time.perf_counter()
+    for argv in argv_list:
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", default="/usr/bin")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--with-lddtree", action="store_true",
+                    help="also time pax-utils lddtree (Python; minutes for /usr/bin)")
+    args = ap.parse_args()
+    files = dynamic_elves(args.dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
+    env["LC_ALL"] = "C"
+    runners = {
+        "mltools elf tree --json": [[sys.executable, "-m", "mltools", "elf", "tree", "--json", "--clean-env", *files]],
+        "mltools elf tree --flat": [[sys.executable, "-m", "mltools", "elf", "tree", "--flat", "--clean-env", *files]],
+        "mltools elf tree --json -j 1": [[sys.executable, "-m", "mltools", "elf", "tree", "--json", "-j", "1",
+                                          "--clean-env", *files]],
+        "ldd loop": [["ldd", f] for f in files],
+    }
+    if shutil.which("libtree"):
+        runners["libtree"] = [["libtree", *files]]
+        runners["libtree -p -vvv"] = [["libtree", "-p", "-vvv", *files]]
+    if args.with_lddtree and shutil.which("lddtree"):
+        runners["lddtree (pax-utils)"] = [["lddtree", *files]]
+    best = {k: float("inf") for k in runners}
+    names = list(runners)
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            best[name] = min(best[name], timed(runners[name], env))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {best[k]:.3f}s" for k in names), file=sys.stderr)
+    # in-process: the library API with one shared Resolver (no interpreter start, no output)
+    from mltools.elf.ldtree import Resolver, resolve_tree
+    api_best = float("inf")
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        res = Resolver()
+        for f in files:
+            resolve_tree(f, resolver=res, env={})
+        api_best = min(api_best, time.perf_counter() - t0)
+    ours = best["mltools elf tree --json"]
+    doc = {
+        "schema": "mltools.bench.elf_tree", "version": 1,
+        "machine": {"cpu": cpu_model(), "isa": isa_flags(), "cpus": os.cpu_count(),
+                    "python": platform.python_version(), "glibc": platform.libc_ver()[1]},
+        "directory": args.dir, "files": len(files), "rounds": args.rounds,
+        "best_s": {**{k: round(v, 4) for k, v in best.items()}, "resolve_tree API (in-process)": round(api_best, 4)},
+        "ratios": {"ldd loop / mltools": round(best["ldd loop"] / ours, 1)},
+    }
+    if "libtree" in best:
+        doc["ratios"]["mltools / libtree"] = round(ours / best["libtree"], 1)
+        doc["ratios"]["mltools / libtree -p -vvv"] = round(ours / best["libtree -p -vvv"], 1)
+    if "lddtree (pax-utils)" in best:
+        doc["ratios"]["lddtree / mltools"] = round(best["lddtree (pax-utils)"] / ours, 1)
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
