@@ -211,7 +211,6 @@ def pyext(tmp_path_factory, fx):
     """``needs_baz`` needs libbaz.so by SONAME with no RPATH; the package
     ``preload_baz`` loads that library (ctypes, by path) when imported."""
     import sysconfig
-    import sys
 
     inc = sysconfig.get_paths()["include"]
     if not os.path.exists(os.path.join(inc, "Python.h")):
@@ -285,3 +284,37 @@ def test_after_a_module_that_fails_to_import_is_exit_2(cli, pyext):
     ext = pyext / f"needs_baz{_ext_suffix()}"
     res = cli("elf", "check", "--after", "no_such_module_xyz", str(ext))
     assert res.exit_code == 2 and "could not import no_such_module_xyz" in res.stderr
+
+
+def test_default_and_hidden_versions_follow_the_loader(cli, tmp_path, monkeypatch):
+    """An unversioned reference binds to the oldest version (even a hidden
+    ``foo@FOO_1``); one whose only definition is a later hidden version
+    (``bar@FOO_2``) is undefined. The programs were linked against an
+    unversioned copy and run against the versioned one."""
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "ver").mkdir()
+    (tmp_path / "ver.map").write_text("FOO_1 { global: foo; local: *; };\nFOO_2 { global: foo; bar; } FOO_1;\n")
+    (tmp_path / "ver.c").write_text(
+        "int foo_old(void) { return 1; }\nint foo_new(void) { return 2; }\nint bar_hidden(void) { return 3; }\n"
+        '__asm__(".symver foo_old, foo@FOO_1");\n__asm__(".symver foo_new, foo@@FOO_2");\n'
+        '__asm__(".symver bar_hidden, bar@FOO_2");\n')
+    (tmp_path / "plain.c").write_text("int foo(void){return 0;} int bar(void){return 0;}\n")
+    (tmp_path / "usefoo.c").write_text("int foo(void); int main(void){return foo();}\n")
+    (tmp_path / "usebar.c").write_text("int bar(void); int main(void){return bar();}\n")
+    t = str(tmp_path)
+    for argv in (["-shared", "-fPIC", "-o", f"{t}/plain/libsv.so", f"{t}/plain.c", "-Wl,-soname,libsv.so"],
+                 ["-shared", "-fPIC", "-o", f"{t}/ver/libsv.so", f"{t}/ver.c", "-Wl,-soname,libsv.so",
+                  f"-Wl,--version-script,{t}/ver.map"],
+                 ["-o", f"{t}/usefoo", f"{t}/usefoo.c", f"-L{t}/plain", "-lsv", "-Wl,-rpath,$ORIGIN/ver"],
+                 ["-o", f"{t}/usebar", f"{t}/usebar.c", f"-L{t}/plain", "-lsv", "-Wl,-rpath,$ORIGIN/ver",
+                  "-Wl,-z,now"]):
+        subprocess.run(["gcc", *argv], check=True, capture_output=True, timeout=120)
+    assert _run(tmp_path / "usefoo").returncode == 1               # foo@FOO_1 answered
+    real = _run(tmp_path / "usebar")
+    assert real.returncode == 127 and "undefined symbol: bar" in real.stderr
+    monkeypatch.chdir(tmp_path)
+    doc = cli("elf", "check", "--json", "./usefoo", "./usebar").json()
+    by_file = {fc["file"]: [f["code"] for f in fc["findings"] if f["severity"] == "error"] for fc in doc["files"]}
+    assert by_file == {"./usefoo": [], "./usebar": ["UNDEFINED"]}

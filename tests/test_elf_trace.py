@@ -177,7 +177,8 @@ def _check_counts(doc, raw: Path):
     nonblank = _grep_c(raw, r"^\s*\d+:\t?.*\S")
     assert doc["line_count"] == nonblank
     assert sum(p["version_checks"] for p in progs) == _grep_c(raw, r"checking for version `")
-    assert sum(1 for p in progs if p["started"]) == _grep_c(raw, r"initialize program: ")
+    assert sum(1 for p in progs if p["started"] and p["forked_from"] is None) == \
+        _grep_c(raw, r"initialize program: ")
     found = sum(1 for p in progs for lib in p["libraries"] if lib["path"])
     assert found == _grep_c(raw, r"generating link map$")
     dl = sum(1 for p in progs for lib in p["libraries"] if lib["how"] == "dlopen")
@@ -381,3 +382,18 @@ def test_report_file_that_cannot_be_written_is_refused_before_running(cli, tmp_p
     res = cli("elf", "trace", "--report", str(tmp_path / "no" / "dir" / "r.txt"), "--",
               "/bin/sh", "-c", f"touch {marker}")
     assert res.exit_code == 125 and not marker.exists()
+
+
+def test_forked_child_lines_in_the_parents_file(cli, tmp_path):
+    code = ("import os, ctypes\npid = os.fork()\nif pid == 0:\n    ctypes.CDLL('libz.so.1')\n    os._exit(0)\n"
+            "os.waitpid(pid, 0)\n")
+    raw = tmp_path / "raw"
+    res = cli("elf", "trace", "--json", "--keep", str(raw), "--", sys.executable, "-c", code)
+    assert res.exit_code == 0
+    doc = res.json()
+    _check_counts(doc, raw)
+    (child,) = [p for p in doc["programs"] if p["forked_from"] is not None]
+    parent = next(p for p in doc["programs"] if p["pid"] == child["forked_from"])
+    assert child["pid"] != parent["pid"] and child["name"] == parent["name"]
+    assert any(lib["name"] == "libz.so.1" and lib["how"] == "dlopen" for lib in child["libraries"])
+    assert not any(lib["name"] == "libz.so.1" for lib in parent["libraries"])

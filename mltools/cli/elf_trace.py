@@ -38,6 +38,8 @@ def _search_text(lib) -> str:
 
 def _render_program(p, verbose: bool) -> str:
     head = f"[pid {p.pid}] {p.name or '?'}" + ("" if p.started else "  (ld.so did not start it)")
+    if p.forked_from is not None:
+        head += f"  (forked from pid {p.forked_from}, no exec)"
     if p.index:
         head += f"  (after exec #{p.index} in this process)"
     startup = sum(1 for lib in p.libraries if lib.at_startup)

@@ -225,13 +225,15 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
 
     # --- versions ---------------------------------------------------------
     versions_checked = 0
+    # ld.so looks the verneed file up by name among all loaded objects (find_needed)
+    every_name = {n: p for o in objects for n, p in o.needed if p is not None}
     for o in objects:
         if o.context:
             continue
         s = syms[o.path]
         needed = dict(o.needed)
         for vn_file, versions, weak in s.version_needs:
-            target = needed.get(vn_file)
+            target = needed.get(vn_file) or every_name.get(vn_file)
             if target is None or target not in syms or syms[target].error:
                 continue        # MISSING (resolver) or unreadable (reported)
             have = set(syms[target].version_defs)

@@ -100,6 +100,7 @@ class ProgramTrace:
     """What ld.so did for one program (one exec) in one process."""
     pid: int
     index: int                      # 0 for the first program in this PID, 1 after the first exec, ...
+    forked_from: Optional[int] = None   # a forked child's lines found in its parent's file
     name: Optional[str] = None      # from "initialize program:"; None if it never started
     started: bool = False
     libraries: List[LibraryLoad] = field(default_factory=list)
@@ -390,29 +391,43 @@ def split_programs(texts: Sequence[str]) -> List[Tuple[int, int]]:
 
 
 def parse_pid_lines(pid: int, lines: Iterable[str], *, keep_symbols: bool = True) -> List[ProgramTrace]:
-    """Parse the lines of one ``LD_DEBUG_OUTPUT.<pid>`` file into its programs."""
-    texts: List[str] = []
-    foreign = 0
+    """Parse the lines of one ``LD_DEBUG_OUTPUT.<pid>`` file into its programs.
+
+    A child forked without ``exec`` keeps writing into its parent's file with
+    its own PID: those lines become programs of that PID (``forked_from``).
+    """
+    by_pid: Dict[int, List[str]] = {pid: []}
     for line in lines:
         line_pid, text = _strip(line)
         if not text.strip():
             continue
-        if line_pid is not None and line_pid != pid:
-            foreign += 1           # a forked child writing before its own file exists
-        texts.append(text if line_pid is not None else "\x00" + text)
+        if line_pid is None:
+            by_pid[pid].append("\x00" + text)
+        else:
+            by_pid.setdefault(line_pid, []).append(text)
     programs: List[ProgramTrace] = []
-    for index, (start, end) in enumerate(split_programs(texts)):
-        parser = _ProgramParser(pid, index, keep_symbols)
-        for text in texts[start:end]:
-            if text.startswith("\x00"):
-                parser.trace.line_count += 1
-                parser.trace.unparsed_count += 1
-                if len(parser.trace.unparsed) < UNPARSED_KEEP:
-                    parser.trace.unparsed.append(text[1:])
-                continue
-            parser.feed(text)
-        parser.flush()
-        programs.append(parser.trace)
+    for owner, texts in by_pid.items():
+        if owner != pid and not texts:
+            continue
+        for index, (start, end) in enumerate(split_programs(texts)):
+            parser = _ProgramParser(owner, index, keep_symbols)
+            if owner != pid:
+                # it runs its parent's program (no exec, so no start-up of its own)
+                parent = programs[-1] if programs else None
+                parser.trace.forked_from = pid
+                parser.trace.name = parent.name if parent else None
+                parser.trace.started = parent.started if parent else False
+            for text in texts[start:end]:
+                if text.startswith("\x00"):
+                    parser.trace.line_count += 1
+                    parser.trace.unparsed_count += 1
+                    if len(parser.trace.unparsed) < UNPARSED_KEEP:
+                        parser.trace.unparsed.append(text[1:])
+                    continue
+                parser.feed(text)
+            parser.flush()
+            if owner == pid or parser.trace.line_count:
+                programs.append(parser.trace)
     return programs
 
 

@@ -143,6 +143,7 @@ class BindingSummary:
 class ProgramReport:
     pid: int
     index: int                      # 0 = first program of this PID, 1 = after the first exec, ...
+    forked_from: Optional[int]      # a child forked without exec, whose lines were in this PID's file
     name: Optional[str]
     started: bool                   # ld.so reached "initialize program"
     libraries: Tuple[lddebug.LibraryLoad, ...]
@@ -330,7 +331,7 @@ def _run_attached(argv: Sequence[str], env: Mapping[str, str], stdout_fd: Option
 
 def _program_report(p: lddebug.ProgramTrace, with_bindings: bool, cwd: str) -> ProgramReport:
     return ProgramReport(
-        pid=p.pid, index=p.index, name=p.name, started=p.started, libraries=tuple(p.libraries),
+        pid=p.pid, index=p.index, forked_from=p.forked_from, name=p.name, started=p.started, libraries=tuple(p.libraries),
         version_checks=p.version_checks, version_failures=tuple(p.version_failures),
         errors=tuple(p.errors),
         bindings=_summarize_bindings(p, cwd) if with_bindings else None,
