@@ -290,3 +290,20 @@ def test_two_cuda_runtime_majors(tmp_path, monkeypatch):
     r = diagnose(paths=[str(tmp_path)], environ={})
     [f] = [f for f in r.findings if f.code == "CUDA_DRIVER_TOO_OLD"]
     assert f.details["cuda_major"] == 12 and f.severity == Severity.ERROR
+
+
+def test_dynamic_pass_survives_a_hang_and_a_crash(tmp_path):
+    from mltools.doctor import dynamic
+    from mltools.doctor.interp import running_interpreter
+    from mltools.doctor.owners import OwnerIndex
+
+    (tmp_path / "hangs.py").write_text("import time\ntime.sleep(600)\n")
+    (tmp_path / "crashes.py").write_text("import ctypes\nctypes.string_at(0)\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    interp, owners = running_interpreter(), OwnerIndex([])
+    r = dynamic.dynamic_pass(interp, ["hangs"], owners, env, timeout_s=2)
+    [f] = [f for f in r.findings if f.code == "IMPORT_CRASHED"]
+    assert "did not finish within 2 s" in f.message
+    r = dynamic.dynamic_pass(interp, ["crashes"], owners, env, timeout_s=60)
+    [f] = [f for f in r.findings if f.code == "IMPORT_CRASHED"]
+    assert f.details["signal"] == "SIGSEGV" and "exit status 139" in f.message

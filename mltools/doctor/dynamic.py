@@ -21,11 +21,12 @@ from mltools.findings import Finding, Severity
 # Runs in the target interpreter: stderr is silenced (tracebacks and warnings
 # would land on mltools' own stderr), each import's outcome goes to a file.
 _IMPORTER = r"""
-import json, os, sys
+import json, os, signal, sys
+signal.alarm(int(sys.argv[2]))      # a hanging import ends as SIGALRM, not as a hung doctor
 fd = os.open(os.devnull, os.O_WRONLY)
 os.dup2(fd, 2)
 results = []
-for name in sys.argv[2:]:
+for name in sys.argv[3:]:
     try:
         __import__(name)
         results.append({"module": name, "error": None})
@@ -52,7 +53,7 @@ def _kind_label(kind) -> str:
 
 
 def dynamic_pass(interp: InterpreterInfo, modules: Sequence[str], owners: OwnerIndex,
-                 environ: Mapping[str, str], *, timeout_hint_s: float = 300.0) -> DynamicResult:
+                 environ: Mapping[str, str], *, timeout_s: int = 300) -> DynamicResult:
     from mltools.elf.trace import trace_command
 
     findings: List[Finding] = []
@@ -61,7 +62,7 @@ def dynamic_pass(interp: InterpreterInfo, modules: Sequence[str], owners: OwnerI
         result_file = os.path.join(tmp, "imports.json")
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
-            report = trace_command([interp.executable, "-c", _IMPORTER, result_file, *modules],
+            report = trace_command([interp.executable, "-c", _IMPORTER, result_file, str(int(timeout_s)), *modules],
                                    categories=("libs", "files", "versions"),
                                    target_stdout_fd=devnull, env=environ)
         finally:
@@ -72,10 +73,13 @@ def dynamic_pass(interp: InterpreterInfo, modules: Sequence[str], owners: OwnerI
         except (OSError, ValueError):
             outcomes = []
     if not outcomes:
+        timed_out = report.signal == "SIGALRM"
         findings.append(Finding(
             "IMPORT_CRASHED", Severity.ERROR,
-            f"the interpreter importing {', '.join(modules)} died before reporting "
-            f"(exit status {report.exit_status}{', ' + report.signal if report.signal else ''})",
+            f"the interpreter importing {', '.join(modules)} "
+            + (f"did not finish within {timeout_s} s" if timed_out else
+               f"died before reporting (exit status {report.exit_status}"
+               f"{', ' + report.signal if report.signal else ''})"),
             fix="run the import by hand to see the crash; a segfault at import often means two "
                 "incompatible copies of a runtime (see the findings above)",
             details={"exit_status": report.exit_status, "signal": report.signal}))
