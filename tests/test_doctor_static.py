@@ -146,3 +146,32 @@ def test_dynamic_pass_reports_the_failed_import(broken):
     [f] = by_code(r, "IMPORT_FAILED")
     assert f.details["module"] == "needgone" and "libgone.so" in f.message
     assert any(lib.path.endswith("fine.so") for lib in r.loaded)
+
+
+def test_glibcxx_not_found_through_an_older_libstdcxx_first_on_the_path(tmp_path):
+    """The classic: an older libstdc++.so.6 wins by SONAME (here through LD_LIBRARY_PATH; in a
+    conda env through python's RPATH). The stand-in defines only the old version nodes."""
+    old = tmp_path / "old"
+    old.mkdir()
+    (tmp_path / "s.c").write_text("int mlt_old_stdcxx_marker(void) { return 0; }\n")
+    (tmp_path / "v.map").write_text("GLIBCXX_3.4 { global: mlt_old_stdcxx_marker; };\n"
+                                    "CXXABI_1.3 { global: *; } GLIBCXX_3.4;\n")
+    compile_("gcc", "-shared", "-fPIC", "-nostdlib", "-o", str(old / "libstdc++.so.6"), str(tmp_path / "s.c"),
+             f"-Wl,--version-script={tmp_path / 'v.map'}", "-Wl,-soname,libstdc++.so.6")
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (tmp_path / "m.cc").write_text(
+        "#include <Python.h>\n#include <string>\n"
+        "static std::string make(int n) { return std::string(n, 'x'); }\n"
+        "static struct PyModuleDef def_ = {PyModuleDef_HEAD_INIT, \"usesstr\", NULL, -1, NULL};\n"
+        "PyMODINIT_FUNC PyInit_usesstr(void) { (void)make(3).size(); return PyModule_Create(&def_); }\n")
+    compile_("g++", "-shared", "-fPIC", "-I", PY_INCLUDE, "-o", str(mods / "usesstr.so"), str(tmp_path / "m.cc"))
+    env = {"LD_LIBRARY_PATH": str(old)}
+    proc = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(mods)!r}); import usesstr"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert "version `GLIBCXX_3.4.21' not found" in proc.stderr      # the oracle
+    r = diagnose(paths=[str(mods)], environ=env, environment_checks=False)
+    [f] = [f for f in by_code(r, "VERSION_MISSING") if f.details["path"].endswith("usesstr.so")]
+    assert "GLIBCXX_3.4.21" in f.message and f.details["library"] == str(old / "libstdc++.so.6")
+    assert "libstdc++" in f.fix
+    assert diagnose(paths=[str(mods)], environ={}, environment_checks=False).findings == ()
