@@ -8,7 +8,8 @@ script that runs the loader once per file, so it runs once per file.
 
     python benchmarks/elf_tree_vs_ldd_libtree.py [--dir /usr/bin] [--rounds 3]
 
-Prints one JSON document with the timings, the ratios and the machine.
+Prints one JSON document with the timings (wall and the children's CPU time,
+which a loaded machine distorts less), the ratios and the machine.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -65,10 +67,14 @@ def isa_flags() -> str:
 
 
 def timed(argv_list, env=None):
+    """(wall seconds, CPU seconds of the child processes: user + system)."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     for argv in argv_list:
         subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def main() -> int:
@@ -94,11 +100,14 @@ def main() -> int:
     if args.with_lddtree and shutil.which("lddtree"):
         runners["lddtree (pax-utils)"] = [["lddtree", *files]]
     best = {k: float("inf") for k in runners}
+    best_cpu = {k: float("inf") for k in runners}
     names = list(runners)
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            best[name] = min(best[name], timed(runners[name], env))
+            wall, cpu = timed(runners[name], env)
+            best[name] = min(best[name], wall)
+            best_cpu[name] = min(best_cpu[name], cpu)
         print(f"round {r + 1}: " + ", ".join(f"{k} {best[k]:.3f}s" for k in names), file=sys.stderr)
     # in-process: the library API with one shared Resolver (no interpreter start, no output)
     from mltools.elf.ldtree import Resolver, resolve_tree
@@ -115,9 +124,15 @@ def main() -> int:
         "machine": {"cpu": cpu_model(), "isa": isa_flags(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "glibc": platform.libc_ver()[1]},
         "directory": args.dir, "files": len(files), "rounds": args.rounds,
+        "load_average": os.getloadavg(),
         "best_s": {**{k: round(v, 4) for k, v in best.items()}, "resolve_tree API (in-process)": round(api_best, 4)},
+        "best_cpu_s": {k: round(v, 4) for k, v in best_cpu.items()},
         "ratios": {"ldd loop / mltools": round(best["ldd loop"] / ours, 1)},
+        "cpu_ratios": {"ldd loop / mltools -j 1": round(best_cpu["ldd loop"] / best_cpu["mltools elf tree --json -j 1"], 1)},
     }
+    if "libtree" in best_cpu:
+        doc["cpu_ratios"]["mltools -j 1 / libtree"] = round(best_cpu["mltools elf tree --json -j 1"]
+                                                            / max(best_cpu["libtree"], 1e-3), 1)
     if "libtree" in best:
         doc["ratios"]["mltools / libtree"] = round(ours / best["libtree"], 1)
         doc["ratios"]["mltools / libtree -p -vvv"] = round(ours / best["libtree -p -vvv"], 1)

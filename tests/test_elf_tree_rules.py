@@ -477,3 +477,20 @@ def test_already_loaded_objects_answer_first(lay):
     shared = tree.by_soname()["libshared.so"]
     assert tree.ok and shared.via == "loaded" and shared.path == str(lay.p(f"{b}/early/libshared.so"))
     assert str(lay.p(f"{b}/early/libearly.so")) in tree.context
+
+
+@pytest.mark.parametrize("pie", [True, False])
+def test_an_executable_as_a_library_is_fatal(lay, pie):
+    """A program (PIE or not) found for a NEEDED name stops the loader."""
+    b = f"exe{'pie' if pie else 'nopie'}"
+    prog = lay.exe(f"{b}/lib/libprog.so", flags=[] if pie else ["-no-pie"])
+    # link against a real library of that name, then put the program in its place
+    lay.so(f"{b}/real/libprog.so")
+    exe = lay.exe(f"{b}/main", deps=[f"{b}/real/libprog.so"], runpath=f"{lay.p(b)}/lib")
+    status, _, err = run(exe)
+    assert status == 127
+    expected = "position-independent executable" if pie else "cannot dynamically load executable"
+    assert expected in err
+    tree = tree_of(exe)
+    (lib,) = [lib for lib in tree.libraries if lib.error]
+    assert expected in lib.error and lib.found_as == str(prog)

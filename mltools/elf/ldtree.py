@@ -35,7 +35,7 @@ from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 from mltools.elf.ldcache import LdCache, X86_64_CACHE_FLAGS, read_ld_cache, read_ld_so_conf
 from mltools.elf.ldso import LoaderConfig, expand_dst, loader_config_for_root
-from mltools.elf.reader import ET_DYN, ET_EXEC, MACHINE_NAMES, ElfFormatError, ElfInfo, read_elf
+from mltools.elf.reader import DF_1_PIE, ET_DYN, ET_EXEC, MACHINE_NAMES, ElfFormatError, ElfInfo, read_elf
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, Severity
 
@@ -338,6 +338,8 @@ class Resolver:
             return ("skip", info, f"wrong machine: {info.machine_name}")
         if info.type not in (ET_DYN, ET_EXEC):
             return ("fatal", info, "only ET_DYN and ET_EXEC can be loaded")
+        if info.type == ET_EXEC:
+            return ("fatal", info, "cannot dynamically load executable")
         if not info.phentsize_ok:
             return ("fatal", info, "ELF file's phentsize not the expected size")
         if info.abi_note_os not in (None, 0):
@@ -345,6 +347,10 @@ class Resolver:
         if (info.abi_note_kernel is not None and cfg.kernel_version is not None
                 and info.abi_note_kernel > cfg.kernel_version):
             return ("skip", info, "needs a newer kernel ({}.{}.{})".format(*info.abi_note_kernel))
+        if info.flags_1 & DF_1_PIE:       # _dl_map_object_from_fd refuses it after the search
+            return ("fatal", info, "cannot dynamically load position-independent executable")
+        if not info.has_dynamic:
+            return ("fatal", info, "object file has no dynamic section")
         return ("ok", info, None)
 
     def _classify_bad(self, path: str, exc: ElfFormatError) -> tuple:
@@ -482,8 +488,7 @@ class Resolver:
             st, found_as, x, sub = self._open_path(name, dirs, "rpath", cwd, tried, f"DT_RPATH of {owner.ident()}")
             if st in ("found", "fatal"):
                 return (st, found_as, x, "rpath", owner.ident(), sub, tuple(tried))
-            if st == "stop":
-                break
+            # "stop" ends this object's list only; the next RPATH is still tried
         if env_dirs:
             st, found_as, x, sub = self._open_path(name, env_dirs, "ld_library_path", cwd, tried)
             if st in ("found", "fatal"):
