@@ -318,3 +318,47 @@ def test_default_and_hidden_versions_follow_the_loader(cli, tmp_path, monkeypatc
     doc = cli("elf", "check", "--json", "./usefoo", "./usebar").json()
     by_file = {fc["file"]: [f["code"] for f in fc["findings"] if f["severity"] == "error"] for fc in doc["files"]}
     assert by_file == {"./usefoo": [], "./usebar": ["UNDEFINED"]}
+
+
+def test_fatal_candidate_from_the_resolver(cli, fx, tmp_path, monkeypatch):
+    """A Git LFS pointer named like the library, first on the RUNPATH: ld.so stops there."""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "libu.so").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
+    shutil.copy(fx["m3"].parent / "u2" / "libu.so", tmp_path / "libu.so")
+    (tmp_path / "m.c").write_text("int bar(void); int main(void){return bar();}\n")
+    subprocess.run(["gcc", "-o", str(tmp_path / "m"), str(tmp_path / "m.c"), f"-L{tmp_path}", "-lu",
+                    "-Wl,-rpath,$ORIGIN/bad:$ORIGIN"], check=True, capture_output=True, timeout=120)
+    real = _run(tmp_path / "m")
+    assert real.returncode == 127 and "bad/libu.so" in real.stderr
+    monkeypatch.chdir(tmp_path)
+    res = cli("elf", "check", "--json", "./m")
+    assert res.exit_code == 1
+    assert "FATAL_CANDIDATE" in [f["code"] for f in res.json()["findings"]]
+
+
+def test_glibcxx_version_missing_with_an_older_libstdcxx(cli, tmp_path, monkeypatch):
+    """A copy of the system libstdc++ with GLIBCXX_3.4.30 renamed stands in for an
+    older one; a program that uses condition_variable::wait needs 3.4.30."""
+    stdcxx = "/lib/x86_64-linux-gnu/libstdc++.so.6"
+    if GXX is None or not os.path.exists(stdcxx):
+        pytest.skip("needs g++ and the Debian libstdc++")
+    data = open(stdcxx, "rb").read()
+    if data.count(b"GLIBCXX_3.4.30\x00") != 1:
+        pytest.skip("this libstdc++ does not define exactly one GLIBCXX_3.4.30")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "libstdc++.so.6").write_bytes(data.replace(b"GLIBCXX_3.4.30\x00", b"GLIBCXX_0.0.30\x00"))
+    (tmp_path / "cv.cc").write_text(
+        "#include <condition_variable>\n#include <mutex>\nstd::mutex m; std::condition_variable cv; bool ready = true;\n"
+        "int main() { std::unique_lock<std::mutex> lk(m); cv.wait(lk, []{ return ready; }); return 0; }\n")
+    subprocess.run([GXX, "-o", str(tmp_path / "cv"), str(tmp_path / "cv.cc"), "-Wl,-rpath,$ORIGIN/old"],
+                   check=True, capture_output=True, timeout=120)
+    real = _run(tmp_path / "cv")
+    if "GLIBCXX_3.4.30" not in real.stderr:
+        pytest.skip("this compiler's condition_variable::wait does not need GLIBCXX_3.4.30")
+    monkeypatch.chdir(tmp_path)
+    res = cli("elf", "check", "--json", "./cv")
+    assert res.exit_code == 1
+    (f,) = [f for f in res.json()["findings"] if f["severity"] == "error"]
+    head = f"{tmp_path}/old/libstdc++.so.6: version `GLIBCXX_3.4.30' not found (required by ./cv)"
+    assert head in real.stderr and f["message"].startswith(head)
+    assert f["details"]["symbols"] == ["_ZNSt18condition_variable4waitERSt11unique_lockISt5mutexE"]

@@ -159,9 +159,13 @@ def test_interposition_first_definition_wins(cli, fx, tmp_path):
     raw = "".join(p.read_text() for p in (tmp_path / "raw").iterdir())
     # ld.so's own binding line is the oracle for which copy won
     assert re.search(r"binding file \S+/i/libb\.so \[0\] to \S+/i/liba\.so \[0\]: normal symbol `shared_sym'", raw)
+    assert prog["bindings"]["bound_to"]["shared_sym"] == [inter_provider := prog["bindings"]["bound_to"]["shared_sym"][0]]
+    assert inter_provider.endswith("/i/liba.so")
     inter = {i["symbol"]: i for i in prog["bindings"]["interpositions"]}
     assert inter["shared_sym"]["bound_to"].endswith("/i/liba.so")
     assert [p.rsplit("/", 1)[-1] for p in inter["shared_sym"]["also_defined_in"]] == ["libb.so"]
+    text = _trace(cli, "--categories", "bindings", "--symbol", "shared_*", "--", "./mi", cwd=fx["mi"].parent).stdout
+    assert re.search(r"shared_sym -> \S+/i/liba\.so$", text, re.M)
 
 
 # ---------------------------------------------------------------------------
@@ -345,6 +349,7 @@ def test_parser_keeps_unknown_lines():
 
 def test_categories():
     assert lddebug.parse_categories("libs") == ("libs", "files")
+    assert lddebug.parse_categories("bindings") == ("libs", "files", "bindings")
     assert lddebug.parse_categories("all") == lddebug.CATEGORIES
     with pytest.raises(ValueError):
         lddebug.parse_categories("symbols")
@@ -397,3 +402,20 @@ def test_forked_child_lines_in_the_parents_file(cli, tmp_path):
     assert child["pid"] != parent["pid"] and child["name"] == parent["name"]
     assert any(lib["name"] == "libz.so.1" and lib["how"] == "dlopen" for lib in child["libraries"])
     assert not any(lib["name"] == "libz.so.1" for lib in parent["libraries"])
+
+
+def test_failed_dlopen_of_an_extension_is_rolled_back(cli, fx, tmp_path):
+    """ctypes loads libu.so (undefined baz) with RTLD_NOW: ld.so reports the
+    symbol error, destroys the link map, and Python raises OSError."""
+    lib = fx["m3"].parent / "u1" / "libu.so"
+    code = f"import ctypes, os\ntry:\n    ctypes.CDLL('{lib}', mode=os.RTLD_NOW)\nexcept OSError as e:\n    print(e)\n"
+    real = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "undefined symbol: baz" in real.stdout
+    res = cli("elf", "trace", "--json", "--", sys.executable, "-c", code)
+    assert res.exit_code == 0
+    doc = res.json()
+    assert doc["unparsed_count"] == 0
+    (prog,) = doc["programs"]
+    assert str(lib) in prog["unloaded"]
+    (err,) = prog["errors"]
+    assert err["object"] == str(lib) and err["message"] == "undefined symbol: baz"

@@ -36,6 +36,9 @@ def render_check(r) -> str:
                    f"{s.versions_checked} version needs checked")
         shown = [f for f in fc.findings if f.severity.rank > 0]
         info = len(fc.findings) - len(shown)
+        if not shown and len(r.files) > 1:
+            out.pop()      # many files: only those with problems are listed
+            continue
         if shown:
             out.append("\n".join("  " + line for line in findings_text(shown).splitlines()))
         else:
@@ -43,7 +46,11 @@ def render_check(r) -> str:
                                                      if info else ""))
     if len(r.files) > 1:
         bad = sum(1 for fc in r.files if any(f.severity.rank >= 2 for f in fc.findings))
-        out.append(f"\n{len(r.files)} files, {bad} with errors")
+        warned = sum(1 for fc in r.files if any(f.severity.rank == 1 for f in fc.findings)
+                     and not any(f.severity.rank >= 2 for f in fc.findings))
+        clean = len(r.files) - bad - warned
+        out.append(f"{'' if not out else chr(10)}{len(r.files)} files: {bad} with errors, "
+                   f"{warned} with warnings only, {clean} clean")
     return "\n".join(out)
 
 

@@ -36,7 +36,7 @@ def _search_text(lib) -> str:
     return ", ".join(f"{label} ({n} tried)" for label, n in parts) or "-"
 
 
-def _render_program(p, verbose: bool) -> str:
+def _render_program(p, verbose: bool, symbol_patterns=()) -> str:
     head = f"[pid {p.pid}] {p.name or '?'}" + ("" if p.started else "  (ld.so did not start it)")
     if p.forked_from is not None:
         head += f"  (forked from pid {p.forked_from}, no exec)"
@@ -84,6 +84,14 @@ def _render_program(p, verbose: bool) -> str:
             lines.append(f"    ... {len(b.interpositions) - _TEXT_LIMIT} more (--verbose or --json)")
         if b.unreadable:
             lines.append(f"  symbols not read from: {', '.join(b.unreadable)}")
+        if symbol_patterns:
+            import fnmatch
+
+            hits = [(sym, objs) for sym, objs in b.bound_to.items()
+                    if any(fnmatch.fnmatchcase(sym.split("@", 1)[0], pat) for pat in symbol_patterns)]
+            lines.append(f"  symbols matching {', '.join(symbol_patterns)}: {len(hits)}")
+            for sym, objs in hits:
+                lines.append(f"    {sym} -> {', '.join(objs)}")
     if verbose and p.unparsed:
         lines.append("  unparsed lines:")
         lines.extend(f"    {u}" for u in p.unparsed)
@@ -92,7 +100,7 @@ def _render_program(p, verbose: bool) -> str:
     return "\n".join(lines)
 
 
-def render_trace(r, verbose: bool = False) -> str:
+def render_trace(r, verbose: bool = False, symbol_patterns=()) -> str:
     status = str(r.exit_status) + (f" ({r.signal})" if r.signal else "")
     out = [key_values([
         ("command", shlex.join(r.command)),
@@ -107,7 +115,7 @@ def render_trace(r, verbose: bool = False) -> str:
         out.append(f"note: {note}")
     for p in r.programs:
         out.append("")
-        out.append(_render_program(p, verbose))
+        out.append(_render_program(p, verbose, symbol_patterns))
     if r.findings:
         out.append("\nFindings")
         out.append(findings_text(r.findings))
@@ -118,18 +126,21 @@ def render_trace(r, verbose: bool = False) -> str:
                context_settings={"allow_interspersed_args": False, "ignore_unknown_options": False})
 @click.option("--categories", default="libs,files,versions", show_default=True,
               help="LD_DEBUG categories: libs, files, versions, bindings, or all "
-                   "(files is always added).")
+                   "(libs and files are always added).")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, writable=True),
               help="Write the report to FILE and leave the target's stdout on stdout.")
 @click.option("--keep", "keep_dir", type=click.Path(file_okay=False),
               help="Also copy the raw LD_DEBUG files (ld.<pid>) into DIR.")
+@click.option("--symbol", "symbol_patterns", multiple=True, metavar="PATTERN",
+              help="With bindings: list the objects these symbols (shell patterns, e.g. 'omp_*') "
+                   "bound to; repeatable. --json always has every symbol.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Every library, every path tried, and the lines not understood.")
 @json_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
-              keep_dir: Optional[str], verbose: bool, as_json: bool, command) -> None:
+              keep_dir: Optional[str], symbol_patterns, verbose: bool, as_json: bool, command) -> None:
     """Run COMMAND under LD_DEBUG and report what ld.so did.
 
     Per process and per program (an exec starts a new one in the same
@@ -157,6 +168,8 @@ def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
         cats = lddebug.parse_categories(categories)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--categories") from None
+    if symbol_patterns and "bindings" not in cats:
+        raise click.BadParameter("needs bindings in --categories", param_hint="--symbol")
     if report_file:
         # refuse before running the command, not after
         parent = os.path.dirname(os.path.abspath(report_file)) or "."
@@ -173,7 +186,7 @@ def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
     if as_json:
         text = _jsonio.dumps(report, report.SCHEMA, report.SCHEMA_VERSION)
     else:
-        text = render_trace(report, verbose)
+        text = render_trace(report, verbose, tuple(symbol_patterns))
     if report_file:
         try:
             with open(report_file, "w", encoding="utf-8") as fh:

@@ -29,6 +29,7 @@ UNPARSED_KEEP = 200   # lines kept verbatim per program; the count is always exa
 _PREFIX = re.compile(r"^\s*(\d+):\t?(.*)$")
 _NEEDED = re.compile(r"^file=(.*) \[(\d+)\];  (needed|dynamically loaded) by (.*) \[(\d+)\]$")
 _LINKMAP = re.compile(r"^file=(.*) \[(\d+)\];  generating link map$")
+_DESTROY = re.compile(r"^file=(.*) \[(\d+)\];  destroying link map$")
 _FIND = re.compile(r"^find library=(.*) \[(\d+)\]; searching$")
 _SEARCH_PATH = re.compile(r"^ search path=(.*?)\t\t\((.*)\)$")
 _SEARCH_CACHE = re.compile(r"^ search cache=(.*)$")
@@ -109,6 +110,7 @@ class ProgramTrace:
     errors: List[LoaderError] = field(default_factory=list)
     binding_count: int = 0
     relocation_dependencies: int = 0
+    unloaded: List[str] = field(default_factory=list)   # link maps destroyed (dlclose, failed dlopen)
     bindings_by_provider: Dict[str, int] = field(default_factory=dict)
     # symbol -> provider -> count; only kept when bindings were traced
     symbol_providers: Dict[str, Dict[str, int]] = field(default_factory=dict)
@@ -244,6 +246,11 @@ class _ProgramParser:
             if m:
                 return True
         if c == "f":
+            m = _DESTROY.match(text)
+            if m:
+                # dlclose, or a failed dlopen rolled back
+                t.unloaded.append(m.group(1))
+                return True
             m = _RELOC_DEP.match(text)
             if m:
                 # a symbol binding made the first object depend on the second; no load
@@ -269,7 +276,8 @@ class _ProgramParser:
                     self._request = (name, int(m.group(2)), "needed", "")
                 path = self._search.last_tried() if self._search else None
                 if path is None:
-                    path = name if "/" in name else None
+                    # mapped, so found; without a search the name is the best path known
+                    path = name
                 self._finish(path)
                 t.objects.append(path or name)
                 return True
@@ -439,7 +447,8 @@ def parse_pid_file(path: str, pid: int, *, keep_symbols: bool = True) -> List[Pr
 def parse_categories(text: str) -> Tuple[str, ...]:
     """``libs,files`` -> ("libs", "files"); ``all`` -> every supported one.
 
-    ``files`` is always added: its ``needed by`` lines say who loaded what and
+    ``libs`` and ``files`` are always added: ``libs`` says where each object
+    was found, and the ``needed by`` lines of ``files`` say who loaded what and
     mark where a program starts after an ``exec``.
     """
     wanted: List[str] = []
@@ -452,8 +461,9 @@ def parse_categories(text: str) -> Tuple[str, ...]:
         if part not in CATEGORIES:
             raise ValueError(f"unknown LD_DEBUG category {part!r} (use {', '.join(CATEGORIES)} or all)")
         wanted.append(part)
-    if "files" not in wanted:
-        wanted.append("files")
+    for always in ("libs", "files"):
+        if always not in wanted:
+            wanted.append(always)
     return tuple(c for c in CATEGORIES if c in wanted)
 
 

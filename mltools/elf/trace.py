@@ -137,6 +137,7 @@ class BindingSummary:
     several_providers: Tuple[Tuple[str, Tuple[str, ...]], ...]   # same symbol bound to >1 object
     interpositions: Tuple[Interposition, ...]
     unreadable: Tuple[str, ...]                    # loaded objects whose symbols could not be read
+    bound_to: Mapping[str, Tuple[str, ...]]        # symbol[@version] -> the object(s) it bound to
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class ProgramReport:
     started: bool                   # ld.so reached "initialize program"
     libraries: Tuple[lddebug.LibraryLoad, ...]
     version_checks: int
+    unloaded: Tuple[str, ...]       # objects unmapped again (dlclose, or a failed dlopen rolled back)
     version_failures: Tuple[lddebug.LoaderError, ...]
     errors: Tuple[lddebug.LoaderError, ...]
     bindings: Optional[BindingSummary]
@@ -181,11 +183,11 @@ class TraceReport:
 
 def _defined_symbols(path: str) -> Optional[frozenset]:
     """Names of the global/weak symbols ``path`` defines in its dynamic symbol table, or None."""
-    from mltools.elf.reader import ElfFormatError, read_symbols
+    from mltools.elf.reader import read_symbols
 
     try:
         syms = read_symbols(path).symbols
-    except (ElfFormatError, OSError):
+    except (MltoolsError, OSError):
         return None
     return frozenset(s.name for s in syms
                      if s.defined and s.name and s.binding in ("GLOBAL", "WEAK", "GNU_UNIQUE"))
@@ -200,7 +202,8 @@ def _summarize_bindings(program: lddebug.ProgramTrace, cwd: str) -> BindingSumma
     for name in [program.name or ""] + program.objects:
         if name and name not in objects and name != "linux-vdso.so.1":
             objects.append(name)
-    defined: Dict[str, frozenset] = {}
+    wanted = {sym.split("@", 1)[0] for sym in program.symbol_providers}
+    definers: Dict[str, List[str]] = {}      # bound symbol -> loaded objects defining it, in order
     unreadable = []
     for name in objects:
         path = name if os.path.isabs(name) else os.path.join(cwd, name)
@@ -210,19 +213,23 @@ def _summarize_bindings(program: lddebug.ProgramTrace, cwd: str) -> BindingSumma
         syms = _defined_symbols(path)
         if syms is None:
             unreadable.append(name)
-        else:
-            defined[name] = syms
+            continue
+        for sym in syms & wanted:
+            definers.setdefault(sym, []).append(name)
     interpositions = []
     for sym, per in program.symbol_providers.items():
-        plain = sym.split("@", 1)[0]
+        defs = definers.get(sym.split("@", 1)[0])
+        if not defs:
+            continue
         winner = max(per.items(), key=lambda kv: kv[1])[0]
-        others = tuple(o for o in objects if o != winner and o not in per
-                       and plain in defined.get(o, ()))
+        others = tuple(o for o in defs if o != winner and o not in per)
         if others:
             interpositions.append(Interposition(sym, winner, others))
     interpositions.sort(key=lambda i: i.symbol)
+    bound_to = {sym: tuple(sorted(per, key=lambda o: -per[o]))
+                for sym, per in sorted(program.symbol_providers.items())}
     return BindingSummary(program.binding_count, len(program.symbol_providers), tuple(providers),
-                          several, tuple(interpositions), tuple(unreadable))
+                          several, tuple(interpositions), tuple(unreadable), bound_to)
 
 
 # --------------------------------------------------------------------------
@@ -332,7 +339,7 @@ def _run_attached(argv: Sequence[str], env: Mapping[str, str], stdout_fd: Option
 def _program_report(p: lddebug.ProgramTrace, with_bindings: bool, cwd: str) -> ProgramReport:
     return ProgramReport(
         pid=p.pid, index=p.index, forked_from=p.forked_from, name=p.name, started=p.started, libraries=tuple(p.libraries),
-        version_checks=p.version_checks, version_failures=tuple(p.version_failures),
+        version_checks=p.version_checks, unloaded=tuple(p.unloaded), version_failures=tuple(p.version_failures),
         errors=tuple(p.errors),
         bindings=_summarize_bindings(p, cwd) if with_bindings else None,
         line_count=p.line_count, unparsed_count=p.unparsed_count, unparsed=tuple(p.unparsed))
