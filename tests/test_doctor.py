@@ -132,7 +132,7 @@ def test_libgomp_and_renamed_intel_openmp_pulled_by_two_modules(openmp_dir):
             "print('libgomp' in maps, 'libvendoromp-1a2b3c4d.so' in maps)" % str(openmp_dir))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["True", "True"], out.stderr
-    r = diagnose(paths=[str(openmp_dir)], environment_checks=False)
+    r = diagnose(paths=[str(openmp_dir)], environment_checks=False, scan_sys_path=False)
     dup = [f for f in r.findings if f.code == "DUP_OPENMP"]
     assert len(dup) == 1 and dup[0].severity == Severity.WARNING
     sonames = {c["soname"] for c in dup[0].details["copies"]}
@@ -146,7 +146,8 @@ def test_libgomp_and_renamed_intel_openmp_pulled_by_two_modules(openmp_dir):
 def test_dynamic_pass_sees_both_openmp_runtimes_mapped(openmp_dir, tmp_path):
     # the importing child finds the modules through PYTHONPATH
     env = dict(os.environ, PYTHONPATH=str(openmp_dir))
-    r = diagnose(paths=[str(openmp_dir)], imports=["ompa", "ompb"], environ=env, environment_checks=False)
+    r = diagnose(paths=[str(openmp_dir)], imports=["ompa", "ompb"], environ=env, environment_checks=False,
+                 scan_sys_path=False)
     loaded = {os.path.basename(lib.path): lib for lib in r.loaded}
     assert "libvendoromp-1a2b3c4d.so" in loaded and any(n.startswith("libgomp") for n in loaded)
     assert loaded["ompa.so"].dlopened and loaded["ompa.so"].extension_module
@@ -181,7 +182,8 @@ def test_ld_library_path_with_empty_element(tmp_path, cli):
 
 
 def test_thread_variable_above_cpu_count(tmp_path):
-    r = diagnose(paths=[str(tmp_path)], environ={"OMP_NUM_THREADS": str(os.cpu_count() * 4 + 1)})
+    r = diagnose(paths=[str(tmp_path)], environ={"OMP_NUM_THREADS": str(os.cpu_count() * 4 + 1)},
+                 scan_sys_path=False)
     assert "THREAD_OVERSUBSCRIPTION" in codes(r, Severity.WARNING)
 
 
@@ -209,7 +211,7 @@ def test_git_lfs_pointer_saved_as_so(tmp_path):
     (tmp_path / "libweights.so").write_text("version https://git-lfs.github.com/spec/v1\n"
                                             "oid sha256:" + "0" * 64 + "\nsize 1234\n")
     (tmp_path / "libtrunc.so").write_bytes(Path("/bin/true").read_bytes()[:100])
-    r = diagnose(paths=[str(tmp_path)], environment_checks=False)
+    r = diagnose(paths=[str(tmp_path)], environment_checks=False, scan_sys_path=False)
     bad = {os.path.basename(f.details["path"]): f for f in r.findings if f.code == "BAD_ELF"}
     assert bad["libtrunc.so"].severity == Severity.ERROR
     assert bad["libweights.so"].details["git_lfs_pointer"] is True and "git lfs pull" in bad["libweights.so"].fix
@@ -220,7 +222,7 @@ def test_git_lfs_pointer_saved_as_so(tmp_path):
         assert proc.returncode != 0 and ("invalid ELF header" in proc.stderr or "cannot read file data" in proc.stderr)
     # a GNU ld script named .so is for the link editor: not reported
     (tmp_path / "libscript.so").write_text("/* GNU ld script */\nINPUT(libtrunc.so)\n")
-    r = diagnose(paths=[str(tmp_path)], environment_checks=False)
+    r = diagnose(paths=[str(tmp_path)], environment_checks=False, scan_sys_path=False)
     assert not any(f.details.get("path", "").endswith("libscript.so") for f in r.findings)
 
 
@@ -267,7 +269,7 @@ def test_two_intel_openmp_copies_are_an_error(tmp_path):
     gcc("-shared", "-fPIC", "-I", PY_INCLUDE, "-o", str(tmp_path / "kmpa.so"), str(tmp_path / "a.c"),
         "-Wl,--no-as-needed", "-L", str(tmp_path), "-l:libiomp5.so", "-Wl,-rpath,$ORIGIN")
     _module_needing(tmp_path, "kmpb", "libomp-9f8e7d6c.so.5")
-    r = diagnose(paths=[str(tmp_path)], environment_checks=False)
+    r = diagnose(paths=[str(tmp_path)], environment_checks=False, scan_sys_path=False)
     [f] = [f for f in r.findings if f.code == "DUP_OPENMP_INTEL"]
     assert f.severity == Severity.ERROR and "Error #15" in f.message
 
@@ -278,7 +280,7 @@ def test_two_cuda_runtime_majors(tmp_path, monkeypatch):
     _stub_runtime(tmp_path, "libcudart.so.12", "int cudaGetDeviceCount(int *n) { *n = 0; return 0; }\n")
     _module_needing(tmp_path, "cu11mod", "libcudart.so.11.0")
     _module_needing(tmp_path, "cu12mod", "libcudart.so.12")
-    r = diagnose(paths=[str(tmp_path)], environment_checks=False)
+    r = diagnose(paths=[str(tmp_path)], environment_checks=False, scan_sys_path=False)
     [f] = [f for f in r.findings if f.code == "DUP_CUDA_MAJOR"]
     assert f.details["majors"] == ["11", "12"] and f.severity == Severity.WARNING
     assert {c.major for c in r.runtimes if c.family == "cuda-runtime"} == {"11", "12"}
@@ -287,7 +289,7 @@ def test_two_cuda_runtime_majors(tmp_path, monkeypatch):
     import mltools.env.report as env_report
     monkeypatch.setattr(env_report, "_collect_gpus", lambda: (None, ()))
     monkeypatch.setattr(host, "kernel_driver_version", lambda *a: "470.82.01")
-    r = diagnose(paths=[str(tmp_path)], environ={})
+    r = diagnose(paths=[str(tmp_path)], environ={}, scan_sys_path=False)
     [f] = [f for f in r.findings if f.code == "CUDA_DRIVER_TOO_OLD"]
     assert f.details["cuda_major"] == 12 and f.severity == Severity.ERROR
 

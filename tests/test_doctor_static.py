@@ -86,7 +86,7 @@ def broken(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(broken):
-    return diagnose(paths=[str(broken)], environment_checks=False)
+    return diagnose(paths=[str(broken)], environment_checks=False, scan_sys_path=False)
 
 
 def test_oracle_real_imports(broken):
@@ -142,7 +142,8 @@ def test_findings_are_sorted_worst_first_and_fail_on(broken, cli):
 
 def test_dynamic_pass_reports_the_failed_import(broken):
     env = dict(os.environ, PYTHONPATH=str(broken))
-    r = diagnose(paths=[str(broken)], imports=["fine", "needgone"], environ=env, environment_checks=False)
+    r = diagnose(paths=[str(broken)], imports=["fine", "needgone"], environ=env, environment_checks=False,
+                 scan_sys_path=False)
     [f] = by_code(r, "IMPORT_FAILED")
     assert f.details["module"] == "needgone" and "libgone.so" in f.message
     assert any(lib.path.endswith("fine.so") for lib in r.loaded)
@@ -170,8 +171,8 @@ def test_glibcxx_not_found_through_an_older_libstdcxx_first_on_the_path(tmp_path
     proc = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(mods)!r}); import usesstr"],
                           capture_output=True, text=True, timeout=60, env={**os.environ, **env})
     assert "version `GLIBCXX_3.4.21' not found" in proc.stderr      # the oracle
-    r = diagnose(paths=[str(mods)], environ=env, environment_checks=False)
+    r = diagnose(paths=[str(mods)], environ=env, environment_checks=False, scan_sys_path=False)
     [f] = [f for f in by_code(r, "VERSION_MISSING") if f.details["path"].endswith("usesstr.so")]
     assert "GLIBCXX_3.4.21" in f.message and f.details["library"] == str(old / "libstdc++.so.6")
     assert "libstdc++" in f.fix
-    assert diagnose(paths=[str(mods)], environ={}, environment_checks=False).findings == ()
+    assert diagnose(paths=[str(mods)], environ={}, environment_checks=False, scan_sys_path=False).findings == ()

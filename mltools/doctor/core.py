@@ -36,12 +36,14 @@ def environment_pass(interp: InterpreterInfo, environ: Mapping[str, str],
 
 def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths: Sequence[str] = (),
              fail_on: Severity = Severity.ERROR, environ: Optional[Mapping[str, str]] = None,
-             environment_checks: bool = True) -> DoctorReport:
+             environment_checks: bool = True, scan_sys_path: bool = True) -> DoctorReport:
     """Diagnose the native side of a Python environment.
 
     ``python`` names another interpreter (default: the running one); ``paths``
     adds directories to scan; ``imports`` runs the dynamic pass for those
     modules. ``environ`` is the environment the target would run with.
+    ``scan_sys_path=False`` scans only ``paths`` (still in that interpreter's
+    context); ``environment_checks=False`` leaves out the machine and variables.
     """
     from mltools.doctor import static
 
@@ -62,7 +64,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     timings["interpreter"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    candidates, walked = walk_elf_files(list(interp.sys_path) + extra)
+    candidates, walked = walk_elf_files((list(interp.sys_path) if scan_sys_path else []) + extra)
     owners = OwnerIndex(list(interp.site_dirs) + extra, prefixes=[interp.prefix])
     timings["walk"] = time.perf_counter() - t
 
