@@ -89,8 +89,7 @@ def dynamic_pass(interp: InterpreterInfo, modules: Sequence[str], owners: OwnerI
             failed_any = True
             findings.append(Finding(
                 "IMPORT_FAILED", Severity.ERROR, f"import {o['module']} failed: {o['error']}",
-                fix="see the static findings for the library or symbol it names",
-                details={"module": o["module"], "error": o["error"]}))
+                fix=_import_fix(o["error"]), details={"module": o["module"], "error": o["error"]}))
 
     loaded: List[LoadedLibrary] = []
     seen = set()
@@ -124,6 +123,27 @@ def dynamic_pass(interp: InterpreterInfo, modules: Sequence[str], owners: OwnerI
         scope.append(f"{n} LD_DEBUG line{'s' if n != 1 else ''} of the dynamic pass {'were' if n != 1 else 'was'} "
                      "not understood (mltools elf trace --verbose shows them)")
     return DynamicResult(tuple(loaded), tuple(findings), tuple(scope))
+
+
+def _import_fix(error: str) -> str:
+    """What to do, from the loader's own words in the ImportError."""
+    import re
+
+    from mltools.doctor.fixes import install_hint
+
+    m = re.search(r"([\w.+-]+\.so[\w.]*): cannot open shared object file", error)
+    if m:
+        hint = install_hint(m.group(1))
+        return hint or (f"make {m.group(1)} findable: install the package that ships it, or add its "
+                        "directory to LD_LIBRARY_PATH (MISSING_LIBRARY above says who needs it)")
+    if "version `" in error and "not found" in error:
+        return "a newer copy of that library must load first (VERSION_MISSING above names the copy that loads)"
+    if "undefined symbol" in error:
+        return ("the module was built against another version of a library it uses, or needs another "
+                "module imported first (see UNDEFINED or ABI_MISMATCH above)")
+    if error.startswith("ModuleNotFoundError"):
+        return "this interpreter has no such module: check the name, or install its package into this environment"
+    return "run the import by hand for the full traceback"
 
 
 def _loaded_runtime_findings(loaded: Sequence[LoadedLibrary]) -> List[Finding]:
