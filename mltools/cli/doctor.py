@@ -31,7 +31,10 @@ def _needed_by_text(paths, base: str) -> str:
         return "-"
     if len(paths) == 1:
         return _short(paths[0], base)
-    tops = sorted({_short(p, base).split("/", 1)[0] for p in paths})
+    def top(p):
+        short = _short(p, base)
+        return short.split("/", 1)[0] if short != p else os.path.dirname(p)
+    tops = sorted({top(p) for p in paths})
     return f"{len(paths)} files under {', '.join(tops[:4])}" + (", ..." if len(tops) > 4 else "")
 
 
