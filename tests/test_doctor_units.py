@@ -100,3 +100,15 @@ def test_probe_matches_the_running_interpreter():
     assert set(mine.site_dirs) == set(other.site_dirs)
     # pytest adds its own dirs to this process's sys.path; the probe's are all there
     assert other.sys_path and set(other.sys_path) <= set(mine.sys_path)
+
+
+def test_conda_owner_from_conda_meta(tmp_path):
+    (tmp_path / "conda-meta").mkdir()
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libgomp.so.1").write_bytes(b"\x7fELF")
+    (tmp_path / "conda-meta" / "libgomp-13.2.0-h77fa898_7.json").write_text(
+        '{"name": "libgomp", "version": "13.2.0", "files": ["lib/libgomp.so.1"]}')
+    owner = OwnerIndex([], prefixes=[str(tmp_path)]).owner(str(tmp_path / "lib" / "libgomp.so.1"))
+    assert owner == Owner("conda", "libgomp", "13.2.0")
+    from mltools.doctor.fixes import reinstall_hint
+    assert reinstall_hint(owner) == "conda install --force-reinstall libgomp"
