@@ -7,7 +7,6 @@ really end up in /proc/self/maps).
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

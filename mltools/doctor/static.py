@@ -25,6 +25,7 @@ from mltools.doctor.owners import OwnerIndex
 from mltools.doctor.walk import ElfCandidate
 from mltools.findings import Finding, Severity
 
+
 @dataclass(frozen=True)
 class StaticResult:
     findings: Tuple[Finding, ...]
@@ -64,8 +65,9 @@ def _bad_elf_finding(path: str, reason: str, owners: OwnerIndex) -> Finding:
 
 
 _LOADER_VARS = ("LD_LIBRARY_PATH", "LD_PRELOAD")
-# Resolver findings doctor reports itself (LD_LIBRARY_PATH traps come from the
-# environment pass; hwcaps picks and skipped foreign-class files are normal).
+# Resolver findings passed on as they are. MISSING is regrouped per module as
+# MISSING_LIBRARY; LD_LIBRARY_PATH traps come from the environment pass; hwcaps
+# picks and skipped foreign-class files are normal.
 _TREE_CODES_KEPT = {"FATAL_CANDIDATE", "LOAD_ORDER_DEPENDENT", "PRELOAD_NOT_FOUND"}
 _CHECK_CODES_KEPT = {"VERSION_MISSING", "VERSION_MISSING_WEAK", "UNDEFINED", "ABI_MISMATCH", "FRAGILE_ORDER"}
 
