@@ -112,7 +112,8 @@ def test_clean_venv_with_numpy_has_no_findings(numpy_venv, cli):
 
 # codes that depend on the machine, not on the environment under test
 HOST_CODES = {"THP_ALWAYS", "THP_NEVER", "THP_DEFRAG_ALWAYS", "NUMA_BALANCING_ON", "THREADS_EXCEED_CPU_QUOTA",
-              "ISA_LEVEL_DISAGREES", "CUDA_DRIVER_TOO_OLD"}
+              "ISA_LEVEL_DISAGREES", "CUDA_DRIVER_TOO_OLD", "LIBRARY_NOT_IN_CACHE", "CACHE_ENTRY_MISSING_FILE",
+              "LD_SO_PRELOAD"}
 
 
 def test_owner_of_each_file_comes_from_record(numpy_venv):
@@ -308,3 +309,21 @@ def test_dynamic_pass_survives_a_hang_and_a_crash(tmp_path):
     r = dynamic.dynamic_pass(interp, ["crashes"], owners, env, timeout_s=60)
     [f] = [f for f in r.findings if f.code == "IMPORT_CRASHED"]
     assert f.details["signal"] == "SIGSEGV" and "exit status 139" in f.message
+
+
+def test_stale_loader_cache_is_reported(tmp_path, monkeypatch):
+    """A library in an ld.so.conf directory that ldconfig never indexed (here: a temporary
+    ld.so.conf naming a temporary directory; the real cache cannot know that library)."""
+    from mltools.elf import ldcache
+
+    libdir = tmp_path / "lib"
+    libdir.mkdir()
+    (tmp_path / "l.c").write_text("int mlt_fresh(void) { return 0; }\n")
+    gcc("-shared", "-fPIC", "-Wl,-soname,libmltfresh.so.1", "-o", str(libdir / "libmltfresh.so.1"),
+        str(tmp_path / "l.c"))
+    (tmp_path / "ld.so.conf").write_text(f"{libdir}\n")
+    real = ldcache.ldcache_report
+    monkeypatch.setattr(ldcache, "ldcache_report", lambda **kw: real(conf_path=str(tmp_path / "ld.so.conf")))
+    r = diagnose(paths=[str(tmp_path)], environ={}, scan_sys_path=False)
+    [f] = [f for f in r.findings if f.code == "LIBRARY_NOT_IN_CACHE" and "libmltfresh" in f.message]
+    assert f.fix == "run ldconfig (as root)"

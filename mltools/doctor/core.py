@@ -31,6 +31,32 @@ def environment_pass(interp: InterpreterInfo, environ: Mapping[str, str],
     driver = env.gpus[0].driver_version if env.gpus else host.kernel_driver_version()
     out += host.cuda_driver_findings(driver, cuda_majors)
     out += host.kernel_findings(numa_nodes=len(env.numa_nodes) or 1)
+    out += loader_config_findings()
+    return out
+
+
+def loader_config_findings() -> List[Finding]:
+    """A stale /etc/ld.so.cache (a library installed without running ldconfig, the
+    CUDA toolkit's classic) and a non-empty /etc/ld.so.preload."""
+    from mltools.elf import ldcache
+    from mltools.errors import MltoolsError
+
+    out: List[Finding] = []
+    try:
+        out += list(ldcache.ldcache_report().findings)
+    except MltoolsError:
+        pass
+    try:
+        with open("/etc/ld.so.preload") as fh:
+            preload = [w for line in fh for w in line.split("#", 1)[0].split()]
+    except OSError:
+        preload = []
+    if preload:
+        out.append(Finding(
+            "LD_SO_PRELOAD", Severity.WARNING,
+            f"/etc/ld.so.preload makes every program on this machine load {', '.join(preload)} first",
+            fix="empty /etc/ld.so.preload unless every process really needs it",
+            details={"items": preload}))
     return out
 
 
