@@ -108,3 +108,18 @@ def test_bad_inputs_raise_one_clear_error(tmp_path):
     with pytest.raises(ElfFormatError) as ei:
         read_elf(str(short))
     assert ei.value.kind == "truncated" and "truncated" in ei.value.message
+
+
+@needs_binutils
+def test_x86_isa_level_matches_readelf(cbuild):
+    lib = cbuild.build("libisa4.so", "int f(void){return 1;}", shared=True, flags=["-Wl,-z,x86-64-v4"])
+    for path in (str(lib), "/usr/bin/ls"):
+        out = _readelf(["-nW"], path)
+        m = re.search(r"x86 ISA needed: (x86-64-(baseline|v\d))", out)
+        level = read_notes(path).x86_isa_needed
+        assert read_elf(path).x86_isa_needed == level
+        if m is None:
+            assert level is None
+        else:
+            assert m.group(1) == ("x86-64-baseline" if level == 1 else f"x86-64-v{level}")
+    assert read_notes(str(lib)).x86_isa_needed == 4

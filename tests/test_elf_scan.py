@@ -46,6 +46,7 @@ def tree(tmp_path_factory):
     data = (site / "pkg" / "_ext.cpython-311-x86_64-linux-gnu.so").read_bytes()
     (build / "libtrunc.so").write_bytes(data[:700])
     (build / "notes.txt").write_text("not an ELF")
+    (build / "libdev.so").write_text("/* GNU ld script */\nINPUT(libdev.so.1 -lm)\n")   # for the linker
     os.symlink("copy-of-dep.so", build / "libalias.so")
     return base, site, build
 
@@ -61,6 +62,7 @@ def test_findings_on_a_wheel_and_a_build_dir(tree):
     assert ("MISSING", str(build / "bin" / "tool")) in codes
     assert ("NOT_ELF", str(build / "libbroken.so")) in codes
     assert ("MALFORMED_ELF", str(build / "libtrunc.so")) in codes
+    assert not [c for c in codes if c[1] == str(build / "libdev.so")]     # a linker script is fine
     assert ("GRAFT_NEEDS_LOADER_RPATH", str(site / "pkg.libs" / "libgraft-1234abcd.so")) in codes
     assert any(c == "DUP_RUNTIME" and "openmp" in f.message for f, (c, _) in zip(r.findings, codes))
     kinds = {f.path: f.kind for f in r.files}

@@ -494,3 +494,39 @@ def test_an_executable_as_a_library_is_fatal(lay, pie):
     tree = tree_of(exe)
     (lib,) = [lib for lib in tree.libraries if lib.error]
     assert expected in lib.error and lib.found_as == str(prog)
+
+
+def test_sysroot_resolves_inside_the_root_only(lay, tmp_path):
+    """--root: system directories and the cache are the root's; the host's libc is not used."""
+    root = tmp_path / "sysroot"
+    dst = host_loader_config().dst_lib            # lib/x86_64-linux-gnu on Debian
+    lib = lay.so("sysroot-src/libfoo.so.1")
+    exe = lay.exe("sysroot-src/prog", deps=["sysroot-src/libfoo.so.1"])
+    (root / "usr" / dst).mkdir(parents=True)
+    (root / "usr" / "bin").mkdir(parents=True)
+    shutil.copy(lib, root / "usr" / dst / "libfoo.so.1")
+    shutil.copy(exe, root / "usr" / "bin" / "prog")
+    tree = resolve_tree("/usr/bin/prog", root=str(root), use_etc_preload=False)
+    foo = tree.by_soname()["libfoo.so.1"]
+    assert foo.path == str(root / "usr" / dst / "libfoo.so.1") and foo.via == "system_dir"
+    assert foo.found_as == f"/usr/{dst}/libfoo.so.1"
+    libc = tree.by_soname()["libc.so.6"]
+    assert libc.path is None                       # the root has no libc: not the host's
+    assert all(c.path.startswith("/") for c in libc.tried)
+    same = resolve_tree(str(root / "usr" / "bin" / "prog"), root=str(root), use_etc_preload=False)
+    assert same.by_soname()["libfoo.so.1"].path == foo.path
+
+
+def test_isa_level_above_the_cpu_is_fatal(lay):
+    """A library marked for a higher x86-64 level than the CPU's fails to load (dl-prop.h)."""
+    level = host_loader_config().isa_level
+    if not level or level >= 4:
+        pytest.skip("needs a known CPU level below x86-64-v4")
+    b = "isa"
+    lay.so(f"{b}/l/libisa.so", flags=[f"-Wl,-z,x86-64-v{level + 1}"])
+    exe = lay.exe(f"{b}/main", deps=[f"{b}/l/libisa.so"], runpath=f"{lay.p(b)}/l")
+    status, _, err = run(exe)
+    assert status == 127 and "CPU ISA level is lower than required" in err
+    tree = tree_of(exe)
+    (lib,) = [lib for lib in tree.libraries if lib.error]
+    assert "CPU ISA level is lower than required" in lib.error

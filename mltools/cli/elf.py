@@ -28,7 +28,8 @@ def _path_text(sp) -> str:
 def render_inspect(report) -> str:
     blocks = []
     for f in report.files:
-        isa = f"x86-64-v{f.x86_isa_level}" if f.x86_isa_level else "-"
+        isa = ("-" if not f.x86_isa_level else
+               "x86-64-baseline" if f.x86_isa_level == 1 else f"x86-64-v{f.x86_isa_level}")
         pairs = [
             ("file", f.path + ("" if f.realpath == f.path else f"  ->  {f.realpath}")),
             ("class", f"ELF{f.elf_class}, {f.byte_order} endian, {f.machine}, OS/ABI {f.osabi}"),
@@ -201,8 +202,8 @@ def _parse_env(pairs, ld_library_path, inherit: bool) -> dict:
 @click.option("--hwcaps-mask", default=None, metavar="LIST",
               help="Search only these glibc-hwcaps subdirectories (x86-64-v3:x86-64-v2, '' for none).")
 @click.option("--flat", is_flag=True, help="A table in load order instead of a tree.")
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
-              help="Processes for 64 or more FILEs (default: the CPU count, at most 8).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes to split 64 or more FILEs over (each with its own caches).")
 @json_option
 def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps_mask, flat, jobs,
              as_json) -> None:
@@ -216,13 +217,11 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
 
     Exit status 1 when a library is missing or the loader would fail.
     """
-    import os
-
     from mltools.elf.ldtree import DepTreeSet, Resolver, resolve_tree
 
     env = _parse_env(env_pairs, ld_library_path, inherit=not clean_env)
     mask = None if hwcaps_mask is None else tuple(x for x in hwcaps_mask.split(":") if x)
-    njobs = jobs or min(8, os.cpu_count() or 1)
+    njobs = jobs
     if len(files) >= 64 and njobs > 1:
         # Many files: resolve them in several processes, each with its own caches.
         from mltools.elf.ldtree import resolve_many_serialized

@@ -156,6 +156,13 @@ def inspect_file(path: str, *, symbols: bool = False, cfg: Optional[LoaderConfig
                 "the loader fails its version check",
                 fix="rename the verneed file too (patchelf --replace-needed does both)",
                 details={"file": vn.file, "versions": list(vn.versions)}))
+    if cfg.isa_level and notes.x86_isa_needed and notes.x86_isa_needed > cfg.isa_level:
+        findings.append(Finding(
+            "ISA_LEVEL_ABOVE_CPU", Severity.ERROR,
+            f"{path} needs x86-64-v{notes.x86_isa_needed}, this CPU is x86-64-v{cfg.isa_level}: the loader "
+            "refuses it (CPU ISA level is lower than required)",
+            fix="install a build for this CPU level, or ship it under glibc-hwcaps/x86-64-vN/ with a fallback",
+            details={"needed": notes.x86_isa_needed, "cpu": cfg.isa_level}))
     if notes.gnu_stack == "RWX":
         findings.append(Finding("EXECSTACK", Severity.WARNING,
                                 f"{path} asks for an executable stack (PT_GNU_STACK RWX)",

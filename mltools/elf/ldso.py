@@ -43,6 +43,7 @@ class LoaderConfig:
     glibc_version: Optional[str] = None
     source: str = "defaults"               # where the values came from
     kernel_version: Optional[Tuple[int, int, int]] = None
+    isa_level: int = 0                     # the CPU's x86-64 level (0: unknown, no check)
 
     def with_hwcaps_mask(self, mask: Optional[Sequence[str]]) -> "LoaderConfig":
         """Only the glibc-hwcaps subdirectories named in ``mask`` (as ``--glibc-hwcaps-mask``)."""
@@ -59,7 +60,7 @@ class LoaderConfig:
 
 
 def _parse_help(text: str):
-    system_dirs, hwcaps, legacy_names = [], [], []
+    system_dirs, hwcaps, legacy_names, supported = [], [], [], []
     section = None
     for line in text.splitlines():
         s = line.strip()
@@ -75,11 +76,16 @@ def _parse_help(text: str):
             system_dirs.append(s.split(" (")[0].rstrip("/") or "/")
         elif section == "hwcaps" and "searched" in s:
             hwcaps.append(s.split(" ")[0])
+        if section == "hwcaps" and "supported" in s:
+            supported.append(s.split(" ")[0])
         elif section == "legacy" and "searched" in s:
             legacy_names.append((s.split(" ")[0], "AT_PLATFORM" in s))
-    return system_dirs, hwcaps, legacy_names
+    return system_dirs, hwcaps, legacy_names, supported
 
 
+def _level(names) -> int:
+    levels = [int(n.rsplit("v", 1)[1]) for n in names if re.fullmatch(r"x86-64-v\d", n)]
+    return max(levels) if levels else 1
 def legacy_subdir_combinations(names) -> Tuple[str, ...]:
     """The legacy hwcap subdirectories glibc <= 2.36 tries, in its order.
 
@@ -170,7 +176,7 @@ def host_loader_config() -> LoaderConfig:
         cfg = replace(cfg, hwcaps_subdirs=_cpu_hwcaps_subdirs())
         if not diag:
             return cfg
-    system_dirs, hwcaps, legacy_names = _parse_help(hres.stdout if hres.returncode == 0 else "")
+    system_dirs, hwcaps, legacy_names, supported = _parse_help(hres.stdout if hres.returncode == 0 else "")
     diag_dirs = [v.rstrip("/") or "/" for k, v in sorted(
         ((k, v) for k, v in diag.items() if k.startswith("path.system_dirs[")),
         key=lambda kv: int(kv[0].split("[")[1].rstrip("]"), 16))]
@@ -185,6 +191,7 @@ def host_loader_config() -> LoaderConfig:
         cache_path=f"{prefix}/ld.so.cache",
         preload_path=f"{prefix}/ld.so.preload",
         glibc_version=diag.get("version.version"),
+        isa_level=_level(supported) if (hres.returncode == 0 and cfg.machine == 62) else 0,
         source=f"{interpreter} --list-diagnostics and --help" if diag else f"{interpreter} --help",
     )
 

@@ -258,7 +258,8 @@ class Resolver:
     """Shared state for resolving many files: loader configuration, ld.so cache,
     directory listings and parsed ELF headers.
 
-    Not thread-safe; use one per thread.
+    It is a snapshot: files and directories are read once, so make a new
+    Resolver to see changes on disk. Not thread-safe; use one per thread.
     """
 
     def __init__(self, *, root: Optional[str] = None, config: Optional[LoaderConfig] = None,
@@ -347,6 +348,10 @@ class Resolver:
         if (info.abi_note_kernel is not None and cfg.kernel_version is not None
                 and info.abi_note_kernel > cfg.kernel_version):
             return ("skip", info, "needs a newer kernel ({}.{}.{})".format(*info.abi_note_kernel))
+        if cfg.isa_level and info.x86_isa_needed and info.x86_isa_needed > cfg.isa_level:
+            # sysdeps/x86/dl-prop.h: checked once mapped, and fatal
+            return ("fatal", info, f"CPU ISA level is lower than required (x86-64-v{info.x86_isa_needed}, "
+                                   f"this CPU: x86-64-v{cfg.isa_level})")
         if info.flags_1 & DF_1_PIE:       # _dl_map_object_from_fd refuses it after the search
             return ("fatal", info, "cannot dynamically load position-independent executable")
         if not info.has_dynamic:
@@ -474,7 +479,7 @@ class Resolver:
             chain = []
         runpath = self._runpath_dirs(loader)
         nodeflib = bool(info is not None and info.nodeflib)
-        key = (name, env_dirs, runpath, nodeflib)
+        key = (name, env_dirs, runpath, nodeflib, cwd)
         memo = self._search_memo.get(key) if not chain else None
         if memo is not None:
             return memo
@@ -592,11 +597,16 @@ class Resolver:
     def _ml_dirs(self) -> List[str]:
         """Where ML libraries usually hide: CUDA toolkits, conda, pip's nvidia wheels."""
         import glob
+        import sys
         pats = ["/usr/local/cuda*/lib64", "/usr/local/cuda*/lib", "/usr/local/cuda*/targets/*/lib",
                 "/opt/conda/lib", "/usr/local/lib", "/usr/lib64", "/usr/local/lib64"]
         out = []
         for p in pats:
             out.extend(sorted(glob.glob(self.host(p))))
+        if not self._rootp:
+            # pip's CUDA wheels (nvidia-cuda-runtime-cu12, ...) and torch's own libraries
+            for sp in sorted(glob.glob(f"{sys.prefix}/lib/python3*/site-packages")):
+                out.extend(sorted(glob.glob(f"{sp}/nvidia/*/lib")) + sorted(glob.glob(f"{sp}/torch/lib")))
         return out
 
     # -- the namespace ------------------------------------------------------------------------
@@ -720,7 +730,15 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
     findings: List[Finding] = []
 
     def load_root(p: str, kind: str) -> _Obj:
-        host_p = r.host(os.path.abspath(p)) if r._rootp else p
+        found_as = p
+        host_p = p
+        if r._rootp:
+            # FILE may be given as the target sees it (/usr/bin/x) or as a host path inside the root
+            ap = os.path.abspath(p)
+            if ap.startswith(r._rootp + "/") and os.path.exists(ap):
+                host_p, found_as = ap, ap[len(r._rootp):]
+            else:
+                host_p, found_as = r.host(ap), ap
         info = read_elf(host_p)      # InputError / ElfFormatError name the problem
         if not info.has_dynamic:
             raise InputError(f"{p}: not a dynamic executable or shared object (no PT_DYNAMIC)")
@@ -729,7 +747,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here loads "
                              f"ELF{r.config.elf_class} {want} objects only")
         exe = kind == "main" and info.interp is not None
-        obj = r._new_obj(info, p, host_p, None, 0, None, cwd, is_exe_origin=exe)
+        obj = r._new_obj(info, found_as, host_p, None, 0, None, cwd, is_exe_origin=exe)
         obj.kind = kind
         obj.names.append(p)
         return obj
@@ -819,23 +837,29 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
         queue = list(start)
         i = 0
         seen = {id(o) for o in queue}
+        by_name = ns.by_name
         while i < len(queue):
             obj = queue[i]
             i += 1
             if obj.info is None:
                 continue
+            who = (obj.ident() if obj is not root_obj else path) if record else None
+            level = tree_depth.get(id(obj), 0) + 1
             for name in obj.info.needed:
-                dep = map_name(name, obj, obj.depth + 1, traversal, record)
+                dep = by_name.get(name)              # already loaded: reused, nothing searched
                 if dep is None:
-                    continue
-                if record and id(dep) not in tree_depth:
-                    tree_depth[id(dep)] = tree_depth.get(id(obj), 0) + 1
+                    dep = map_name(name, obj, obj.depth + 1, traversal, record)
+                    if dep is None:
+                        continue
+                elif name not in dep.names:
+                    dep.names.append(name)
                 if record:
-                    who = obj.ident() if obj is not root_obj else path
+                    if id(dep) not in tree_depth:
+                        tree_depth[id(dep)] = level
                     if who not in dep.needed_by:
                         dep.needed_by.append(who)
-                    if (dep.kind not in ("missing", "fatal") and dep.loader is not obj and dep.via in
-                            ("rpath", "runpath") and not dep.context):
+                    if (dep.via in ("rpath", "runpath") and dep.loader is not obj and not dep.context
+                            and dep.kind not in ("missing", "fatal")):
                         _check_order(name, obj, dep)
                 if id(dep) not in seen and dep.kind not in ("missing", "fatal"):
                     seen.add(id(dep))

@@ -25,7 +25,7 @@ from mltools.errors import InputError
 
 __all__ = [
     "ElfFormatError", "ElfInfo", "DynamicSymbol", "VersionNeed", "VersionDef",
-    "ElfSymbols", "ElfNotes", "read_elf", "read_symbols", "read_notes", "looks_like_elf",
+    "ElfSymbols", "ElfNotes", "read_elf", "read_symbols", "read_notes", "looks_like_elf", "is_linker_script",
     "MACHINE_NAMES", "TYPE_NAMES", "dt_flags_names", "dt_flags_1_names",
     "DF_1_NODEFLIB", "DF_ORIGIN", "ET_EXEC", "ET_DYN", "EM_X86_64",
 ]
@@ -128,6 +128,7 @@ class ElfInfo:
     flags_1: int
     abi_note_os: Optional[int] = None     # NT_GNU_ABI_TAG OS (0 = Linux), if present
     abi_note_kernel: Optional[Tuple[int, int, int]] = None
+    x86_isa_needed: Optional[int] = None  # GNU_PROPERTY_X86_ISA_1_NEEDED as a level (1..4)
 
     @property
     def machine_name(self) -> str:
@@ -317,15 +318,24 @@ class _Image:
         return off, end
 
 
+_LD_SCRIPT_WORDS = (b"INPUT(", b"GROUP(", b"INPUT (", b"GROUP (", b"OUTPUT_FORMAT", b"/* GNU ld script")
+
+
+def is_linker_script(head: bytes) -> bool:
+    """A ``libfoo.so`` that is a GNU ld script (``INPUT(libfoo.so.1)``): for the linker, not the loader."""
+    text = head[:512]
+    return any(w in text for w in _LD_SCRIPT_WORDS) and b"\0" not in text
+
+
 def _not_elf_reason(ident: bytes, buf) -> str:
-    head = bytes(buf[:200])
+    head = bytes(buf[:512])
     if head.startswith(b"version https://git-lfs"):
         return "invalid ELF header: a Git LFS pointer file, not the library (run `git lfs pull`)"
     if head.startswith(b"!<arch>"):
         return "invalid ELF header: a static archive (ar), not a shared object"
     if head.startswith(b"#!"):
         return "invalid ELF header: a script"
-    if head.lstrip().startswith(b"/* GNU ld script"):
+    if is_linker_script(head):
         return "invalid ELF header: a GNU ld linker script (used at link time only)"
     if len(head) == 0:
         return "file too short: empty file"
@@ -392,19 +402,22 @@ def _read_info(img: _Image) -> ElfInfo:
     (etype, machine, _version, _entry, _phoff, _shoff, _flags, _ehsize,
      phentsize, _phnum, _shentsize, _shnum, _shstrndx) = img.ehdr
     interp = None
-    abi_os = abi_kernel = None
+    abi_os = abi_kernel = isa_needed = None
     for p in img.phdrs:
         if p[0] == PT_INTERP:
             off, size = p[2], p[5]
             if off + size > img.size:
                 raise ElfFormatError(img.path, "truncated", "PT_INTERP lies past the end of the file: truncated")
             interp = bytes(buf[off:off + size]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        elif p[0] == PT_NOTE and p[5] >= 32 and p[7] >= 4 and abi_os is None:
+        elif p[0] == PT_NOTE and p[5] >= 16 and p[7] >= 4:
             for ntype, name, desc in _iter_notes(img, p):
-                if ntype == NT_GNU_ABI_TAG and name == b"GNU" and len(desc) >= 16:
+                if name != b"GNU":
+                    continue
+                if ntype == NT_GNU_ABI_TAG and len(desc) >= 16 and abi_os is None and p[5] >= 32:
                     w = struct.unpack_from(img.e + "IIII", desc)
                     abi_os, abi_kernel = w[0], (w[1], w[2], w[3])
-                    break
+                elif ntype == NT_GNU_PROPERTY_TYPE_0 and isa_needed is None:
+                    isa_needed = _gnu_properties(img, desc)[0]
     dyn = img.dynamic()
     needed: List[str] = []
     soname = rpath = runpath = None
@@ -434,7 +447,7 @@ def _read_info(img: _Image) -> ElfInfo:
         machine=machine, type=etype, phentsize_ok=phentsize == (56 if img.cls == 64 else 32),
         interp=interp, has_dynamic=bool(dyn), needed=tuple(needed), soname=soname,
         rpath=rpath, runpath=runpath, flags=flags, flags_1=flags_1,
-        abi_note_os=abi_os, abi_note_kernel=abi_kernel,
+        abi_note_os=abi_os, abi_note_kernel=abi_kernel, x86_isa_needed=isa_needed,
     )
 
 
@@ -447,8 +460,11 @@ def _iter_notes(img: _Image, p):
     while off + 12 <= end:
         namesz, descsz, ntype = struct.unpack_from(img.e + "III", img.buf, off)
         name_off = off + 12
-        desc_off = name_off + ((namesz + align - 1) & -align)
-        next_off = desc_off + ((descsz + align - 1) & -align)
+        # The descriptor starts at the next ``align`` boundary after the name
+        # (offsets within the segment, which starts aligned).
+        base = p[2]
+        desc_off = base + ((name_off + namesz - base + align - 1) & -align)
+        next_off = base + ((desc_off + descsz - base + align - 1) & -align)
         if desc_off + descsz > end or next_off <= off:
             return
         name = bytes(img.buf[name_off:name_off + namesz]).rstrip(b"\0")

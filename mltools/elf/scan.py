@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from mltools.elf.ldtree import DepTree, Resolver, resolve_tree
-from mltools.elf.reader import ELFMAG, ElfFormatError, ElfInfo, read_elf, read_notes
+from mltools.elf.reader import ELFMAG, ElfFormatError, ElfInfo, is_linker_script, read_elf, read_notes
 from mltools.errors import InputError
 from mltools.findings import Finding, Severity
 
@@ -52,7 +52,7 @@ def runtime_family(path: str) -> Optional[Tuple[str, str]]:
 @dataclass(frozen=True)
 class ScannedFile:
     path: str
-    kind: str                       # executable, extension, library, grafted
+    kind: str                       # executable, extension (Python), module (other plugin), library, grafted
     soname: Optional[str]
     size_bytes: int
     build_id: Optional[str]
@@ -144,7 +144,7 @@ def _probe(path: str):
     except OSError:
         return path, None, None, None
     if magic != ELFMAG:
-        if _looks_like_shared_object(path):
+        if _looks_like_shared_object(path) and not _is_ld_script(path):
             try:
                 read_elf(path)
             except ElfFormatError as exc:
@@ -162,6 +162,14 @@ def _probe(path: str):
     return path, info, None, notes.build_id
 
 
+def _is_ld_script(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return is_linker_script(fh.read(512))
+    except OSError:
+        return False
+
+
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -174,8 +182,10 @@ def _kind(path: str, info: ElfInfo) -> str:
     base = os.path.basename(path)
     if info.interp is not None or info.type == 2:
         return "executable"
-    if _EXTENSION.search(base) or (base.endswith(".so") and not base.startswith("lib")):
+    if _EXTENSION.search(base):
         return "extension"
+    if base.endswith(".so") and not base.startswith("lib") and not _GRAFT_HASH.search(base):
+        return "module"          # a plugin opened with dlopen (gconv, PAM, Python 2-style modules)
     if os.path.basename(os.path.dirname(path)).endswith(".libs") or _GRAFT_HASH.search(base):
         return "grafted"
     return "library"
@@ -257,7 +267,7 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
                 if f.code == "LOAD_ORDER_DEPENDENT":
                     findings.append(replace_message(f, p))
             continue
-        if kind in ("executable", "extension"):
+        if kind in ("executable", "extension", "module"):
             for lib in own_missing:
                 findings.append(Finding("MISSING", Severity.ERROR,
                                         f"{p}: {lib.soname} not found (needed by {', '.join(lib.needed_by)})",
@@ -265,7 +275,7 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
                                                  "near_misses": [n.path for n in lib.near_misses]}))
             continue
         # a library: fine if every root that loads it resolves what it misses alone
-        users = [q for q, tq in trees.items() if kinds[q] in ("executable", "extension")
+        users = [q for q, tq in trees.items() if kinds[q] in ("executable", "extension", "module")
                  and any(lib.path == p for lib in tq.libraries)]
         names = {lib.soname for lib in own_missing}
         ok_via_loader = bool(users) and all(
