@@ -362,3 +362,18 @@ def test_glibcxx_version_missing_with_an_older_libstdcxx(cli, tmp_path, monkeypa
     head = f"{tmp_path}/old/libstdc++.so.6: version `GLIBCXX_3.4.30' not found (required by ./cv)"
     assert head in real.stderr and f["message"].startswith(head)
     assert f["details"]["symbols"] == ["_ZNSt18condition_variable4waitERSt11unique_lockISt5mutexE"]
+
+
+def test_one_bad_file_among_many_is_a_finding(cli, fx, tmp_path, monkeypatch):
+    script = tmp_path / "libfoo.so"
+    script.write_text("/* GNU ld script */\nINPUT(libfoo.so.1)\n")
+    junk = tmp_path / "libjunk.so"
+    junk.write_bytes(b"\x00\x01 not an object")
+    monkeypatch.chdir(fx["mi"].parent)
+    res = cli("elf", "check", "--json", "./mi", str(script))
+    assert res.exit_code == 0                       # a linker script is for ld, not ld.so
+    assert [(f["code"], f["severity"]) for f in res.json()["findings"]
+            if f["code"] == "UNREADABLE"] == [("UNREADABLE", "info")]
+    res = cli("elf", "check", "--json", "./mi", str(junk))
+    assert res.exit_code == 1
+    assert [f["severity"] for f in res.json()["findings"] if f["code"] == "UNREADABLE"] == ["error"]

@@ -62,7 +62,7 @@ def render_check(r) -> str:
                    "*.cpython-*.so and *.abi3.so files.")
 @click.option("--after", "after", default="", metavar="MODULE,...",
               help="Import these modules first (in a child interpreter) and treat the libraries "
-                   "they loaded as already loaded, e.g. --after torch.")
+                   "they loaded as already loaded, e.g. --after torch (implies --as-python).")
 @click.option("--fail-on", "fail_on", default="error", show_default=True, metavar="CODES",
               help="Exit 1 when a finding has one of these codes or is at or above a severity "
                    "(info, warning, error); comma-separated, e.g. warning or UNDEFINED,VERSION_MISSING.")

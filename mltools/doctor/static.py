@@ -257,10 +257,10 @@ def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
     module and library, in the interpreter's process: one symbol cache for the
     whole pass, so each library is read and checked against a given scope once.
     Programs shipped in site-packages (mostly test binaries) are only resolved."""
-    from mltools.elf.check import check_file, interpreter_binary
+    from mltools.elf.check import SymbolCache, check_file, interpreter_binary
     from mltools.errors import MltoolsError
 
-    cache: Dict[str, object] = {}
+    cache = SymbolCache()
     loader_env = {k: environ[k] for k in _LOADER_VARS if environ.get(k)}
     try:
         exe = interpreter_binary(python)

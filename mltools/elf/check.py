@@ -33,11 +33,6 @@ from mltools.findings import Finding, Severity
 # codes ``--fail-on`` understands (resolver codes pass through too)
 CHECK_CODES = ("MISSING", "VERSION_MISSING", "VERSION_MISSING_WEAK", "UNDEFINED", "ABI_MISMATCH",
                "FRAGILE_ORDER", "DUP_RUNTIME", "FATAL_CANDIDATE", "UNREADABLE")
-# Kept inside a shared symbol cache, next to the objects read (keys no path can have):
-_INDEX_KEY = "\x00index"          # symbol name -> objects defining it
-_NEEDERS_KEY = "\x00needers"      # symbol name -> objects with it undefined
-_RELEVANT_KEY = "\x00relevant"    # object -> objects defining one of its undefined names
-_RESULTS_KEY = "\x00results"      # (object, relevant definers in scope) -> unresolved symbols
 _SYMBOLS_SHOWN = 5      # symbols named in one finding's message (details list all)
 
 
@@ -114,16 +109,35 @@ def _read(path: str) -> _ObjSyms:
         tuple((vn.file, tuple(vn.versions), tuple(vn.weak)) for vn in es.version_needs))
 
 
-def _add_to_index(cache: Dict, read: "_ObjSyms") -> None:
-    index, needers, relevant = cache[_INDEX_KEY], cache[_NEEDERS_KEY], cache[_RELEVANT_KEY]
-    mine = relevant.setdefault(read.path, set())
-    for name, _, _, _ in read.undefined:
-        needers.setdefault(name, set()).add(read.path)
-        mine.update(index.get(name, ()))
-    for name in read.defined:
-        index.setdefault(name, []).append(read.path)
-        for needer in needers.get(name, ()):
-            relevant[needer].add(read.path)
+class SymbolCache:
+    """Symbols read once per object, shared by the checks of many files.
+
+    Besides the objects it keeps: which objects define each name, which need
+    it, for each object the objects defining one of its undefined names, and
+    the unresolved symbols of an object for a given set of those in scope
+    (system libraries recur in every tree with the same answer).
+    """
+
+    def __init__(self) -> None:
+        self.objects: Dict[str, _ObjSyms] = {}
+        self.definers: Dict[str, List[str]] = {}       # symbol name -> objects defining it
+        self._needers: Dict[str, set] = {}             # symbol name -> objects with it undefined
+        self.relevant: Dict[str, set] = {}             # object -> objects defining one of its names
+        self.unresolved: Dict[tuple, list] = {}        # (object, relevant in scope) -> unresolved
+
+    def get(self, path: str) -> _ObjSyms:
+        read = self.objects.get(path)
+        if read is None:
+            read = self.objects[path] = _read(path)
+            mine = self.relevant.setdefault(path, set())
+            for name, _, _, _ in read.undefined:
+                self._needers.setdefault(name, set()).add(path)
+                mine.update(self.definers.get(name, ()))
+            for name in read.defined:
+                self.definers.setdefault(name, []).append(path)
+                for needer in self._needers.get(name, ()):
+                    self.relevant[needer].add(path)
+        return read
 
 
 def _matches(obj: _ObjSyms, name: str, version: Optional[str]) -> bool:
@@ -196,28 +210,17 @@ def demangle_all(names: Sequence[str]) -> List[str]:
 # The check
 
 def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Finding] = (),
-                  symbol_cache: Optional[Dict[str, "_ObjSyms"]] = None) -> Tuple[List[Finding], CheckStats]:
+                  symbol_cache: Optional[SymbolCache] = None) -> Tuple[List[Finding], CheckStats]:
     """Version and symbol checks over ``objects`` (in load order).
 
-    ``symbol_cache`` (path -> symbols read) is shared across calls for many files.
+    ``symbol_cache`` is shared across calls for many files.
     """
     import time
 
     start = time.perf_counter()
-    cache = {} if symbol_cache is None else symbol_cache
-    # name -> paths of the objects (read so far) that define it, shared through the cache
-    if _INDEX_KEY not in cache:
-        for k in (_INDEX_KEY, _NEEDERS_KEY, _RELEVANT_KEY, _RESULTS_KEY):
-            cache[k] = {}  # type: ignore[assignment]
-    index: Dict[str, List[str]] = cache[_INDEX_KEY]  # type: ignore[assignment]
-    syms: Dict[str, _ObjSyms] = {}
+    cache = SymbolCache() if symbol_cache is None else symbol_cache
+    syms: Dict[str, _ObjSyms] = {o.path: cache.get(o.path) for o in objects}
     shown = {o.path: o.shown for o in objects}
-    for o in objects:
-        if o.path not in syms:
-            if o.path not in cache:
-                read = cache[o.path] = _read(o.path)
-                _add_to_index(cache, read)
-            syms[o.path] = cache[o.path]
     findings: List[Finding] = list(extra_findings)
     for path, s in syms.items():
         if s.error:
@@ -267,8 +270,6 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
     seen_scope: set = set()
     scope = [s for s in scope if not (s.path in seen_scope or seen_scope.add(s.path))]
     scope_paths = {s.path for s in scope}
-    relevant: Dict[str, set] = cache[_RELEVANT_KEY]     # type: ignore[assignment]
-    results: Dict[tuple, list] = cache[_RESULTS_KEY]    # type: ignore[assignment]
     unresolved: List[Tuple[ScopeObject, str, Optional[str], Optional[str]]] = []
     fragile: List[Tuple[ScopeObject, str, Optional[str], str]] = []
     symbols_checked = 0
@@ -281,13 +282,13 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
         symbols_checked += len(s.undefined)
         # The answer depends only on which of the objects defining one of its
         # names are in scope: memoized on that set (system libraries recur).
-        key = (o.path, frozenset(relevant.get(o.path, ()) & scope_paths))
-        unres = results.get(key)
+        key = (o.path, frozenset(cache.relevant.get(o.path, ()) & scope_paths))
+        unres = cache.unresolved.get(key)
         if unres is None:
-            unres = results[key] = [
+            unres = cache.unresolved[key] = [
                 (name, version, vn_file) for name, version, vn_file, _ in s.undefined
-                if not any(_matches(cache[d], name, version)
-                           for d in index.get(name, ()) if d in scope_paths)]
+                if not any(_matches(cache.objects[d], name, version)
+                           for d in cache.definers.get(name, ()) if d in scope_paths)]
         for name, version, vn_file in unres:
             if (o.path, version) in missing_versions:
                 continue
@@ -547,7 +548,7 @@ def _needed(names: Sequence[str], names_map: Mapping[str, str]) -> Tuple[Tuple[s
 def check_file(path: str, *, python: Optional[str] = None, after: Sequence[str] = (),
                loaded: Sequence[str] = (), resolver=None,
                env: Optional[Mapping[str, str]] = None,
-               symbol_cache: Optional[Dict[str, _ObjSyms]] = None) -> FileCheck:
+               symbol_cache: Optional[SymbolCache] = None) -> FileCheck:
     """Resolve ``path`` as ld.so would (inside ``python`` after ``loaded``) and check it."""
     from mltools.elf.ldtree import Resolver, resolve_tree
 
@@ -599,6 +600,16 @@ def check_file(path: str, *, python: Optional[str] = None, after: Sequence[str] 
     return FileCheck(path, python, tuple(after), len(loaded), checked, stats, tuple(findings))
 
 
+def _is_linker_script(path: str) -> bool:
+    """``libc.so``, ``libncurses.so``: text for ld (``GROUP(...)``, ``INPUT(...)``), not an object."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024)
+    except OSError:
+        return False
+    return b"\0" not in head and any(k in head for k in (b"GROUP", b"INPUT", b"GNU ld script"))
+
+
 def parse_fail_on(text: str) -> Tuple[Optional[Severity], Tuple[str, ...]]:
     """``error`` / ``warning,UNDEFINED`` -> (severity threshold or None, codes)."""
     threshold: Optional[Severity] = None
@@ -637,7 +648,7 @@ def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Se
 
     resolver = Resolver()
     loaded_cache: Dict[str, Tuple[str, ...]] = {}
-    symbol_cache: Dict[str, _ObjSyms] = {}
+    symbol_cache = SymbolCache()
     results = []
     unreadable = 0
     binaries: Dict[str, str] = {}
@@ -663,7 +674,7 @@ def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Se
                 raise
             unreadable += 1
             # a linker script (libc.so, libm.so) is for ld at link time; ld.so never opens it
-            sev = Severity.INFO if "linker script" in exc.message else Severity.ERROR
+            sev = Severity.INFO if _is_linker_script(p) else Severity.ERROR
             results.append(FileCheck(p, exe, tuple(after) if exe else (), len(loaded), (),
                                      CheckStats(0, 0, 0, 0.0),
                                      (Finding("UNREADABLE", sev, exc.message),)))
