@@ -176,3 +176,32 @@ def test_glibcxx_not_found_through_an_older_libstdcxx_first_on_the_path(tmp_path
     assert "GLIBCXX_3.4.21" in f.message and f.details["library"] == str(old / "libstdc++.so.6")
     assert "libstdc++" in f.fix
     assert diagnose(paths=[str(mods)], environ={}, environment_checks=False, scan_sys_path=False).findings == ()
+
+
+def test_extension_that_needs_its_framework_imported_first(tmp_path):
+    """As torch's C++ extensions: NEEDED libc10.so without a RUNPATH to torch/lib.
+    Alone the import fails; after the framework's import it works."""
+    site = tmp_path / "site"
+    (site / "fw" / "lib").mkdir(parents=True)
+    (site / "myext").mkdir()
+    (site / "fw" / "__init__.py").write_text("from fw import _C\n")
+    (site / "myext" / "__init__.py").write_text("")
+    (tmp_path / "core.c").write_text("int fw_core_version(void) { return 3; }\n")
+    compile_("gcc", "-shared", "-fPIC", "-Wl,-soname,libfwcore.so", "-o", str(site / "fw" / "lib" / "libfwcore.so"),
+             str(tmp_path / "core.c"))
+    (tmp_path / "c.c").write_text(module_source("_C", "fw_core_version();", "int fw_core_version(void);"))
+    compile_("gcc", "-shared", "-fPIC", "-I", PY_INCLUDE, "-o", str(site / "fw" / "_C.so"), str(tmp_path / "c.c"),
+             "-L", str(site / "fw" / "lib"), "-lfwcore", "-Wl,-rpath,$ORIGIN/lib")
+    (tmp_path / "e.c").write_text(module_source("_ext", "fw_core_version();", "int fw_core_version(void);"))
+    compile_("gcc", "-shared", "-fPIC", "-I", PY_INCLUDE, "-o", str(site / "myext" / "_ext.so"), str(tmp_path / "e.c"),
+             "-L", str(site / "fw" / "lib"), "-lfwcore")
+    alone = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(site)!r}); import myext._ext"],
+                           capture_output=True, text=True, timeout=60)
+    assert "libfwcore.so: cannot open shared object file" in alone.stderr      # the oracle, both ways
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(site)!r}); import fw, myext._ext"],
+                   check=True, timeout=60)
+    r = diagnose(paths=[str(site)], environ={}, environment_checks=False, scan_sys_path=False)
+    assert [f.code for f in r.findings if f.severity != Severity.INFO] == []
+    [f] = by_code(r, "NEEDS_IMPORT_FIRST")
+    assert f.details["path"].endswith("myext/_ext.so") and f.details["modules"] == ["fw"]
+    assert f.details["missing_alone"] == ["libfwcore.so"]

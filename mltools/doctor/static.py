@@ -91,11 +91,11 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     from mltools.elf.ldtree import Resolver
 
     resolver = Resolver()        # one loader model (cache, directory listings, headers) for the pass
-    trees, tree_findings, nodes = _resolve(interp, candidates, infos, environ, resolver)
+    trees, tree_findings, nodes, after = _resolve(interp, candidates, infos, environ, resolver)
     findings += _missing_findings(trees, owners, ext)
     findings += [_with_owner(f, owners) for f in tree_findings]
     programs = {p for p, as_ext in _roots(candidates, infos) if not as_ext}
-    findings += _check_findings(trees, owners, programs, interp.executable, environ, resolver)
+    findings += _check_findings(trees, owners, programs, interp.executable, environ, resolver, after)
     if programs:
         scope.append(f"symbol and version checks of the {len(programs)} programs found (not extension "
                      "modules): only their libraries are resolved")
@@ -161,6 +161,7 @@ def _resolve(interp, candidates, infos, environ, resolver):
 
     for path, as_ext in roots:
         resolve(path, as_ext)
+    after = _retry_after_imports(trees, roots, infos, candidates, loader_env, main, resolver, tree_findings)
     reached = {lib.path for t in trees.values() for lib in t.libraries if lib.path}
     for path, info in infos.items():
         if path in trees or info.type != 3 or not info.has_dynamic or os.path.realpath(path) in reached:
@@ -180,7 +181,73 @@ def _resolve(interp, candidates, infos, environ, resolver):
             key = lib.path or "missing:" + lib.soname
             node = nodes.setdefault(key, _Node(lib.soname, lib.path))
             node.needed_by.update(n for n in lib.needed_by if n)
-    return trees, tree_findings, nodes
+    return trees, tree_findings, nodes, after
+
+
+def _module_name(path: str, candidates: Sequence[ElfCandidate]) -> str:
+    """``.../site-packages/torch/_C.cpython-311-x86_64-linux-gnu.so`` -> ``torch._C``."""
+    top = next((c.root for c in candidates if c.path == path), os.path.dirname(path))
+    rel = os.path.relpath(path, top)
+    return rel.split(".", 1)[0].replace(os.sep, ".")
+
+
+def _retry_after_imports(trees, roots, infos, candidates, loader_env, main, resolver,
+                         tree_findings: List[Finding]) -> Dict[str, Tuple[str, ...]]:
+    """Extension modules that find their libraries only once another import loaded them.
+
+    torch's C++ extensions need ``libc10.so`` and ``libtorch*.so`` but carry no
+    RUNPATH to ``torch/lib``: they load because ``import torch`` mapped those
+    libraries first (the loader reuses them by SONAME). When every library an
+    extension misses is one that another extension module of the environment
+    maps, the extension is resolved again after that module, as the loader
+    would see it after the import; the finding is then a note naming the
+    import that must come first. Returns root -> the modules loaded before it.
+    """
+    from mltools.elf.ldtree import resolve_tree
+    from mltools.errors import MltoolsError
+
+    ext_roots = sorted((p for p, as_ext in roots if as_ext), key=lambda p: (p.count("/"), p))
+    by_soname: Dict[str, str] = {}
+    for path, info in infos.items():
+        if info.type == 3 and path not in trees:
+            by_soname.setdefault(info.soname or os.path.basename(path), os.path.realpath(path))
+    loaded_by: Dict[str, str] = {}          # library realpath -> an extension whose import maps it
+    for root in ext_roots:
+        t = trees.get(root)
+        if t is None or any(lib.path is None for lib in t.libraries):
+            continue
+        for lib in t.libraries:
+            if lib.path:
+                loaded_by.setdefault(lib.path, root)
+    after: Dict[str, Tuple[str, ...]] = {}
+    for root in ext_roots:
+        t = trees.get(root)
+        if t is None:
+            continue
+        missing = [lib.soname for lib in t.libraries if lib.path is None and not lib.error]
+        if not missing or not all(by_soname.get(m) in loaded_by for m in missing):
+            continue
+        importers = tuple(sorted({loaded_by[by_soname[m]] for m in missing}))
+        if root in importers:
+            continue
+        try:
+            retry = resolve_tree(root, env=loader_env, main=main, loaded=list(importers), resolver=resolver)
+        except MltoolsError:
+            continue
+        if any(lib.path is None for lib in retry.libraries):
+            continue
+        trees[root] = retry
+        after[root] = importers
+        modules = sorted({_module_name(i, candidates).split(".", 1)[0] for i in importers})
+        tree_findings.append(Finding(
+            "NEEDS_IMPORT_FIRST", Severity.INFO,
+            f"{root} finds {', '.join(missing)} only after `import {', '.join(modules)}` has loaded "
+            f"{'them' if len(missing) > 1 else 'it'} (it has no search path of its own to "
+            f"{'them' if len(missing) > 1 else 'it'})",
+            fix=f"nothing, as long as {', '.join(modules)} is imported first (its package normally does that); "
+                f"importing {_module_name(root, candidates)} on its own fails",
+            details={"path": root, "missing_alone": missing, "after": list(importers), "modules": modules}))
+    return after
 
 
 def _graft_order(f: Finding) -> Finding:
@@ -252,7 +319,7 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str]) -> List[Finding]
 
 
 def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
-                    environ: Mapping[str, str], resolver) -> List[Finding]:
+                    environ: Mapping[str, str], resolver, after: Mapping[str, Tuple[str, ...]]) -> List[Finding]:
     """Version needs and undefined symbols (mltools.elf.check) of every extension
     module and library, in the interpreter's process: one symbol cache for the
     whole pass, so each library is read and checked against a given scope once.
@@ -271,7 +338,8 @@ def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
         if root in programs:
             continue
         try:
-            fc = check_file(root, python=exe, resolver=resolver, env=loader_env, symbol_cache=cache)
+            fc = check_file(root, python=exe, loaded=list(after.get(root, ())), resolver=resolver,
+                            env=loader_env, symbol_cache=cache)
         except MltoolsError:
             continue          # the resolver pass already reported why this file cannot be read
         out += [_enrich_check(f, owners) for f in fc.findings if f.code in _CHECK_CODES_KEPT]
