@@ -66,7 +66,6 @@ def test_fuzzed_elves_never_traceback_or_hang(tmp_path):
     target = tmp_path / "libfuzz.so.1"
     cand_dir = tmp_path / "cand"
     cand_dir.mkdir()
-    resolver = Resolver()
     start = time.perf_counter()
     done = 0
     per_seed = 250

@@ -530,3 +530,64 @@ def test_isa_level_above_the_cpu_is_fatal(lay):
     tree = tree_of(exe)
     (lib,) = [lib for lib in tree.libraries if lib.error]
     assert "CPU ISA level is lower than required" in lib.error
+
+
+def test_python_context_matches_what_dlopen_maps(lay):
+    """resolve_tree(ext, main=python): the libraries it says are new are those dlopen maps.
+
+    The oracle is the running interpreter: /proc/self/maps before and after
+    ctypes.CDLL(ext) in a fresh `python -I -S`.
+    """
+    import sys
+    b = "pyctx"
+    lay.so(f"{b}/deps/libctxdep.so", "int dep(void){return 3;}")
+    ext = lay.so(f"{b}/pkg/libctxext.so", "#include <math.h>\nint dep(void);\n"
+                 "double ext(double x){return dep() + cos(x);}",
+                 deps=[f"{b}/deps/libctxdep.so"], runpath="$ORIGIN/../deps", flags=["-lm"])
+    code = ("import ctypes, os\n"
+            "def maps():\n"
+            "    out = set()\n"
+            "    for line in open('/proc/self/maps'):\n"
+            "        p = line.split(None, 5)[-1].strip()\n"
+            "        if p.startswith('/') and '.so' in p: out.add(os.path.realpath(p))\n"
+            "    return out\n"
+            f"before = maps(); ctypes.CDLL({str(ext)!r}); after = maps()\n"
+            "print('\\n'.join(sorted(after - before)))\n")
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    new_in_process = set(proc.stdout.split())
+    tree = resolve_tree(str(ext), main=os.path.realpath(sys.executable), use_etc_preload=False)
+    assert tree.ok
+    ours_new = {lib.path for lib in tree.libraries if lib.via not in ("loaded", "interpreter")} | {str(ext)}
+    assert ours_new == new_in_process
+    assert tree.by_soname()["libm.so.6"].via == "loaded"
+    assert tree.by_soname()["libctxdep.so"].via == "runpath"
+
+
+def test_loaded_objects_match_a_real_import_sequence():
+    """numpy's linalg extension dlopen'ed after _multiarray_umath: what is new, per /proc/self/maps."""
+    import glob
+    import sys
+
+    import numpy
+    base = os.path.dirname(numpy.__file__)
+    first = (glob.glob(f"{base}/_core/_multiarray_umath*.so") or [None])[0]
+    second = (glob.glob(f"{base}/linalg/_umath_linalg*.so") or [None])[0]
+    if not first or not second:
+        pytest.skip("numpy layout not recognised")
+    code = ("import ctypes, os, sys\n"
+            "def maps():\n"
+            "    out = set()\n"
+            "    for line in open('/proc/self/maps'):\n"
+            "        p = line.split(None, 5)[-1].strip()\n"
+            "        if p.startswith('/') and '.so' in p: out.add(os.path.realpath(p))\n"
+            "    return out\n"
+            "ctypes.CDLL(sys.argv[1]); before = maps(); ctypes.CDLL(sys.argv[2]); after = maps()\n"
+            "print('\\n'.join(sorted(after - before)))\n")
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, first, second], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    tree = resolve_tree(second, main=os.path.realpath(sys.executable), loaded=[first], use_etc_preload=False)
+    assert tree.ok and first in tree.context
+    ours_new = {lib.path for lib in tree.libraries if lib.via not in ("loaded", "interpreter")} | {second}
+    assert ours_new == set(proc.stdout.split())

@@ -985,7 +985,6 @@ def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Libra
     requested = tuple(dict.fromkeys(o.names))
     if o.kind in ("missing", "fatal"):
         name = requested[0]
-        searched = {os.path.dirname(c.path) for c in o.tried}
         if o.kind == "missing":
             searched_dirs = set()
             for c in o.tried:

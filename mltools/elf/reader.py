@@ -18,7 +18,7 @@ import errno as _errno
 import mmap
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from mltools.errors import InputError
