@@ -258,7 +258,7 @@ def _stub_runtime(d: Path, soname: str, exports: str) -> None:
 def _module_needing(d: Path, name: str, lib: str) -> None:
     (d / f"{name}.c").write_text(module_source(name))
     gcc("-shared", "-fPIC", "-I", PY_INCLUDE, "-o", str(d / f"{name}.so"), str(d / f"{name}.c"),
-        "-L", str(d), f"-l:{lib}", "-Wl,--no-as-needed", "-Wl,-rpath,$ORIGIN")
+        "-L", str(d), "-Wl,--no-as-needed", f"-l:{lib}", "-Wl,-rpath,$ORIGIN")
 
 
 def test_two_intel_openmp_copies_are_an_error(tmp_path):
@@ -283,7 +283,9 @@ def test_two_cuda_runtime_majors(tmp_path, monkeypatch):
     r = diagnose(paths=[str(tmp_path)], environment_checks=False, scan_sys_path=False)
     [f] = [f for f in r.findings if f.code == "DUP_CUDA_MAJOR"]
     assert f.details["majors"] == ["11", "12"] and f.severity == Severity.WARNING
-    assert {c.major for c in r.runtimes if c.family == "cuda-runtime"} == {"11", "12"}
+    cudart = {c.major: c for c in r.runtimes if c.family == "cuda-runtime"}
+    assert set(cudart) == {"11", "12"}
+    assert [os.path.basename(p) for p in cudart["12"].needed_by] == ["cu12mod.so"]
     # with a driver that runs CUDA 11 but not 12 (no nvidia-smi here: the kernel module's version)
     import mltools.doctor.host as host
     import mltools.env.report as env_report
@@ -327,3 +329,28 @@ def test_stale_loader_cache_is_reported(tmp_path, monkeypatch):
     r = diagnose(paths=[str(tmp_path)], environ={}, scan_sys_path=False)
     [f] = [f for f in r.findings if f.code == "LIBRARY_NOT_IN_CACHE" and "libmltfresh" in f.message]
     assert f.fix == "run ldconfig (as root)"
+
+
+def test_reference_blas_and_an_alternative_pointing_at_openblas(tmp_path):
+    """``libblas.so.3`` is reference BLAS unless it really is OpenBLAS (Debian's alternatives).
+    Oracle: /proc/self/maps names the file the loader really mapped."""
+    ref, alt = tmp_path / "ref", tmp_path / "alt"
+    for d in (ref, alt, alt / "openblas-pthread"):
+        d.mkdir()
+    (tmp_path / "b.c").write_text("void dgemm_(void) {}\n")
+    gcc("-shared", "-fPIC", "-Wl,-soname,libblas.so.3", "-o", str(ref / "libblas.so.3"), str(tmp_path / "b.c"))
+    gcc("-shared", "-fPIC", "-Wl,-soname,libblas.so.3", "-o", str(alt / "openblas-pthread" / "libblas.so.3"),
+        str(tmp_path / "b.c"))
+    (alt / "libblas.so.3").symlink_to("openblas-pthread/libblas.so.3")
+    for d in (ref, alt):
+        _module_needing(d, "usesblas", "libblas.so.3")
+    code = ("import sys; sys.path.insert(0, %r); import usesblas; "
+            "print([l.split()[-1] for l in open('/proc/self/maps') if 'libblas' in l][0])" % str(alt))
+    mapped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip()
+    assert mapped.endswith("openblas-pthread/libblas.so.3")
+    r = diagnose(paths=[str(ref)], environment_checks=False, scan_sys_path=False)
+    [f] = [f for f in r.findings if f.code == "REFERENCE_BLAS"]
+    assert f.severity == Severity.WARNING and f.details["path"].endswith("ref/libblas.so.3")
+    r = diagnose(paths=[str(alt)], environment_checks=False, scan_sys_path=False)
+    assert "REFERENCE_BLAS" not in codes(r)
+    assert [c.implementation for c in r.runtimes if c.family == "blas"] == ["openblas"]

@@ -383,6 +383,8 @@ def _runtime_copies(nodes: Mapping[str, _Node], env_files: Set[str], owners: Own
         kind = _classify(node, env_files)
         if kind is None:
             continue
+        if kind.family == "blas" and kind.implementation == "reference" and node.path:
+            kind = _which_blas_really(node.path, kind)
         pkg = owner_text(owners, node.path)
         copies.append(RuntimeCopy(kind.family, kind.implementation, kind.major, node.soname,
                                   node.path or "", pkg, tuple(sorted(node.needed_by))))
@@ -390,6 +392,22 @@ def _runtime_copies(nodes: Mapping[str, _Node], env_files: Set[str], owners: Own
             brought = {owner_text(owners, p) or p for p in node.needed_by} or {pkg or node.path or node.soname}
             cuda[int(kind.major)].update(brought)
     return copies, {k: tuple(sorted(v)) for k, v in cuda.items()}
+
+
+def _which_blas_really(path: str, kind: rt.RuntimeKind) -> rt.RuntimeKind:
+    """``libblas.so.3`` is the reference BLAS's name, but Debian's alternatives (and
+    conda's libblas) point it at OpenBLAS, BLIS or MKL: judge by the realpath, then
+    by the exports."""
+    real = os.path.realpath(path).lower()
+    for impl in ("openblas", "blis", "mkl", "atlas"):
+        if impl in real:
+            return rt.RuntimeKind("blas", impl, None)
+    try:
+        from mltools.elf.reader import read_symbols
+        by_exports = rt.classify_symbols(s.name for s in read_symbols(path).symbols if s.defined)
+    except Exception:   # unreadable: reported by the reader pass when it is in the environment
+        by_exports = None
+    return by_exports if by_exports is not None and by_exports.family == "blas" else kind
 
 
 def _who(copy: RuntimeCopy) -> str:
@@ -427,6 +445,16 @@ def _runtime_findings(copies: Sequence[RuntimeCopy]) -> List[Finding]:
                 fix="install builds of these packages that use one OpenMP runtime, or LD_PRELOAD one of them "
                     "and set OMP_NUM_THREADS",
                 details=details(omp)))
+    for c in by_family.get("blas", []):
+        if c.implementation == "reference" and c.needed_by:
+            out.append(Finding(
+                "REFERENCE_BLAS", Severity.WARNING,
+                f"{len(c.needed_by)} file{'s' if len(c.needed_by) != 1 else ''} link the reference BLAS "
+                f"{c.path} ({c.package or 'no package'}): matrix products run unblocked on one thread, "
+                "often 10-100x slower than OpenBLAS or MKL",
+                fix="apt-get install libopenblas0-pthread (Debian points libblas.so.3 at it through "
+                    "update-alternatives), or use the numpy/scipy wheels from PyPI, which bundle OpenBLAS",
+                details={"path": c.path, "package": c.package, "needed_by": list(c.needed_by)}))
     blas = _distinct_sonames(by_family.get("blas", []))
     # numpy and scipy ship symbol-prefixed OpenBLAS builds (scipy_openblas*) made to coexist.
     plain = [c for c in blas if "scipy_openblas" not in c.soname]
