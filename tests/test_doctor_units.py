@@ -112,3 +112,23 @@ def test_conda_owner_from_conda_meta(tmp_path):
     assert owner == Owner("conda", "libgomp", "13.2.0")
     from mltools.doctor.fixes import reinstall_hint
     assert reinstall_hint(owner) == "conda install --force-reinstall libgomp"
+
+
+def test_a_bug_on_one_file_leaves_the_rest_of_the_report(tmp_path, monkeypatch):
+    import mltools.elf.ldtree as ldtree
+    from mltools.doctor import diagnose
+
+    (tmp_path / "m.c").write_text("int f(void) { return 0; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp_path / "odd.so"), str(tmp_path / "m.c")], check=True)
+    (tmp_path / "LICENSE").write_text("x")
+    real = ldtree.resolve_tree
+
+    def flaky(path, **kw):
+        if path.endswith("odd.so"):
+            raise KeyError("boom")
+        return real(path, **kw)
+
+    monkeypatch.setattr(ldtree, "resolve_tree", flaky)
+    r = diagnose(paths=[str(tmp_path)], environ={}, environment_checks=False, scan_sys_path=False)
+    [f] = [f for f in r.findings if f.code == "INTERNAL_ERROR"]
+    assert "odd.so" in f.message and "KeyError" in f.message

@@ -105,6 +105,14 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     return StaticResult(tuple(_dedupe(findings)), tuple(copies), cuda, tuple(scope))
 
 
+def _internal_error(path: str, doing: str, exc: BaseException) -> Finding:
+    """A bug in mltools met on one file: said once, and the rest of the report still stands."""
+    return Finding("INTERNAL_ERROR", Severity.WARNING,
+                   f"mltools failed {doing} {path}: {type(exc).__name__}: {' '.join(str(exc).split())}",
+                   fix="report it to mltools with the file; the other files were checked",
+                   details={"path": path})
+
+
 def _dedupe(findings: Sequence[Finding]) -> List[Finding]:
     seen = set()
     out = []
@@ -158,6 +166,8 @@ def _resolve(interp, candidates, infos, environ, resolver):
                                        resolver=resolver)
         except MltoolsError as exc:
             tree_findings.append(Finding("UNRESOLVABLE", Severity.WARNING, exc.message, details={"path": path}))
+        except Exception as exc:  # noqa: BLE001 - one odd file must not sink the whole report
+            tree_findings.append(_internal_error(path, "resolving", exc))
 
     for path, as_ext in roots:
         resolve(path, as_ext)
@@ -342,6 +352,9 @@ def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
                             env=loader_env, symbol_cache=cache)
         except MltoolsError:
             continue          # the resolver pass already reported why this file cannot be read
+        except Exception as exc:  # noqa: BLE001 - one odd file must not sink the whole report
+            out.append(_internal_error(root, "checking the symbols of", exc))
+            continue
         out += [_enrich_check(f, owners) for f in fc.findings if f.code in _CHECK_CODES_KEPT]
     return out
 
