@@ -120,11 +120,12 @@ def doctor_cmd(python, imports, paths, fail_on, as_json) -> None:
     without running it: missing libraries, unmet symbol versions (GLIBC_,
     GLIBCXX_, CXXABI_), undefined symbols, C++ ABI mismatches, broken or
     Git-LFS-pointer .so files, several OpenMP/BLAS/CUDA runtimes that can
-    end up in one process (and which packages bring them), identical copies;
-    then the environment: LD_LIBRARY_PATH/LD_PRELOAD, PYTHONMALLOC, thread
-    counts against the CPUs, the CUDA driver against the CUDA runtimes,
-    transparent huge pages and NUMA balancing. Each finding has a stable
-    code, the package that owns the file and a fix.
+    end up in one process (and which packages bring them), a reference BLAS,
+    identical copies; then the environment: LD_LIBRARY_PATH/LD_PRELOAD,
+    PYTHONMALLOC, thread counts against the CPUs, the CUDA driver against the
+    CUDA runtimes, a stale ld.so cache, transparent huge pages and NUMA
+    balancing. Each finding has a stable code, the package that owns the file
+    and a fix.
 
     Exit status: 0 nothing at or above --fail-on; 1 something is; 2 could not run.
     """
