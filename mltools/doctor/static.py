@@ -86,6 +86,7 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
             findings.append(_bad_elf_finding(c.path, exc.reason, owners))
         except OSError as exc:
             findings.append(Finding("UNREADABLE", Severity.WARNING, f"{c.path}: {exc.strerror}",
+                                    fix="make the file readable (the loader needs to read it too)",
                                     details={"path": c.path}))
     ext = {c.path for c in candidates if c.is_extension}
     from mltools.elf.ldtree import Resolver
@@ -165,7 +166,8 @@ def _resolve(interp, candidates, infos, environ, resolver):
             trees[path] = resolve_tree(path, env=loader_env, main=main if as_dlopen else None,
                                        resolver=resolver)
         except MltoolsError as exc:
-            tree_findings.append(Finding("UNRESOLVABLE", Severity.WARNING, exc.message, details={"path": path}))
+            tree_findings.append(Finding("UNRESOLVABLE", Severity.WARNING, exc.message,
+                                         fix="check the file with mltools elf inspect", details={"path": path}))
         except Exception as exc:  # noqa: BLE001 - one odd file must not sink the whole report
             tree_findings.append(_internal_error(path, "resolving", exc))
 
@@ -512,6 +514,7 @@ def _identical_findings(paths: Sequence[str], infos, owners: OwnerIndex) -> List
             f"{len(group)} byte-identical copies of {sorted(sonames)[0]}"
             f" ({', '.join(pkgs)})" + (": the loader maps one of them (same SONAME)" if same
                                          else ": different SONAMEs, so a process can map each copy"),
-            fix=None if same else "nothing breaks; shipping one copy would save memory",
+            fix="nothing to do: one copy is mapped" if same
+            else "nothing breaks; one shared copy would save memory",
             details={"sha256": digest, "paths": list(group), "packages": pkgs}))
     return out
