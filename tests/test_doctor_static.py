@@ -205,3 +205,8 @@ def test_extension_that_needs_its_framework_imported_first(tmp_path):
     [f] = by_code(r, "NEEDS_IMPORT_FIRST")
     assert f.details["path"].endswith("myext/_ext.so") and f.details["modules"] == ["fw"]
     assert f.details["missing_alone"] == ["libfwcore.so"]
+
+
+def test_every_finding_has_a_fix_and_an_owner_where_one_exists(report):
+    assert report.findings and all(f.fix for f in report.findings)
+    assert all("path" in f.details for f in report.findings)
