@@ -591,3 +591,27 @@ def test_loaded_objects_match_a_real_import_sequence():
     assert tree.ok and first in tree.context
     ours_new = {lib.path for lib in tree.libraries if lib.via not in ("loaded", "interpreter")} | {second}
     assert ours_new == set(proc.stdout.split())
+
+
+def test_shared_resolver_reuses_trees_only_when_equivalent(lay):
+    """Two copies of a program share a tree only where nothing about the root changes the answer."""
+    b = "memo"
+    lay.so(f"{b}/one/lib/libm1.so", "int w(void){return 1;}")
+    lay.so(f"{b}/two/lib/libm1.so", "int w(void){return 2;}")
+    exe1 = lay.exe(f"{b}/one/main", deps=[f"{b}/one/lib/libm1.so"], runpath="$ORIGIN/lib")
+    exe2 = lay.p(f"{b}/two/main")
+    shutil.copy(exe1, exe2)
+    r = Resolver()
+    t1 = resolve_tree(str(exe1), resolver=r, use_etc_preload=False)
+    t2 = resolve_tree(str(exe2), resolver=r, use_etc_preload=False)
+    assert t1.by_soname()["libm1.so"].path == str(lay.p(f"{b}/one/lib/libm1.so"))
+    assert t2.by_soname()["libm1.so"].path == str(lay.p(f"{b}/two/lib/libm1.so"))
+    plain1 = lay.exe(f"{b}/one/plain")
+    plain2 = lay.p(f"{b}/two/plain")
+    shutil.copy(plain1, plain2)
+    p1 = resolve_tree(str(plain1), resolver=r, use_etc_preload=False)
+    p2 = resolve_tree(str(plain2), resolver=r, use_etc_preload=False)
+    assert p2.root == str(plain2) and p2.libraries[0].needed_by == (str(plain2),)
+    assert [lib.path for lib in p1.libraries] == [lib.path for lib in p2.libraries]
+    fresh = resolve_tree(str(plain2), use_etc_preload=False)
+    assert fresh == p2

@@ -281,6 +281,7 @@ class Resolver:
         self._search_memo: Dict[tuple, tuple] = {}
         self._objmeta: Dict[tuple, Tuple[str, str]] = {}    # (real, origin) per found path
         self._etc_preload: Optional[Tuple[str, ...]] = None
+        self._tree_memo: Dict[tuple, "DepTree"] = {}
 
     # -- file system, with the sysroot applied ---------------------------------------------
     def host(self, path: str) -> str:
@@ -778,6 +779,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             break
 
     order: List[_Obj] = []           # the objects of the tree (the root's traversal), in load order
+    root_reused: List[str] = []
     missing: Dict[str, _Obj] = {}
 
     def map_name(name: str, loader: _Obj, depth: int, traversal: List[_Obj], record: bool) -> Optional[_Obj]:
@@ -805,6 +807,8 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             info: ElfInfo = x
             same = ns.by_id.get(info.file_id)
             if same is not None:
+                if same is main_obj:
+                    root_reused.append(name)       # the tree then depends on the root's file
                 ns.alias(same, name)
                 return same
             host_found = r.host(found_as) if found_as.startswith("/") else found_as
@@ -879,8 +883,21 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
     # preloads: searched with the main program as the loader
     root_obj = main_obj if root_is_main else None
+    preload_names = _preload_names(env, preload, r, use_etc_preload)
+
+    # Programs with the same NEEDED list, search paths and flags get the same
+    # tree (many of /usr/bin need only libc.so.6): reuse it, renaming the root.
+    memo_key = None
+    if root_is_main and not findings:
+        mi = main_obj.info
+        memo_key = (mi.needed, r._rpath_dirs(main_obj), r._runpath_dirs(main_obj), mi.nodeflib, mi.soname,
+                    interp_path, env_dirs, tuple(preload_names), cwd)
+        hit = r._tree_memo.get(memo_key)
+        if hit is not None:
+            return _from_template(hit, path)
+
     pre_objs: List[_Obj] = _Order()
-    for pname, source in _preload_names(env, preload, r, use_etc_preload):
+    for pname, source in preload_names:
         before = len(ns.objs)
         dep = map_name(pname, main_obj, 1, pre_objs, False)
         if dep is None or dep.kind in ("missing", "fatal"):
@@ -976,9 +993,41 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             "the kernel-started program uses; `ldd` uses the symlink's directory and may disagree",
             details={"origin": main_obj.origin}))
     context = tuple(o.ident() for o in ns.objs if o.context)
-    return DepTree(root=path, libraries=tuple(libs), findings=tuple(findings),
+    tree = DepTree(root=path, libraries=tuple(libs), findings=tuple(findings),
                    root_needed=rinfo.needed if rinfo else (), interpreter=interp_path if interp_obj else None,
                    context=context)
+    if (memo_key is not None and not findings and all(lib.found for lib in libs)
+            and not any("/" in n for n in rinfo.needed)
+            and not any("/" in n for lib in libs for n in lib.needed)
+            and not root_reused):
+        r._tree_memo[memo_key] = _to_template(tree, path)
+    return tree
+
+
+_ROOT = "\0root\0"      # stands for the root's path in a memoized tree
+
+
+def _copy(obj, **changes):
+    """dataclasses.replace without re-running __init__ (the values are already checked)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new
+
+
+def _swap_root(lib: Library, old: str, new: str) -> Library:
+    if lib.loader != old and old not in lib.needed_by:
+        return lib
+    return _copy(lib, loader=new if lib.loader == old else lib.loader,
+                 needed_by=tuple(new if x == old else x for x in lib.needed_by))
+
+
+def _to_template(tree: DepTree, path: str) -> DepTree:
+    return _copy(tree, root=_ROOT, libraries=tuple(_swap_root(lib, path, _ROOT) for lib in tree.libraries))
+
+
+def _from_template(tmpl: DepTree, path: str) -> DepTree:
+    return _copy(tmpl, root=path, libraries=tuple(_swap_root(lib, _ROOT, path) for lib in tmpl.libraries))
 
 
 def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Library:
