@@ -210,3 +210,33 @@ def test_extension_that_needs_its_framework_imported_first(tmp_path):
 def test_every_finding_has_a_fix_and_an_owner_where_one_exists(report):
     assert report.findings and all(f.fix for f in report.findings)
     assert all("path" in f.details for f in report.findings)
+
+
+def test_an_older_libstdcxx_shipped_next_to_a_module(tmp_path):
+    """One module ships its own (older) libstdc++.so.6; the first loaded wins by SONAME."""
+    site = tmp_path / "site"
+    (site / "old.libs").mkdir(parents=True)
+    (tmp_path / "s.c").write_text("int mlt_old_stdcxx_marker(void) { return 0; }\n")
+    (tmp_path / "v.map").write_text("GLIBCXX_3.4 { global: mlt_old_stdcxx_marker; };\n"
+                                    "CXXABI_1.3 { global: *; } GLIBCXX_3.4;\n")
+    compile_("gcc", "-shared", "-fPIC", "-nostdlib", "-o", str(site / "old.libs" / "libstdc++.so.6"),
+             str(tmp_path / "s.c"), f"-Wl,--version-script={tmp_path / 'v.map'}", "-Wl,-soname,libstdc++.so.6")
+    (tmp_path / "b.c").write_text(module_source("bundler"))
+    compile_("gcc", "-shared", "-fPIC", "-I", PY_INCLUDE, "-o", str(site / "bundler.so"), str(tmp_path / "b.c"),
+             "-L", str(site / "old.libs"), "-Wl,--no-as-needed", "-l:libstdc++.so.6", "-Wl,-rpath,$ORIGIN/old.libs")
+    (tmp_path / "m.cc").write_text(
+        "#include <Python.h>\n#include <string>\n"
+        "static std::string make(int n) { return std::string(n, 'x'); }\n"
+        "static struct PyModuleDef def_ = {PyModuleDef_HEAD_INIT, \"usesstr\", NULL, -1, NULL};\n"
+        "PyMODINIT_FUNC PyInit_usesstr(void) { (void)make(3).size(); return PyModule_Create(&def_); }\n")
+    compile_("g++", "-shared", "-fPIC", "-I", PY_INCLUDE, "-o", str(site / "usesstr.so"), str(tmp_path / "m.cc"))
+
+    def imports(order):
+        code = f"import sys; sys.path.insert(0, {str(site)!r})\n" + "".join(f"import {m}\n" for m in order)
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert imports(["usesstr", "bundler"]).returncode == 0                      # the oracle: order decides
+    assert "version `GLIBCXX_3.4.21' not found" in imports(["bundler", "usesstr"]).stderr
+    r = diagnose(paths=[str(site)], environ={}, environment_checks=False, scan_sys_path=False)
+    [f] = by_code(r, "OLDER_LIBSTDCXX")
+    assert f.details["path"].endswith("old.libs/libstdc++.so.6") and f.details["has"] == "GLIBCXX_3.4"
+    assert by_code(r, "DUP_LIBSTDCXX") == []          # one SONAME: never both in one process

@@ -132,3 +132,13 @@ def test_a_bug_on_one_file_leaves_the_rest_of_the_report(tmp_path, monkeypatch):
     r = diagnose(paths=[str(tmp_path)], environ={}, environment_checks=False, scan_sys_path=False)
     [f] = [f for f in r.findings if f.code == "INTERNAL_ERROR"]
     assert "odd.so" in f.message and "KeyError" in f.message
+
+
+def test_two_cxx_runtimes_under_different_sonames():
+    from mltools.doctor.model import RuntimeCopy
+    from mltools.doctor.static import _libstdcxx_findings
+
+    copies = [RuntimeCopy("libstdc++", "gnu", None, "libstdc++.so.6", "", "libstdc++6", ("a.so",)),
+              RuntimeCopy("libstdc++", "gnu", None, "libstdc++-5a1b2c3d.so.6", "", "foo 1.0", ("b.so",))]
+    [f] = _libstdcxx_findings(copies, lambda g: {"copies": [c.soname for c in g]})
+    assert f.code == "DUP_LIBSTDCXX" and f.details["copies"] == ["libstdc++.so.6", "libstdc++-5a1b2c3d.so.6"]

@@ -481,6 +481,7 @@ def _runtime_findings(copies: Sequence[RuntimeCopy]) -> List[Finding]:
             fix="limit their threads together with threadpoolctl.threadpool_limits() or OMP_NUM_THREADS/"
                 "OPENBLAS_NUM_THREADS/MKL_NUM_THREADS",
             details=details(blas)))
+    out += _libstdcxx_findings(by_family.get("libstdc++", []), details)
     for fam, label in (("cuda-runtime", "CUDA runtime"), ("cudnn", "cuDNN"), ("nccl", "NCCL"), ("cublas", "cuBLAS")):
         group = by_family.get(fam, [])
         majors = sorted({c.major for c in group if c.major})
@@ -492,6 +493,51 @@ def _runtime_findings(copies: Sequence[RuntimeCopy]) -> List[Finding]:
                 "support the newest",
                 fix=f"install one CUDA flavour of every package (all -cu{majors[-1]} or all -cu{majors[0]})",
                 details={**details(group), "majors": majors}))
+    return out
+
+
+def _glibcxx_level(path: str) -> Optional[Tuple[int, ...]]:
+    """The newest GLIBCXX_3.4.N a libstdc++ defines, as (3, 4, N)."""
+    from mltools.elf.reader import read_symbols
+    try:
+        defs = read_symbols(path).version_defs
+    except Exception:   # unreadable: the reader pass reports the file
+        return None
+    levels = [tuple(int(x) for x in d.name[len("GLIBCXX_"):].split(".")) for d in defs
+              if d.name.startswith("GLIBCXX_") and d.name[len("GLIBCXX_"):].replace(".", "").isdigit()]
+    return max(levels) if levels else None
+
+
+def _libstdcxx_findings(group: Sequence[RuntimeCopy], details) -> List[Finding]:
+    """Two C++ runtimes under different SONAMEs share a process (exceptions and RTTI
+    crossing between them break); under one SONAME the first loaded wins, and an
+    older copy shipped in the environment starves modules built for a newer one."""
+    out: List[Finding] = []
+    distinct = _distinct_sonames(group)
+    if len(distinct) > 1:
+        out.append(Finding(
+            "DUP_LIBSTDCXX", Severity.WARNING,
+            f"{len(distinct)} C++ runtimes can be loaded into one process: {', '.join(_who(c) for c in distinct)}; "
+            "exceptions, RTTI and std:: objects passed between them break",
+            fix="use builds that link the one system libstdc++.so.6", details=details(distinct)))
+    copies = [c for c in group if c.soname == "libstdc++.so.6" and c.path]
+    levels = {c.path: _glibcxx_level(c.path) for c in copies}
+    newest = max((lv for lv in levels.values() if lv), default=None)
+    for c in copies:
+        lv = levels[c.path]
+        if lv is None or newest is None or lv >= newest or c.path.startswith(("/usr/", "/lib")):
+            continue          # the system's own copy is what the others are compared with
+        have = "GLIBCXX_" + ".".join(map(str, lv))
+        want = "GLIBCXX_" + ".".join(map(str, newest))
+        out.append(Finding(
+            "OLDER_LIBSTDCXX", Severity.WARNING,
+            f"{c.package or os.path.dirname(c.path)} ships a libstdc++.so.6 that stops at {have} ({c.path}) "
+            f"while another copy here has "
+            f"{want}: whichever loads first serves every module, and modules built for the newer one fail "
+            f"with `version GLIBCXX_... not found` when this one wins",
+            fix="let the newer libstdc++ load first (conda install -c conda-forge libstdcxx-ng to update the "
+                "environment's copy), or remove the bundled one if its package allows",
+            details={"path": c.path, "package": c.package, "has": have, "newest": want}))
     return out
 
 
