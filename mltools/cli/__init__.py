@@ -112,11 +112,12 @@ def _register() -> None:
     # Command modules are light (click only); their work is imported when they run.
     from mltools.cli.bench import bench
     from mltools.cli.cython import cython_group
+    from mltools.cli.doctor import doctor_cmd
     from mltools.cli.elf import elf
     from mltools.cli.env import env_cmd
     from mltools.cli.mallocfail import malloc_fail_cmd
 
-    for command in (env_cmd, elf, bench, cython_group, malloc_fail_cmd):
+    for command in (doctor_cmd, env_cmd, elf, bench, cython_group, malloc_fail_cmd):
         cli.add_command(command)
 
 

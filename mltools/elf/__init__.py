@@ -5,6 +5,7 @@
 - :mod:`mltools.elf.ldso`: the host loader's configuration and ``$ORIGIN``
   expansion.
 - :mod:`mltools.elf.inspect`: the ``elf inspect`` report.
+- :mod:`mltools.elf.trace` / :mod:`mltools.elf.lddebug`: ``elf trace``, LD_DEBUG runs parsed.
 - :mod:`mltools.elf.ldcache`: ``/etc/ld.so.cache`` and ``ld.so.conf``.
 - :mod:`mltools.elf.ldtree`: the static dependency resolver (``resolve_tree``,
   ``Resolver`` to share caches across many files, ``main``/``loaded`` for a

@@ -1,0 +1,135 @@
+"""``diagnose()``: one run over an interpreter's environment, findings worst first."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from mltools import __version__
+from mltools.doctor import host
+from mltools.doctor.interp import InterpreterInfo, probe_interpreter, running_interpreter
+from mltools.doctor.model import DoctorReport
+from mltools.doctor.owners import OwnerIndex
+from mltools.doctor.walk import walk_elf_files
+from mltools.errors import InputError
+from mltools.findings import Finding, Severity, any_at_or_above
+
+
+def _sort_key(f: Finding):
+    return (-f.severity.rank, f.code, str(f.details.get("path", "")), f.message)
+
+
+def environment_pass(interp: InterpreterInfo, environ: Mapping[str, str],
+                     cuda_majors: Mapping[int, Sequence[str]]) -> List[Finding]:
+    """The variable traps (mltools.env's), the CPU quota, the CUDA driver, THP and NUMA."""
+    from mltools.env import collect_env
+
+    env = collect_env(environ, with_numpy=False)
+    out = list(env.findings)
+    out += host.thread_quota_findings(environ, env.cpu.logical_cpus, env.cpu.cgroup_cpu_limit,
+                                      env.cpu.usable_cpus)
+    driver = env.gpus[0].driver_version if env.gpus else host.kernel_driver_version()
+    out += host.cuda_driver_findings(driver, cuda_majors)
+    out += host.kernel_findings(numa_nodes=len(env.numa_nodes) or 1)
+    out += loader_config_findings()
+    return out
+
+
+def loader_config_findings() -> List[Finding]:
+    """A stale /etc/ld.so.cache (a library installed without running ldconfig, the
+    CUDA toolkit's classic) and a non-empty /etc/ld.so.preload."""
+    from mltools.elf import ldcache
+    from mltools.errors import MltoolsError
+
+    out: List[Finding] = []
+    try:
+        out += list(ldcache.ldcache_report().findings)
+    except MltoolsError:
+        pass
+    try:
+        with open("/etc/ld.so.preload") as fh:
+            preload = [w for line in fh for w in line.split("#", 1)[0].split()]
+    except OSError:
+        preload = []
+    if preload:
+        out.append(Finding(
+            "LD_SO_PRELOAD", Severity.WARNING,
+            f"/etc/ld.so.preload makes every program on this machine load {', '.join(preload)} first",
+            fix="empty /etc/ld.so.preload unless every process really needs it",
+            details={"items": preload}))
+    return out
+
+
+def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths: Sequence[str] = (),
+             fail_on: Severity = Severity.ERROR, environ: Optional[Mapping[str, str]] = None,
+             environment_checks: bool = True, scan_sys_path: bool = True) -> DoctorReport:
+    """Diagnose the native side of a Python environment.
+
+    ``python`` names another interpreter (default: the running one); ``paths``
+    adds directories to scan; ``imports`` runs the dynamic pass for those
+    modules. ``environ`` is the environment the target would run with.
+    ``scan_sys_path=False`` scans only ``paths`` (still in that interpreter's
+    context); ``environment_checks=False`` leaves out the machine and variables.
+    """
+    from mltools.doctor import static
+
+    environ = dict(os.environ if environ is None else environ)
+    timings: Dict[str, float] = {}
+    t0 = time.perf_counter()
+    extra = []
+    for p in paths:
+        if not os.path.exists(p):
+            raise InputError(f"--path {p}: no such directory")
+        if not os.path.isdir(p):
+            raise InputError(f"--path {p}: not a directory")
+        extra.append(os.path.abspath(p))
+    for mod in imports:
+        if not mod or not all(part.isidentifier() for part in mod.split(".")):
+            raise InputError(f"--import {mod!r}: not a module name")
+    interp = probe_interpreter(python) if python else running_interpreter()
+    timings["interpreter"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    candidates, walked = walk_elf_files((list(interp.sys_path) if scan_sys_path else []) + extra)
+    owners = OwnerIndex(list(interp.site_dirs) + extra, prefixes=[interp.prefix])
+    timings["walk"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    result = static.static_pass(interp, candidates, owners, environ)
+    timings["static"] = time.perf_counter() - t
+    findings = list(result.findings)
+    scope = list(result.scope)
+
+    loaded = ()
+    if imports:
+        t = time.perf_counter()
+        from mltools.doctor import dynamic
+        dyn = dynamic.dynamic_pass(interp, imports, owners, environ)
+        loaded = dyn.loaded
+        findings += dyn.findings
+        scope += dyn.scope
+        timings["dynamic"] = time.perf_counter() - t
+
+    if environment_checks:
+        t = time.perf_counter()
+        findings += environment_pass(interp, environ, result.cuda_majors)
+        timings["environment"] = time.perf_counter() - t
+
+    findings.sort(key=_sort_key)
+    timings["total"] = time.perf_counter() - t0
+    return DoctorReport(
+        mltools_version=__version__,
+        python=interp,
+        scanned_dirs=tuple(walked),
+        elf_files=len(candidates),
+        extension_modules=sum(1 for c in candidates if c.is_extension),
+        distributions=len(owners.distributions),
+        runtimes=result.runtimes,
+        imported=tuple(imports),
+        loaded=tuple(loaded),
+        findings=tuple(findings),
+        fail_on=fail_on.value,
+        failed=any_at_or_above(findings, fail_on),
+        timings_s={k: round(v, 4) for k, v in timings.items()},
+        scope=tuple(scope),
+    )
