@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mltools.doctor import runtimes as rt
+from mltools.elf import runtimes as rt
 from mltools.doctor.fixes import install_hint, missing_library_fix
 from mltools.doctor.host import thread_quota_findings, torch_cuda_version
 from mltools.doctor.interp import probe_interpreter, running_interpreter

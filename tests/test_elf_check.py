@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 
-from mltools.elf.check import ScopeObject, _abi_normal, _innermost_identifier, check_objects, runtime_family
+from mltools.elf.check import ScopeObject, _abi_normal, _innermost_identifier, check_objects
+from mltools.elf.runtimes import duplicate_family
 from test_elf_trace import build_elf_fixtures
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
@@ -146,14 +147,18 @@ def test_abi_normalisation():
 
 
 def test_runtime_families():
-    assert runtime_family("/x/libgomp-a34b3233.so.1") == "libgomp"
-    assert runtime_family("/usr/lib/libgomp.so.1") == "libgomp"
-    assert runtime_family("/x/libgompx.so") is None
-    objs = [ScopeObject("/a/libgomp-a34b3233.so.1", context=True), ScopeObject("/usr/lib/libgomp.so.1")]
+    assert duplicate_family("/x/libgomp-a34b3233.so.1") == "openmp"
+    assert duplicate_family("/usr/lib/libgomp.so.1") == "openmp"
+    assert duplicate_family("/x/libgompx.so") is None
     from mltools.elf.check import _dup_runtimes
 
+    objs = [ScopeObject("/a/libgomp-a34b3233.so.1", context=True), ScopeObject("/usr/lib/libgomp.so.1")]
     (f,) = _dup_runtimes(objs)
-    assert f.code == "DUP_RUNTIME" and f.details["runtime"] == "libgomp"
+    assert f.code == "DUP_RUNTIME" and f.details["runtime"] == "openmp"
+    # two different OpenMP runtimes are the classic crash (OMP Error #15 or worse)
+    objs = [ScopeObject("/a/libiomp5.so"), ScopeObject("/usr/lib/libgomp.so.1")]
+    (f,) = _dup_runtimes(objs)
+    assert f.details["runtime"] == "openmp" and len(f.details["paths"]) == 2
 
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mltools.elf.scan import runtime_family, scan_paths
+from mltools.elf.runtimes import duplicate_family
+from mltools.elf.scan import scan_paths
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -99,11 +100,13 @@ def test_missing_path_is_exit_2(cli, tmp_path):
 
 
 def test_runtime_family_names():
-    assert runtime_family("/x/libgomp-a34b3233.so.1") == ("openmp", "gomp")
-    assert runtime_family("/x/libiomp5.so") == ("openmp", "iomp5")
-    assert runtime_family("/x/libscipy_openblas64_-32a4b2a6.so") == ("blas", "scipy_openblas")
-    assert runtime_family("/x/libomptarget.so") is None
-    assert runtime_family("/usr/lib/libstdc++.so.6") == ("libstdc++", "stdc++")
+    assert duplicate_family("/x/libgomp-a34b3233.so.1") == "openmp"
+    assert duplicate_family("/x/libiomp5.so") == "openmp"
+    assert duplicate_family("/x/libopenblas.so.0") == "blas"
+    assert duplicate_family("/x/libscipy_openblas64_-32a4b2a6.so") is None   # prefixed: made to coexist
+    assert duplicate_family("/x/libomptarget.so") is None
+    assert duplicate_family("/usr/lib/libstdc++.so.6") == "libstdc++"
+    assert duplicate_family("/x/libcudart.so.12") == "cuda-runtime"
 
 
 def test_real_numpy_install_has_no_errors():

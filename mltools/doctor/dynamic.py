@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from mltools.doctor import runtimes as rt
+from mltools.elf import runtimes as rt
 from mltools.doctor.interp import InterpreterInfo
 from mltools.doctor.model import LoadedLibrary
 from mltools.doctor.owners import OwnerIndex

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from mltools.doctor import runtimes as rt
+from mltools.elf import runtimes as rt
 from mltools.doctor.duplicates import identical_groups
 from mltools.doctor.interp import InterpreterInfo
 from mltools.doctor.model import RuntimeCopy

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from mltools.elf.runtimes import duplicate_copies
 from mltools.findings import Finding, Severity
 
 # codes ``--fail-on`` understands (resolver codes pass through too)
@@ -401,33 +402,12 @@ def _abi_twins(names: Sequence[str], pretty: Mapping[str, str],
     return out
 
 
-_RUNTIME_FAMILIES = ("libgomp", "libiomp5", "libomp", "libopenblas", "libscipy_openblas",
-                     "libmkl_rt", "libtbb", "libcudart", "libstdc++", "libgfortran")
-
-
-def runtime_family(path: str) -> Optional[str]:
-    """``libgomp-a34b3233.so.1`` -> ``libgomp``: the runtime a (possibly vendored) file is."""
-    base = os.path.basename(path)
-    for fam in _RUNTIME_FAMILIES:
-        if base.startswith(fam) and (len(base) == len(fam) or base[len(fam)] in "-_."):
-            return fam
-    return None
-
-
 def _dup_runtimes(objects: Sequence[ScopeObject]) -> List[Finding]:
-    families: Dict[str, List[str]] = {}
-    seen = set()
-    for o in objects:
-        fam = runtime_family(o.path)
-        real = os.path.realpath(o.path)
-        if fam and real not in seen:
-            seen.add(real)
-            families.setdefault(fam, []).append(o.path)
     return [Finding("DUP_RUNTIME", Severity.WARNING,
                     f"{len(paths)} copies of {fam} would be in one process: {', '.join(paths)}",
                     fix="make every package use one copy (or preload the one you want)",
-                    details={"runtime": fam, "paths": paths})
-            for fam, paths in sorted(families.items()) if len(paths) > 1]
+                    details={"runtime": fam, "paths": list(paths)})
+            for fam, paths in duplicate_copies(o.path for o in objects)]
 
 
 # --------------------------------------------------------------------------

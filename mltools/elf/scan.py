@@ -22,31 +22,15 @@ from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from mltools.elf.ldtree import DepTree, Resolver, resolve_tree
+from mltools.elf.runtimes import duplicate_family
 from mltools.elf.reader import ELFMAG, ElfFormatError, ElfInfo, is_linker_script, read_elf, read_notes
 from mltools.errors import InputError
 from mltools.findings import Finding, Severity
 
-__all__ = ["ScannedFile", "DuplicateGroup", "RuntimeCopies", "ScanReport", "scan_paths", "runtime_family"]
+__all__ = ["ScannedFile", "DuplicateGroup", "RuntimeCopies", "ScanReport", "scan_paths"]
 
-_RUNTIMES = [
-    ("openmp", re.compile(r"^lib(gomp|iomp5|omp)(?=[-.])")),
-    ("blas", re.compile(r"^lib(openblas|scipy_openblas|mkl_rt|mkl_core|blis|flexiblas|cblas|blas)(?=[-._0-9])")),
-    ("libstdc++", re.compile(r"^lib(stdc\+\+)(?=[-.])")),
-    ("libgfortran", re.compile(r"^lib(gfortran)(?=[-.])")),
-    ("cudart", re.compile(r"^lib(cudart)(?=[-.])")),
-]
 _GRAFT_HASH = re.compile(r"-[0-9a-f]{8}(?:-[0-9a-f]{8})?\.so")
 _EXTENSION = re.compile(r"\.(cpython-[^.]+|abi3|pypy[^.]*)\.so$")
-
-
-def runtime_family(path: str) -> Optional[Tuple[str, str]]:
-    """("openmp", "gomp") for .../libgomp-a34b3233.so.1, None for other libraries."""
-    base = os.path.basename(path)
-    for family, rx in _RUNTIMES:
-        m = rx.match(base)
-        if m:
-            return family, m.group(1)
-    return None
 
 
 @dataclass(frozen=True)
@@ -70,7 +54,7 @@ class DuplicateGroup:
 
 @dataclass(frozen=True)
 class RuntimeCopies:
-    family: str                     # openmp, blas, libstdc++, libgfortran, cudart
+    family: str                     # openmp, blas, libstdc++, libgfortran, cuda-runtime, ... (mltools.elf.runtimes)
     paths: Tuple[str, ...]          # distinct files (realpaths) the scanned objects would map
 
 
@@ -301,10 +285,10 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
         per_tree: Dict[str, set] = {}
         for lib in t.libraries:
             if lib.found and lib.path:
-                fam = runtime_family(lib.path)
+                fam = duplicate_family(lib.path)
                 if fam:
-                    per_tree.setdefault(fam[0], set()).add(lib.path)
-                    union.setdefault(fam[0], set()).add(lib.path)
+                    per_tree.setdefault(fam, set()).add(lib.path)
+                    union.setdefault(fam, set()).add(lib.path)
         for fam, ps in sorted(per_tree.items()):
             if len(ps) > 1:
                 reported.add((fam, frozenset(ps)))

@@ -19,6 +19,7 @@ from typing import ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mltools._target import elf_interp, find_program, privilege_reason, run_attached, shebang
 from mltools.elf import lddebug
+from mltools.elf.runtimes import duplicate_copies
 from mltools.errors import InputError, MltoolsError
 from mltools.findings import Finding, Severity
 
@@ -176,18 +177,6 @@ def _summarize_bindings(program: lddebug.ProgramTrace, cwd: str) -> BindingSumma
 # --------------------------------------------------------------------------
 # Findings
 
-_RUNTIME_FAMILIES = ("libgomp", "libiomp5", "libomp", "libopenblas", "libscipy_openblas",
-                     "libmkl_rt", "libtbb", "libcudart", "libstdc++", "libgfortran")
-
-
-def _runtime_family(path: str) -> Optional[str]:
-    base = os.path.basename(path)
-    for fam in _RUNTIME_FAMILIES:
-        if base.startswith(fam) and (len(base) == len(fam) or base[len(fam)] in "-_."):
-            return fam
-    return None
-
-
 def _program_label(p: ProgramReport) -> str:
     return f"{p.name or '?'} [pid {p.pid}]"
 
@@ -216,21 +205,11 @@ def _findings_for(p: ProgramReport) -> List[Finding]:
             continue
         code = "UNDEFINED" if err.kind == "symbol lookup error" else "LOADER_ERROR"
         out.append(Finding(code, Severity.ERROR, f"{err.object}: {err.kind}: {err.message} in {where}"))
-    families: Dict[str, List[str]] = {}
-    seen_real = set()
-    for lib in p.libraries:
-        if lib.path:
-            fam = _runtime_family(lib.path)
-            real = os.path.realpath(lib.path)
-            if fam and real not in seen_real:
-                seen_real.add(real)
-                families.setdefault(fam, []).append(lib.path)
-    for fam, paths in sorted(families.items()):
-        if len(paths) > 1:
-            out.append(Finding("DUP_RUNTIME", Severity.WARNING,
-                               f"{len(paths)} copies of {fam} loaded in {where}: {', '.join(paths)}",
-                               fix="make every package use one copy (preload the one you want)",
-                               details={"paths": paths}))
+    for fam, paths in duplicate_copies(lib.path for lib in p.libraries if lib.path):
+        out.append(Finding("DUP_RUNTIME", Severity.WARNING,
+                           f"{len(paths)} copies of {fam} loaded in {where}: {', '.join(paths)}",
+                           fix="make every package use one copy (preload the one you want)",
+                           details={"runtime": fam, "paths": list(paths)}))
     if p.unparsed_count:
         out.append(Finding("UNPARSED_LINES", Severity.INFO,
                            f"{p.unparsed_count} LD_DEBUG line(s) not understood in {where} (--verbose shows them)"))

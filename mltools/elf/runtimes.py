@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 # auditwheel: libname-<8 hex>[-<8 hex>].so[.N...]; delocate/older: libname-<hex>.so
 _GRAFT_HASH = re.compile(r"-[0-9a-f]{8}(?:-[0-9a-f]{8})?(?=\.so)")
@@ -109,3 +109,38 @@ def classify_file(path: Optional[str], soname: Optional[str] = None, *, by_symbo
     except Exception:   # not readable as ELF: the static pass reports the file itself
         return None
     return classify_symbols(s.name for s in syms.symbols if s.defined)
+
+
+# Builds made to coexist: every exported symbol carries a prefix (numpy's and
+# scipy's ``libscipy_openblas``), so two copies in one process do not clash.
+_COEXISTING = re.compile(r"^libscipy_openblas")
+
+
+def duplicate_family(name: str) -> Optional[str]:
+    """The family under which two copies in one process are a problem, or None
+    (not a runtime, or a symbol-prefixed build made to coexist)."""
+    base = strip_graft_hash(name.rsplit("/", 1)[-1])
+    if _COEXISTING.search(base):
+        return None
+    kind = classify_name(base)
+    return kind.family if kind else None
+
+
+def duplicate_copies(paths: Iterable[str]) -> List[Tuple[str, Tuple[str, ...]]]:
+    """(family, paths) for each runtime family that two or more distinct files
+    (by realpath) among ``paths`` belong to, in first-seen order of the paths.
+
+    libgomp and libiomp5 are one family (openmp): two OpenMP runtimes in one
+    process are the problem, whichever they are.
+    """
+    import os
+
+    families: Dict[str, List[str]] = {}
+    seen = set()
+    for path in paths:
+        fam = duplicate_family(path)
+        real = os.path.realpath(path)
+        if fam and real not in seen:
+            seen.add(real)
+            families.setdefault(fam, []).append(path)
+    return [(fam, tuple(ps)) for fam, ps in sorted(families.items()) if len(ps) > 1]
