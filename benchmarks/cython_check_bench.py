@@ -29,26 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def isa_level() -> str:
-    try:
-        from mltools import _native
-        cpu = _native.load_extension("_cpu")
-        return f"x86-64-v{cpu.x86_64_level()}"
-    except Exception:   # noqa: BLE001 - informational only
-        return "?"
+from mltools.env import describe_machine  # noqa: E402
 
 
 def timed(argv):
@@ -97,7 +78,7 @@ def main() -> int:
             cpu[name] = min(cpu[name], c)
             last[name] = proc
 
-    print(f"machine: {cpu_model()}, {isa_level()}, {os.cpu_count()} logical CPUs, "
+    print(f"machine: {describe_machine()}, "
           f"load average {os.getloadavg()[0]:.1f}, Python {platform.python_version()}")
     import Cython
     print(f"files: {len(files)} .pyx under {args.tree}; Cython {Cython.__version__}; "

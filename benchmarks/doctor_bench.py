@@ -23,31 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
 import time
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def isa_flags() -> str:
-    try:
-        flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0]
-    except (OSError, IndexError):
-        return "?"
-    return "AVX-512" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "SSE")
+from mltools.env import describe_machine  # noqa: E402
 
 
 def ensure_venv(path: str) -> str:
@@ -120,7 +102,7 @@ def main() -> None:
         print(f"round {r + 1}/{args.rounds} done (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
     d = facts["doctor"]
     sev = {s: sum(1 for f in d["findings"] if f["severity"] == s) for s in ("error", "warning", "info")}
-    print(f"machine: {cpu_model()} ({isa_flags()}), {os.cpu_count()} CPUs, load average now "
+    print(f"machine: {describe_machine()}, load average now "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"environment: {args.venv} (numpy {versions[0] if versions else '?'}, scipy "
           f"{versions[1] if len(versions) > 1 else '?'}, torch {versions[2] if len(versions) > 2 else '?'}); "

@@ -26,6 +26,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from mltools.elf.reader import ElfFormatError, read_elf  # noqa: E402
+from mltools.env import describe_machine  # noqa: E402
 
 
 def dynamic_elves(directory: str):
@@ -44,26 +45,6 @@ def dynamic_elves(directory: str):
         if info.has_dynamic and info.elf_class == 64 and info.machine == 62:
             out.append(p)
     return out
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def isa_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next(line for line in fh if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "-"
-    return ",".join(f for f in ("avx2", "avx512f") if f in flags)
 
 
 def timed(argv_list, env=None):
@@ -121,7 +102,7 @@ def main() -> int:
     ours = best["mltools elf tree --json"]
     doc = {
         "schema": "mltools.bench.elf_tree", "version": 1,
-        "machine": {"cpu": cpu_model(), "isa": isa_flags(), "cpus": os.cpu_count(),
+        "machine": {"description": describe_machine(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "glibc": platform.libc_ver()[1]},
         "directory": args.dir, "files": len(files), "rounds": args.rounds,
         "load_average": os.getloadavg(),

@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+from mltools.env import describe_machine  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,27 +50,6 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def isa() -> str:
-    try:
-        from mltools import _native
-        cpu = _native.load_extension("_cpu")
-        return f"x86-64-v{cpu.x86_64_level()}" if hasattr(cpu, "x86_64_level") else "?"
-    except Exception:
-        flags = open("/proc/cpuinfo").read()
-        return "avx512f" if "avx512f" in flags else ("avx2" if "avx2" in flags else "?")
 
 
 def mltools_cmd() -> list:
@@ -104,7 +84,7 @@ def main() -> None:
     if fiu:
         variants["fiu-run -x"] = [fiu, "-x", "-f", ""]
         variants["fiu-run -x p=0"] = [fiu, "-x", "-f", "", "-c", "enable_random name=libc/mm/malloc,probability=0"]
-    print(f"CPU: {cpu_model()} ({isa()}), {os.cpu_count()} logical CPUs, {platform.libc_ver()}")
+    print(f"machine: {describe_machine()}")
     print(f"per pair: malloc(32)+write+free, {args.iters} iterations per thread, best of {args.rounds}")
     best = {(v, t): float("inf") for v in variants for t in (1, 2)}
     for _ in range(args.rounds):

@@ -160,6 +160,25 @@ def isa_level_from_flags(flags: set) -> int:
     return level
 
 
+def cpu_model_name() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (what every benchmark figure names)."""
+    fields = _cpuinfo_fields(_read("/proc/cpuinfo") or "")
+    return fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine()
+
+
+def describe_machine() -> str:
+    """One line naming the machine a measurement came from: CPU model, x86-64
+    level with the vector extensions the kernels dispatch on, usable CPUs, libc, kernel."""
+    cpu = _collect_cpu()
+    flags = set(_cpuinfo_fields(_read("/proc/cpuinfo") or "").get("flags", "").split())
+    vector = ",".join(f for f in ("avx2", "avx512f") if f in flags) or "no AVX2"
+    level = f"x86-64-v{cpu.isa_level_runtime or cpu.isa_level}" if cpu.isa_level else cpu.architecture
+    libc = _collect_libc()
+    return (f"{cpu_model_name()}, {level} ({vector}), {cpu.usable_cpus} usable of {cpu.logical_cpus} CPUs"
+            f"{' under a hypervisor' if cpu.hypervisor else ''}, {libc.name} {libc.version or '-'}, "
+            f"Linux {platform.release()}")
+
+
 def _int_or_none(text: Optional[str]) -> Optional[int]:
     try:
         return int(text) if text is not None else None
