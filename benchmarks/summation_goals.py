@@ -20,7 +20,8 @@ import time
 import numpy as np
 
 import mltools.summation as S
-from mltools.summation.bench import cpu_model, time_interleaved
+from mltools.env import cpu_model_name as cpu_model
+from mltools.summation.bench import time_interleaved
 
 # (case, method, goal on the ratio to the reference, reference)
 GOALS = {

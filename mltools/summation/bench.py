@@ -20,6 +20,7 @@ from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mltools import __version__
+from mltools.env import cpu_model_name
 from mltools.summation import _core
 from mltools.summation._core import METHODS
 
@@ -84,17 +85,6 @@ class BenchReport:
     cond_sweep: Tuple[CondPoint, ...]
     comparators: Tuple[str, ...]
     notes: Tuple[str, ...] = field(default_factory=tuple)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ------------------------------------------------------------------- data
@@ -274,7 +264,7 @@ def run_bench(config: BenchConfig, progress: Optional[Callable[[str], None]] = N
     if not extras:
         notes.append("xsum and accupy are not installed: not compared")
     return BenchReport(
-        mltools_version=__version__, cpu_model=cpu_model(), isa=_core.active_isa(),
+        mltools_version=__version__, cpu_model=cpu_model_name(), isa=_core.active_isa(),
         isas_available=_core.available_isas(), numpy_version=np.__version__,
         python_version=platform.python_version(), config=config, rows=tuple(rows),
         cond_sweep=tuple(sweep), comparators=tuple(["numpy.sum", "math.fsum"] + sorted(extras)),
