@@ -22,24 +22,14 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import subprocess
 import sys
-import time
+
+from _harness import timed  # noqa: E402 (benchmarks/ is on sys.path as the script dir)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from mltools.env import describe_machine  # noqa: E402
-
-
-def timed(argv):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, proc
 
 
 def main() -> int:
@@ -73,7 +63,7 @@ def main() -> int:
     last = {}
     for _ in range(args.rounds):
         for name, argv in tools.items():        # interleaved: every tool once per round
-            wall, c, proc = timed(argv)
+            proc, wall, c = timed(argv)
             best[name] = min(best[name], wall)
             cpu[name] = min(cpu[name], c)
             last[name] = proc

@@ -23,11 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
-import time
+
+from _harness import timed  # noqa: E402 (benchmarks/ is on sys.path as the script dir)
 
 from mltools.env import describe_machine  # noqa: E402
 
@@ -38,16 +38,6 @@ def ensure_venv(path: str) -> str:
         subprocess.run([sys.executable, "-m", "venv", path], check=True)
         subprocess.run([py, "-m", "pip", "install", "-q", "torch==2.13.0", "scipy"], check=True)
     return py
-
-
-def timed(argv, **kw):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
-    wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return proc, wall, cpu
 
 
 def run_doctor(py: str):

@@ -22,10 +22,11 @@ import json
 import os
 import platform
 import re
-import resource
 import subprocess
 import sys
 import time
+
+from _harness import child_cpu_s  # noqa: E402 (benchmarks/ is on sys.path as the script dir)
 
 from mltools.elf.reader import looks_like_elf
 
@@ -46,16 +47,11 @@ def _cpu() -> str:
         return platform.processor() or "unknown CPU"
 
 
-def _child_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
 def run_ours(files):
-    t, c = time.perf_counter(), _child_cpu()
+    t, c = time.perf_counter(), child_cpu_s()
     p = subprocess.run(MLTOOLS + ["elf", "check", "--json", "--fail-on", "none", *files],
                        capture_output=True, text=True)
-    dt, dc = time.perf_counter() - t, _child_cpu() - c
+    dt, dc = time.perf_counter() - t, child_cpu_s() - c
     if p.returncode != 0:
         raise SystemExit(f"mltools failed: {p.stderr.strip()}")
     return (dt, dc), json.loads(p.stdout)
@@ -63,11 +59,11 @@ def run_ours(files):
 
 def run_ldd(files):
     outs = []
-    t, c = time.perf_counter(), _child_cpu()
+    t, c = time.perf_counter(), child_cpu_s()
     for f in files:
         p = subprocess.run(["ldd", "-r", f], capture_output=True, text=True)
         outs.append(p.stdout + p.stderr)
-    return (time.perf_counter() - t, _child_cpu() - c), outs
+    return (time.perf_counter() - t, child_cpu_s() - c), outs
 
 
 def ldd_sets(outs):
@@ -169,10 +165,10 @@ def extension_part(ext, python, rounds) -> None:
             return
     ours_e, ldd_e, ours_c = [], [], []
     for r in range(max(rounds, 5)):
-        t, c = time.perf_counter(), _child_cpu()
+        t, c = time.perf_counter(), child_cpu_s()
         p = subprocess.run(MLTOOLS + ["elf", "check", "--json", *extra, ext], capture_output=True, text=True)
         ours_e.append(time.perf_counter() - t)
-        ours_c.append(_child_cpu() - c)
+        ours_c.append(child_cpu_s() - c)
         t = time.perf_counter()
         q = subprocess.run(["ldd", "-r", ext], capture_output=True, text=True)
         ldd_e.append(time.perf_counter() - t)
