@@ -3,18 +3,11 @@ carry byte-identical grafted copies). Files are hashed only when another file
 has exactly the same size, so the big ones (libtorch_cpu) are rarely read."""
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import defaultdict
 from typing import Dict, Iterable, List, Tuple
 
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from mltools._files import sha256_file
 
 
 def identical_groups(paths: Iterable[str]) -> List[Tuple[str, Tuple[str, ...]]]:
@@ -38,7 +31,7 @@ def identical_groups(paths: Iterable[str]) -> List[Tuple[str, Tuple[str, ...]]]:
         by_hash: Dict[str, List[str]] = defaultdict(list)
         for p in same:
             try:
-                by_hash[_sha256(p)].append(p)
+                by_hash[sha256_file(p)].append(p)
             except OSError:
                 continue
         for digest, ps in by_hash.items():

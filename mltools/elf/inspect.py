@@ -1,11 +1,11 @@
 """``inspect``: one view of what ``readelf -h -d -n -V -l`` shows piecemeal."""
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import ClassVar, List, Optional, Sequence, Tuple
 
+from mltools._files import sha256_file
 from mltools import _proc
 from mltools.elf.ldso import LoaderConfig, expand_dst, host_loader_config
 from mltools.elf.reader import (
@@ -79,14 +79,6 @@ class InspectReport:
     SCHEMA: ClassVar[str] = "mltools.elf.inspect"
     SCHEMA_VERSION: ClassVar[int] = 1
     files: Tuple[ElfInspection, ...]
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def demangle(names: Sequence[str]) -> List[str]:
@@ -179,7 +171,7 @@ def inspect_file(path: str, *, symbols: bool = False, cfg: Optional[LoaderConfig
                         binding=s.binding, type=s.type, library=s.version_file)
             for s, d in zip(syms.symbols, dem) if s.name)
     return ElfInspection(
-        path=path, realpath=real, size_bytes=info.size, sha256=_sha256(path),
+        path=path, realpath=real, size_bytes=info.size, sha256=sha256_file(path),
         elf_class=info.elf_class, byte_order="little" if info.little_endian else "big",
         machine=info.machine_name, type=info.type_name + (" (PIE)" if info.type == 3 and info.interp else ""),
         osabi=info.osabi, interpreter=info.interp, soname=info.soname, needed=info.needed,

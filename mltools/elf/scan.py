@@ -14,13 +14,13 @@ Headers are read and files hashed in a thread pool.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
+from mltools._files import sha256_file
 from mltools.elf.ldtree import DepTree, Resolver, resolve_tree
 from mltools.elf.runtimes import duplicate_family
 from mltools.elf.reader import ELFMAG, ElfFormatError, ElfInfo, is_linker_script, read_elf, read_notes
@@ -154,14 +154,6 @@ def _is_ld_script(path: str) -> bool:
         return False
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _kind(path: str, info: ElfInfo) -> str:
     base = os.path.basename(path)
     if info.interp is not None or info.type == 2:
@@ -201,7 +193,7 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
         by_size.setdefault(info.size, []).append(path)
     to_hash = sorted(p for group in by_size.values() if len(group) > 1 for p in group)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        digests = dict(zip(to_hash, pool.map(_sha256, to_hash)))
+        digests = dict(zip(to_hash, pool.map(sha256_file, to_hash)))
     groups: List[DuplicateGroup] = []
     by_digest: Dict[str, List[str]] = {}
     for p, d in digests.items():
