@@ -615,3 +615,32 @@ def test_shared_resolver_reuses_trees_only_when_equivalent(lay):
     assert [lib.path for lib in p1.libraries] == [lib.path for lib in p2.libraries]
     fresh = resolve_tree(str(plain2), use_etc_preload=False)
     assert fresh == p2
+
+
+def test_tree_json_writer_equals_json_dumps_of_tree_json(lay):
+    """The fast many-tree JSON text is byte for byte json.dumps of tree_json, memoized trees included."""
+    import json
+
+    from mltools.elf.ldtree import TreeJsonWriter, tree_json
+    b = "jsonw"
+    lay.so(f"{b}/lib/libj1.so", "int j(void){return 1;}")
+    exe1 = lay.exe(f"{b}/one", deps=[f"{b}/lib/libj1.so"], runpath="$ORIGIN/lib")
+    exe2 = lay.p(f"{b}/two \"quoted\" \u00e9")   # a root that JSON must escape
+    shutil.copy(exe1, exe2)
+    missing = lay.exe(f"{b}/missing", deps=[f"{b}/lib/libj1.so"])     # no runpath: libj1 not found
+    r = Resolver()
+    trees = [resolve_tree(str(p), resolver=r, use_etc_preload=False) for p in (exe1, exe2, missing, exe1)]
+    assert not trees[2].ok
+    assert any("_template" in vars(lib) for lib in trees[1].libraries)    # the memoized copy is exercised
+    writer = TreeJsonWriter()
+    for t in trees:
+        assert writer.tree_text(t) == json.dumps(tree_json(t), separators=(",", ":"))
+
+
+def test_read_elf_builds_the_same_info_as_the_dataclass():
+    import dataclasses
+
+    from mltools.elf.reader import ElfInfo, read_elf
+    info = read_elf(os.path.realpath("/bin/ls"))
+    again = ElfInfo(**{f.name: getattr(info, f.name) for f in dataclasses.fields(ElfInfo)})
+    assert info == again and hash(info) == hash(again) and vars(info) == vars(again)

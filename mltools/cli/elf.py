@@ -246,12 +246,10 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
         emit(trees[0], as_json, lambda t: render_tree(t, flat))
     elif as_json:
         # Many trees: one compact document (json's C encoder; indenting megabytes is slow).
-        import json
-
-        from mltools.elf.ldtree import tree_json
-        doc = {"schema": DepTreeSet.SCHEMA, "version": DepTreeSet.SCHEMA_VERSION,
-               "trees": [tree_json(t) for t in trees]}
-        click.echo(json.dumps(doc, separators=(",", ":")))
+        from mltools.elf.ldtree import TreeJsonWriter
+        writer = TreeJsonWriter()
+        click.echo('{"schema":"%s","version":%d,"trees":[%s]}' % (
+            DepTreeSet.SCHEMA, DepTreeSet.SCHEMA_VERSION, ",".join([writer.tree_text(t) for t in trees])))
     else:
         click.echo("\n\n".join(render_tree(t, flat) for t in trees))
     if any(not t.ok for t in trees):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
+from stat import S_ISLNK as _S_ISLNK
 from dataclasses import dataclass, fields, is_dataclass
 from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -42,6 +43,7 @@ from mltools.findings import Finding, Severity
 __all__ = [
     "Candidate", "NearMiss", "Library", "DepTree", "DepTreeSet", "Resolver", "resolve_tree", "VIA_LABELS",
     "tree_json",
+    "TreeJsonWriter",
 ]
 
 VIA_LABELS = {
@@ -172,11 +174,46 @@ def tree_json(tree: DepTree) -> dict:
     }
 
 
+class TreeJsonWriter:
+    """Compact JSON text of many trees, equal to ``json.dumps(tree_json(t), separators=(",", ":"))``.
+
+    Trees memoized by a shared Resolver share their Library objects (or, where
+    the root is named, the template they were copied from), so each distinct
+    library is encoded once; a template's placeholder for the root is then
+    replaced by the tree's root, which is exact because no path holds a NUL.
+    """
+
+    _ROOT_TEXT = None   # set below: the placeholder as it appears in JSON text
+
+    def __init__(self):
+        import json
+        self._dumps = json.JSONEncoder(separators=(",", ":")).encode
+        self._libs: Dict[int, Tuple[Library, str]] = {}   # id -> (library kept alive, its text)
+
+    def _library_text(self, lib: Library, root_text: str) -> str:
+        tmpl = lib.__dict__.get("_template")
+        key = lib if tmpl is None else tmpl
+        hit = self._libs.get(id(key))
+        if hit is None:
+            hit = self._libs[id(key)] = (key, self._dumps(_library_json(key)))
+        if tmpl is None:
+            return hit[1]
+        return hit[1].replace(self._ROOT_TEXT, root_text)
+
+    def tree_text(self, tree: DepTree) -> str:
+        d = self._dumps
+        root = d(tree.root)
+        libs = ",".join([self._library_text(lib, root[1:-1]) for lib in tree.libraries])
+        tail = d({"findings": [_plain(f) for f in tree.findings], "root_needed": list(tree.root_needed),
+                  "interpreter": tree.interpreter, "context": list(tree.context)})
+        return (f'{{"schema":{d(tree.SCHEMA)},"version":{tree.SCHEMA_VERSION},"root":{root},'
+                f'"libraries":[{libs}],{tail[1:]}')
+
+
 def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
     """Worker for :func:`resolve_many_serialized`: (kind, payload, ok) per path."""
-    import json
-
     paths, kw, fmt, flat = job
+    writer = TreeJsonWriter()
     resolver = Resolver(root=kw.pop("root", None), hwcaps_mask=kw.pop("hwcaps_mask", None))
     out = []
     for p in paths:
@@ -186,7 +223,7 @@ def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
             out.append(("error", exc.message, False))
             continue
         if fmt == "json":
-            out.append(("ok", json.dumps(tree_json(tree), separators=(",", ":")), tree.ok))
+            out.append(("ok", writer.tree_text(tree), tree.ok))
         else:
             from mltools.cli.elf import render_tree
             out.append(("ok", render_tree(tree, flat), tree.ok))
@@ -280,6 +317,7 @@ class Resolver:
         self._searched_dirs: Dict[str, str] = {}   # every directory searched, with a label
         self._search_memo: Dict[tuple, tuple] = {}
         self._objmeta: Dict[tuple, Tuple[str, str]] = {}    # (real, origin) per found path
+        self._realdirs: Dict[str, str] = {}                 # realpath per directory
         self._etc_preload: Optional[Tuple[str, ...]] = None
         self._tree_memo: Dict[tuple, "DepTree"] = {}
 
@@ -610,6 +648,25 @@ class Resolver:
                 out.extend(sorted(glob.glob(f"{sp}/nvidia/*/lib")) + sorted(glob.glob(f"{sp}/torch/lib")))
         return out
 
+    def _realpath(self, path: str) -> str:
+        """os.path.realpath(path), with the realpath of each directory computed once.
+
+        realpath(dir/base) is realpath(dir)/base when base is a plain name that is
+        not a symlink; anything else takes os.path.realpath's own walk.
+        """
+        head, base = os.path.split(path)
+        if not head.startswith("/") or base in ("", ".", "..") or "//" in path or "/." in head:
+            return os.path.realpath(path)
+        try:
+            if _S_ISLNK(os.lstat(path).st_mode):
+                return os.path.realpath(path)
+        except OSError:
+            return os.path.realpath(path)
+        real_head = self._realdirs.get(head)
+        if real_head is None:
+            real_head = self._realdirs[head] = os.path.realpath(head)
+        return real_head + "/" + base if real_head != "/" else "/" + base
+
     # -- the namespace ------------------------------------------------------------------------
     def _new_obj(self, info: ElfInfo, found_as: str, host_path: str, loader: Optional[_Obj], depth: int,
                  via: Optional[str], cwd: str, is_exe_origin: bool = False) -> _Obj:
@@ -617,7 +674,7 @@ class Resolver:
         meta = self._objmeta.get(key)
         if meta is None:
             abs_found = host_path if host_path.startswith("/") else os.path.join(cwd, host_path)
-            real = os.path.realpath(abs_found)
+            real = self._realpath(abs_found)
             if is_exe_origin:
                 origin = os.path.dirname(real)
                 if self._rootp and origin.startswith(self._rootp):
@@ -1005,6 +1062,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
 
 
 _ROOT = "\0root\0"      # stands for the root's path in a memoized tree
+TreeJsonWriter._ROOT_TEXT = r"\u0000root\u0000"      # json.dumps(_ROOT) without its quotes
 
 
 def _copy(obj, **changes):
@@ -1027,7 +1085,13 @@ def _to_template(tree: DepTree, path: str) -> DepTree:
 
 
 def _from_template(tmpl: DepTree, path: str) -> DepTree:
-    return _copy(tmpl, root=path, libraries=tuple(_swap_root(lib, _ROOT, path) for lib in tmpl.libraries))
+    libs = []
+    for lib in tmpl.libraries:
+        new = _swap_root(lib, _ROOT, path)
+        if new is not lib:
+            new.__dict__["_template"] = lib     # not a field: lets TreeJsonWriter encode lib once
+        libs.append(new)
+    return _copy(tmpl, root=path, libraries=tuple(libs))
 
 
 def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Library:

@@ -252,8 +252,11 @@ class _Image:
                                      f"program headers end at byte {end}, past the end of the file "
                                      f"({self.size} bytes): truncated")
             pfmt = self.e + ("IIQQQQQQ" if self.cls == 64 else "IIIIIIII")
-            for i in range(phnum):
-                p = struct.unpack_from(pfmt, buf, phoff + i * phentsize)
+            if phentsize == want_phent:     # the usual layout: one call for the whole table
+                raw = struct.iter_unpack(pfmt, buf[phoff:end])
+            else:
+                raw = (struct.unpack_from(pfmt, buf, phoff + i * phentsize) for i in range(phnum))
+            for p in raw:
                 if self.cls == 32:   # p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags, p_align
                     p = (p[0], p[6], p[1], p[2], p[3], p[4], p[5], p[7])
                 # normalized: type, flags, offset, vaddr, paddr, filesz, memsz, align
@@ -441,7 +444,7 @@ def _read_info(img: _Image) -> ElfInfo:
                 flags = val
             elif tag == DT_FLAGS_1:
                 flags_1 = val
-    return ElfInfo(
+    return _new_elf_info(
         path=img.path, size=img.size, file_id=(img._st.st_dev, img._st.st_ino),
         elf_class=img.cls, little_endian=img.le, osabi=buf[7], abiversion=buf[8],
         machine=machine, type=etype, phentsize_ok=phentsize == (56 if img.cls == 64 else 32),
@@ -449,6 +452,18 @@ def _read_info(img: _Image) -> ElfInfo:
         rpath=rpath, runpath=runpath, flags=flags, flags_1=flags_1,
         abi_note_os=abi_os, abi_note_kernel=abi_kernel, x86_isa_needed=isa_needed,
     )
+
+
+def _new_elf_info(**values) -> ElfInfo:
+    """ElfInfo(**values) without the frozen dataclass's per-field setattr (runs for every file read)."""
+    if len(values) != _ELF_INFO_NFIELDS:
+        return ElfInfo(**values)
+    info = object.__new__(ElfInfo)
+    info.__dict__.update(values)
+    return info
+
+
+_ELF_INFO_NFIELDS = len(ElfInfo.__dataclass_fields__)
 
 
 def _iter_notes(img: _Image, p):
