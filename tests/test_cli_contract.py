@@ -42,7 +42,9 @@ JSON_SMOKE = {
 
 
 def all_commands(group=cli, prefix=()):
-    for name, cmd in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
         path = prefix + (name,)
         if isinstance(cmd, click.Group):
             yield from all_commands(cmd, path)

@@ -309,7 +309,7 @@ def test_pre_commit_hook_definition():
     files = re.compile(hook["files"])
     assert files.search("a/b.pyx") and files.search("b.pxd") and not files.search("c.pxi")
     from mltools.cli import cli
-    assert "check" in cli.commands["cython"].commands
+    assert "check" in cli.get_command(None, "cython").commands
 
 
 def test_worker_processes_give_the_same_report(syntax_report):

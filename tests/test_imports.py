@@ -33,3 +33,13 @@ def test_every_module_imports_alone():
         if "MissingDependencyError" in proc.stderr and "pip install" in proc.stderr:
             continue   # needs an optional extra that is not installed, and says how to get it
         assert proc.returncode == 0, f"{name}: {proc.stderr.strip().splitlines()[-1:]}"
+
+
+def test_a_command_imports_only_its_own_module():
+    """The root group loads command modules lazily: `env` does not pay for bench or elf."""
+    code = ("import sys\nfrom mltools.cli import main\ntry:\n    main(['env', '--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "sys.stderr.write(','.join(m for m in ('mltools.cli.bench', 'mltools.cli.elf', "
+            "'mltools.cli.bench_numa', 'mltools.cli.doctor') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stderr.strip() == ""

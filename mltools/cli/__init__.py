@@ -8,9 +8,11 @@ Command modules import only click and light modules at top level, so
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
+from typing import Mapping, Optional
 
 import click
 
@@ -96,7 +98,35 @@ class TargetCommand(click.Command):
         return ctx
 
 
-@click.group(cls=MltoolsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(MltoolsGroup):
+    """A group whose subcommands are imported only when one is run (or listed
+    for --help), so a command pays only for its own module at start-up."""
+
+    def __init__(self, *args, lazy: Optional[Mapping[str, str]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})       # name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in self.lazy:
+            module, attribute = self.lazy[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             lazy={
+                 "bench": "mltools.cli.bench:bench",
+                 "cython": "mltools.cli.cython:cython_group",
+                 "doctor": "mltools.cli.doctor:doctor_cmd",
+                 "elf": "mltools.cli.elf:elf",
+                 "env": "mltools.cli.env:env_cmd",
+                 "malloc-fail": "mltools.cli.mallocfail:malloc_fail_cmd",
+             })
 @click.version_option(__version__, "--version", prog_name="mltools",
                       message="%(prog)s %(version)s")
 def cli() -> None:
@@ -106,22 +136,6 @@ def cli() -> None:
     run. Commands that run a target program return its status (128+N for
     signal N) and 125 for their own failure. Every command has --json.
     """
-
-
-def _register() -> None:
-    # Command modules are light (click only); their work is imported when they run.
-    from mltools.cli.bench import bench
-    from mltools.cli.cython import cython_group
-    from mltools.cli.doctor import doctor_cmd
-    from mltools.cli.elf import elf
-    from mltools.cli.env import env_cmd
-    from mltools.cli.mallocfail import malloc_fail_cmd
-
-    for command in (doctor_cmd, env_cmd, elf, bench, cython_group, malloc_fail_cmd):
-        cli.add_command(command)
-
-
-_register()
 
 
 def main(argv=None) -> None:

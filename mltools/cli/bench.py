@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import click
 
-from mltools.cli import MltoolsGroup
-from mltools.cli.bench_numa import numa_cmd
-from mltools.cli.bench_shakeshake import shakeshake_cmd
-from mltools.cli.bench_sum import sum_cmd
+from mltools.cli import LazyGroup
 
 
-@click.group("bench", cls=MltoolsGroup)
+@click.group("bench", cls=LazyGroup, lazy={
+    "numa": "mltools.cli.bench_numa:numa_cmd",
+    "shakeshake": "mltools.cli.bench_shakeshake:shakeshake_cmd",
+    "sum": "mltools.cli.bench_sum:sum_cmd",
+})
 def bench() -> None:
     """Benchmarks of this machine's ML stack, with the reference measured in the same run."""
-
-
-for _command in (numa_cmd, sum_cmd, shakeshake_cmd):
-    bench.add_command(_command)
