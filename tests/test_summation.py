@@ -68,7 +68,7 @@ def test_naive_is_the_sequential_order_of_cumsum():
     for n in (1, 2, 7, 100, 10_001):
         x = rng.standard_normal(n) * 10.0 ** rng.integers(-5, 5, n)
         assert bits(S.naive_sum(x)) == bits(np.cumsum(x)[-1])
-        x32 = x.astype(np.float32)
+        x32 = np.clip(x, -1e38, 1e38).astype(np.float32)
         got32 = S.naive_sum(x32, dtype=np.float32)
         assert got32.dtype == np.float32 and got32.tobytes() == np.cumsum(x32)[-1].tobytes()
         assert bits(S.naive_sum(x32)) == bits(np.cumsum(x32.astype(np.float64))[-1])
@@ -489,3 +489,29 @@ def test_threads_share_no_state():
         for got in pool.map(work, range(8)):
             assert got == want
     assert S.active_isa() == isas[-1]
+
+
+def test_neumaier_select_on_equal_and_extreme_magnitudes_on_every_isa():
+    """The operand with the larger magnitude is picked by an integer compare on
+    AVX2: ties (x == s, x == -s), signed zeros, subnormals and huge values
+    must give the bits of the float compare in the lane model."""
+    rng = np.random.default_rng(21)
+    pool = np.array([0.0, -0.0, 5e-324, -5e-324, 1e-310, -1e-310, 1.0, -1.0, 0.5, -0.5,
+                     3.0, -3.0, 1e300, -1e300, 2.0**-1074 * 3, 1e-300, -1e-300, 2.0, -2.0])
+    for n in (24, 48, 480, 1000):
+        x = rng.choice(pool, n)
+        # lanes that repeat s: x equal to the running sum or its negation
+        if n >= 48:
+            x[24:48] = x[0:24]
+        if n >= 72:
+            x[48:72] = -2 * x[0:24]
+        want = _lanes_model(x.tolist(), "neumaier")
+        x32 = np.clip(x, -1e38, 1e38).astype(np.float32)
+        found = set()
+        for isa in S.available_isas():
+            with S.use_isa(isa):
+                got = S.neumaier_sum(x)
+                assert bits(got) == bits(want), (isa, n)
+                found.add((bits(got), bits(S.sum(x32, method="neumaier")),
+                           bits(S.sum(x32, method="neumaier", dtype=np.float32))))
+        assert len(found) == 1, n

@@ -41,6 +41,8 @@
         (s) = t_;                                                 \
     } while (0)
 
+/* (an ISA file may define its own, with the same bits) */
+#ifndef NEUMAIER_STEP_VEC
 #define NEUMAIER_STEP_VEC(s, c, x, V, VI, ABSMASK, SELECT) do {  \
         V t_ = (s) + (x);                                         \
         VI m_ = (V)((VI)(s) & (ABSMASK)) >= (V)((VI)(x) & (ABSMASK)); \
@@ -49,6 +51,7 @@
         (c) += (big_ - t_) + small_;                              \
         (s) = t_;                                                 \
     } while (0)
+#endif
 
 /* m ? a : b for lane masks of all ones or all zeros (ISA files may override
  * with a blend instruction). */
