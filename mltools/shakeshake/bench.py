@@ -749,6 +749,10 @@ def _spawned_worker(rank: int, devices: Tuple[str, ...], config: BenchConfig, po
         res = (run_training(cfg, dist_info) if cfg.train_epochs else run_benchmark(cfg, dist_info))
         if rank == 0:
             queue.put(("ok", res))
+        # Leave together: a rank that tears gloo down while its peer still
+        # holds the connection can abort the peer ("terminate called without
+        # an active exception"), which reads as a failed run.
+        _barrier(dist_info, torch.device(cfg.device))
     except BaseException as exc:   # noqa: BLE001 - reported by the parent as one line
         msg = exc.message if isinstance(exc, MltoolsError) else f"{type(exc).__name__}: {exc}"
         queue.put(("error", f"{devices[rank]} (rank {rank}): {msg}"))
