@@ -16,9 +16,7 @@ import argparse
 import glob
 import json
 import os
-import re
 import site
-import subprocess
 import sys
 import time
 
@@ -27,23 +25,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mltools.elf.ldtree import Resolver, resolve_tree  # noqa: E402
 from mltools.elf.reader import read_elf  # noqa: E402
 
-
-def ldd(path):
-    out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=60,
-                         env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}).stdout
-    found, missing = set(), set()
-    for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("linux-vdso"):
-            continue
-        m = re.match(r"(\S+) => not found", line)
-        if m:
-            missing.add(m.group(1))
-            continue
-        m = re.match(r"\S+ => (\S+) \(0x", line) or re.match(r"(/\S+) \(0x", line)
-        if m:
-            found.add(os.path.realpath(m.group(1)))
-    return found, missing
+# The same ldd oracle the parity tests use.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from test_elf_tree_parity import ldd  # noqa: E402
 
 
 def default_sources():
