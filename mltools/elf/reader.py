@@ -384,20 +384,25 @@ def looks_like_elf(path: str) -> bool:
         return False
 
 
-def read_elf(path: str) -> ElfInfo:
-    """Read the header, PT_INTERP and PT_DYNAMIC of ``path``.
-
-    Raises :class:`ElfFormatError` for a file that is not ELF, truncated or corrupt.
-    """
+def _parse(path: str, parse):
+    """Map ``path`` and run ``parse(image)``; any malformed structure becomes ElfFormatError."""
     buf, st = _open(path)
     try:
-        return _read_info(_Image(path, buf, st))
+        return parse(_Image(path, buf, st))
     except ElfFormatError:
         raise
     except (struct.error, IndexError, ValueError, OverflowError) as exc:
         raise ElfFormatError(path, "corrupt", f"corrupt ELF file ({exc})") from None
     finally:
         buf.close()
+
+
+def read_elf(path: str) -> ElfInfo:
+    """Read the header, PT_INTERP and PT_DYNAMIC of ``path``.
+
+    Raises :class:`ElfFormatError` for a file that is not ELF, truncated or corrupt.
+    """
+    return _parse(path, _read_info)
 
 
 def _read_info(img: _Image) -> ElfInfo:
@@ -489,44 +494,39 @@ def _iter_notes(img: _Image, p):
 
 def read_notes(path: str) -> ElfNotes:
     """Build-id, ABI tag, x86 ISA level and CET properties, GNU_STACK, RELRO, TLS size."""
-    buf, st = _open(path)
-    try:
-        img = _Image(path, buf, st)
-        build_id = abi_tag = None
-        isa = None
-        feats: List[str] = []
-        stack = None
-        relro = False
-        tls = None
-        for p in img.phdrs:
-            if p[0] == PT_NOTE:
-                for ntype, name, desc in _iter_notes(img, p):
-                    if name != b"GNU":
-                        continue
-                    if ntype == NT_GNU_BUILD_ID:
-                        build_id = desc.hex()
-                    elif ntype == NT_GNU_ABI_TAG and len(desc) >= 16:
-                        w = struct.unpack_from(img.e + "IIII", desc)
-                        osname = {0: "Linux", 1: "Hurd", 2: "Solaris", 3: "FreeBSD"}.get(w[0], f"OS {w[0]}")
-                        abi_tag = f"{osname} {w[1]}.{w[2]}.{w[3]}"
-                    elif ntype == NT_GNU_PROPERTY_TYPE_0:
-                        isa2, f2 = _gnu_properties(img, desc)
-                        isa = isa if isa2 is None else isa2
-                        feats.extend(x for x in f2 if x not in feats)
-            elif p[0] == PT_GNU_STACK:
-                stack = "RW" + ("X" if p[1] & 1 else "")
-            elif p[0] == PT_GNU_RELRO:
-                relro = True
-            elif p[0] == PT_TLS:
-                tls = p[6]
-        return ElfNotes(build_id=build_id, abi_tag=abi_tag, x86_isa_needed=isa,
-                        x86_features=tuple(feats), gnu_stack=stack, relro=relro, tls_memsz=tls)
-    except ElfFormatError:
-        raise
-    except (struct.error, IndexError, ValueError, OverflowError) as exc:
-        raise ElfFormatError(path, "corrupt", f"corrupt ELF file ({exc})") from None
-    finally:
-        buf.close()
+    return _parse(path, _read_notes)
+
+
+def _read_notes(img: _Image) -> ElfNotes:
+    build_id = abi_tag = None
+    isa = None
+    feats: List[str] = []
+    stack = None
+    relro = False
+    tls = None
+    for p in img.phdrs:
+        if p[0] == PT_NOTE:
+            for ntype, name, desc in _iter_notes(img, p):
+                if name != b"GNU":
+                    continue
+                if ntype == NT_GNU_BUILD_ID:
+                    build_id = desc.hex()
+                elif ntype == NT_GNU_ABI_TAG and len(desc) >= 16:
+                    w = struct.unpack_from(img.e + "IIII", desc)
+                    osname = {0: "Linux", 1: "Hurd", 2: "Solaris", 3: "FreeBSD"}.get(w[0], f"OS {w[0]}")
+                    abi_tag = f"{osname} {w[1]}.{w[2]}.{w[3]}"
+                elif ntype == NT_GNU_PROPERTY_TYPE_0:
+                    isa2, f2 = _gnu_properties(img, desc)
+                    isa = isa if isa2 is None else isa2
+                    feats.extend(x for x in f2 if x not in feats)
+        elif p[0] == PT_GNU_STACK:
+            stack = "RW" + ("X" if p[1] & 1 else "")
+        elif p[0] == PT_GNU_RELRO:
+            relro = True
+        elif p[0] == PT_TLS:
+            tls = p[6]
+    return ElfNotes(build_id=build_id, abi_tag=abi_tag, x86_isa_needed=isa,
+                    x86_features=tuple(feats), gnu_stack=stack, relro=relro, tls_memsz=tls)
 
 
 def _gnu_properties(img: _Image, desc: bytes):
@@ -559,15 +559,7 @@ def read_symbols(path: str) -> ElfSymbols:
 
     The symbol count comes from DT_HASH or DT_GNU_HASH, as the loader sees it.
     """
-    buf, st = _open(path)
-    try:
-        return _read_symbols(_Image(path, buf, st))
-    except ElfFormatError:
-        raise
-    except (struct.error, IndexError, ValueError, OverflowError) as exc:
-        raise ElfFormatError(path, "corrupt", f"corrupt ELF file ({exc})") from None
-    finally:
-        buf.close()
+    return _parse(path, _read_symbols)
 
 
 def _symbol_count(img: _Image, d: Dict[int, int]) -> int:
