@@ -30,7 +30,8 @@ def environment_pass(interp: InterpreterInfo, environ: Mapping[str, str],
                                       env.cpu.usable_cpus)
     driver = env.gpus[0].driver_version if env.gpus else host.kernel_driver_version()
     out += host.cuda_driver_findings(driver, cuda_majors)
-    out += host.kernel_findings(numa_nodes=len(env.numa_nodes) or 1)
+    out += host.kernel_findings(thp_enabled=env.memory.transparent_hugepages,
+                                numa_nodes=len(env.numa_nodes) or 1)
     out += loader_config_findings()
     return out
 
