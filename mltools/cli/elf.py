@@ -5,7 +5,7 @@ import click
 
 from mltools.cli import MltoolsGroup
 from mltools.cli._options import json_option
-from mltools.cli._output import Table, emit, findings_text, key_values
+from mltools.cli._output import emit
 
 
 @click.group("elf", cls=MltoolsGroup)
@@ -14,60 +14,6 @@ def elf() -> None:
 
     Nothing here runs the files it reads or the loader on them.
     """
-
-
-# --- inspect ---------------------------------------------------------------------------------
-
-def _path_text(sp) -> str:
-    if sp is None:
-        return "-"
-    expanded = ":".join("(dropped)" if e is None else (e or "(cwd)") for e in sp.expanded)
-    return sp.raw if expanded == sp.raw else f"{sp.raw}  =>  {expanded}"
-
-
-def render_inspect(report) -> str:
-    blocks = []
-    for f in report.files:
-        isa = ("-" if not f.x86_isa_level else
-               "x86-64-baseline" if f.x86_isa_level == 1 else f"x86-64-v{f.x86_isa_level}")
-        pairs = [
-            ("file", f.path + ("" if f.realpath == f.path else f"  ->  {f.realpath}")),
-            ("class", f"ELF{f.elf_class}, {f.byte_order} endian, {f.machine}, OS/ABI {f.osabi}"),
-            ("type", f.type),
-            ("interpreter", f.interpreter),
-            ("soname", f.soname),
-            ("needed", ", ".join(f.needed) or "-"),
-            ("rpath", _path_text(f.rpath)),
-            ("runpath", _path_text(f.runpath)),
-            ("flags", " ".join(f.flags) or "-"),
-            ("flags_1", " ".join(f.flags_1) or "-"),
-            ("build-id", f.build_id),
-            ("abi tag", f.abi_tag),
-            ("isa level", isa + (f" ({', '.join(f.x86_features)})" if f.x86_features else "")),
-            ("stack", f.gnu_stack or "- (no PT_GNU_STACK: executable)"),
-            ("relro", "yes" if f.relro else "no"),
-            ("tls", f"{f.tls_size_bytes} bytes" if f.tls_size_bytes is not None else "-"),
-            ("symbols", f"{f.defined_symbols} defined, {f.undefined_symbols} undefined"),
-            ("version defs", ", ".join(f.version_defs) or "-"),
-            ("size", f"{f.size_bytes} bytes"),
-            ("sha256", f.sha256),
-        ]
-        text = key_values(pairs)
-        if f.version_needs:
-            t = Table(["library", "versions needed"], title="\nversion needs")
-            for vn in f.version_needs:
-                t.add(vn.file, " ".join(vn.versions))
-            text += "\n" + t.render()
-        if f.symbols is not None:
-            t = Table(["symbol", "version", "bind", "type", "defined"], title="\ndynamic symbols")
-            for s in f.symbols:
-                ver = "" if s.version is None else ("@" if s.hidden or s.library else "@@") + s.version
-                t.add(s.demangled, ver or "-", s.binding, s.type, "yes" if s.defined else "no")
-            text += "\n" + t.render()
-        if f.findings:
-            text += "\n\nfindings\n" + findings_text(f.findings)
-        blocks.append(text)
-    return "\n\n".join(blocks)
 
 
 @elf.command("inspect")
@@ -82,96 +28,13 @@ def inspect_cmd(files, symbols: bool, as_json: bool) -> None:
     RELRO, x86-64 ISA level, version needs and definitions, symbol counts and
     sha256. A file that is not ELF, truncated or corrupt is an error (exit 2).
     """
+    from mltools.elf.describe import render_inspect
     from mltools.elf.inspect import inspect_files
 
     emit(inspect_files(list(files), symbols=symbols), as_json, render_inspect)
 
 
 # --- tree ------------------------------------------------------------------------------------
-
-_VIA_SHORT = {
-    "rpath": "rpath", "ld_library_path": "LD_LIBRARY_PATH", "runpath": "runpath",
-    "ld.so.cache": "ld.so.cache", "system_dir": "default path", "path": "direct",
-    "preload": "preload", "loaded": "already loaded", "interpreter": "interpreter",
-}
-
-
-def _via_text(lib) -> str:
-    if lib.via is None:
-        return ""
-    text = _VIA_SHORT.get(lib.via, lib.via)
-    if lib.via == "rpath" and lib.via_object:
-        text += f" of {lib.via_object}"
-    elif lib.via == "preload" and lib.via_object:
-        text += f" from {lib.via_object}"
-    if lib.hwcaps_subdir:
-        text += f", {lib.hwcaps_subdir}"
-    return f"[{text}]"
-
-
-def _lib_line(lib) -> str:
-    if lib.error:
-        return f"{lib.soname} => {lib.found_as}: ERROR {lib.error}"
-    if lib.path is None:
-        return f"{lib.soname} => not found"
-    shown = lib.found_as if lib.found_as else lib.path
-    real = "" if (shown == lib.path) else f" ({lib.path})"
-    return f"{lib.soname} => {shown}{real} {_via_text(lib)}"
-
-
-def _missing_details(lib, indent: str) -> list:
-    out = []
-    if lib.tried:
-        out.append(f"{indent}tried, in order:")
-        for c in lib.tried:
-            reason = f" ({c.reason})" if c.reason else ""
-            out.append(f"{indent}  {c.path}  [{_VIA_SHORT.get(c.source, c.source)}] {c.outcome}{reason}")
-    elif lib.path is None:
-        out.append(f"{indent}tried: no directory on its search path holds that name")
-    if lib.near_misses:
-        out.append(f"{indent}near misses:")
-        for nm in lib.near_misses:
-            out.append(f"{indent}  {nm.path}: {nm.reason}")
-    return out
-
-
-def render_tree(tree, flat: bool = False) -> str:
-    out = []
-    if flat:
-        t = Table(["soname", "path", "via", "depth", "needed by"])
-        for lib in tree.libraries:
-            t.add(lib.soname, lib.path if lib.path and not lib.error else ("ERROR " + lib.error if lib.error else "not found"),
-                  _via_text(lib).strip("[]") or "-", lib.depth, len(lib.needed_by))
-        out.append(f"{tree.root}\n" + t.render())
-        for lib in tree.libraries:
-            if not lib.found:
-                out.append(f"\n{lib.soname}:")
-                out.extend(_missing_details(lib, "  "))
-    else:
-        children = {}
-        for lib in tree.libraries:
-            # the interpreter is mapped before anything: show it under its first user
-            parent = lib.loader or (lib.needed_by[0] if lib.needed_by else tree.root)
-            children.setdefault(parent, []).append(lib)
-        lines = [tree.root]
-
-        def walk(parent, prefix):
-            kids = children.get(parent, [])
-            for i, lib in enumerate(kids):
-                last = i == len(kids) - 1
-                lines.append(prefix + ("└── " if last else "├── ") + _lib_line(lib))
-                sub = prefix + ("    " if last else "│   ")
-                if not lib.found:
-                    lines.extend(_missing_details(lib, sub + "  "))
-                if lib.path and lib.found:
-                    walk(lib.path, sub)
-
-        walk(tree.root, "")
-        out.append("\n".join(lines))
-    if tree.findings:
-        out.append("\nfindings\n" + findings_text(tree.findings))
-    return "\n".join(out)
-
 
 def _parse_env(pairs, ld_library_path, inherit: bool) -> dict:
     import os
@@ -217,6 +80,7 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
 
     Exit status 1 when a library is missing or the loader would fail.
     """
+    from mltools.elf.describe import render_tree
     from mltools.elf.ldtree import DepTreeSet, Resolver, resolve_tree
 
     env = _parse_env(env_pairs, ld_library_path, inherit=not clean_env)
@@ -258,23 +122,6 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
 
 # --- ldcache ---------------------------------------------------------------------------------
 
-def render_ldcache(r) -> str:
-    head = key_values([
-        ("cache", r.path),
-        ("format", r.format + (f" (glibc-hwcaps: {', '.join(r.hwcaps_subdirs)})" if r.hwcaps_subdirs else "")),
-        ("generator", r.generator),
-        ("entries", len(r.entries)),
-        ("ld.so.conf dirs", ", ".join(r.configured_dirs) or "-"),
-    ])
-    t = Table(["name", "abi", "hwcaps", "path"])
-    for e in r.entries:
-        t.add(e.name, e.description, e.hwcaps_subdir or "-", e.path)
-    text = head + "\n\n" + t.render()
-    if r.findings:
-        text += "\n\nfindings\n" + findings_text(r.findings)
-    return text
-
-
 @elf.command("ldcache")
 @click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False),
               help="The cache file (default: /etc/ld.so.cache, under --root if given).")
@@ -293,6 +140,7 @@ def ldcache_cmd(cache_path, conf_path, root, no_stale_check, as_json) -> None:
 
     Exit status 1 when the cache is stale.
     """
+    from mltools.elf.describe import render_ldcache
     from mltools.elf.ldcache import ldcache_report
     from mltools.findings import Severity, any_at_or_above
 
@@ -303,37 +151,6 @@ def ldcache_cmd(cache_path, conf_path, root, no_stale_check, as_json) -> None:
 
 
 # --- scan ------------------------------------------------------------------------------------
-
-def render_scan(r, list_files: bool = False) -> str:
-    from collections import Counter
-
-    kinds = Counter(f.kind for f in r.files)
-    out = [key_values([
-        ("scanned", ", ".join(r.roots)),
-        ("ELF files", f"{len(r.files)} loadable ("
-                      + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"),
-        ("with missing deps", sum(1 for f in r.files if f.missing)),
-        ("identical groups", len([g for g in r.duplicates if g.identical])),
-    ])]
-    if list_files:
-        t = Table(["path", "kind", "soname", "needed", "missing"], title="\nfiles")
-        for f in r.files:
-            t.add(f.path, f.kind, f.soname, len(f.needed), ", ".join(f.missing) or "-")
-        out.append(t.render())
-    if r.duplicates:
-        out.append("\nidentical files" if any(g.identical for g in r.duplicates) else "\nsame build-id")
-        for g in r.duplicates:
-            out.append(f"  {g.key[:23]}{'' if g.identical else ' (same build-id, different bytes)'}")
-            out.extend(f"    {p}" for p in g.paths)
-    if r.runtimes:
-        out.append("\nruntimes with several copies")
-        for rc in r.runtimes:
-            out.append(f"  {rc.family}:")
-            out.extend(f"    {p}" for p in rc.paths)
-    if r.findings:
-        out.append("\nfindings\n" + findings_text(r.findings))
-    return "\n".join(out)
-
 
 @elf.command("scan")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
@@ -354,6 +171,7 @@ def scan_cmd(paths, list_files, jobs, root, fail_on, as_json) -> None:
     is not a valid ELF (a Git LFS pointer named libfoo.so). The output does not
     depend on the order of PATHs.
     """
+    from mltools.elf.describe import render_scan
     from mltools.elf.scan import scan_paths
     from mltools.findings import Severity, any_at_or_above
 

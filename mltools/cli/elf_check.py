@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from mltools.cli._options import json_option
-from mltools.cli._output import emit, findings_text
+from mltools.cli._output import emit
 
 
 def _is_library(path: str) -> bool:
@@ -21,37 +21,6 @@ def _is_library(path: str) -> bool:
         return read_elf(path).interp is None
     except (ElfFormatError, OSError):
         return False
-
-
-def render_check(r) -> str:
-    out = []
-    for fc in r.files:
-        ctx = ""
-        if fc.python:
-            ctx = f" inside {fc.python}"
-            if fc.after:
-                ctx += f" after import {', '.join(fc.after)} ({fc.loaded_before} objects loaded)"
-        s = fc.stats
-        out.append(f"{fc.file}{ctx}: {s.objects} objects, {s.symbols_checked} undefined symbols and "
-                   f"{s.versions_checked} version needs checked")
-        shown = [f for f in fc.findings if f.severity.rank > 0]
-        info = len(fc.findings) - len(shown)
-        if not shown and len(r.files) > 1:
-            out.pop()      # many files: only those with problems are listed
-            continue
-        if shown:
-            out.append("\n".join("  " + line for line in findings_text(shown).splitlines()))
-        else:
-            out.append("  ok: ld.so would load it" + (f" ({info} informational findings, --json lists them)"
-                                                     if info else ""))
-    if len(r.files) > 1:
-        bad = sum(1 for fc in r.files if any(f.severity.rank >= 2 for f in fc.findings))
-        warned = sum(1 for fc in r.files if any(f.severity.rank == 1 for f in fc.findings)
-                     and not any(f.severity.rank >= 2 for f in fc.findings))
-        clean = len(r.files) - bad - warned
-        out.append(f"{'' if not out else chr(10)}{len(r.files)} files: {bad} with errors, "
-                   f"{warned} with warnings only, {clean} clean")
-    return "\n".join(out)
 
 
 @click.command("check")
@@ -87,6 +56,7 @@ def check_cmd(ctx: click.Context, files, as_python: Optional[str], after: str, f
     """
     from mltools import _proc
     from mltools.elf.check import check_files, parse_fail_on
+    from mltools.elf.describe import render_check
     from mltools.errors import UsageError
 
     try:

@@ -2,125 +2,12 @@
 from __future__ import annotations
 
 import os
-import shlex
 from typing import Optional
 
 import click
 
 from mltools.cli import TargetCommand
 from mltools.cli._options import json_option
-from mltools.cli._output import Table, findings_text, key_values
-
-_TEXT_LIMIT = 20      # rows shown per list in the text report (--json lists all)
-
-
-def _short(path: Optional[str]) -> str:
-    if not path:
-        return "-"
-    return path
-
-
-def _search_text(lib) -> str:
-    if not lib.searched:
-        return "direct path"
-    parts: list = []
-    for step in lib.search:
-        label = step.source
-        for long, short in (("RUNPATH from file ", "RUNPATH of "), ("RPATH from file ", "RPATH of ")):
-            if label.startswith(long):
-                label = short + os.path.basename(label[len(long):])
-        if parts and parts[-1][0] == label:
-            parts[-1][1] += len(step.tried)
-        else:
-            parts.append([label, len(step.tried)])
-    return ", ".join(f"{label} ({n} tried)" for label, n in parts) or "-"
-
-
-def _render_program(p, verbose: bool, symbol_patterns=()) -> str:
-    head = f"[pid {p.pid}] {p.name or '?'}" + ("" if p.started else "  (ld.so did not start it)")
-    if p.forked_from is not None:
-        head += f"  (forked from pid {p.forked_from}, no exec)"
-    if p.index:
-        head += f"  (after exec #{p.index} in this process)"
-    startup = sum(1 for lib in p.libraries if lib.at_startup)
-    dl = sum(1 for lib in p.libraries if lib.how == "dlopen")
-    lines = [head, f"  {startup} loaded at start-up, {len(p.libraries) - startup} later "
-                   f"({dl} by dlopen); {p.version_checks} version checks; "
-                   f"{p.line_count} lines ({p.unparsed_count} unparsed)"]
-    if p.libraries:
-        t = Table(["library", "how", "requested by", "found at", "searched"])
-        libs = p.libraries if verbose else p.libraries[:_TEXT_LIMIT * 3]
-        for lib in libs:
-            t.add(os.path.basename(lib.name) if verbose is False else lib.name, lib.how, os.path.basename(lib.requested_by) or "-",
-                  lib.path or "NOT FOUND", _search_text(lib))
-        lines.append("\n".join("  " + s for s in t.render().splitlines()))
-        if len(libs) < len(p.libraries):
-            lines.append(f"  ... {len(p.libraries) - len(libs)} more (--verbose or --json lists all)")
-    if verbose:
-        for lib in p.libraries:
-            if not lib.search:
-                continue
-            lines.append(f"  search for {lib.name} (requested by {lib.requested_by or '?'}):")
-            for step in lib.search:
-                lines.append(f"    {step.source}: {':'.join(step.dirs)}")
-                for tried in step.tried:
-                    lines.append(f"      tried {tried}")
-    for err in p.errors:
-        lines.append(f"  ld.so error: {err.object}: {err.kind}: {err.message}"
-                     + (" (fatal)" if err.fatal else ""))
-    b = p.bindings
-    if b is not None:
-        lines.append(f"  bindings: {b.total} ({b.symbols} distinct symbols) to {len(b.by_provider)} objects")
-        for prov, n in b.by_provider[:_TEXT_LIMIT if not verbose else None]:
-            lines.append(f"    {n:>8}  {prov}")
-        if b.several_providers:
-            lines.append(f"  symbols bound to more than one object: {len(b.several_providers)}")
-            for sym, provs in b.several_providers[:_TEXT_LIMIT if not verbose else None]:
-                lines.append(f"    {sym}: {', '.join(provs)}")
-        lines.append(f"  interpositions (bound symbol also defined elsewhere): {len(b.interpositions)}")
-        for ip in b.interpositions[:_TEXT_LIMIT if not verbose else None]:
-            lines.append(f"    {ip.symbol} -> {ip.bound_to}; also in {', '.join(ip.also_defined_in)}")
-        if not verbose and len(b.interpositions) > _TEXT_LIMIT:
-            lines.append(f"    ... {len(b.interpositions) - _TEXT_LIMIT} more (--verbose or --json)")
-        if b.unreadable:
-            lines.append(f"  symbols not read from: {', '.join(b.unreadable)}")
-        if symbol_patterns:
-            import fnmatch
-
-            hits = [(sym, objs) for sym, objs in b.bound_to.items()
-                    if any(fnmatch.fnmatchcase(sym.split("@", 1)[0], pat) for pat in symbol_patterns)]
-            lines.append(f"  symbols matching {', '.join(symbol_patterns)}: {len(hits)}")
-            for sym, objs in hits:
-                lines.append(f"    {sym} -> {', '.join(objs)}")
-    if verbose and p.unparsed:
-        lines.append("  unparsed lines:")
-        lines.extend(f"    {u}" for u in p.unparsed)
-        if p.unparsed_count > len(p.unparsed):
-            lines.append(f"    ... {p.unparsed_count - len(p.unparsed)} more not kept")
-    return "\n".join(lines)
-
-
-def render_trace(r, verbose: bool = False, symbol_patterns=()) -> str:
-    status = str(r.exit_status) + (f" ({r.signal})" if r.signal else "")
-    out = [key_values([
-        ("command", shlex.join(r.command)),
-        ("target", f"{r.target.path} ({r.target.kind}"
-                   + (f", {r.target.interpreter}" if r.target.interpreter else "") + ")"),
-        ("exit status", status),
-        ("LD_DEBUG", ",".join(r.categories)),
-        ("processes", f"{r.processes} ({len(r.programs)} programs, "
-                      f"{r.line_count} lines, {r.unparsed_count} unparsed)"),
-    ] + ([("raw output", r.raw_dir)] if r.raw_dir else []))]
-    for note in r.notes:
-        out.append(f"note: {note}")
-    for p in r.programs:
-        out.append("")
-        out.append(_render_program(p, verbose, symbol_patterns))
-    if r.findings:
-        out.append("\nFindings")
-        out.append(findings_text(r.findings))
-    return "\n".join(out)
-
 
 @click.command("trace", cls=TargetCommand,
                context_settings={"allow_interspersed_args": False, "ignore_unknown_options": False})
@@ -162,6 +49,7 @@ def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
     """
     from mltools import _jsonio
     from mltools.elf import lddebug
+    from mltools.elf.describe import render_trace
     from mltools._target import TargetStartError
     from mltools.elf.trace import trace_command
 

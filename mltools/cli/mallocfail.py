@@ -123,7 +123,8 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
     try:
         if sweep:
             from mltools.cli._output import Progress
-            from mltools.mallocfail.sweep import render_sweep, sweep as run_sweep
+            from mltools.mallocfail.describe import render_sweep
+            from mltools.mallocfail.sweep import sweep as run_sweep
             with Progress("sweep") as bar:
                 rep = run_sweep(list(command), spec, options, persistent=persistent, jobs=jobs, fork=fork,
                                 unique_stacks=unique_stacks, max_points=max_points,
@@ -133,7 +134,8 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
             emit(rep, as_json, render_sweep)
             ctx.exit(1 if any(rep.by_class.get(c) for c in ("crash", "abort", "hang", "leak")) else 0)
 
-        from mltools.mallocfail.run import render_report, run_target
+        from mltools.mallocfail.describe import render_report
+        from mltools.mallocfail.run import run_target
         report, raw = run_target(list(command), spec, options)
     except TargetStartError as exc:       # the program itself: 127 or 126, as a shell says
         click.echo(f"Error: {exc.message}", err=True)

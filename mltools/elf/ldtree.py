@@ -41,22 +41,30 @@ from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, Severity
 
 __all__ = [
-    "Candidate", "NearMiss", "Library", "DepTree", "DepTreeSet", "Resolver", "resolve_tree", "VIA_LABELS",
+    "Candidate", "NearMiss", "Library", "DepTree", "DepTreeSet", "Resolver", "resolve_tree", "VIA_LABELS", "via_label",
     "tree_json",
     "TreeJsonWriter",
 ]
 
-VIA_LABELS = {
-    "rpath": "DT_RPATH",
-    "ld_library_path": "LD_LIBRARY_PATH",
-    "runpath": "DT_RUNPATH",
-    "ld.so.cache": "ld.so.cache",
-    "system_dir": "system directory",
-    "path": "path in DT_NEEDED",
-    "preload": "preload",
-    "loaded": "already loaded",
-    "interpreter": "program interpreter",
+# What each ``via`` value means: the loader's own term (findings, search labels)
+# and the short form the text views use.
+VIA_LABELS: Dict[str, Tuple[str, str]] = {
+    "rpath": ("DT_RPATH", "rpath"),
+    "ld_library_path": ("LD_LIBRARY_PATH", "LD_LIBRARY_PATH"),
+    "runpath": ("DT_RUNPATH", "runpath"),
+    "ld.so.cache": ("ld.so.cache", "ld.so.cache"),
+    "system_dir": ("system directory", "default path"),
+    "path": ("path in DT_NEEDED", "direct"),
+    "preload": ("preload", "preload"),
+    "loaded": ("already loaded", "already loaded"),
+    "interpreter": ("program interpreter", "interpreter"),
 }
+
+
+def via_label(via: str, short: bool = False) -> str:
+    """The words for a ``via`` (or candidate ``source``) value; unknown values as they are."""
+    labels = VIA_LABELS.get(via)
+    return via if labels is None else labels[1 if short else 0]
 
 
 @dataclass(frozen=True)
@@ -225,7 +233,7 @@ def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
         if fmt == "json":
             out.append(("ok", writer.tree_text(tree), tree.ok))
         else:
-            from mltools.cli.elf import render_tree
+            from mltools.elf.describe import render_tree
             out.append(("ok", render_tree(tree, flat), tree.ok))
     return out
 
@@ -470,7 +478,7 @@ class Resolver:
             host_d = self.host(d) if d.startswith("/") else os.path.join(cwd, d)
             if self._list(host_d) is None:
                 continue
-            self._searched_dirs.setdefault(host_d.rstrip("/") or "/", label or VIA_LABELS.get(source, source))
+            self._searched_dirs.setdefault(host_d.rstrip("/") or "/", label or via_label(source))
             stop = False
             for sub in self._subdirs:
                 hd = host_d + sub if host_d else sub
@@ -934,7 +942,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
                 "LOAD_ORDER_DEPENDENT", Severity.WARNING,
                 f"{requester.ident() if requester is not root_obj else path} needs {name}, which its own "
                 f"search path does not find: it resolves only because {dep.loader.ident() if dep.loader else 'another object'} "
-                f"loaded {dep.found_as} first ({VIA_LABELS.get(dep.via, dep.via)})",
+                f"loaded {dep.found_as} first ({via_label(dep.via)})",
                 fix="give the object its own DT_RUNPATH (e.g. $ORIGIN) or a path that finds the library",
                 details={"requester": requester.ident(), "name": name, "provider": dep.real}))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 from mltools import _native, _proc
 from mltools.errors import MltoolsError, UsageError
@@ -231,35 +231,3 @@ def crash_location(records: Records, pids) -> Tuple[Optional[Frame], Tuple[Frame
     return None, ()
 
 
-def _short(frame) -> str:
-    return str(frame) if frame is not None else "?"
-
-
-def render_report(report: RunReport) -> str:
-    lines: List[str] = []
-    spec = " ".join(report.spec.cli_args()) or "(count only)"
-    lines.append(f"malloc-fail: {spec}; scope {report.scope}; target {report.target}")
-    active = [c for c in report.counts if c.calls]
-    if active:
-        lines.append("  calls   " + ", ".join(
-            f"{c.function} {c.calls}" + (f" ({c.counted} counted)" if c.counted != c.calls else "")
-            + (f" [{c.failed} failed]" if c.failed else "") for c in active))
-    if any(p.injects and p.exited_normally for p in report.processes):
-        lines.append(f"  counted {report.counted_total}; failures injected {report.failures_injected}")
-    else:
-        lines.append(f"  failures injected {report.failures_injected} (call counts are written at exit: "
-                     "the target did not exit normally)")
-    for f in report.failures[:10]:
-        lines.append(f"  failed  #{f.index} {f.function}({f.size}) pid {f.pid} "
-                     f"at {_short(f.user_site or f.caller)}")
-        if f.user_site is not None and f.user_site != f.caller:
-            lines.append(f"          raw caller {_short(f.caller)}")
-    if len(report.failures) > 10:
-        lines.append(f"  … {len(report.failures) - 10} more failure records (see --report)")
-    if report.crash_site is not None:
-        lines.append(f"  died at {_short(report.crash_site)}")
-    oc = report.outcome
-    lines.append(f"  outcome {oc.class_name}" + (f" ({oc.reason})" if oc.reason else "") + f": {oc.detail}")
-    lines.append(f"  exit status {report.exit_status}" + (f" ({report.signal})" if report.signal else ""))
-    lines.extend(f"  note: {n}" for n in report.notes)
-    return "\n".join(lines)

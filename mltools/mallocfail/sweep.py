@@ -362,25 +362,3 @@ def _rerun_pass(argv, filters, options, target, work, todo, persistent, baseline
     return out
 
 
-def render_sweep(rep: SweepReport) -> str:
-    from mltools.cli._output import Table
-    lines = [f"malloc-fail sweep: {rep.program}" + (" (persistent)" if rep.persistent else ""),
-             f"  baseline: {rep.baseline.counted_total} counted calls, exit {rep.baseline.exit_status}, "
-             f"{rep.baseline.elapsed_s:.3f} s",
-             f"  tested {rep.points_tested} points ({rep.forked} in forked children, {rep.rerun} re-run"
-             + (f", {rep.duplicates_skipped} duplicate stacks skipped" if rep.duplicates_skipped else "")
-             + f") in {rep.elapsed_s:.2f} s",
-             "  " + ", ".join(f"{k} {v}" for k, v in rep.by_class.items()), ""]
-    t = Table(["class", "reason", "points", "first", "call site"])
-    for s in rep.sites:
-        t.add(s.class_name, s.reason or "", s.points, s.first_index, s.site)
-    lines.append(t.render())
-    replays = [s for s in rep.sites if s.replay]
-    if replays:
-        lines.append("")
-        lines.append("replay:")
-        for s in replays:
-            lines.append(f"  # {s.class_name}{' (' + s.reason + ')' if s.reason else ''} at {s.site}"
-                         + (f"; died at {s.crash_site}" if s.crash_site else ""))
-            lines.append(f"  {s.replay}")
-    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""Text for people of a ``mltools doctor`` report (its JSON is the dataclass itself)."""
+from __future__ import annotations
+
+import os
+
+from mltools._text import Table, key_values
+
+__all__ = ["render_doctor"]
+
+
+_SEVERITY_TITLES = (("error", "Errors"), ("warning", "Warnings"), ("info", "Notes"))
+
+
+def _short(path: str, base: str) -> str:
+    if path and base and path.startswith(base.rstrip("/") + "/"):
+        return path[len(base.rstrip("/")) + 1:]
+    return path
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _rel(text: str, base: str) -> str:
+    """Paths under the first site dir, shown relative to it (JSON keeps them absolute)."""
+    return text.replace(base.rstrip("/") + "/", "") if base else text
+
+
+def _needed_by_text(paths, base: str) -> str:
+    if not paths:
+        return "-"
+    if len(paths) == 1:
+        return _short(paths[0], base)
+    def top(p):
+        short = _short(p, base)
+        return short.split("/", 1)[0] if short != p else os.path.dirname(p)
+    tops = sorted({top(p) for p in paths})
+    return f"{len(paths)} files under {', '.join(tops[:4])}" + (", ..." if len(tops) > 4 else "")
+
+
+def render_doctor(r) -> str:
+    py = r.python
+    base = py.site_dirs[0] if py.site_dirs else ""
+    out = [key_values([
+        ("python", f"{py.executable} ({py.implementation} {py.version}"
+                   + (f", virtualenv {py.prefix}" if py.in_virtualenv else f", prefix {py.prefix}") + ")"),
+        ("scanned", f"{_n(r.elf_files, 'ELF file')} ({_n(r.extension_modules, 'extension module')}) under "
+                    f"{_n(len(r.scanned_dirs), 'dir')}, {_n(r.distributions, 'distribution')}"),
+        ("site dir", base or "-"),
+        ("took", f"{r.timings_s.get('total', 0):.2f} s"),
+    ])]
+    if r.runtimes:
+        t = Table(["family", "impl", "soname", "package", "path", "needed by"], title="\nRuntime libraries")
+        for c in r.runtimes:
+            fam = c.family + (f" {c.major}" if c.major else "")
+            t.add(fam, c.implementation, c.soname, c.package or "-", _short(c.path, base) or "not found",
+                  _needed_by_text(c.needed_by, base))
+        out.append(t.render())
+    if r.imported:
+        libs = [lib for lib in r.loaded if not lib.extension_module]
+        n_ext = len(r.loaded) - len(libs)
+        t = Table(["#", "library", "package", "how", "path"],
+                  title=f"\nShared libraries loaded by `import {', '.join(r.imported)}`, in load order "
+                        f"(and {n_ext} extension modules)")
+        for i, lib in enumerate(libs, 1):
+            how = "dlopen" if lib.dlopened else "needed"
+            if lib.dlopened and lib.loaded_by:
+                how += f" by {os.path.basename(lib.loaded_by)}"
+            if lib.runtime:
+                how += f" [{lib.runtime}]"
+            t.add(i, lib.soname, lib.package or "-", how, _short(lib.path, base))
+        out.append(t.render())
+    if r.scope:
+        out.append("\nNot checked:\n" + "\n".join(f"  - {s}" for s in r.scope))
+    if not r.findings:
+        out.append("\nNo problems found.")
+        return "\n".join(out)
+    counts = {s: sum(1 for f in r.findings if f.severity.value == s) for s, _ in _SEVERITY_TITLES}
+    nouns = {"error": "error", "warning": "warning", "info": "note"}
+    out.append("\n" + ", ".join(f"{n} {nouns[s]}{'s' if n != 1 else ''}" for s, n in counts.items() if n))
+    for sev, title in _SEVERITY_TITLES:
+        group = [f for f in r.findings if f.severity.value == sev]
+        if not group:
+            continue
+        out.append(f"\n{title}")
+        for f in group:
+            out.append(f"  {f.code}: {_rel(f.message, base)}")
+            pkg = f.details.get("package") if isinstance(f.details, dict) else None
+            if pkg:
+                out.append(f"      package: {pkg}")
+            if f.fix:
+                out.append(f"      fix: {_rel(f.fix, base)}")
+    if r.failed:
+        out.append(f"\nexit status 1: findings at or above --fail-on {r.fail_on}")
+    return "\n".join(out)
