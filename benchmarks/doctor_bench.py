@@ -74,9 +74,9 @@ def main() -> None:
     versions = subprocess.run([py, "-c", "import numpy, scipy, torch; print(numpy.__version__, scipy.__version__, "
                                "torch.__version__)"], capture_output=True, text=True).stdout.split()
     doc, _, _ = run_doctor(py)        # warm the page cache, get the file list
-    from mltools.doctor.interp import probe_interpreter
-    from mltools.doctor.walk import walk_elf_files
-    files = [c.path for c in walk_elf_files(probe_interpreter(py).sys_path)[0]]
+    from mltools.elf.files import SITE, walk_elf_candidates
+    from mltools.python import probe_interpreter
+    files = [c.path for c in walk_elf_candidates(probe_interpreter(py).sys_path, mode=SITE).candidates]
     best = {}
     facts = {}
     for r in range(args.rounds):

@@ -28,7 +28,7 @@ import time
 
 from _harness import child_cpu_s  # noqa: E402 (benchmarks/ is on sys.path as the script dir)
 
-from mltools.elf.reader import looks_like_elf
+from mltools.elf.files import looks_like_elf
 
 MLTOOLS = [sys.executable, "-m", "mltools"]
 _UNDEF = re.compile(r"^undefined symbol: (\S+)(?:, version (\S+))?\t\((.*)\)$")

@@ -11,3 +11,12 @@ def sha256_file(path: str, block_size: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(block_size), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_head(path: str, size: int = 4096) -> bytes:
+    """The first ``size`` bytes of a file, or b"" when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return b""

@@ -12,6 +12,7 @@ import subprocess
 import time
 from typing import Mapping, Optional, Sequence, Tuple
 
+from mltools._files import read_head
 from mltools.errors import MltoolsError
 
 
@@ -47,15 +48,6 @@ def find_program(prog: str) -> str:
     return os.path.abspath(path)
 
 
-def read_head(path: str, size: int = 4096) -> bytes:
-    """The first ``size`` bytes of a file, or b"" when it cannot be read."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(size)
-    except OSError:
-        return b""
-
-
 def shebang(path: str) -> Optional[Tuple[str, ...]]:
     """The words of a ``#!`` line, or None when the file has none."""
     head = read_head(path, 256)
@@ -67,7 +59,8 @@ def shebang(path: str) -> Optional[Tuple[str, ...]]:
 
 def elf_interp(path: str) -> Tuple[bool, Optional[str]]:
     """(is an ELF file, its PT_INTERP or None)."""
-    from mltools.elf.reader import ElfFormatError, looks_like_elf, read_elf
+    from mltools.elf.files import looks_like_elf
+    from mltools.elf.reader import ElfFormatError, read_elf
 
     if not looks_like_elf(path):
         return False, None

@@ -298,7 +298,7 @@ def test_two_cuda_runtime_majors(tmp_path, monkeypatch):
 
 def test_dynamic_pass_survives_a_hang_and_a_crash(tmp_path):
     from mltools.doctor import dynamic
-    from mltools.doctor.interp import running_interpreter
+    from mltools.python import running_interpreter
     from mltools.doctor.owners import OwnerIndex
 
     (tmp_path / "hangs.py").write_text("import time\ntime.sleep(600)\n")

@@ -11,7 +11,7 @@ import pytest
 from mltools.elf import runtimes as rt
 from mltools.doctor.fixes import install_hint, missing_library_fix
 from mltools.doctor.host import thread_quota_findings, torch_cuda_version
-from mltools.doctor.interp import probe_interpreter, running_interpreter
+from mltools.python import probe_interpreter, running_interpreter
 from mltools.doctor.owners import Owner, OwnerIndex
 
 

@@ -621,7 +621,7 @@ def test_tree_json_writer_equals_json_dumps_of_tree_json(lay):
     """The fast many-tree JSON text is byte for byte json.dumps of tree_json, memoized trees included."""
     import json
 
-    from mltools.elf.ldtree import TreeJsonWriter, tree_json
+    from mltools.elf.treejson import TreeJsonWriter, tree_json
     b = "jsonw"
     lay.so(f"{b}/lib/libj1.so", "int j(void){return 1;}")
     exe1 = lay.exe(f"{b}/one", deps=[f"{b}/lib/libj1.so"], runpath="$ORIGIN/lib")

@@ -22,7 +22,12 @@ def emit(result: Any, as_json: bool, render: Optional[Callable[[Any], str]] = No
     """Write ``result`` to stdout as JSON or through ``render`` (returns text).
 
     ``schema``/``version`` default to the result's ``SCHEMA``/``SCHEMA_VERSION``.
+    A result that is already encoded (it has a ``document()`` method, such as
+    ``elf tree``'s batch of many trees) is written as it is.
     """
+    if callable(getattr(result, "document", None)):
+        click.echo(result.document())
+        return
     if as_json:
         schema = schema or getattr(result, "SCHEMA", None)
         version = version if version is not None else getattr(result, "SCHEMA_VERSION", None)

@@ -80,43 +80,14 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
 
     Exit status 1 when a library is missing or the loader would fail.
     """
-    from mltools.elf.describe import render_tree
-    from mltools.elf.ldtree import DepTreeSet, Resolver, resolve_tree
+    from mltools.elf.batch import resolve_batch
 
     env = _parse_env(env_pairs, ld_library_path, inherit=not clean_env)
     mask = None if hwcaps_mask is None else tuple(x for x in hwcaps_mask.split(":") if x)
-    njobs = jobs
-    if len(files) >= 64 and njobs > 1:
-        # Many files: resolve them in several processes, each with its own caches.
-        from mltools.elf.ldtree import resolve_many_serialized
-        from mltools.errors import InputError
-
-        results = resolve_many_serialized(list(files), jobs=njobs, fmt="json" if as_json else "text",
-                                          flat=flat, env=env, preload=preload, root=root, hwcaps_mask=mask)
-        for kind, payload, _ok in results:
-            if kind == "error":
-                raise InputError(payload)
-        if as_json:
-            click.echo('{"schema":"%s","version":%d,"trees":[%s]}' % (
-                DepTreeSet.SCHEMA, DepTreeSet.SCHEMA_VERSION, ",".join(p for _k, p, _o in results)))
-        else:
-            click.echo("\n\n".join(p for _k, p, _o in results))
-        if not all(ok for _k, _p, ok in results):
-            click.get_current_context().exit(1)
-        return
-    resolver = Resolver(root=root, hwcaps_mask=mask)
-    trees = [resolve_tree(f, env=env, preload=preload, resolver=resolver) for f in files]
-    if len(trees) == 1:
-        emit(trees[0], as_json, lambda t: render_tree(t, flat))
-    elif as_json:
-        # Many trees: one compact document (json's C encoder; indenting megabytes is slow).
-        from mltools.elf.ldtree import TreeJsonWriter
-        writer = TreeJsonWriter()
-        click.echo('{"schema":"%s","version":%d,"trees":[%s]}' % (
-            DepTreeSet.SCHEMA, DepTreeSet.SCHEMA_VERSION, ",".join([writer.tree_text(t) for t in trees])))
-    else:
-        click.echo("\n\n".join(render_tree(t, flat) for t in trees))
-    if any(not t.ok for t in trees):
+    batch = resolve_batch(list(files), fmt="json" if as_json else "text", flat=flat, jobs=jobs, env=env,
+                          preload=preload, root=root, hwcaps_mask=mask)
+    emit(batch, as_json)
+    if not batch.ok:
         click.get_current_context().exit(1)
 
 

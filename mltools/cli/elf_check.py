@@ -13,7 +13,8 @@ from mltools.cli._output import emit
 
 def _is_library(path: str) -> bool:
     """An ELF file without a program interpreter: a shared library, not a Python executable."""
-    from mltools.elf.reader import ElfFormatError, looks_like_elf, read_elf
+    from mltools.elf.files import looks_like_elf
+    from mltools.elf.reader import ElfFormatError, read_elf
 
     if not os.path.isfile(path) or not looks_like_elf(path):
         return False
@@ -54,10 +55,8 @@ def check_cmd(ctx: click.Context, files, as_python: Optional[str], after: str, f
 
     Exit status: 0 clean, 1 a finding matched --fail-on, 2 could not run.
     """
-    from mltools import _proc
     from mltools.elf.check import check_files, parse_fail_on
     from mltools.elf.describe import render_check
-    from mltools.errors import UsageError
 
     try:
         parse_fail_on(fail_on)
@@ -70,18 +69,8 @@ def check_cmd(ctx: click.Context, files, as_python: Optional[str], after: str, f
         as_python = ""
     if not files:
         raise click.UsageError("Missing argument 'FILES...'.")
-    python = None
-    if as_python is not None:
-        python = as_python or sys.executable
-        if "/" not in python:
-            found = _proc.which(python)
-            if found is None:
-                raise UsageError(f"--as-python {python}: not found on PATH")
-            python = found
-        if not os.path.isfile(python):
-            raise UsageError(f"--as-python {python}: no such file")
     modules = tuple(m.strip() for m in after.split(",") if m.strip())
-    report = check_files(files, python=python, after=modules, fail_on=fail_on,
+    report = check_files(files, python=as_python, after=modules, fail_on=fail_on,
                          auto_python=sys.executable)
     emit(report, as_json, render_check)
     if report.failed:

@@ -7,7 +7,7 @@
   owning package of each file and a fix.
 """
 from mltools.doctor.core import diagnose
-from mltools.doctor.interp import InterpreterInfo, probe_interpreter, running_interpreter
+from mltools.python import InterpreterInfo, probe_interpreter, running_interpreter
 from mltools.doctor.model import DoctorReport, LoadedLibrary, RuntimeCopy
 
 __all__ = ["DoctorReport", "InterpreterInfo", "LoadedLibrary", "RuntimeCopy", "diagnose",

@@ -7,10 +7,10 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from mltools import __version__
 from mltools.doctor import host
-from mltools.doctor.interp import InterpreterInfo, probe_interpreter, running_interpreter
+from mltools.python import InterpreterInfo, probe_interpreter, running_interpreter
 from mltools.doctor.model import DoctorReport
 from mltools.doctor.owners import OwnerIndex
-from mltools.doctor.walk import walk_elf_files
+from mltools.elf.files import SITE, walk_elf_candidates
 from mltools.errors import InputError
 from mltools.findings import Finding, Severity, any_at_or_above
 
@@ -91,7 +91,8 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     timings["interpreter"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    candidates, walked = walk_elf_files((list(interp.sys_path) if scan_sys_path else []) + extra)
+    walk = walk_elf_candidates((list(interp.sys_path) if scan_sys_path else []) + extra, mode=SITE)
+    candidates, walked = walk.candidates, walk.walked
     owners = OwnerIndex(list(interp.site_dirs) + extra, prefixes=[interp.prefix])
     timings["walk"] = time.perf_counter() - t
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 from mltools.elf import runtimes as rt
-from mltools.doctor.interp import InterpreterInfo
+from mltools.python import InterpreterInfo
 from mltools.doctor.model import LoadedLibrary
 from mltools.doctor.owners import OwnerIndex
-from mltools.doctor.walk import is_extension_name
+from mltools.elf.files import is_extension_name
 from mltools.findings import Finding, Severity
 
 # Runs in the target interpreter: stderr is silenced (tracebacks and warnings

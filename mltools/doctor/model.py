@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, Optional, Tuple
 
-from mltools.doctor.interp import InterpreterInfo
+from mltools.python import InterpreterInfo
 from mltools.findings import Finding
 
 

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from mltools.elf import runtimes as rt
-from mltools.doctor.duplicates import identical_groups
-from mltools.doctor.interp import InterpreterInfo
+from mltools.python import InterpreterInfo
 from mltools.doctor.model import RuntimeCopy
 from mltools.doctor.owners import OwnerIndex
-from mltools.doctor.walk import ElfCandidate
+from mltools.elf.files import ElfCandidate, identical_groups
 from mltools.findings import Finding, Severity
 
 
@@ -336,7 +335,8 @@ def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
     module and library, in the interpreter's process: one symbol cache for the
     whole pass, so each library is read and checked against a given scope once.
     Programs shipped in site-packages (mostly test binaries) are only resolved."""
-    from mltools.elf.check import SymbolCache, check_file, interpreter_binary
+    from mltools.elf.check import SymbolCache, check_file
+    from mltools.python import interpreter_binary
     from mltools.errors import MltoolsError
 
     cache = SymbolCache()
@@ -551,7 +551,8 @@ def _distinct_sonames(group: Sequence[RuntimeCopy]) -> List[RuntimeCopy]:
 
 def _identical_findings(paths: Sequence[str], infos, owners: OwnerIndex) -> List[Finding]:
     out = []
-    for digest, group in identical_groups(paths):
+    # ordered by their paths, as the report has always listed them
+    for digest, group in sorted(identical_groups(paths).groups, key=lambda g: g[1]):
         sonames = {infos[p].soname or os.path.basename(p) for p in group if p in infos}
         pkgs = sorted({owner_text(owners, p) or "-" for p in group})
         same = len(sonames) == 1

@@ -10,6 +10,9 @@
 - :mod:`mltools.elf.ldtree`: the static dependency resolver (``resolve_tree``,
   ``Resolver`` to share caches across many files, ``main``/``loaded`` for a
   process context such as the Python interpreter).
+- :mod:`mltools.elf.treejson`: the fast JSON of trees; :mod:`mltools.elf.batch`:
+  ``elf tree`` over many files, in several processes.
+- :mod:`mltools.elf.describe`: the text view of every ``elf`` result.
 """
 import importlib
 
@@ -21,11 +24,11 @@ _WHERE = {
     "CacheEntry": "ldcache", "LdCache": "ldcache", "parse_ld_cache": "ldcache",
     "read_ld_cache": "ldcache", "read_ld_so_conf": "ldcache",
     "Candidate": "ldtree", "DepTree": "ldtree", "DepTreeSet": "ldtree", "Library": "ldtree",
-    "NearMiss": "ldtree", "Resolver": "ldtree", "resolve_tree": "ldtree", "tree_json": "ldtree",
+    "NearMiss": "ldtree", "Resolver": "ldtree", "resolve_tree": "ldtree", "tree_json": "treejson",
     "LoaderConfig": "ldso", "expand_dst": "ldso", "host_loader_config": "ldso",
     "loader_config_for_root": "ldso",
     "DynamicSymbol": "reader", "ElfFormatError": "reader", "ElfInfo": "reader", "ElfNotes": "reader",
-    "ElfSymbols": "reader", "VersionDef": "reader", "VersionNeed": "reader", "looks_like_elf": "reader",
+    "ElfSymbols": "reader", "VersionDef": "reader", "VersionNeed": "reader", "looks_like_elf": "files",
     "read_elf": "reader", "read_notes": "reader", "read_symbols": "reader",
     "ScanReport": "scan", "scan_paths": "scan",
 }

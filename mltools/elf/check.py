@@ -452,65 +452,6 @@ class CheckReport:
     findings: Tuple[Finding, ...] = field(default=())   # every file's findings together
 
 
-_PROBE = ("import sys\n"
-          "for _m in sys.argv[1:]:\n"
-          "    __import__(_m)\n"
-          "sys.stdout.write(open('/proc/self/maps').read())\n")
-
-
-def loaded_by_imports(python: str, modules: Sequence[str], *, timeout: float = 300.0) -> Tuple[str, ...]:
-    """The shared objects a fresh ``python`` has mapped after importing ``modules``.
-
-    Read from the child's /proc/self/maps (address order, first mapping of
-    each file); the interpreter itself and ld.so are left out.
-    """
-    from mltools import _proc
-    from mltools.elf.reader import looks_like_elf
-    from mltools.errors import InputError
-
-    res = _proc.run([python, "-c", _PROBE, *modules], timeout=timeout)
-    if res.timed_out:
-        raise InputError(f"importing {', '.join(modules)} in {python} took more than {timeout:g} s")
-    if res.returncode != 0:
-        last = (res.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise InputError(f"{python} could not import {', '.join(modules)}: {last}")
-    exe = os.path.realpath(python)
-    seen: List[str] = []
-    for line in res.stdout.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) < 6 or not parts[5].startswith("/"):
-            continue
-        p = parts[5]
-        if p.endswith(" (deleted)") or p in seen:
-            continue
-        seen.append(p)
-    out = []
-    for p in seen:
-        real = os.path.realpath(p)
-        if real == exe or os.path.basename(p).startswith("ld-linux") or not looks_like_elf(p):
-            continue
-        if ".so" not in os.path.basename(p):
-            continue
-        out.append(p)
-    return tuple(out)
-
-
-def interpreter_binary(python: str, *, timeout: float = 60.0) -> str:
-    """The ELF executable behind ``python`` (a wrapper script such as a pyenv
-    shim is asked for its ``sys.executable``)."""
-    from mltools import _proc
-    from mltools.elf.reader import looks_like_elf
-    from mltools.errors import InputError
-
-    if looks_like_elf(python):
-        return python
-    res = _proc.run([python, "-c", "import sys; print(sys.executable)"], timeout=timeout)
-    exe = res.stdout.strip().splitlines()[-1:] if res.returncode == 0 else []
-    if not exe or not looks_like_elf(exe[0]):
-        raise InputError(f"--as-python {python}: not a Python interpreter (no ELF executable behind it)")
-    return exe[0]
-
-
 def _names_map(libraries) -> Dict[str, str]:
     names: Dict[str, str] = {}
     for lib in libraries:
@@ -617,10 +558,19 @@ def fails(findings: Iterable[Finding], threshold: Optional[Severity], codes: Seq
 
 def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Sequence[str] = (),
                 fail_on: str = "error", auto_python: Optional[str] = None) -> CheckReport:
-    """Check every file; extension modules go inside ``python`` (or ``auto_python``)."""
+    """Check every file; extension modules go inside ``python`` (or ``auto_python``).
+
+    ``python`` is an interpreter as the user named it (see
+    :func:`mltools.python.resolve_interpreter`; "" is the running one), or None
+    to check files on their own.
+    """
     import time
 
     from mltools.elf.ldtree import Resolver
+    from mltools.python import interpreter_binary, loaded_by_imports, resolve_interpreter
+
+    if python is not None:
+        python = resolve_interpreter(python, label="--as-python")
 
     start = time.perf_counter()
     threshold, codes = parse_fail_on(fail_on)
@@ -638,7 +588,7 @@ def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Se
             exe = auto_python
         if exe is not None:
             if exe not in binaries:
-                binaries[exe] = interpreter_binary(exe)
+                binaries[exe] = interpreter_binary(exe, label="--as-python")
             exe = binaries[exe]
         loaded: Tuple[str, ...] = ()
         if exe is not None and after:

@@ -31,7 +31,7 @@ import errno as _errno
 import os
 import re
 from stat import S_ISLNK as _S_ISLNK
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from mltools.elf.ldcache import LdCache, X86_64_CACHE_FLAGS, read_ld_cache, read_ld_so_conf
@@ -42,8 +42,7 @@ from mltools.findings import Finding, Severity
 
 __all__ = [
     "Candidate", "NearMiss", "Library", "DepTree", "DepTreeSet", "Resolver", "resolve_tree", "VIA_LABELS", "via_label",
-    "tree_json",
-    "TreeJsonWriter",
+    "ROOT_PLACEHOLDER", "template_of",
 ]
 
 # What each ``via`` value means: the loader's own term (findings, search labels)
@@ -140,124 +139,6 @@ class DepTreeSet:
     trees: Tuple[DepTree, ...]
 
 
-_FIELDS: Dict[type, Tuple[str, ...]] = {}
-
-
-def _plain(obj):
-    """A fast ``_jsonio.to_jsonable`` for the types a DepTree holds."""
-    t = type(obj)
-    if t is str or t is int or t is bool or obj is None:
-        return obj
-    names = _FIELDS.get(t)
-    if names is None and is_dataclass(obj):
-        names = _FIELDS[t] = tuple(f.name for f in fields(obj) if not f.name.startswith("_"))
-    if names is not None:
-        return {n: _plain(getattr(obj, n)) for n in names}
-    if t is tuple or t is list:
-        return [_plain(x) for x in obj]
-    from mltools import _jsonio
-    return _jsonio.to_jsonable(obj)
-
-
-def _library_json(lib: Library) -> dict:
-    # Written out field by field: this runs for every library of every tree.
-    return {
-        "soname": lib.soname, "path": lib.path, "via": lib.via, "needed_by": list(lib.needed_by),
-        "depth": lib.depth, "found_as": lib.found_as, "requested_as": list(lib.requested_as),
-        "via_object": lib.via_object, "hwcaps_subdir": lib.hwcaps_subdir, "needed": list(lib.needed),
-        "loader": lib.loader, "error": lib.error,
-        "tried": [{"path": c.path, "outcome": c.outcome, "source": c.source, "reason": c.reason}
-                  for c in lib.tried],
-        "near_misses": [{"path": n.path, "reason": n.reason} for n in lib.near_misses],
-    }
-
-
-def tree_json(tree: DepTree) -> dict:
-    """The ``mltools.elf.tree`` JSON document for ``tree`` (schema and version first)."""
-    return {
-        "schema": tree.SCHEMA, "version": tree.SCHEMA_VERSION, "root": tree.root,
-        "libraries": [_library_json(lib) for lib in tree.libraries],
-        "findings": [_plain(f) for f in tree.findings],
-        "root_needed": list(tree.root_needed), "interpreter": tree.interpreter, "context": list(tree.context),
-    }
-
-
-class TreeJsonWriter:
-    """Compact JSON text of many trees, equal to ``json.dumps(tree_json(t), separators=(",", ":"))``.
-
-    Trees memoized by a shared Resolver share their Library objects (or, where
-    the root is named, the template they were copied from), so each distinct
-    library is encoded once; a template's placeholder for the root is then
-    replaced by the tree's root, which is exact because no path holds a NUL.
-    """
-
-    _ROOT_TEXT = None   # set below: the placeholder as it appears in JSON text
-
-    def __init__(self):
-        import json
-        self._dumps = json.JSONEncoder(separators=(",", ":")).encode
-        self._libs: Dict[int, Tuple[Library, str]] = {}   # id -> (library kept alive, its text)
-
-    def _library_text(self, lib: Library, root_text: str) -> str:
-        tmpl = lib.__dict__.get("_template")
-        key = lib if tmpl is None else tmpl
-        hit = self._libs.get(id(key))
-        if hit is None:
-            hit = self._libs[id(key)] = (key, self._dumps(_library_json(key)))
-        if tmpl is None:
-            return hit[1]
-        return hit[1].replace(self._ROOT_TEXT, root_text)
-
-    def tree_text(self, tree: DepTree) -> str:
-        d = self._dumps
-        root = d(tree.root)
-        libs = ",".join([self._library_text(lib, root[1:-1]) for lib in tree.libraries])
-        tail = d({"findings": [_plain(f) for f in tree.findings], "root_needed": list(tree.root_needed),
-                  "interpreter": tree.interpreter, "context": list(tree.context)})
-        return (f'{{"schema":{d(tree.SCHEMA)},"version":{tree.SCHEMA_VERSION},"root":{root},'
-                f'"libraries":[{libs}],{tail[1:]}')
-
-
-def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
-    """Worker for :func:`resolve_many_serialized`: (kind, payload, ok) per path."""
-    paths, kw, fmt, flat = job
-    writer = TreeJsonWriter()
-    resolver = Resolver(root=kw.pop("root", None), hwcaps_mask=kw.pop("hwcaps_mask", None))
-    out = []
-    for p in paths:
-        try:
-            tree = resolve_tree(p, resolver=resolver, **kw)
-        except (InputError, UsageError) as exc:
-            out.append(("error", exc.message, False))
-            continue
-        if fmt == "json":
-            out.append(("ok", writer.tree_text(tree), tree.ok))
-        else:
-            from mltools.elf.describe import render_tree
-            out.append(("ok", render_tree(tree, flat), tree.ok))
-    return out
-
-
-def resolve_many_serialized(paths: Sequence[str], *, jobs: int, fmt: str = "json", flat: bool = False,
-                            **kw) -> List[Tuple[str, str, bool]]:
-    """Resolve many files in ``jobs`` processes (fork), each with its own Resolver.
-
-    Returns, in the order of ``paths``, ("ok", compact JSON of the tree or its
-    text, tree.ok) or ("error", message, False). The work is split in
-    contiguous chunks so each process reuses its caches.
-    """
-    n = max(1, min(jobs, len(paths)))
-    size = -(-len(paths) // n)
-    chunks = [(list(paths[i:i + size]), dict(kw), fmt, flat) for i in range(0, len(paths), size)]
-    if n == 1:
-        return _resolve_chunk(chunks[0])
-    import multiprocessing
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(n) as pool:
-        parts = pool.map(_resolve_chunk, chunks, chunksize=1)
-    return [x for part in parts for x in part]
-
-
 # --- internal state --------------------------------------------------------------------------
 
 class _Obj:
@@ -312,11 +193,12 @@ class Resolver:
                  use_cache: bool = True):
         cfg = config or loader_config_for_root(root)
         self.config = cfg.with_hwcaps_mask(hwcaps_mask)
-        self._rootp = "" if self.config.root in ("", "/") else self.config.root.rstrip("/")
+        # the sysroot as a prefix of host paths: "" for the real root
+        self.sysroot_prefix = "" if self.config.root in ("", "/") else self.config.root.rstrip("/")
         if cache is not None or not use_cache:
             self.cache = cache
         else:
-            self.cache = read_ld_cache(self._rootp + self.config.cache_path)
+            self.cache = read_ld_cache(self.sysroot_prefix + self.config.cache_path)
         self._listing: Dict[str, object] = {}
         self._verdicts: Dict[str, tuple] = {}
         self._subdirs = tuple(f"glibc-hwcaps/{s}/" for s in self.config.hwcaps_subdirs) + tuple(
@@ -329,9 +211,16 @@ class Resolver:
         self._etc_preload: Optional[Tuple[str, ...]] = None
         self._tree_memo: Dict[tuple, "DepTree"] = {}
 
+    # -- trees of programs with the same needs, kept as templates (see resolve_tree) -------
+    def memoized_tree(self, key: tuple) -> Optional["DepTree"]:
+        return self._tree_memo.get(key)
+
+    def remember_tree(self, key: tuple, template: "DepTree") -> None:
+        self._tree_memo[key] = template
+
     # -- file system, with the sysroot applied ---------------------------------------------
     def host(self, path: str) -> str:
-        return self._rootp + path if (self._rootp and path.startswith("/")) else path
+        return self.sysroot_prefix + path if (self.sysroot_prefix and path.startswith("/")) else path
 
     def _list(self, d: str):
         hit = self._listing.get(d, None)
@@ -431,7 +320,7 @@ class Resolver:
         return ("fatal", None, exc.reason)
 
     # -- search path pieces ------------------------------------------------------------------
-    def _expand_list(self, value: str, origin: Optional[str], seps: str = ":") -> Tuple[str, ...]:
+    def expand_list(self, value: str, origin: Optional[str], seps: str = ":") -> Tuple[str, ...]:
         """fillin_rpath: DSTs expanded, trailing slashes dropped, duplicates removed; '' = cwd."""
         out: List[str] = []
         elems = value.split(":") if seps == ":" else re.split("[:;]", value)
@@ -450,22 +339,22 @@ class Resolver:
                 out.append(d)
         return tuple(out)
 
-    def _rpath_dirs(self, obj: _Obj) -> Tuple[str, ...]:
+    def rpath_dirs(self, obj: _Obj) -> Tuple[str, ...]:
         if obj._rpath is None:
             info = obj.info
             if info is None or info.rpath is None or info.runpath is not None or info.rpath == "":
                 obj._rpath = ()
             else:
-                obj._rpath = self._expand_list(info.rpath, obj.origin)
+                obj._rpath = self.expand_list(info.rpath, obj.origin)
         return obj._rpath
 
-    def _runpath_dirs(self, obj: _Obj) -> Tuple[str, ...]:
+    def runpath_dirs(self, obj: _Obj) -> Tuple[str, ...]:
         if obj._runpath is None:
             info = obj.info
             if info is None or not info.runpath:
                 obj._runpath = ()
             else:
-                obj._runpath = self._expand_list(info.runpath, obj.origin)
+                obj._runpath = self.expand_list(info.runpath, obj.origin)
         return obj._runpath
 
     def _open_path(self, name: str, dirs: Sequence[str], source: str, cwd: str,
@@ -513,18 +402,18 @@ class Resolver:
             seen_main = False
             lm: Optional[_Obj] = loader
             while lm is not None:
-                dirs = self._rpath_dirs(lm)
+                dirs = self.rpath_dirs(lm)
                 if dirs:
                     chain.append((dirs, lm))
                     seen_main |= lm is main
                 lm = lm.loader
             if not seen_main and main is not None and main is not loader:
-                dirs = self._rpath_dirs(main)
+                dirs = self.rpath_dirs(main)
                 if dirs:
                     chain.append((dirs, main))
         else:
             chain = []
-        runpath = self._runpath_dirs(loader)
+        runpath = self.runpath_dirs(loader)
         nodeflib = bool(info is not None and info.nodeflib)
         key = (name, env_dirs, runpath, nodeflib, cwd)
         memo = self._search_memo.get(key) if not chain else None
@@ -650,7 +539,7 @@ class Resolver:
         out = []
         for p in pats:
             out.extend(sorted(glob.glob(self.host(p))))
-        if not self._rootp:
+        if not self.sysroot_prefix:
             # pip's CUDA wheels (nvidia-cuda-runtime-cu12, ...) and torch's own libraries
             for sp in sorted(glob.glob(f"{sys.prefix}/lib/python3*/site-packages")):
                 out.extend(sorted(glob.glob(f"{sp}/nvidia/*/lib")) + sorted(glob.glob(f"{sp}/torch/lib")))
@@ -676,7 +565,7 @@ class Resolver:
         return real_head + "/" + base if real_head != "/" else "/" + base
 
     # -- the namespace ------------------------------------------------------------------------
-    def _new_obj(self, info: ElfInfo, found_as: str, host_path: str, loader: Optional[_Obj], depth: int,
+    def new_object(self, info: ElfInfo, found_as: str, host_path: str, loader: Optional[_Obj], depth: int,
                  via: Optional[str], cwd: str, is_exe_origin: bool = False) -> _Obj:
         key = (found_as, host_path, is_exe_origin, None if host_path.startswith("/") else cwd)
         meta = self._objmeta.get(key)
@@ -685,8 +574,8 @@ class Resolver:
             real = self._realpath(abs_found)
             if is_exe_origin:
                 origin = os.path.dirname(real)
-                if self._rootp and origin.startswith(self._rootp):
-                    origin = origin[len(self._rootp):] or "/"
+                if self.sysroot_prefix and origin.startswith(self.sysroot_prefix):
+                    origin = origin[len(self.sysroot_prefix):] or "/"
             else:
                 tf = found_as if found_as.startswith("/") else os.path.join(cwd, found_as)
                 origin = os.path.dirname(tf) or "/"
@@ -752,7 +641,7 @@ def _env_dirs(resolver: Resolver, env: Mapping[str, str], main: _Obj) -> Tuple[s
     llp = env.get("LD_LIBRARY_PATH")
     if not llp:
         return ()
-    return resolver._expand_list(llp, main.origin, seps=":;")
+    return resolver.expand_list(llp, main.origin, seps=":;")
 
 
 def _preload_names(env: Mapping[str, str], preload: Sequence[str], resolver: Resolver,
@@ -790,19 +679,42 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
     when ``path`` itself cannot be read.
     """
     r = resolver or Resolver(root=root, hwcaps_mask=hwcaps_mask)
-    env = dict(env or {})
-    cwd = cwd or os.getcwd()
-    ns = _Namespace()
-    findings: List[Finding] = []
+    return _Walk(r, path, dict(env or {}), cwd or os.getcwd()).run(
+        main=main, preload=preload, loaded=loaded, use_etc_preload=use_etc_preload)
 
-    def load_root(p: str, kind: str) -> _Obj:
+
+class _Walk:
+    """One resolution: the simulated process's namespace, and the tree of its root.
+
+    The steps follow ld.so: the main program and its interpreter, the
+    preloads, a breadth-first walk over DT_NEEDED; with a ``main`` other than
+    the root, that process's objects and earlier dlopens come first.
+    """
+
+    def __init__(self, resolver: Resolver, path: str, env: Dict[str, str], cwd: str):
+        self.r = resolver
+        self.path = path
+        self.env = env
+        self.cwd = cwd
+        self.ns = _Namespace()
+        self.findings: List[Finding] = []
+        self.missing: Dict[str, _Obj] = {}       # not-found names, searched again for the next requester
+        self.root_reused: List[str] = []         # names that resolved to the root's own file
+        self.tree_depth: Dict[int, int] = {}     # breadth-first level within the root's traversal
+        self.main_obj: Optional[_Obj] = None
+        self.root_obj: Optional[_Obj] = None
+        self.env_dirs: Tuple[str, ...] = ()
+
+    def load_root(self, p: str, kind: str) -> _Obj:
+        r = self.r
         found_as = p
         host_p = p
-        if r._rootp:
+        prefix = r.sysroot_prefix
+        if prefix:
             # FILE may be given as the target sees it (/usr/bin/x) or as a host path inside the root
             ap = os.path.abspath(p)
-            if ap.startswith(r._rootp + "/") and os.path.exists(ap):
-                host_p, found_as = ap, ap[len(r._rootp):]
+            if ap.startswith(prefix + "/") and os.path.exists(ap):
+                host_p, found_as = ap, ap[len(prefix):]
             else:
                 host_p, found_as = r.host(ap), ap
         info = read_elf(host_p)      # InputError / ElfFormatError name the problem
@@ -813,41 +725,14 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
             raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here loads "
                              f"ELF{r.config.elf_class} {want} objects only")
         exe = kind == "main" and info.interp is not None
-        obj = r._new_obj(info, found_as, host_p, None, 0, None, cwd, is_exe_origin=exe)
+        obj = r.new_object(info, found_as, host_p, None, 0, None, self.cwd, is_exe_origin=exe)
         obj.kind = kind
         obj.names.append(p)
         return obj
 
-    # the main program
-    root_is_main = main is None
-    main_obj = load_root(path if root_is_main else main, "main")
-    main_obj.is_main = True
-    ns.add(main_obj)
-
-    # the program interpreter is in the namespace from the start
-    interp_path = main_obj.info.interp or r.config.interpreter
-    interp_obj = None
-    host_interp = r.host(interp_path)
-    outcome, iinfo, _reason = r.verify(host_interp)
-    if outcome == "ok":
-        interp_obj = r._new_obj(iinfo, interp_path, host_interp, None, 0, "interpreter", cwd)
-        interp_obj.kind = "interpreter"
-        interp_obj.names.append(interp_path)
-        ns.add(interp_obj)
-    env_dirs = _env_dirs(r, env, main_obj)
-    for el in (env.get("LD_LIBRARY_PATH") or "").replace(";", ":").split(":") if env.get("LD_LIBRARY_PATH") else ():
-        if el == "":
-            findings.append(Finding("EMPTY_PATH_ELEMENT", Severity.WARNING,
-                                    "LD_LIBRARY_PATH has an empty element: the loader searches the current "
-                                    f"directory ({cwd}) there", fix="remove the empty element",
-                                    details={"variable": "LD_LIBRARY_PATH"}))
-            break
-
-    order: List[_Obj] = []           # the objects of the tree (the root's traversal), in load order
-    root_reused: List[str] = []
-    missing: Dict[str, _Obj] = {}
-
-    def map_name(name: str, loader: _Obj, depth: int, traversal: List[_Obj], record: bool) -> Optional[_Obj]:
+    def map_name(self, name: str, loader: _Obj, depth: int, traversal: List[_Obj]) -> Optional[_Obj]:
+        """The object ``name`` resolves to for ``loader`` (mapped now if new), as _dl_map_object."""
+        r, ns, cwd = self.r, self.ns, self.cwd
         existing = ns.lookup(name)
         if existing is not None:
             return existing
@@ -867,23 +752,25 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
                 found_as, x, via, via_obj, sub = expanded, (info if outcome == "ok" else reason), "path", None, None
             tried_t = tuple(tried)
         else:
-            status, found_as, x, via, via_obj, sub, tried_t = r.search(name, loader, main_obj, env_dirs, cwd)
+            status, found_as, x, via, via_obj, sub, tried_t = r.search(name, loader, self.main_obj,
+                                                                       self.env_dirs, cwd)
         if status == "found":
             info: ElfInfo = x
             same = ns.by_id.get(info.file_id)
             if same is not None:
-                if same is main_obj:
-                    root_reused.append(name)       # the tree then depends on the root's file
+                if same is self.main_obj:
+                    self.root_reused.append(name)       # the tree then depends on the root's file
                 ns.alias(same, name)
                 return same
             host_found = r.host(found_as) if found_as.startswith("/") else found_as
-            obj = r._new_obj(info, found_as, host_found, loader, depth, via, cwd)
+            obj = r.new_object(info, found_as, host_found, loader, depth, via, cwd)
             obj.via_object = via_obj
             obj.hwcaps = sub
             obj.names.append(name)
             ns.add(obj)
             traversal.append(obj)
             return obj
+        missing = self.missing
         if name in missing and missing[name].kind == ("fatal" if status == "fatal" else "missing"):
             return missing[name]
         obj = _Obj(None, found_as or name, None, None, loader, depth, None, kind="missing")
@@ -900,24 +787,25 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
         traversal.append(obj)
         return obj
 
-    tree_depth: Dict[int, int] = {}     # breadth-first level within the root's traversal
-
-    def bfs(start: List[_Obj], traversal: List[_Obj], record: bool) -> None:
+    def bfs(self, start: List[_Obj], traversal: List[_Obj], record: bool) -> None:
+        """Breadth-first over DT_NEEDED from ``start``; ``record`` notes who needs whom (the tree)."""
         queue = list(start)
         i = 0
         seen = {id(o) for o in queue}
-        by_name = ns.by_name
+        by_name = self.ns.by_name
+        tree_depth = self.tree_depth
+        map_name = self.map_name
         while i < len(queue):
             obj = queue[i]
             i += 1
             if obj.info is None:
                 continue
-            who = (obj.ident() if obj is not root_obj else path) if record else None
+            who = (obj.ident() if obj is not self.root_obj else self.path) if record else None
             level = tree_depth.get(id(obj), 0) + 1
             for name in obj.info.needed:
                 dep = by_name.get(name)              # already loaded: reused, nothing searched
                 if dep is None:
-                    dep = map_name(name, obj, obj.depth + 1, traversal, record)
+                    dep = map_name(name, obj, obj.depth + 1, traversal)
                     if dep is None:
                         continue
                 elif name not in dep.names:
@@ -929,148 +817,189 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
                         dep.needed_by.append(who)
                     if (dep.via in ("rpath", "runpath") and dep.loader is not obj and not dep.context
                             and dep.kind not in ("missing", "fatal")):
-                        _check_order(name, obj, dep)
+                        self.check_order(name, obj, dep)
                 if id(dep) not in seen and dep.kind not in ("missing", "fatal"):
                     seen.add(id(dep))
                     traversal.append(dep)        # an _Order: appends once
                     queue.append(dep)
 
-    def _check_order(name: str, requester: _Obj, dep: _Obj) -> None:
-        st = r.search(name, requester, main_obj, env_dirs, cwd)
+    def check_order(self, name: str, requester: _Obj, dep: _Obj) -> None:
+        """LOAD_ORDER_DEPENDENT when ``requester``'s own search path would not find ``dep``."""
+        st = self.r.search(name, requester, self.main_obj, self.env_dirs, self.cwd)
         if st[0] != "found":
-            findings.append(Finding(
+            self.findings.append(Finding(
                 "LOAD_ORDER_DEPENDENT", Severity.WARNING,
-                f"{requester.ident() if requester is not root_obj else path} needs {name}, which its own "
+                f"{requester.ident() if requester is not self.root_obj else self.path} needs {name}, which its own "
                 f"search path does not find: it resolves only because {dep.loader.ident() if dep.loader else 'another object'} "
                 f"loaded {dep.found_as} first ({via_label(dep.via)})",
                 fix="give the object its own DT_RUNPATH (e.g. $ORIGIN) or a path that finds the library",
                 details={"requester": requester.ident(), "name": name, "provider": dep.real}))
 
-    # preloads: searched with the main program as the loader
-    root_obj = main_obj if root_is_main else None
-    preload_names = _preload_names(env, preload, r, use_etc_preload)
+    def run(self, *, main: Optional[str], preload: Sequence[str], loaded: Sequence[str],
+            use_etc_preload: bool) -> DepTree:
+        r, ns, path, cwd, env, findings = self.r, self.ns, self.path, self.cwd, self.env, self.findings
+        # the main program
+        root_is_main = main is None
+        main_obj = self.main_obj = self.load_root(path if root_is_main else main, "main")
+        main_obj.is_main = True
+        ns.add(main_obj)
 
-    # Programs with the same NEEDED list, search paths and flags get the same
-    # tree (many of /usr/bin need only libc.so.6): reuse it, renaming the root.
-    memo_key = None
-    if root_is_main and not findings:
-        mi = main_obj.info
-        memo_key = (mi.needed, r._rpath_dirs(main_obj), r._runpath_dirs(main_obj), mi.nodeflib, mi.soname,
-                    interp_path, env_dirs, tuple(preload_names), cwd)
-        hit = r._tree_memo.get(memo_key)
-        if hit is not None:
-            return _from_template(hit, path)
+        # the program interpreter is in the namespace from the start
+        interp_path = main_obj.info.interp or r.config.interpreter
+        interp_obj = None
+        host_interp = r.host(interp_path)
+        outcome, iinfo, _reason = r.verify(host_interp)
+        if outcome == "ok":
+            interp_obj = r.new_object(iinfo, interp_path, host_interp, None, 0, "interpreter", cwd)
+            interp_obj.kind = "interpreter"
+            interp_obj.names.append(interp_path)
+            ns.add(interp_obj)
+        env_dirs = self.env_dirs = _env_dirs(r, env, main_obj)
+        for el in (env.get("LD_LIBRARY_PATH") or "").replace(";", ":").split(":") if env.get("LD_LIBRARY_PATH") else ():
+            if el == "":
+                findings.append(Finding("EMPTY_PATH_ELEMENT", Severity.WARNING,
+                                        "LD_LIBRARY_PATH has an empty element: the loader searches the current "
+                                        f"directory ({cwd}) there", fix="remove the empty element",
+                                        details={"variable": "LD_LIBRARY_PATH"}))
+                break
 
-    pre_objs: List[_Obj] = _Order()
-    for pname, source in preload_names:
-        before = len(ns.objs)
-        dep = map_name(pname, main_obj, 1, pre_objs, False)
-        if dep is None or dep.kind in ("missing", "fatal"):
-            findings.append(Finding(
-                "PRELOAD_NOT_FOUND", Severity.WARNING,
-                f"object {pname!r} from {source} cannot be preloaded: ignored",
-                details={"name": pname, "source": source}))
-            missing.pop(pname, None)
-            if dep in pre_objs:
-                pre_objs.remove(dep)
-            continue
-        if len(ns.objs) > before:
-            dep.via = "preload"
-            dep.via_object = source
-    for o in pre_objs:
-        o.depth = 1
-        tree_depth[id(o)] = 1
+        # preloads: searched with the main program as the loader
+        self.root_obj = main_obj if root_is_main else None
+        preload_names = _preload_names(env, preload, r, use_etc_preload)
 
-    if root_is_main:
-        root_obj = main_obj
-        traversal: List[_Obj] = _Order(pre_objs)
-        bfs([main_obj] + pre_objs, traversal, True)
-        order = traversal
-    else:
-        ctx: List[_Obj] = _Order(pre_objs)
-        bfs([main_obj] + pre_objs, ctx, False)
-        for extra in loaded:
-            try:
-                lobj = load_root(extra, "dlopen")
-            except (InputError, ElfFormatError) as exc:
-                raise InputError(f"already-loaded object {extra}: {exc.message}") from None
-            same = ns.by_id.get(lobj.info.file_id)
-            if same is not None:
-                continue
-            lobj.origin = os.path.dirname(os.path.abspath(extra))
-            ns.add(lobj)
-            ctx.append(lobj)
-            bfs([lobj], ctx, False)
-        for o in ns.objs:
-            o.context = True
-        missing.clear()
-        root_obj = load_root(path, "dlopen")
-        root_obj.origin = os.path.dirname(os.path.abspath(path))
-        same = ns.by_id.get(root_obj.info.file_id)
-        if same is not None:
-            root_obj = same
-        else:
-            ns.add(root_obj)
-        traversal = _Order()
-        bfs([root_obj], traversal, True)
-        order = traversal
+        # Programs with the same NEEDED list, search paths and flags get the same
+        # tree (many of /usr/bin need only libc.so.6): reuse it, renaming the root.
+        memo_key = None
+        if root_is_main and not findings:
+            mi = main_obj.info
+            memo_key = (mi.needed, r.rpath_dirs(main_obj), r.runpath_dirs(main_obj), mi.nodeflib, mi.soname,
+                        interp_path, env_dirs, tuple(preload_names), cwd)
+            hit = r.memoized_tree(memo_key)
+            if hit is not None:
+                return _from_template(hit, path)
 
-    # The interpreter is always mapped, but ld.so keeps it in the list of
-    # objects (and ldd shows it) only when some DT_NEEDED names it (rtld.c).
-
-    libs: List[Library] = []
-    for o in order:
-        if o is root_obj:
-            continue
-        libs.append(_library(o, r, tree_depth.get(id(o), o.depth), (root_obj, path)))
-        lib = libs[-1]
-        if o.kind == "missing":
-            findings.append(Finding(
-                "MISSING", Severity.ERROR,
-                f"{lib.soname} not found (needed by {', '.join(lib.needed_by) or path})",
-                fix=_missing_fix(lib), details={"soname": lib.soname, "tried": len(lib.tried)}))
-        elif o.kind == "fatal":
-            findings.append(Finding(
-                "FATAL_CANDIDATE", Severity.ERROR,
-                f"{lib.soname}: the loader stops at {o.found_as}: {o.error}",
-                fix="remove or replace that file (a Git LFS pointer needs `git lfs pull`)",
-                details={"soname": lib.soname, "path": o.found_as, "error": o.error}))
-        elif lib.hwcaps_subdir and lib.hwcaps_subdir.startswith("glibc-hwcaps/"):
-            findings.append(Finding(
-                "HWCAPS_OVERRIDE", Severity.INFO,
-                f"{lib.soname} comes from {lib.found_as} ({lib.hwcaps_subdir}), not the directory itself",
-                details={"soname": lib.soname, "subdir": lib.hwcaps_subdir}))
-        for c in lib.tried:
-            if c.outcome == "skipped" and c.reason and "class" in c.reason:
+        tree_depth = self.tree_depth
+        pre_objs: List[_Obj] = _Order()
+        for pname, source in preload_names:
+            before = len(ns.objs)
+            dep = self.map_name(pname, main_obj, 1, pre_objs)
+            if dep is None or dep.kind in ("missing", "fatal"):
                 findings.append(Finding(
-                    "WRONG_CLASS_SKIPPED", Severity.INFO,
-                    f"{c.path} skipped for {lib.soname}: {c.reason}", details={"path": c.path}))
-    rinfo = root_obj.info
-    if rinfo is not None and rinfo.rpath is not None and rinfo.runpath is not None:
-        findings.append(Finding("RPATH_IGNORED", Severity.INFO,
-                                f"{path} has both DT_RPATH and DT_RUNPATH: the loader ignores its RPATH",
-                                details={"rpath": rinfo.rpath, "runpath": rinfo.runpath}))
-    if (root_is_main and rinfo is not None and rinfo.interp and os.path.islink(r.host(os.path.abspath(path)))
-            and "$ORIGIN" in ((rinfo.rpath or "") + (rinfo.runpath or "")).replace("${ORIGIN}", "$ORIGIN")):
-        findings.append(Finding(
-            "ORIGIN_OF_SYMLINKED_PROGRAM", Severity.INFO,
-            f"{path} is a symlink: $ORIGIN is the directory of its realpath ({main_obj.origin}), which is what "
-            "the kernel-started program uses; `ldd` uses the symlink's directory and may disagree",
-            details={"origin": main_obj.origin}))
-    context = tuple(o.ident() for o in ns.objs if o.context)
-    tree = DepTree(root=path, libraries=tuple(libs), findings=tuple(findings),
-                   root_needed=rinfo.needed if rinfo else (), interpreter=interp_path if interp_obj else None,
-                   context=context)
-    if (memo_key is not None and not findings and all(lib.found for lib in libs)
-            and not any("/" in n for n in rinfo.needed)
-            and not any("/" in n for lib in libs for n in lib.needed)
-            and not root_reused):
-        r._tree_memo[memo_key] = _to_template(tree, path)
-    return tree
+                    "PRELOAD_NOT_FOUND", Severity.WARNING,
+                    f"object {pname!r} from {source} cannot be preloaded: ignored",
+                    details={"name": pname, "source": source}))
+                self.missing.pop(pname, None)
+                if dep in pre_objs:
+                    pre_objs.remove(dep)
+                continue
+            if len(ns.objs) > before:
+                dep.via = "preload"
+                dep.via_object = source
+        for o in pre_objs:
+            o.depth = 1
+            tree_depth[id(o)] = 1
+
+        if root_is_main:
+            root_obj = main_obj
+            order: List[_Obj] = _Order(pre_objs)
+            self.bfs([main_obj] + pre_objs, order, True)
+        else:
+            ctx: List[_Obj] = _Order(pre_objs)
+            self.bfs([main_obj] + pre_objs, ctx, False)
+            for extra in loaded:
+                try:
+                    lobj = self.load_root(extra, "dlopen")
+                except (InputError, ElfFormatError) as exc:
+                    raise InputError(f"already-loaded object {extra}: {exc.message}") from None
+                same = ns.by_id.get(lobj.info.file_id)
+                if same is not None:
+                    continue
+                lobj.origin = os.path.dirname(os.path.abspath(extra))
+                ns.add(lobj)
+                ctx.append(lobj)
+                self.bfs([lobj], ctx, False)
+            for o in ns.objs:
+                o.context = True
+            self.missing.clear()
+            root_obj = self.load_root(path, "dlopen")
+            root_obj.origin = os.path.dirname(os.path.abspath(path))
+            same = ns.by_id.get(root_obj.info.file_id)
+            if same is not None:
+                root_obj = same
+            else:
+                ns.add(root_obj)
+            self.root_obj = root_obj
+            order = _Order()
+            self.bfs([root_obj], order, True)
+
+        # The interpreter is always mapped, but ld.so keeps it in the list of
+        # objects (and ldd shows it) only when some DT_NEEDED names it (rtld.c).
+        libs = self.libraries(order, root_obj)
+        rinfo = root_obj.info
+        if rinfo is not None and rinfo.rpath is not None and rinfo.runpath is not None:
+            findings.append(Finding("RPATH_IGNORED", Severity.INFO,
+                                    f"{path} has both DT_RPATH and DT_RUNPATH: the loader ignores its RPATH",
+                                    details={"rpath": rinfo.rpath, "runpath": rinfo.runpath}))
+        if (root_is_main and rinfo is not None and rinfo.interp and os.path.islink(r.host(os.path.abspath(path)))
+                and "$ORIGIN" in ((rinfo.rpath or "") + (rinfo.runpath or "")).replace("${ORIGIN}", "$ORIGIN")):
+            findings.append(Finding(
+                "ORIGIN_OF_SYMLINKED_PROGRAM", Severity.INFO,
+                f"{path} is a symlink: $ORIGIN is the directory of its realpath ({main_obj.origin}), which is what "
+                "the kernel-started program uses; `ldd` uses the symlink's directory and may disagree",
+                details={"origin": main_obj.origin}))
+        context = tuple(o.ident() for o in ns.objs if o.context)
+        tree = DepTree(root=path, libraries=tuple(libs), findings=tuple(findings),
+                       root_needed=rinfo.needed if rinfo else (), interpreter=interp_path if interp_obj else None,
+                       context=context)
+        if (memo_key is not None and not findings and all(lib.found for lib in libs)
+                and not any("/" in n for n in rinfo.needed)
+                and not any("/" in n for lib in libs for n in lib.needed)
+                and not self.root_reused):
+            r.remember_tree(memo_key, _to_template(tree, path))
+        return tree
+
+    def libraries(self, order: List[_Obj], root_obj: _Obj) -> List[Library]:
+        """The tree's libraries in load order, with the findings about each."""
+        findings, path, r = self.findings, self.path, self.r
+        libs: List[Library] = []
+        for o in order:
+            if o is root_obj:
+                continue
+            lib = _library(o, r, self.tree_depth.get(id(o), o.depth), (root_obj, path))
+            libs.append(lib)
+            if o.kind == "missing":
+                findings.append(Finding(
+                    "MISSING", Severity.ERROR,
+                    f"{lib.soname} not found (needed by {', '.join(lib.needed_by) or path})",
+                    fix=_missing_fix(lib), details={"soname": lib.soname, "tried": len(lib.tried)}))
+            elif o.kind == "fatal":
+                findings.append(Finding(
+                    "FATAL_CANDIDATE", Severity.ERROR,
+                    f"{lib.soname}: the loader stops at {o.found_as}: {o.error}",
+                    fix="remove or replace that file (a Git LFS pointer needs `git lfs pull`)",
+                    details={"soname": lib.soname, "path": o.found_as, "error": o.error}))
+            elif lib.hwcaps_subdir and lib.hwcaps_subdir.startswith("glibc-hwcaps/"):
+                findings.append(Finding(
+                    "HWCAPS_OVERRIDE", Severity.INFO,
+                    f"{lib.soname} comes from {lib.found_as} ({lib.hwcaps_subdir}), not the directory itself",
+                    details={"soname": lib.soname, "subdir": lib.hwcaps_subdir}))
+            for c in lib.tried:
+                if c.outcome == "skipped" and c.reason and "class" in c.reason:
+                    findings.append(Finding(
+                        "WRONG_CLASS_SKIPPED", Severity.INFO,
+                        f"{c.path} skipped for {lib.soname}: {c.reason}", details={"path": c.path}))
+        return libs
 
 
-_ROOT = "\0root\0"      # stands for the root's path in a memoized tree
-TreeJsonWriter._ROOT_TEXT = r"\u0000root\u0000"      # json.dumps(_ROOT) without its quotes
+# The root's path in a memoized tree (no path holds a NUL). A tree made from a
+# template keeps a link to each library it copied (not a field: ``template_of``),
+# which lets the JSON writer encode the shared library once.
+ROOT_PLACEHOLDER = "\0root\0"
+
+
+def template_of(lib: Library) -> Optional[Library]:
+    """The memoized library ``lib`` was copied from for another root, if it was."""
+    return lib.__dict__.get("_template")
 
 
 def _copy(obj, **changes):
@@ -1089,13 +1018,13 @@ def _swap_root(lib: Library, old: str, new: str) -> Library:
 
 
 def _to_template(tree: DepTree, path: str) -> DepTree:
-    return _copy(tree, root=_ROOT, libraries=tuple(_swap_root(lib, path, _ROOT) for lib in tree.libraries))
+    return _copy(tree, root=ROOT_PLACEHOLDER, libraries=tuple(_swap_root(lib, path, ROOT_PLACEHOLDER) for lib in tree.libraries))
 
 
 def _from_template(tmpl: DepTree, path: str) -> DepTree:
     libs = []
     for lib in tmpl.libraries:
-        new = _swap_root(lib, _ROOT, path)
+        new = _swap_root(lib, ROOT_PLACEHOLDER, path)
         if new is not lib:
             new.__dict__["_template"] = lib     # not a field: lets TreeJsonWriter encode lib once
         libs.append(new)

@@ -21,17 +21,17 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from mltools.elf.files import ELFMAG, is_linker_script
 from mltools.errors import InputError
 
 __all__ = [
     "ElfFormatError", "ElfInfo", "DynamicSymbol", "VersionNeed", "VersionDef",
-    "ElfSymbols", "ElfNotes", "read_elf", "read_symbols", "read_notes", "looks_like_elf", "is_linker_script",
+    "ElfSymbols", "ElfNotes", "read_elf", "read_symbols", "read_notes",
     "MACHINE_NAMES", "TYPE_NAMES", "dt_flags_names", "dt_flags_1_names",
     "DF_1_NODEFLIB", "DF_ORIGIN", "ET_EXEC", "ET_DYN", "EM_X86_64",
 ]
 
 # --- constants (elf.h) -------------------------------------------------------
-ELFMAG = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2
 ET_NONE, ET_REL, ET_EXEC, ET_DYN, ET_CORE = 0, 1, 2, 3, 4
@@ -321,15 +321,6 @@ class _Image:
         return off, end
 
 
-_LD_SCRIPT_WORDS = (b"INPUT(", b"GROUP(", b"INPUT (", b"GROUP (", b"OUTPUT_FORMAT", b"/* GNU ld script")
-
-
-def is_linker_script(head: bytes) -> bool:
-    """A ``libfoo.so`` that is a GNU ld script (``INPUT(libfoo.so.1)``): for the linker, not the loader."""
-    text = head[:512]
-    return any(w in text for w in _LD_SCRIPT_WORDS) and b"\0" not in text
-
-
 def _not_elf_reason(ident: bytes, buf) -> str:
     head = bytes(buf[:512])
     if head.startswith(b"version https://git-lfs"):
@@ -373,15 +364,6 @@ def _open(path: str):
         return buf, st
     finally:
         os.close(fd)
-
-
-def looks_like_elf(path: str) -> bool:
-    """True when the file starts with the ELF magic (a cheap pre-filter for scans)."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(4) == ELFMAG
-    except OSError:
-        return False
 
 
 def _parse(path: str, parse):

@@ -20,17 +20,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
-from mltools._files import sha256_file
 from mltools.elf.ldtree import DepTree, Resolver, resolve_tree
 from mltools.elf.runtimes import duplicate_family
-from mltools.elf.reader import ELFMAG, ElfFormatError, ElfInfo, is_linker_script, read_elf, read_notes
+from mltools.elf.files import (TREE, identical_groups, is_linker_script_file, is_shared_object_name,
+                               is_tagged_extension_name, looks_like_elf, walk_elf_candidates)
+from mltools.elf.reader import ElfFormatError, ElfInfo, read_elf, read_notes
 from mltools.errors import InputError
 from mltools.findings import Finding, Severity
 
 __all__ = ["ScannedFile", "DuplicateGroup", "RuntimeCopies", "ScanReport", "scan_paths"]
 
 _GRAFT_HASH = re.compile(r"-[0-9a-f]{8}(?:-[0-9a-f]{8})?\.so")
-_EXTENSION = re.compile(r"\.(cpython-[^.]+|abi3|pypy[^.]*)\.so$")
 
 
 @dataclass(frozen=True)
@@ -69,66 +69,10 @@ class ScanReport:
     findings: Tuple[Finding, ...]
 
 
-# Never ELF: skipped without opening (a scan of a torch venv meets 20k headers and sources).
-_TEXT_SUFFIXES = frozenset(
-    ".py .pyc .pyi .pyx .pxd .pxi .h .hh .hpp .hxx .cuh .inc .inl .c .cc .cpp .cxx .cu .txt .md .rst "
-    ".json .yaml .yml .toml .cfg .ini .csv .typed .cmake .html .js .css .pem .proto .npz .npy .pkl "
-    ".png .jpg .svg .gz .zip .whl .tar .xml .f90 .f .mod .ptx .cubin".split())
-
-
-def _walk(paths: Sequence[str]) -> Tuple[List[str], Dict[str, List[str]]]:
-    """Regular files under ``paths`` (sorted) and the symlink names pointing at them."""
-    files = set()
-    aliases: Dict[str, List[str]] = {}
-
-    def visit(d: str) -> None:
-        try:
-            it = os.scandir(d)
-        except OSError:
-            return
-        with it:
-            for e in it:
-                try:
-                    if e.is_symlink():
-                        if _looks_like_shared_object(e.name) or os.path.splitext(e.name)[1] not in _TEXT_SUFFIXES:
-                            real = os.path.realpath(e.path)
-                            if os.path.isfile(real):
-                                aliases.setdefault(real, []).append(e.path)
-                    elif e.is_dir(follow_symlinks=False):
-                        visit(e.path)
-                    elif e.is_file(follow_symlinks=False):
-                        if os.path.splitext(e.name)[1] not in _TEXT_SUFFIXES or _looks_like_shared_object(e.name):
-                            files.add(e.path)
-                except OSError:
-                    continue
-
-    for top in paths:
-        if not os.path.exists(top):
-            raise InputError(f"{top}: no such file or directory")
-        if os.path.isfile(top):
-            real = os.path.realpath(top)
-            files.add(real)
-            if real != os.path.abspath(top):
-                aliases.setdefault(real, []).append(os.path.abspath(top))
-        else:
-            visit(os.path.abspath(top))
-    return sorted(files), aliases
-
-
-def _looks_like_shared_object(path: str) -> bool:
-    base = os.path.basename(path)
-    return base.endswith(".so") or ".so." in base
-
-
 def _probe(path: str):
     """(path, ElfInfo | None, error | None, build_id): read one file; non-ELF files are None."""
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-    except OSError:
-        return path, None, None, None
-    if magic != ELFMAG:
-        if _looks_like_shared_object(path) and not _is_ld_script(path):
+    if not looks_like_elf(path):
+        if is_shared_object_name(path) and not is_linker_script_file(path):
             try:
                 read_elf(path)
             except ElfFormatError as exc:
@@ -146,19 +90,11 @@ def _probe(path: str):
     return path, info, None, notes.build_id
 
 
-def _is_ld_script(path: str) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return is_linker_script(fh.read(512))
-    except OSError:
-        return False
-
-
 def _kind(path: str, info: ElfInfo) -> str:
     base = os.path.basename(path)
     if info.interp is not None or info.type == 2:
         return "executable"
-    if _EXTENSION.search(base):
+    if is_tagged_extension_name(base):
         return "extension"
     if base.endswith(".so") and not base.startswith("lib") and not _GRAFT_HASH.search(base):
         return "module"          # a plugin opened with dlopen (gconv, PAM, Python 2-style modules)
@@ -172,7 +108,8 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
     """Scan files and directory trees; see the module docstring."""
     if not paths:
         raise InputError("nothing to scan")
-    files, aliases = _walk(paths)
+    walk = walk_elf_candidates(paths, mode=TREE)
+    files, aliases = [c.path for c in walk.candidates], walk.aliases
     jobs = jobs or min(8, (os.cpu_count() or 1) + 2)
     chunks = [files[i:i + 128] for i in range(0, len(files), 128)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -188,19 +125,9 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
             elves[path] = (info, build_id)
 
     # identical files: same size first, then sha256 (hashed in parallel)
-    by_size: Dict[int, List[str]] = {}
-    for path, (info, _b) in elves.items():
-        by_size.setdefault(info.size, []).append(path)
-    to_hash = sorted(p for group in by_size.values() if len(group) > 1 for p in group)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        digests = dict(zip(to_hash, pool.map(sha256_file, to_hash)))
-    groups: List[DuplicateGroup] = []
-    by_digest: Dict[str, List[str]] = {}
-    for p, d in digests.items():
-        by_digest.setdefault(d, []).append(p)
-    for d, ps in sorted(by_digest.items()):
-        if len(ps) > 1:
-            groups.append(DuplicateGroup(f"sha256:{d}", tuple(sorted(ps)), True))
+    identical = identical_groups(sorted(elves), jobs=jobs)
+    digests = identical.digests
+    groups: List[DuplicateGroup] = [DuplicateGroup(f"sha256:{d}", ps, True) for d, ps in identical.groups]
     by_build: Dict[str, List[str]] = {}
     for path, (_i, b) in elves.items():
         if b:

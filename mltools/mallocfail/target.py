@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from mltools import _proc
-from mltools._target import TargetStartError, find_program, privilege_reason, read_head, shebang
+from mltools._files import read_head
+from mltools._target import TargetStartError, find_program, privilege_reason, shebang
 from mltools.errors import InputError, ToolNotFoundError, UsageError
 
 #: Interpreters that are wrappers, never the program under test.

@@ -1,9 +1,14 @@
-"""The Python interpreter whose environment is diagnosed.
+"""Which Python interpreter: one answer for ``doctor --python``, ``elf check --as-python``
+and everything else that runs or models an interpreter.
 
-The running interpreter answers from ``sys`` and ``sysconfig``; another one
-(``--python EXE``) is asked with one subprocess that prints the same facts as
-JSON. Everything else doctor needs about that environment (the files, the
-package metadata) is read from disk by this process.
+- :func:`resolve_interpreter` turns what the user wrote (a path, a name on
+  ``PATH``, nothing for the running one) into a path, with one set of checks
+  and messages;
+- :func:`running_interpreter` / :func:`probe_interpreter` describe it
+  (``sys.path``, prefix, version, ...): the running one from ``sys`` and
+  ``sysconfig``, another with one subprocess that prints the same facts as JSON;
+- :func:`interpreter_binary` is the ELF program behind a wrapper (a pyenv shim);
+- :func:`loaded_by_imports` is what it has mapped after importing some modules.
 """
 from __future__ import annotations
 
@@ -11,9 +16,35 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from mltools.errors import InputError, SubprocessError
+
+__all__ = ["InterpreterInfo", "resolve_interpreter", "running_interpreter", "probe_interpreter",
+           "interpreter_binary", "loaded_by_imports"]
+
+
+def resolve_interpreter(spec: Optional[str], *, label: str = "--python") -> str:
+    """The interpreter ``spec`` names: a path, a program on ``PATH``, or (None or "") the one
+    running mltools. ``label`` names the option in messages. Raises InputError."""
+    from mltools import _proc
+
+    if not spec:
+        return sys.executable
+    exe = spec
+    if os.sep not in exe:
+        found = _proc.which(exe)
+        if found is None:
+            raise InputError(f"{label} {spec}: no such program on PATH")
+        exe = found
+    if not os.path.exists(exe):
+        raise InputError(f"{label} {spec}: no such file")
+    if os.path.isdir(exe):
+        raise InputError(f"{label} {spec}: is a directory, not an interpreter")
+    if not os.access(exe, os.X_OK):
+        raise InputError(f"{label} {spec}: not executable")
+    return exe
+
 
 # Runs under the target interpreter: plain Python 3 (3.6+ syntax), stdlib only,
 # no site customisation skipped, so sys.path is what that interpreter really uses.
@@ -112,18 +143,7 @@ def probe_interpreter(executable: str, *, timeout: float = 60.0) -> InterpreterI
     """Ask another interpreter for its ``sys.path``, prefix and version (one subprocess)."""
     from mltools import _proc
 
-    exe = executable
-    if os.sep not in exe:
-        found = _proc.which(exe)
-        if found is None:
-            raise InputError(f"--python {executable}: no such program on PATH")
-        exe = found
-    if not os.path.exists(exe):
-        raise InputError(f"--python {executable}: no such file")
-    if os.path.isdir(exe):
-        raise InputError(f"--python {executable}: is a directory, not an interpreter")
-    if not os.access(exe, os.X_OK):
-        raise InputError(f"--python {executable}: not executable")
+    exe = resolve_interpreter(executable)
     res = _proc.run([exe, "-c", _PROBE], timeout=timeout, lc_all_c=True)
     if res.timed_out:
         raise SubprocessError(f"--python {executable}: no answer within {timeout:g} s")
@@ -137,3 +157,60 @@ def probe_interpreter(executable: str, *, timeout: float = 60.0) -> InterpreterI
     same = os.path.realpath(data.get("executable") or "") == os.path.realpath(sys.executable) \
         and data.get("prefix") == sys.prefix
     return _from_probe(data, is_running=same)
+
+
+_MAPS_PROBE = ("import sys\n"
+          "for _m in sys.argv[1:]:\n"
+          "    __import__(_m)\n"
+          "sys.stdout.write(open('/proc/self/maps').read())\n")
+
+
+def loaded_by_imports(python: str, modules: Sequence[str], *, timeout: float = 300.0) -> Tuple[str, ...]:
+    """The shared objects a fresh ``python`` has mapped after importing ``modules``.
+
+    Read from the child's /proc/self/maps (address order, first mapping of
+    each file); the interpreter itself and ld.so are left out.
+    """
+    from mltools import _proc
+    from mltools.elf.files import looks_like_elf
+
+    res = _proc.run([python, "-c", _MAPS_PROBE, *modules], timeout=timeout)
+    if res.timed_out:
+        raise InputError(f"importing {', '.join(modules)} in {python} took more than {timeout:g} s")
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise InputError(f"{python} could not import {', '.join(modules)}: {last}")
+    exe = os.path.realpath(python)
+    seen: List[str] = []
+    for line in res.stdout.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 6 or not parts[5].startswith("/"):
+            continue
+        p = parts[5]
+        if p.endswith(" (deleted)") or p in seen:
+            continue
+        seen.append(p)
+    out = []
+    for p in seen:
+        real = os.path.realpath(p)
+        if real == exe or os.path.basename(p).startswith("ld-linux") or not looks_like_elf(p):
+            continue
+        if ".so" not in os.path.basename(p):
+            continue
+        out.append(p)
+    return tuple(out)
+
+
+def interpreter_binary(python: str, *, label: str = "--python", timeout: float = 60.0) -> str:
+    """The ELF executable behind ``python`` (a wrapper script such as a pyenv
+    shim is asked for its ``sys.executable``)."""
+    from mltools import _proc
+    from mltools.elf.files import looks_like_elf
+
+    if looks_like_elf(python):
+        return python
+    res = _proc.run([python, "-c", "import sys; print(sys.executable)"], timeout=timeout)
+    exe = res.stdout.strip().splitlines()[-1:] if res.returncode == 0 else []
+    if not exe or not looks_like_elf(exe[0]):
+        raise InputError(f"{label} {python}: not a Python interpreter (no ELF executable behind it)")
+    return exe[0]
