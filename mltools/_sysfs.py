@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional
 
-__all__ = ["read_bytes", "read_text", "cpuinfo_fields"]
+__all__ = ["read_bytes", "read_text", "cpuinfo_fields", "usable_cpus"]
 
 
 def read_bytes(path: str, root: str = "/") -> Optional[bytes]:
     """The bytes of ``path`` (absolute, or relative to ``root``: an hwloc dump's top
     directory), or None when it cannot be read."""
-    full = os.path.join(root, path.lstrip("/")) if root not in ("", "/") else path
+    full = os.path.join(root or "/", path.lstrip("/"))
     try:
         with open(full, "rb") as fh:
             return fh.read()
@@ -45,3 +45,11 @@ def cpuinfo_fields(text: str) -> Dict[str, str]:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     return fields
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), the default for every ``--jobs``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

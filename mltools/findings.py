@@ -6,8 +6,9 @@ Shared by every part that reports problems (env, elf, doctor, cython, ...), so
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 
 class Severity(str, enum.Enum):
@@ -41,5 +42,46 @@ def worst(findings: Iterable[Finding]) -> Optional[Severity]:
     return max(ranked, key=lambda s: s.rank) if ranked else None
 
 
-def any_at_or_above(findings: Iterable[Finding], threshold: Severity) -> bool:
-    return any(f.severity.rank >= threshold.rank for f in findings)
+@dataclass(frozen=True)
+class FailOn:
+    """When a run has "found problems" (exit status 1): a finding at or above ``threshold``,
+    or one whose code is in ``codes``. The one decision every command makes the same way."""
+    threshold: Optional[Severity] = Severity.ERROR
+    codes: Tuple[str, ...] = ()
+    tokens: Tuple[str, ...] = ("error",)     # as written (reports echo them)
+
+    def matches(self, findings: Iterable[Finding]) -> bool:
+        threshold, codes = self.threshold, self.codes
+        return any((threshold is not None and f.severity.rank >= threshold.rank) or f.code in codes
+                   for f in findings)
+
+    def __str__(self) -> str:
+        return ",".join(self.tokens)
+
+    @classmethod
+    def at(cls, severity: Severity) -> "FailOn":
+        return cls(severity, (), (severity.value,))
+
+
+_CODE = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def parse_fail_on(text: str, examples: Sequence[str] = ("MISSING", "UNDEFINED")) -> FailOn:
+    """The one ``--fail-on`` grammar: comma-separated severities (the lowest wins), finding
+    codes (UPPER_SNAKE, or a rule id such as CYP001) and ``none``. ``examples`` name codes for
+    the message of a ValueError."""
+    threshold: Optional[Severity] = None
+    codes = []
+    tokens = tuple(t.strip() for t in text.split(",") if t.strip())
+    for token in tokens:
+        if token.lower() in ("info", "warning", "error"):
+            sev = Severity.parse(token)
+            threshold = sev if threshold is None or sev.rank < threshold.rank else threshold
+        elif _CODE.fullmatch(token):
+            codes.append(token)
+        elif token.lower() == "none":
+            continue
+        else:
+            raise ValueError(f"--fail-on {token!r}: use a severity (info, warning, error), "
+                             f"finding codes such as {', '.join(examples)}, or none")
+    return FailOn(threshold, tuple(codes), tokens)

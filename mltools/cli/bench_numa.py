@@ -57,7 +57,7 @@ def numa_cmd(sysfs_root, topology_only, dry_run, nodes, cpus, threads, size, lat
     Exit status: 0 all well; 1 pages were not on the bound node (fraction below
     0.99) or a kernel's results were wrong; 2 could not run.
     """
-    from mltools.findings import Severity, any_at_or_above
+    from mltools.findings import FailOn, Severity
     from mltools.numa.bench import BenchOptions, parse_size, run_numa_bench
     from mltools.numa.describe import render_numa
 
@@ -76,5 +76,5 @@ def numa_cmd(sysfs_root, topology_only, dry_run, nodes, cpus, threads, size, lat
     if progress:
         click.echo("\r\x1b[K", err=True, nl=False)
     emit(result, as_json, render_numa)
-    if any_at_or_above(result.findings, Severity.ERROR):
+    if FailOn.at(Severity.ERROR).matches(result.findings):
         click.get_current_context().exit(1)

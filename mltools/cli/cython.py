@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from mltools.cli import MltoolsGroup
-from mltools.cli._options import json_option
+from mltools.cli._options import fail_on_option, jobs_option, json_option
 from mltools.cli._output import emit, warn
 
 
@@ -27,12 +27,10 @@ def cython_group() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default=None,
               help="Output format: text (default), json, or github workflow annotations.")
 @json_option
-@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None,
-              help="Exit 1 when a finding is at or above this severity (default: warning).")
+@fail_on_option(None, examples=("CYP001", "CYP004"), default_text="warning, or fail-on in pyproject.toml")
 @click.option("--no-types", is_flag=True,
               help="Syntax only: skip Cython's type analysis (fewer, weaker findings).")
-@click.option("-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Worker processes; 0 picks one per 8 files, at most 4 and the usable CPUs.")
+@jobs_option()
 def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fail_on, no_types, jobs) -> None:
     """Check .pyx files (and .pxd inline code) for pointer-cast pitfalls.
 
@@ -43,14 +41,14 @@ def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fai
     Settings can also live in pyproject.toml under [tool.mltools.cython].
     Suppress a finding with `# noqa: CYP001` (or a bare `# noqa`) on its line.
 
-    Exit status: 0 nothing at or above --fail-on; 1 findings; 2 usage error,
+    Exit status: 0 nothing matches --fail-on; 1 findings; 2 usage error,
     missing file, or a file that does not parse.
     """
     from mltools.cythoncheck import CheckSettings, check_paths, parse_env
     from mltools.cythoncheck.describe import render_github, render_text
     from mltools.cythoncheck.config import load_config
     from mltools.errors import InputError, UsageError
-    from mltools.findings import Severity
+    from mltools.findings import parse_fail_on
 
     if as_json and fmt not in (None, "json"):
         raise UsageError(f"--json conflicts with --format {fmt}")
@@ -63,9 +61,9 @@ def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fai
         select=tuple(select) or cfg.select,
         ignore=tuple(ignore) or cfg.ignore,
         types=not no_types,
-        jobs=jobs,
+        jobs=jobs or 0,
     )
-    threshold = Severity.parse(fail_on or cfg.fail_on or "warning")
+    fail_on = fail_on or parse_fail_on(cfg.fail_on or "warning")
     report = check_paths(paths, settings)
     for n in report.notes:
         warn(n)
@@ -77,12 +75,10 @@ def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fai
         from mltools.cythoncheck.check import CheckJson
         emit(CheckJson(report.findings, report.files_checked), True)
     elif fmt == "github":
-        text = render_github(report)
-        if text:
-            click.echo(text)
+        emit(report, False, render_github)
     else:
         emit(report, False, render_text)
-    if report.failed(threshold):
+    if fail_on.matches(report.findings):
         click.get_current_context().exit(1)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mltools.cli._options import json_option
+from mltools.cli._options import fail_on_option, json_option, python_option
 from mltools.cli._output import emit
 
 
@@ -15,15 +15,13 @@ def _split_imports(values) -> tuple:
 
 
 @click.command("doctor")
-@click.option("--python", "python", metavar="EXE",
-              help="Diagnose the environment of this interpreter (default: the one running mltools).")
+@python_option(help_text="Diagnose the environment of this interpreter (default: the one running mltools).")
 @click.option("--import", "imports", metavar="MOD,...", multiple=True,
               help="Also import these modules in a child process under the loader's tracer and "
                    "report what really loads (the dynamic pass).")
 @click.option("--path", "paths", metavar="DIR", multiple=True, type=click.Path(file_okay=False),
               help="Also scan the ELF files under DIR (repeatable).")
-@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default="error", show_default=True,
-              help="Exit 1 when a finding at or above this severity is found.")
+@fail_on_option(examples=("MISSING_LIBRARY", "DUP_RUNTIME"))
 @json_option
 def doctor_cmd(python, imports, paths, fail_on, as_json) -> None:
     """Diagnose the native side of a Python ML environment.
@@ -39,14 +37,11 @@ def doctor_cmd(python, imports, paths, fail_on, as_json) -> None:
     balancing. Each finding has a stable code, the package that owns the file
     and a fix.
 
-    Exit status: 0 nothing at or above --fail-on; 1 something is; 2 could not run.
+    Exit status: 0 nothing matches --fail-on; 1 something does; 2 could not run.
     """
     from mltools.doctor import diagnose
     from mltools.doctor.describe import render_doctor
-    from mltools.findings import Severity
-
-    report = diagnose(python, imports=_split_imports(imports), paths=paths,
-                      fail_on=Severity.parse(fail_on))
+    report = diagnose(python, imports=_split_imports(imports), paths=paths, fail_on=fail_on)
     emit(report, as_json, render_doctor)
     if report.failed:
         click.get_current_context().exit(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from mltools.cli import MltoolsGroup
-from mltools.cli._options import json_option
+from mltools.cli._options import fail_on_option, jobs_option, json_option, root_option
 from mltools.cli._output import emit
 
 
@@ -60,13 +60,11 @@ def _parse_env(pairs, ld_library_path, inherit: bool) -> dict:
 @click.option("--ld-library-path", default=None, metavar="PATH", help="LD_LIBRARY_PATH to use ('' for none).")
 @click.option("--clean-env", is_flag=True, help="Ignore LD_LIBRARY_PATH and LD_PRELOAD of this environment.")
 @click.option("--preload", multiple=True, metavar="LIB", help="Preload LIB as ld.so --preload does (repeatable).")
-@click.option("--root", default=None, type=click.Path(file_okay=False), metavar="DIR",
-              help="Resolve inside the sysroot DIR (its ld.so.cache and directories).")
+@root_option()
 @click.option("--hwcaps-mask", default=None, metavar="LIST",
               help="Search only these glibc-hwcaps subdirectories (x86-64-v3:x86-64-v2, '' for none).")
 @click.option("--flat", is_flag=True, help="A table in load order instead of a tree.")
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Processes to split 64 or more FILEs over (each with its own caches).")
+@jobs_option()
 @json_option
 def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps_mask, flat, jobs,
              as_json) -> None:
@@ -98,8 +96,7 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
               help="The cache file (default: /etc/ld.so.cache, under --root if given).")
 @click.option("--conf", "conf_path", default=None, type=click.Path(dir_okay=False),
               help="The ld.so.conf to compare with (default: /etc/ld.so.conf).")
-@click.option("--root", default=None, type=click.Path(file_okay=False), metavar="DIR",
-              help="A sysroot whose cache and configuration to read.")
+@root_option("A sysroot whose cache and configuration to read.")
 @click.option("--no-stale-check", is_flag=True, help="Only list the entries.")
 @json_option
 def ldcache_cmd(cache_path, conf_path, root, no_stale_check, as_json) -> None:
@@ -113,11 +110,11 @@ def ldcache_cmd(cache_path, conf_path, root, no_stale_check, as_json) -> None:
     """
     from mltools.elf.describe import render_ldcache
     from mltools.elf.ldcache import ldcache_report
-    from mltools.findings import Severity, any_at_or_above
+    from mltools.findings import FailOn, Severity
 
     report = ldcache_report(cache_path, conf_path, root, check_stale=not no_stale_check)
     emit(report, as_json, render_ldcache)
-    if any_at_or_above(report.findings, Severity.WARNING):
+    if FailOn.at(Severity.WARNING).matches(report.findings):
         click.get_current_context().exit(1)
 
 
@@ -126,11 +123,9 @@ def ldcache_cmd(cache_path, conf_path, root, no_stale_check, as_json) -> None:
 @elf.command("scan")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--list", "list_files", is_flag=True, help="Also list every ELF file found.")
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None, help="Threads for reading and hashing.")
-@click.option("--root", default=None, type=click.Path(file_okay=False), metavar="DIR",
-              help="Resolve inside the sysroot DIR.")
-@click.option("--fail-on", type=click.Choice(["error", "warning"]), default="error", show_default=True,
-              help="Exit 1 when a finding is at least this severe.")
+@jobs_option()
+@root_option("Resolve inside the sysroot DIR.")
+@fail_on_option()
 @json_option
 def scan_cmd(paths, list_files, jobs, root, fail_on, as_json) -> None:
     """Every ELF file under PATHs (a build dir, a venv, an unpacked wheel).
@@ -144,11 +139,9 @@ def scan_cmd(paths, list_files, jobs, root, fail_on, as_json) -> None:
     """
     from mltools.elf.describe import render_scan
     from mltools.elf.scan import scan_paths
-    from mltools.findings import Severity, any_at_or_above
-
     report = scan_paths(list(paths), jobs=jobs, root=root)
     emit(report, as_json, lambda r: render_scan(r, list_files))
-    if any_at_or_above(report.findings, Severity.parse(fail_on)):
+    if fail_on.matches(report.findings):
         click.get_current_context().exit(1)
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from mltools.cli._options import json_option
+from mltools.cli._options import fail_on_option, json_option, python_option
 from mltools.cli._output import emit
 
 
@@ -26,19 +26,17 @@ def _is_library(path: str) -> bool:
 
 @click.command("check")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@click.option("--as-python", "as_python", is_flag=False, flag_value="", default=None, metavar="[EXE]",
-              help="Check inside this Python interpreter, as an import would load it: "
-                   "--as-python=EXE, or bare for the one running mltools. Automatic for "
-                   "*.cpython-*.so and *.abi3.so files.")
+@python_option("--as-python", bare_means_running=True,
+               help_text="Check inside this Python interpreter, as an import would load it: "
+                         "--as-python=EXE, or bare for the one running mltools. Automatic for "
+                         "*.cpython-*.so and *.abi3.so files.")
 @click.option("--after", "after", default="", metavar="MODULE,...",
               help="Import these modules first (in a child interpreter) and treat the libraries "
                    "they loaded as already loaded, e.g. --after torch (implies --as-python).")
-@click.option("--fail-on", "fail_on", default="error", show_default=True, metavar="CODES",
-              help="Exit 1 when a finding has one of these codes or is at or above a severity "
-                   "(info, warning, error); comma-separated, e.g. warning or UNDEFINED,VERSION_MISSING.")
+@fail_on_option(examples=("MISSING", "VERSION_MISSING", "VERSION_MISSING_WEAK", "UNDEFINED"))
 @json_option
 @click.pass_context
-def check_cmd(ctx: click.Context, files, as_python: Optional[str], after: str, fail_on: str,
+def check_cmd(ctx: click.Context, files, python: Optional[str], after: str, fail_on,
               as_json: bool) -> None:
     """Check FILEs statically as ld.so would load them.
 
@@ -55,22 +53,18 @@ def check_cmd(ctx: click.Context, files, as_python: Optional[str], after: str, f
 
     Exit status: 0 clean, 1 a finding matched --fail-on, 2 could not run.
     """
-    from mltools.elf.check import check_files, parse_fail_on
+    from mltools.elf.check import check_files
     from mltools.elf.describe import render_check
 
-    try:
-        parse_fail_on(fail_on)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--fail-on") from None
     files = list(files)
-    if as_python and _is_library(as_python):
+    if python and _is_library(python):
         # "--as-python FILE": click took FILE as the interpreter; write --as-python=EXE for one
-        files.insert(0, as_python)
-        as_python = ""
+        files.insert(0, python)
+        python = ""
     if not files:
         raise click.UsageError("Missing argument 'FILES...'.")
     modules = tuple(m.strip() for m in after.split(",") if m.strip())
-    report = check_files(files, python=as_python, after=modules, fail_on=fail_on,
+    report = check_files(files, python=python, after=modules, fail_on=fail_on,
                          auto_python=sys.executable)
     emit(report, as_json, render_check)
     if report.failed:

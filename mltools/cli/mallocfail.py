@@ -6,7 +6,7 @@ import sys
 import click
 
 from mltools.cli import TargetCommand
-from mltools.cli._options import json_option
+from mltools.cli._options import jobs_option, json_option
 
 
 def _write_bytes(stream, data: bytes) -> None:
@@ -73,7 +73,7 @@ def _size(ctx, param, value):
               help="Sweep: fork at each allocation instead of re-running (default: on for --scope root).")
 @click.option("--unique-stacks", is_flag=True,
               help="Sweep: test each distinct call stack (8 frames) once.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Sweep: parallel re-runs (default: cores).")
+@jobs_option(applies="Sweep: ")
 @click.option("--max-points", type=click.IntRange(min=1), help="Sweep: test at most this many indices.")
 @click.option("--point-timeout", type=click.FloatRange(min=0.001), default=20.0, show_default=True,
               help="Sweep: seconds per point before it counts as a hang.")

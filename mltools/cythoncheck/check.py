@@ -63,9 +63,6 @@ class CheckReport:
     errors: Tuple[FileError, ...] = ()        # files that do not parse
     notes: Tuple[str, ...] = ()               # e.g. files checked without types
 
-    def failed(self, fail_on: Severity) -> bool:
-        return any(f.severity.rank >= fail_on.rank for f in self.findings)
-
 
 @dataclass(frozen=True)
 class CheckJson:
@@ -222,11 +219,9 @@ _UNRESOLVED_MARK = "\0unresolved:"
 
 def _auto_jobs(n_files: int) -> int:
     """Worker processes for ``n_files``: one per 8 files, at most the usable CPUs and 4."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 4, n_files // 8))
+    from mltools._sysfs import usable_cpus
+
+    return max(1, min(usable_cpus(), 4, n_files // 8))
 
 
 def _check_chunk(paths, opts, types: bool):

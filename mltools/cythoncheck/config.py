@@ -2,7 +2,7 @@
 
 Keys (all optional): ``include-dirs`` (list, relative to the pyproject.toml),
 ``compile-time-env`` (table), ``cplus`` (bool), ``select`` / ``ignore`` (lists
-of codes or prefixes), ``fail-on`` ("error", "warning" or "info").
+of codes or prefixes), ``fail-on`` (as the option: a severity, codes, or none).
 """
 from __future__ import annotations
 
@@ -92,8 +92,12 @@ def load_config(paths: Sequence[str]) -> FileConfig:
     if not isinstance(cplus, bool):
         raise InputError(f"{where}: cplus must be true or false")
     fail_on = table.get("fail-on")
-    if fail_on is not None and fail_on not in ("error", "warning", "info"):
-        raise InputError(f"{where}: fail-on must be error, warning or info")
+    if fail_on is not None:
+        from mltools.findings import parse_fail_on
+        try:
+            parse_fail_on(str(fail_on))
+        except ValueError as exc:
+            raise InputError(f"{where}: fail-on: {exc}") from None
     return FileConfig(
         path=path,
         include_dirs=tuple(os.path.join(base, d) for d in _str_list(table.get("include-dirs", []), "include-dirs", where)),

@@ -7,8 +7,8 @@
   owning package of each file and a fix.
 """
 from mltools.doctor.core import diagnose
-from mltools.python import InterpreterInfo, probe_interpreter, running_interpreter
 from mltools.doctor.model import DoctorReport, LoadedLibrary, RuntimeCopy
+from mltools.python import InterpreterInfo, probe_interpreter, running_interpreter
 
 __all__ = ["DoctorReport", "InterpreterInfo", "LoadedLibrary", "RuntimeCopy", "diagnose",
            "probe_interpreter", "running_interpreter"]

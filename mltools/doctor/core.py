@@ -7,12 +7,12 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from mltools import __version__
 from mltools.doctor import host
-from mltools.python import InterpreterInfo, probe_interpreter, running_interpreter
 from mltools.doctor.model import DoctorReport
 from mltools.doctor.owners import OwnerIndex
 from mltools.elf.files import SITE, walk_elf_candidates
 from mltools.errors import InputError
-from mltools.findings import Finding, Severity, any_at_or_above
+from mltools.findings import FailOn, Finding, Severity
+from mltools.python import InterpreterInfo, probe_interpreter, running_interpreter
 
 
 def _sort_key(f: Finding):
@@ -62,7 +62,7 @@ def loader_config_findings() -> List[Finding]:
 
 
 def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths: Sequence[str] = (),
-             fail_on: Severity = Severity.ERROR, environ: Optional[Mapping[str, str]] = None,
+             fail_on: Optional[FailOn] = None, environ: Optional[Mapping[str, str]] = None,
              environment_checks: bool = True, scan_sys_path: bool = True) -> DoctorReport:
     """Diagnose the native side of a Python environment.
 
@@ -75,6 +75,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     from mltools.doctor import static
 
     environ = dict(os.environ if environ is None else environ)
+    fail_on = fail_on or FailOn()
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
     extra = []
@@ -130,8 +131,8 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         imported=tuple(imports),
         loaded=tuple(loaded),
         findings=tuple(findings),
-        fail_on=fail_on.value,
-        failed=any_at_or_above(findings, fail_on),
+        fail_on=str(fail_on),
+        failed=fail_on.matches(findings),
         timings_s={k: round(v, 4) for k, v in timings.items()},
         scope=tuple(scope),
     )

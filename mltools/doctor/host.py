@@ -11,6 +11,7 @@ import os
 import re
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from mltools._sysfs import read_text
 from mltools.findings import Finding, Severity
 
 # Oldest Linux driver that runs each CUDA major with minor-version
@@ -18,14 +19,6 @@ from mltools.findings import Finding, Severity
 CUDA_MIN_DRIVER = {11: (450, 80, 2), 12: (525, 60, 13), 13: (580, 65, 6)}
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except OSError:
-        return None
 
 
 def _bracketed(text: Optional[str]) -> Optional[str]:
@@ -41,7 +34,7 @@ def parse_version(text: str) -> Tuple[int, ...]:
 
 def kernel_driver_version(proc_text: Optional[str] = None) -> Optional[str]:
     """The NVIDIA kernel module's version from /proc/driver/nvidia/version, if loaded."""
-    text = _read("/proc/driver/nvidia/version") if proc_text is None else proc_text
+    text = read_text("/proc/driver/nvidia/version") if proc_text is None else proc_text
     m = re.search(r"Kernel Module(?: for \w+)?\s+([\d.]+)", text or "")
     return m.group(1) if m else None
 
@@ -90,10 +83,10 @@ def kernel_findings(thp_enabled: Optional[str] = None, thp_defrag: Optional[str]
                     *, read_system: bool = True) -> List[Finding]:
     """THP and automatic NUMA balancing, with what each setting does to ML workloads."""
     if read_system:
-        thp_enabled = thp_enabled or _bracketed(_read("/sys/kernel/mm/transparent_hugepage/enabled"))
-        thp_defrag = thp_defrag or _bracketed(_read("/sys/kernel/mm/transparent_hugepage/defrag"))
+        thp_enabled = thp_enabled or _bracketed(read_text("/sys/kernel/mm/transparent_hugepage/enabled"))
+        thp_defrag = thp_defrag or _bracketed(read_text("/sys/kernel/mm/transparent_hugepage/defrag"))
         if numa_balancing is None:
-            numa_balancing = (_read("/proc/sys/kernel/numa_balancing") or "").strip() or None
+            numa_balancing = (read_text("/proc/sys/kernel/numa_balancing") or "").strip() or None
     out: List[Finding] = []
     if thp_enabled == "never":
         out.append(Finding(
@@ -129,7 +122,7 @@ def kernel_findings(thp_enabled: Optional[str] = None, thp_defrag: Optional[str]
 def torch_cuda_version(site_dirs: Iterable[str]) -> Optional[Tuple[str, str]]:
     """(torch version, CUDA version it was built for) read from torch/version.py, without importing it."""
     for d in site_dirs:
-        text = _read(os.path.join(d, "torch", "version.py"))
+        text = read_text(os.path.join(d, "torch", "version.py"))
         if not text:
             continue
         ver = re.search(r"^__version__\s*(?::\s*str)?\s*=\s*'([^']+)'", text, re.M)

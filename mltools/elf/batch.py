@@ -69,16 +69,18 @@ def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
     return out
 
 
-def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False, jobs: int = 1,
+def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False, jobs: Optional[int] = None,
                   env: Optional[Mapping[str, str]] = None, preload: Sequence[str] = (),
                   root: Optional[str] = None, hwcaps_mask: Optional[Sequence[str]] = None) -> TreeBatch:
     """Resolve every file of ``paths`` as ``resolve_tree`` does and encode the trees as ``fmt``.
 
-    With ``jobs`` > 1 and at least :data:`POOL_MIN_FILES` files, the files are
-    split in contiguous chunks over ``jobs`` forked processes, each with its
-    own Resolver (so each reuses its caches); the output is the same. A file
-    that cannot be read raises InputError.
+    With at least :data:`POOL_MIN_FILES` files, the files are split in
+    contiguous chunks over ``jobs`` forked processes (default: the usable
+    CPUs), each with its own Resolver (so each reuses its caches); the output
+    is the same. A file that cannot be read raises InputError.
     """
+    from mltools._sysfs import usable_cpus
+
     if fmt not in ("json", "text"):
         raise ValueError(f"fmt must be json or text, not {fmt!r}")
     kw = {"env": dict(env or {}), "preload": tuple(preload), "root": root, "hwcaps_mask": hwcaps_mask}
@@ -86,7 +88,7 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
         resolver = Resolver(root=root, hwcaps_mask=hwcaps_mask)
         tree = resolve_tree(paths[0], env=kw["env"], preload=kw["preload"], resolver=resolver)
         return TreeBatch(fmt, (_encode_one(tree, fmt, flat),), tree.ok)
-    n = max(1, min(jobs, len(paths))) if len(paths) >= POOL_MIN_FILES else 1
+    n = max(1, min(jobs or usable_cpus(), len(paths))) if len(paths) >= POOL_MIN_FILES else 1
     size = -(-len(paths) // n)
     chunks = [(list(paths[i:i + size]), dict(kw), fmt, flat) for i in range(0, len(paths), size)]
     if n == 1:

@@ -28,10 +28,11 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from mltools.elf.files import is_linker_script_file, is_tagged_extension_name
 from mltools.elf.runtimes import duplicate_copies
-from mltools.findings import Finding, Severity
+from mltools.findings import FailOn, Finding, Severity
 
-# codes ``--fail-on`` understands (resolver codes pass through too)
+# this check's own finding codes (the resolver's pass through too)
 CHECK_CODES = ("MISSING", "VERSION_MISSING", "VERSION_MISSING_WEAK", "UNDEFINED", "ABI_MISMATCH",
                "FRAGILE_ORDER", "DUP_RUNTIME", "FATAL_CANDIDATE", "UNREADABLE")
 _SYMBOLS_SHOWN = 5      # symbols named in one finding's message (details list all)
@@ -413,14 +414,6 @@ def _dup_runtimes(objects: Sequence[ScopeObject]) -> List[Finding]:
 # --------------------------------------------------------------------------
 # Files: resolve with the loader's rules (ldtree), then check
 
-_EXTENSION_NAME = re.compile(r"\.(cpython|pypy)[-\w.]*\.so$|\.abi3\.so$")
-
-
-def is_extension_module(path: str) -> bool:
-    """``foo.cpython-311-x86_64-linux-gnu.so``, ``foo.abi3.so``: loaded by a Python interpreter."""
-    return bool(_EXTENSION_NAME.search(os.path.basename(path)))
-
-
 @dataclass(frozen=True)
 class CheckedObject:
     path: str                   # realpath
@@ -521,43 +514,8 @@ def check_file(path: str, *, python: Optional[str] = None, after: Sequence[str] 
     return FileCheck(path, python, tuple(after), len(loaded), checked, stats, tuple(findings))
 
 
-def _is_linker_script(path: str) -> bool:
-    """``libc.so``, ``libncurses.so``: text for ld (``GROUP(...)``, ``INPUT(...)``), not an object."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(1024)
-    except OSError:
-        return False
-    return b"\0" not in head and any(k in head for k in (b"GROUP", b"INPUT", b"GNU ld script"))
-
-
-def parse_fail_on(text: str) -> Tuple[Optional[Severity], Tuple[str, ...]]:
-    """``error`` / ``warning,UNDEFINED`` -> (severity threshold or None, codes)."""
-    threshold: Optional[Severity] = None
-    codes: List[str] = []
-    for token in (t.strip() for t in text.split(",")):
-        if not token:
-            continue
-        if token.lower() in ("info", "warning", "error"):
-            sev = Severity.parse(token)
-            threshold = sev if threshold is None or sev.rank < threshold.rank else threshold
-        elif re.fullmatch(r"[A-Z][A-Z0-9_]*", token):
-            codes.append(token)
-        elif token.lower() == "none":
-            continue
-        else:
-            raise ValueError(f"--fail-on {token!r}: use a severity (info, warning, error), "
-                             f"finding codes such as {', '.join(CHECK_CODES[:4])}, or none")
-    return threshold, tuple(codes)
-
-
-def fails(findings: Iterable[Finding], threshold: Optional[Severity], codes: Sequence[str]) -> bool:
-    return any((threshold is not None and f.severity.rank >= threshold.rank) or f.code in codes
-               for f in findings)
-
-
 def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Sequence[str] = (),
-                fail_on: str = "error", auto_python: Optional[str] = None) -> CheckReport:
+                fail_on: Optional[FailOn] = None, auto_python: Optional[str] = None) -> CheckReport:
     """Check every file; extension modules go inside ``python`` (or ``auto_python``).
 
     ``python`` is an interpreter as the user named it (see
@@ -573,7 +531,7 @@ def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Se
         python = resolve_interpreter(python, label="--as-python")
 
     start = time.perf_counter()
-    threshold, codes = parse_fail_on(fail_on)
+    fail_on = fail_on or FailOn()
     from mltools.errors import InputError, UsageError
 
     resolver = Resolver()
@@ -584,7 +542,7 @@ def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Se
     binaries: Dict[str, str] = {}
     for p in paths:
         exe = python
-        if exe is None and (after or (auto_python and is_extension_module(p))):
+        if exe is None and (after or (auto_python and is_tagged_extension_name(p))):
             exe = auto_python
         if exe is not None:
             if exe not in binaries:
@@ -604,12 +562,12 @@ def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Se
                 raise
             unreadable += 1
             # a linker script (libc.so, libm.so) is for ld at link time; ld.so never opens it
-            sev = Severity.INFO if _is_linker_script(p) else Severity.ERROR
+            sev = Severity.INFO if is_linker_script_file(p) else Severity.ERROR
             results.append(FileCheck(p, exe, tuple(after) if exe else (), len(loaded), (),
                                      CheckStats(0, 0, 0, 0.0),
                                      (Finding("UNREADABLE", sev, exc.message),)))
     if paths and unreadable == len(paths):
         raise InputError(f"none of the {len(paths)} files could be read: {results[0].findings[0].message}")
     every = tuple(f for fc in results for f in fc.findings)
-    return CheckReport(tuple(results), tuple(t.strip() for t in fail_on.split(",") if t.strip()),
-                       fails(every, threshold, codes), round(time.perf_counter() - start, 4), every)
+    return CheckReport(tuple(results), fail_on.tokens, fail_on.matches(every),
+                       round(time.perf_counter() - start, 4), every)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Mapping, Optional, Tuple
 
 from mltools import __version__
+from mltools._sysfs import cpuinfo_fields, read_text, usable_cpus
 from mltools.findings import Finding, Severity
 
 # Variables worth showing: the loader's, the allocator's, and the thread-count
@@ -129,27 +130,6 @@ class EnvReport:
 
 # --------------------------------------------------------------------------- readers
 
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read().replace(b"\0", b"").decode("utf-8", "replace")
-    except OSError:
-        return None
-
-
-def _cpuinfo_fields(text: str) -> Dict[str, str]:
-    """The key/value pairs of the first processor block of /proc/cpuinfo."""
-    fields: Dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if fields:
-                break
-            continue
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    return fields
-
-
 def isa_level_from_flags(flags: set) -> int:
     """The highest x86-64 level whose flags (and all lower levels') are present; 0 if not even v1."""
     level = 0
@@ -162,7 +142,7 @@ def isa_level_from_flags(flags: set) -> int:
 
 def cpu_model_name() -> str:
     """The CPU's model name as /proc/cpuinfo gives it (what every benchmark figure names)."""
-    fields = _cpuinfo_fields(_read("/proc/cpuinfo") or "")
+    fields = cpuinfo_fields(read_text("/proc/cpuinfo") or "")
     return fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine()
 
 
@@ -170,7 +150,7 @@ def describe_machine() -> str:
     """One line naming the machine a measurement came from: CPU model, x86-64
     level with the vector extensions the kernels dispatch on, usable CPUs, libc, kernel."""
     cpu = _collect_cpu()
-    flags = set(_cpuinfo_fields(_read("/proc/cpuinfo") or "").get("flags", "").split())
+    flags = set(cpuinfo_fields(read_text("/proc/cpuinfo") or "").get("flags", "").split())
     vector = ",".join(f for f in ("avx2", "avx512f") if f in flags) or "no AVX2"
     level = f"x86-64-v{cpu.isa_level_runtime or cpu.isa_level}" if cpu.isa_level else cpu.architecture
     libc = _collect_libc()
@@ -188,11 +168,11 @@ def _int_or_none(text: Optional[str]) -> Optional[int]:
 
 def _cgroup_cpu_limit() -> Optional[float]:
     """CPUs allowed by the cgroup v2 quota of this process (``cpu.max``), None if unlimited."""
-    for line in (_read("/proc/self/cgroup") or "").splitlines():
+    for line in (read_text("/proc/self/cgroup") or "").splitlines():
         if not line.startswith("0::"):
             continue
         rel = line[3:].strip().lstrip("/")
-        text = _read(os.path.join("/sys/fs/cgroup", rel, "cpu.max")) or _read("/sys/fs/cgroup/cpu.max")
+        text = read_text(os.path.join("/sys/fs/cgroup", rel, "cpu.max")) or read_text("/sys/fs/cgroup/cpu.max")
         parts = (text or "").split()
         if len(parts) == 2 and parts[0] != "max":
             try:
@@ -203,8 +183,8 @@ def _cgroup_cpu_limit() -> Optional[float]:
 
 
 def _collect_cpu() -> CpuInfo:
-    text = _read("/proc/cpuinfo") or ""
-    fields = _cpuinfo_fields(text)
+    text = read_text("/proc/cpuinfo") or ""
+    fields = cpuinfo_fields(text)
     flags = set(fields.get("flags", "").split())
     arch = platform.machine()
     is_x86 = arch in ("x86_64", "AMD64")
@@ -222,10 +202,7 @@ def _collect_cpu() -> CpuInfo:
         physical = psutil.cpu_count(logical=False)
     except Exception:  # psutil can fail in odd containers; the rest still stands
         physical = None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
+    usable = usable_cpus()
     return CpuInfo(
         model_name=fields.get("model name") or fields.get("Model") or None,
         vendor=fields.get("vendor_id") or fields.get("CPU implementer"),
@@ -250,8 +227,8 @@ def _meminfo_bytes(text: str, key: str) -> int:
 
 
 def _collect_memory() -> MemoryInfo:
-    text = _read("/proc/meminfo") or ""
-    thp = _read("/sys/kernel/mm/transparent_hugepage/enabled")
+    text = read_text("/proc/meminfo") or ""
+    thp = read_text("/sys/kernel/mm/transparent_hugepage/enabled")
     mode = None
     if thp:
         m = re.search(r"\[(\w+)\]", thp)
@@ -274,8 +251,8 @@ def _collect_numa(root: str = "/sys/devices/system/node") -> Tuple[NumaNodeInfo,
         m = re.fullmatch(r"node(\d+)", name)
         if not m:
             continue
-        cpus = (_read(os.path.join(root, name, "cpulist")) or "").strip()
-        mem = _meminfo_bytes_node(_read(os.path.join(root, name, "meminfo")) or "")
+        cpus = (read_text(os.path.join(root, name, "cpulist")) or "").strip()
+        mem = _meminfo_bytes_node(read_text(os.path.join(root, name, "meminfo")) or "")
         nodes.append(NumaNodeInfo(int(m.group(1)), cpus, mem))
     return tuple(sorted(nodes, key=lambda n: n.node))
 
@@ -322,7 +299,7 @@ def _collect_libc() -> LibcInfo:
     except (ValueError, OSError, AttributeError):
         conf = ""
     name, _, version = conf.partition(" ")
-    mapped = _mapped_files(_read("/proc/self/maps") or "")
+    mapped = _mapped_files(read_text("/proc/self/maps") or "")
     loader = next((p for p in mapped if re.search(r"/ld-linux[^/]*\.so|/ld64\.so|/ld-musl", p)), None)
     libc = next((p for p in mapped if re.search(r"/libc\.so\.\d|/libc-[\d.]+\.so", p)), None)
     return LibcInfo(name or "unknown", version or None, loader, libc)
@@ -356,7 +333,7 @@ def _collect_runtimes() -> Tuple[Optional[str], Tuple[RuntimeLibrary, ...]]:
 
 def _platform_facts() -> Dict[str, str]:
     facts = {"system": platform.system(), "kernel": platform.release(), "machine": platform.machine()}
-    osrel = _read("/etc/os-release") or ""
+    osrel = read_text("/etc/os-release") or ""
     m = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', osrel, re.M)
     if m:
         facts["os"] = m.group(1)

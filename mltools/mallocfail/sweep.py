@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from mltools import _proc
+from mltools._sysfs import usable_cpus
 from mltools.errors import MltoolsError, UsageError
 from mltools.mallocfail.config import FailSpec, RunOptions
 from mltools.mallocfail.outcome import BUG_CLASSES, CLASSES, Outcome, classify
@@ -132,7 +133,7 @@ def sweep(argv: Sequence[str], spec: FailSpec, options: RunOptions, *, persisten
         raise UsageError("--sweep chooses the failing index itself: drop --after/--fail-at/--probability")
     import time
     start = time.perf_counter()
-    jobs = jobs or len(os.sched_getaffinity(0))
+    jobs = jobs or usable_cpus()
     target = resolve_target(argv[0], options.target_exe)
     filters = _filters_only(spec)
     use_fork = (options.scope == "root") if fork is None else fork

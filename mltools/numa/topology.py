@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from mltools._sysfs import cpuinfo_fields, read_bytes
 from mltools.errors import InputError
 
 SYS_NODE = "sys/devices/system/node"
@@ -170,12 +171,8 @@ class _Root:
         return os.path.exists(self.path(rel))
 
     def read(self, rel: str) -> Optional[str]:
-        try:
-            with open(self.path(rel), "rb") as fh:
-                data = fh.read()
-        except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
-            return None
-        except OSError:
+        data = read_bytes(rel, self.root)
+        if data is None:
             return None
         if b"\0" in data:
             note = "trailing NUL bytes in sysfs files"
@@ -201,19 +198,8 @@ class _Root:
 
 
 def _cpuinfo(r: _Root) -> CpuIdentity:
-    text = r.read("proc/cpuinfo") or ""
-    first: Dict[str, str] = {}
-    flags: set = set()
-    for line in text.splitlines():
-        if not line.strip():
-            if first:
-                break
-            continue
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        first.setdefault(key, value)
-        if key in ("flags", "Features"):
-            flags.update(value.split())
+    first = cpuinfo_fields(r.read("proc/cpuinfo") or "")
+    flags = set(first.get("flags", "").split()) | set(first.get("Features", "").split())
     vendor = first.get("vendor_id")
     arch = None
     if vendor:

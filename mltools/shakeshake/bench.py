@@ -259,15 +259,9 @@ def _driver_version() -> Optional[str]:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from mltools.env.report import cpu_model_name
+
+    name = cpu_model_name()
     n = torch.get_num_threads()
     return f"{name} ({n} thread{'s' if n != 1 else ''}, {torch.backends.cpu.get_cpu_capability()})"
 
