@@ -186,7 +186,7 @@ def record(out: Path, only: str = "") -> None:
     env["COLUMNS"] = "100"
     # where the mltools package is (its shim paths appear in reports): one placeholder
     pkg = subprocess.run([sys.executable, "-c", "import mltools, os; print(os.path.dirname(mltools.__file__))"],
-                         capture_output=True, text=True, env=env, check=True).stdout.strip()
+                         capture_output=True, text=True, env=env, cwd=fx["dir"], check=True).stdout.strip()
     TEXT_VOLATILE.append((re.compile(re.escape(pkg)), "<mltools>"))
     for name, args in cases(fx):
         if only and not re.search(only, name):
