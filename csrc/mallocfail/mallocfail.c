@@ -136,10 +136,12 @@ static _Atomic uint64_t *index_ctr = &local_index, *failures_ctr = &local_failur
 static char exe_path[1024];
 static const char *role = "passive";
 static uintptr_t main_base;     /* load bias of the executable; 0 when not PIE */
-static struct range_s { uintptr_t lo, hi; } main_ranges[8];
 static int n_main_ranges, phdr_seen;
 struct range { uintptr_t lo, hi; };
-static struct range sys_ranges[16];   /* libc, ld.so, this shim: "not user code" */
+#define MAX_MAIN_RANGES 8
+#define MAX_SYS_RANGES 16
+static struct range main_ranges[MAX_MAIN_RANGES];
+static struct range sys_ranges[MAX_SYS_RANGES];   /* libc, ld.so, this shim: "not user code" */
 static int n_sys_ranges;
 
 /* Per-thread counts (initial-exec TLS: no __tls_get_addr, no allocation). */
@@ -289,8 +291,8 @@ static int phdr_cb(struct dl_phdr_info *info, size_t size, void *data) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
         uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
-        if (is_main && n_main_ranges < 8) main_ranges[n_main_ranges++] = (struct range_s){lo, hi};
-        if ((is_sys || (self >= lo && self < hi)) && n_sys_ranges < 16)
+        if (is_main && n_main_ranges < MAX_MAIN_RANGES) main_ranges[n_main_ranges++] = (struct range){lo, hi};
+        if ((is_sys || (self >= lo && self < hi)) && n_sys_ranges < MAX_SYS_RANGES)
             sys_ranges[n_sys_ranges++] = (struct range){lo, hi};
     }
     return 0;

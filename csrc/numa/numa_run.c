@@ -272,12 +272,13 @@ static uint64_t splitmix64(uint64_t *state)
 /* Uniform in [0, bound) without modulo bias (Lemire's method). */
 static size_t below(uint64_t *state, size_t bound)
 {
-    unsigned __int128 m = (unsigned __int128)splitmix64(state) * bound;
+    __extension__ typedef unsigned __int128 u128;   /* a GCC extension: -Wpedantic knows */
+    u128 m = (u128)splitmix64(state) * bound;
     uint64_t lo = (uint64_t)m;
     if (lo < bound) {
         uint64_t threshold = (uint64_t)(-(uint64_t)bound) % bound;
         while (lo < threshold) {
-            m = (unsigned __int128)splitmix64(state) * bound;
+            m = (u128)splitmix64(state) * bound;
             lo = (uint64_t)m;
         }
     }

@@ -81,6 +81,16 @@ FUNCTION_NODES = frozenset({"DefNode", "CFuncDefNode", "LambdaNode", "GeneratorE
                             "PyClassDefNode", "CClassDefNode"})
 
 
+def dispatch(visitor, node, name: str) -> None:
+    """Call ``visitor.on_<NodeClass>(node)``, or ``on_arith`` for pointer arithmetic nodes:
+    the one dispatch of the syntax and the typed checkers."""
+    handler = getattr(visitor, "on_" + name, None)
+    if handler is not None:
+        handler(node)
+    elif name in ("AddNode", "SubNode"):
+        visitor.on_arith(node)
+
+
 def walk(node, stop_at=frozenset()):
     """Every node under ``node`` once; nodes whose class is in ``stop_at`` are
     yielded but not entered (except ``node`` itself)."""

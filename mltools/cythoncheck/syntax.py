@@ -204,11 +204,7 @@ class SyntaxWalker:
                 if cls(n) == "CVarDefNode":
                     attrs.update(_var_decls(n))
             self.class_attrs.append(attrs)
-        handler = getattr(self, "on_" + name, None)
-        if handler is not None:
-            handler(node)
-        elif name in ("AddNode", "SubNode"):
-            self.on_arith(node)
+        _core.dispatch(self, node, name)
         for child in _core.children(node):
             self._visit(child)
         if pushed:

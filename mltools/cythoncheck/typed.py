@@ -299,11 +299,7 @@ class TypedWalker:
         if is_func:
             self.facts_stack.append(_core.gather_facts(node.body))
             self.def_stack.append(node if name in ("DefNode", "LambdaNode") else None)
-        handler = getattr(self, "on_" + name, None)
-        if handler is not None:
-            handler(node)
-        elif name in ("AddNode", "SubNode"):
-            self.on_arith(node)
+        _core.dispatch(self, node, name)
         for child in _core.children(node):
             self._visit(child, seen)
         if is_func:
