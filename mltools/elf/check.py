@@ -83,7 +83,7 @@ class _ObjSyms:
     error: Optional[str] = None
 
 
-def _read(path: str) -> _ObjSyms:
+def _read_object_symbols(path: str) -> _ObjSyms:
     from mltools.elf.reader import ElfFormatError, read_symbols
 
     try:
@@ -130,7 +130,7 @@ class SymbolCache:
     def get(self, path: str) -> _ObjSyms:
         read = self.objects.get(path)
         if read is None:
-            read = self.objects[path] = _read(path)
+            read = self.objects[path] = _read_object_symbols(path)
             mine = self.relevant.setdefault(path, set())
             for name, _, _, _ in read.undefined:
                 self._needers.setdefault(name, set()).add(path)
