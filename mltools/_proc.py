@@ -70,13 +70,17 @@ def run(
     """Run ``argv`` and capture its output.
 
     ``timeout`` is mandatory: on expiry the whole process group (``new_session``)
-    is killed and ``timed_out`` is set. ``check=True`` raises SubprocessError on
+    is killed and ``timed_out`` is set; so it is when the run is interrupted
+    (the child is registered with ``mltools._lifecycle`` meanwhile). ``check=True`` raises SubprocessError on
     a non-zero status or a timeout. A missing program raises ToolNotFoundError.
     ``lc_all_c`` forces the C locale, for output that is parsed.
     """
+    from mltools._lifecycle import check_interrupt, owned_process
+
     argv = tuple(str(a) for a in argv)
     if not argv:
         raise ValueError("empty argv")
+    check_interrupt()          # an interrupted run starts nothing new
     run_env = dict(os.environ if env is None else env)
     if lc_all_c:
         run_env["LC_ALL"] = "C"
@@ -99,12 +103,17 @@ def run(
     except PermissionError as exc:
         raise SubprocessError(f"cannot run {argv[0]}: permission denied") from exc
     timed_out = False
-    try:
-        out, err = proc.communicate(input=input, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill(proc, new_session)
-        out, err = proc.communicate()
+    with owned_process(proc.pid, own_group=new_session):
+        try:
+            out, err = proc.communicate(input=input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill(proc, new_session)
+            out, err = proc.communicate()
+        except BaseException:
+            _kill(proc, new_session)      # interrupted: its group goes with it
+            proc.wait()
+            raise
     elapsed = time.perf_counter() - start
     result = ProcResult(argv, proc.returncode, out or ("" if text else b""),
                         err or ("" if text else b""), elapsed, timed_out)

@@ -117,12 +117,15 @@ def run_attached(argv: Sequence[str], env: Mapping[str, str],
             raise TargetStartError(f"{argv[0]}: Permission denied", 126) from None
         except OSError as exc:
             raise TargetStartError(f"{argv[0]}: {exc.strerror or exc}", 126) from None
-        while True:
-            try:
-                rc = proc.wait()
-                break
-            except InterruptedError:
-                continue
+        from mltools._lifecycle import owned_process
+
+        with owned_process(proc.pid, own_group=False):
+            while True:
+                try:
+                    rc = proc.wait()
+                    break
+                except InterruptedError:
+                    continue
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

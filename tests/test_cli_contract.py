@@ -69,6 +69,12 @@ def test_every_command_has_json_option(path):
     assert "--json" in names or "--format" in names, f"{path} has no --json"
 
 
+@pytest.mark.parametrize("path", sorted(COMMANDS))
+def test_every_command_has_quiet_option(path):
+    names = {opt for p in COMMANDS[path].params for opt in getattr(p, "opts", [])}
+    assert "--quiet" in names, f"{path} has no --quiet"
+
+
 def test_every_command_has_a_json_smoke():
     assert sorted(COMMANDS) == sorted(JSON_SMOKE)
 

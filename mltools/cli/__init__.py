@@ -2,7 +2,10 @@
 
 One conversion point for errors: ``MltoolsGroup.invoke`` turns an MltoolsError
 into ``Error: <message>`` on stderr and exit status 2 (125 for commands that
-run a target program). ``MLTOOLS_DEBUG=1`` also prints the traceback.
+run a target program). ``MLTOOLS_DEBUG=1`` also prints the traceback. The
+root group also handles SIGINT and SIGTERM for the whole command
+(``mltools._lifecycle``): what mltools started is ended and removed, and the
+exit status is 130 or 143.
 Command modules import only click and light modules at top level, so
 ``mltools --help`` stays fast; the work is imported inside each command.
 """
@@ -68,6 +71,25 @@ class MltoolsGroup(click.Group):
     """
 
     def invoke(self, ctx: click.Context):
+        if ctx.parent is None:
+            return self._invoke_root(ctx)
+        return self._invoke(ctx)
+
+    def _invoke_root(self, ctx: click.Context):
+        from mltools._lifecycle import interrupt_exit_status, received_signal, signals_handled
+        from mltools.cli._output import set_quiet
+
+        set_quiet(False)
+        try:
+            with signals_handled():
+                return self._invoke(ctx)
+        except KeyboardInterrupt:
+            import signal as _signal
+            sig = received_signal() or _signal.SIGINT
+            click.echo(f"\nInterrupted ({_signal.Signals(sig).name}).", err=True)
+            raise click.exceptions.Exit(interrupt_exit_status(sig)) from None
+
+    def _invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, _ExitError):

@@ -1,6 +1,6 @@
 """Options shared by many commands, declared once, with one meaning each.
 
-- ``--json``: one JSON document on stdout.
+- ``--json``: one JSON document on stdout; ``--quiet``: no progress or warnings on stderr.
 - ``--fail-on``: when the run "found problems" (exit 1): the grammar of
   :func:`mltools.findings.parse_fail_on` (severities, finding codes, none).
 - ``-j/--jobs``: at most N parallel workers; unset or 0 lets the command choose
@@ -16,6 +16,17 @@ json_option = click.option(
     "--json", "as_json", is_flag=True,
     help="Print one JSON document (with schema and version keys) on stdout.",
 )
+
+
+def _set_quiet(ctx, param, value):
+    if value:
+        from mltools.cli._output import set_quiet
+        set_quiet(True)
+
+
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_set_quiet,
+    help="No progress lines and no warnings on stderr (errors still).")
 
 
 class FailOnType(click.ParamType):

@@ -1,8 +1,8 @@
 """The one output path of every command.
 
 stdout carries the product: a table for people, or exactly one JSON document
-(``schema`` and ``version`` first) with ``--json``. Warnings, notes and progress
-go to stderr; progress only when stderr is a terminal.
+(``schema`` and ``version`` first) with ``--json``. Warnings and progress go to
+stderr, progress only when stderr is a terminal; ``--quiet`` silences both.
 """
 from __future__ import annotations
 
@@ -23,8 +23,19 @@ def emit(result: Any, as_json: bool, render: Optional[Callable[[Any], str]] = No
 
     ``schema``/``version`` default to the result's ``SCHEMA``/``SCHEMA_VERSION``.
     A result that is already encoded (it has a ``document()`` method, such as
-    ``elf tree``'s batch of many trees) is written as it is.
+    ``elf tree``'s batch of many trees) is written as it is. A result that was
+    interrupted (``interrupted`` is true) is written, then the run ends as
+    interrupted (exit status 130 or 143).
     """
+    _write(result, as_json, render, schema, version)
+    if getattr(result, "interrupted", False):
+        from mltools._lifecycle import Interrupted, received_signal
+        import signal
+        raise Interrupted(received_signal() or signal.SIGINT)
+
+
+def _write(result: Any, as_json: bool, render: Optional[Callable[[Any], str]],
+           schema: Optional[str], version: Optional[int]) -> None:
     if callable(getattr(result, "document", None)):
         click.echo(result.document())
         return
@@ -40,11 +51,26 @@ def emit(result: Any, as_json: bool, render: Optional[Callable[[Any], str]] = No
         click.echo(text.rstrip("\n"))
 
 
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """``--quiet``: no progress and no warnings on stderr (errors and reports still)."""
+    global _quiet
+    _quiet = bool(quiet)
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
 def warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
+    if not _quiet:
+        click.echo(f"warning: {message}", err=True)
 
 
 def note(message: str) -> None:
+    """Text that belongs on stderr whatever the options (a target runner's report)."""
     click.echo(message, err=True)
 
 
@@ -55,29 +81,76 @@ def stderr_is_terminal() -> bool:
         return False
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
 class Progress:
-    """A one-line counter on stderr, drawn only when stderr is a terminal."""
+    """One line on stderr: ``label: done/total (pct), time left, detail``.
+
+    Drawn only when stderr is a terminal and --quiet is not given; never on
+    stdout. An instance is also the ``progress(done, total, detail)`` callback
+    the library's long loops take.
+    """
 
     def __init__(self, label: str, total: Optional[int] = None, min_interval_s: float = 0.1):
         self.label = label
         self.total = total
         self.done = 0
-        self._enabled = stderr_is_terminal()
+        self._enabled = stderr_is_terminal() and not _quiet
         self._last = 0.0
+        self._start: Optional[float] = None
+        self._start_done = 0
         self._min_interval = min_interval_s
 
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def __call__(self, done: int, total: Optional[int] = None, detail: str = "") -> None:
+        self.update(done, total, detail)
+
     def advance(self, n: int = 1, detail: str = "") -> None:
-        self.done += n
+        self.update(self.done + n, None, detail)
+
+    def update(self, done: int, total: Optional[int] = None, detail: str = "") -> None:
+        self.done = done
+        if total is not None:
+            self.total = total
         if not self._enabled:
             return
         now = time.monotonic()
-        if now - self._last < self._min_interval and (self.total is None or self.done < self.total):
+        if self._start is None:
+            self._start, self._start_done = now, done
+        finished = self.total is not None and self.done >= self.total
+        if now - self._last < self._min_interval and not finished:
             return
         self._last = now
-        count = f"{self.done}/{self.total}" if self.total else str(self.done)
-        line = f"{self.label}: {count} {detail}"[:100]
-        sys.stderr.write("\r\x1b[K" + line)
+        sys.stderr.write("\r\x1b[K" + self.line(now)[:120])
         sys.stderr.flush()
+
+    def line(self, now: Optional[float] = None) -> str:
+        now = time.monotonic() if now is None else now
+        if not self.total:
+            return f"{self.label}: {self.done}"
+        text = f"{self.label}: {self.done}/{self.total} ({100 * self.done // max(1, self.total)}%)"
+        made = self.done - self._start_done
+        if self._start is not None and made > 0 and self.done < self.total:
+            left = (now - self._start) / made * (self.total - self.done)
+            text += f", {_duration(left)} left"
+        return text
+
+    def status(self, text: str) -> None:
+        """A phase without a count (``label: text``)."""
+        if self._enabled:
+            sys.stderr.write("\r\x1b[K" + f"{self.label}: {text}"[:120])
+            sys.stderr.flush()
+            self._last = time.monotonic()
 
     def close(self) -> None:
         if self._enabled and self._last:
@@ -96,6 +169,6 @@ def track(items: Iterable[T], label: str, total: Optional[int] = None) -> Iterat
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     with Progress(label, total) as bar:
-        for item in items:
+        for i, item in enumerate(items, 1):
             yield item
-            bar.advance()
+            bar.update(i)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mltools.cli._options import json_option
+from mltools.cli._options import json_option, quiet_option
 from mltools.cli._output import emit, stderr_is_terminal
 
 
@@ -43,6 +43,7 @@ def _node_list(text):
 @click.option("--simulate-nodes", type=int, default=0, metavar="N",
               help="Split the usable CPUs into N pseudo-nodes bound to one real node (tests the multi-node path).")
 @json_option
+@quiet_option
 def numa_cmd(sysfs_root, topology_only, dry_run, nodes, cpus, threads, size, latency_size, kernels, reps,
              page_mode, isa, no_latency, sweep, quick, simulate_nodes, as_json) -> None:
     """Memory bandwidth and latency for every CPU node x memory node pair.

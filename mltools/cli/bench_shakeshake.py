@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mltools.cli._options import json_option
+from mltools.cli._options import json_option, quiet_option
 from mltools.cli._output import emit, note, warn
 
 
@@ -44,6 +44,7 @@ def _parse_gpus(text: str):
               help="Allow TF32 in cuDNN convolutions and matmuls [torch's default: convolutions on].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option
+@quiet_option
 def shakeshake_cmd(depth, width, batch_size, steps, warmup, impl, shake_level, gpu, gpus, device, data_dir,
                    train_epochs, params_only, peak_tflops, compile_, cuda_graphs, fast_conv2, tf32, seed, as_json) -> None:
     """Shake-Shake ResNet training throughput, MFU and fast-vs-reference speed-up.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mltools.cli._options import json_option
+from mltools.cli._options import json_option, quiet_option
 from mltools.cli._output import emit, note, stderr_is_terminal
 
 
@@ -32,6 +32,7 @@ from mltools.cli._output import emit, note, stderr_is_terminal
               help="Also draw error against condition number and time against size to this PNG "
                    "(needs matplotlib: pip install 'mltools[plot]').")
 @json_option
+@quiet_option
 def sum_cmd(sizes, dtypes, layouts, datasets, methods, repeats, min_time_s, clock, quick, seed,
             plot_path, as_json) -> None:
     """Speed and error of naive, pairwise, Kahan, Neumaier, Sum2 and exact sums.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from mltools.cli import MltoolsGroup
-from mltools.cli._options import fail_on_option, jobs_option, json_option
+from mltools.cli._options import fail_on_option, jobs_option, json_option, quiet_option
 from mltools.cli._output import emit, warn
 
 
@@ -27,6 +27,7 @@ def cython_group() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default=None,
               help="Output format: text (default), json, or github workflow annotations.")
 @json_option
+@quiet_option
 @fail_on_option(None, examples=("CYP001", "CYP004"), default_text="warning, or fail-on in pyproject.toml")
 @click.option("--no-types", is_flag=True,
               help="Syntax only: skip Cython's type analysis (fewer, weaker findings).")
@@ -84,6 +85,7 @@ def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fai
 
 @cython_group.command("demo")
 @json_option
+@quiet_option
 def demo_cmd(as_json: bool) -> None:
     """Compile and run the pitfalls for real, next to their fixes.
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from mltools.cli._options import fail_on_option, json_option, python_option
+from mltools.cli._options import fail_on_option, json_option, python_option, quiet_option
 from mltools.cli._output import emit
 
 
@@ -23,6 +23,7 @@ def _split_imports(values) -> tuple:
               help="Also scan the ELF files under DIR (repeatable).")
 @fail_on_option(examples=("MISSING_LIBRARY", "DUP_RUNTIME"))
 @json_option
+@quiet_option
 def doctor_cmd(python, imports, paths, fail_on, as_json) -> None:
     """Diagnose the native side of a Python ML environment.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from mltools.cli import MltoolsGroup
-from mltools.cli._options import fail_on_option, jobs_option, json_option, root_option
+from mltools.cli._options import fail_on_option, jobs_option, json_option, quiet_option, root_option
 from mltools.cli._output import emit
 
 
@@ -20,6 +20,7 @@ def elf() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("--symbols", is_flag=True, help="List the dynamic symbols with versions, demangled (nm -D -C).")
 @json_option
+@quiet_option
 def inspect_cmd(files, symbols: bool, as_json: bool) -> None:
     """Everything about ELF FILEs in one view.
 
@@ -66,6 +67,7 @@ def _parse_env(pairs, ld_library_path, inherit: bool) -> dict:
 @click.option("--flat", is_flag=True, help="A table in load order instead of a tree.")
 @jobs_option()
 @json_option
+@quiet_option
 def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps_mask, flat, jobs,
              as_json) -> None:
     """The libraries the loader maps for FILE, in its order, and why.
@@ -99,6 +101,7 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
 @root_option("A sysroot whose cache and configuration to read.")
 @click.option("--no-stale-check", is_flag=True, help="Only list the entries.")
 @json_option
+@quiet_option
 def ldcache_cmd(cache_path, conf_path, root, no_stale_check, as_json) -> None:
     """The loader's library cache, parsed as ld.so reads it.
 
@@ -127,6 +130,7 @@ def ldcache_cmd(cache_path, conf_path, root, no_stale_check, as_json) -> None:
 @root_option("Resolve inside the sysroot DIR.")
 @fail_on_option()
 @json_option
+@quiet_option
 def scan_cmd(paths, list_files, jobs, root, fail_on, as_json) -> None:
     """Every ELF file under PATHs (a build dir, a venv, an unpacked wheel).
 

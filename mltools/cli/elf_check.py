@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from mltools.cli._options import fail_on_option, json_option, python_option
+from mltools.cli._options import fail_on_option, json_option, python_option, quiet_option
 from mltools.cli._output import emit
 
 
@@ -35,6 +35,7 @@ def _is_library(path: str) -> bool:
                    "they loaded as already loaded, e.g. --after torch (implies --as-python).")
 @fail_on_option(examples=("MISSING", "VERSION_MISSING", "VERSION_MISSING_WEAK", "UNDEFINED"))
 @json_option
+@quiet_option
 @click.pass_context
 def check_cmd(ctx: click.Context, files, python: Optional[str], after: str, fail_on,
               as_json: bool) -> None:

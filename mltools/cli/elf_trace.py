@@ -7,7 +7,7 @@ from typing import Optional
 import click
 
 from mltools.cli import TargetCommand
-from mltools.cli._options import json_option
+from mltools.cli._options import json_option, quiet_option
 
 @click.command("trace", cls=TargetCommand,
                context_settings={"allow_interspersed_args": False, "ignore_unknown_options": False})
@@ -24,6 +24,7 @@ from mltools.cli._options import json_option
 @click.option("-v", "--verbose", is_flag=True,
               help="Every library, every path tried, and the lines not understood.")
 @json_option
+@quiet_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],

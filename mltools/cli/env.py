@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import click
 
-from mltools.cli._options import json_option
+from mltools.cli._options import json_option, quiet_option
 from mltools.cli._output import emit
 
 
 @click.command("env")
 @json_option
+@quiet_option
 def env_cmd(as_json: bool) -> None:
     """What this machine and process are.
 

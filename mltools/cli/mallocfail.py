@@ -6,7 +6,7 @@ import sys
 import click
 
 from mltools.cli import TargetCommand
-from mltools.cli._options import jobs_option, json_option
+from mltools.cli._options import jobs_option, json_option, quiet_option
 
 
 def _write_bytes(stream, data: bytes) -> None:
@@ -78,6 +78,7 @@ def _size(ctx, param, value):
 @click.option("--point-timeout", type=click.FloatRange(min=0.001), default=20.0, show_default=True,
               help="Sweep: seconds per point before it counts as a hang.")
 @json_option
+@quiet_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="PROGRAM [ARGS]...")
 @click.pass_context
 def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max_size, only, per_thread,

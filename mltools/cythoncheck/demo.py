@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import sysconfig
-import tempfile
 from dataclasses import dataclass
 from typing import ClassVar, Optional, Tuple
 
@@ -156,7 +155,9 @@ def run_demo(workdir: Optional[str] = None, timeout_s: float = 120.0) -> DemoRep
                                      "apt-get install python3-dev")
     cc = _compiler()
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    with tempfile.TemporaryDirectory(prefix="mltools-cython-demo-", dir=workdir) as tmp:
+    from mltools._lifecycle import temp_dir
+
+    with temp_dir(prefix="mltools-cython-demo-", dir=workdir) as tmp:
         pyx = os.path.join(tmp, "pitfalls.pyx")
         with open(pyx, "w") as fh:
             fh.write(DEMO_PYX)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Sequence, Tuple
@@ -58,7 +57,9 @@ def dynamic_pass(interp: InterpreterInfo, modules: Sequence[str], owners: OwnerI
 
     findings: List[Finding] = []
     scope: List[str] = []
-    with tempfile.TemporaryDirectory(prefix="mltools-doctor-") as tmp:
+    from mltools._lifecycle import temp_dir
+
+    with temp_dir(prefix="mltools-doctor-") as tmp:
         result_file = os.path.join(tmp, "imports.json")
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:

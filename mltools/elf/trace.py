@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import tempfile
 from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from mltools._lifecycle import temp_dir
 from mltools._target import elf_interp, find_program, privilege_reason, run_attached, shebang
 from mltools.elf import lddebug
 from mltools.elf.runtimes import duplicate_copies
@@ -25,7 +25,6 @@ from mltools.findings import Finding, Severity
 
 DEFAULT_CATEGORIES = ("libs", "files", "versions")
 _OUTPUT_PREFIX = "ld"
-
 
 
 # --------------------------------------------------------------------------
@@ -268,8 +267,7 @@ def trace_command(argv: Sequence[str], *, categories: Sequence[str] = DEFAULT_CA
         if os.path.exists(keep_dir) and not os.path.isdir(keep_dir):
             raise InputError(f"--keep {keep_dir}: exists and is not a directory")
         os.makedirs(keep_dir, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix="mltools-trace-")
-    try:
+    with temp_dir(prefix="mltools-trace-") as workdir:
         prefix = os.path.join(workdir, _OUTPUT_PREFIX)
         run_env["LD_DEBUG"] = ",".join(categories)
         run_env["LD_DEBUG_OUTPUT"] = prefix
@@ -281,8 +279,6 @@ def trace_command(argv: Sequence[str], *, categories: Sequence[str] = DEFAULT_CA
             raw_dir = os.path.abspath(keep_dir)
         processes = sum(1 for _ in lddebug.iter_pid_files(workdir, _OUTPUT_PREFIX))
         programs = parse_output_dir(workdir, with_bindings="bindings" in categories)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     if processes == 0 and target.kind not in ("static",) and not target.secure_mode:
         findings.append(Finding("NO_OUTPUT", Severity.WARNING,
                                 "ld.so wrote no debug output: the target is not dynamically linked, "

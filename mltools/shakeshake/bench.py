@@ -770,14 +770,21 @@ def run_spawned(devices: Sequence[str], config: BenchConfig) -> BenchResult:
     queue = mp.get_context("spawn").SimpleQueue()
     messages = []
     failure = None
+    from contextlib import ExitStack
+
+    from mltools._lifecycle import owned_process
+
     procs = mp.start_processes(_spawned_worker, args=(tuple(devices), config, free_port(), queue),
                                nprocs=len(devices), join=False, start_method="spawn")
-    try:
-        while not procs.join(timeout=1):
-            while not queue.empty():   # drain, so a worker never blocks on a full pipe
-                messages.append(queue.get())
-    except Exception as exc:   # noqa: BLE001 - a worker failed or was killed
-        failure = exc
+    with ExitStack() as owned:       # an interrupted run ends the ranks too
+        for p in procs.processes:
+            owned.enter_context(owned_process(p.pid, own_group=False))
+        try:
+            while not procs.join(timeout=1):
+                while not queue.empty():   # drain, so a worker never blocks on a full pipe
+                    messages.append(queue.get())
+        except Exception as exc:   # noqa: BLE001 - a worker failed or was killed
+            failure = exc
     while not queue.empty():
         messages.append(queue.get())
     errors = [m for status, m in messages if status == "error"]

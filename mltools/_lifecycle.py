@@ -1,0 +1,212 @@
+"""How a run of mltools ends when it is interrupted: one place for SIGINT and SIGTERM.
+
+- :func:`signals_handled` (entered once per command, by the CLI's root group)
+  turns SIGINT and SIGTERM into :class:`Interrupted` (a ``KeyboardInterrupt``,
+  so ``finally`` blocks and context managers run) and, on the way out,
+  ends every process group mltools started and removes its temporary
+  directories.
+- Everything that starts a process registers it with :func:`owned_process`
+  (``_proc.run`` and ``_target`` do), so that a child in its own session,
+  which the terminal's Ctrl-C never reaches, is ended with its whole group.
+- :func:`temp_dir` makes a temporary directory that is removed however the
+  run ends.
+- Loops that can report what they had finished (sweeps, benchmarks, scans)
+  catch ``KeyboardInterrupt``, return a partial result with
+  ``interrupted=True``, and the CLI, having printed it, ends the run with
+  :func:`interrupt_exit_status`: 130 for SIGINT, 143 for SIGTERM.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from typing import Dict, Iterator, Optional, Set
+
+__all__ = ["Interrupted", "signals_handled", "owned_process", "temp_dir", "thread_pool", "received_signal",
+           "interrupt_exit_status", "end_owned_processes", "check_interrupt"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_lock = threading.Lock()
+_groups: Dict[int, int] = {}          # pid -> process group id of each live child we own
+_temp_dirs: Set[str] = set()
+_received: Optional[int] = None
+_depth = 0
+
+
+def received_signal() -> Optional[int]:
+    """The first interrupting signal of this run, or None."""
+    return _received
+
+
+def check_interrupt() -> None:
+    """Raise :class:`Interrupted` again if a signal arrived (for code that caught it to stop
+    a worker pool and must not go on)."""
+    if _received is not None:
+        raise Interrupted(_received)
+
+
+def interrupt_exit_status(signum: Optional[int] = None) -> int:
+    """128+N, as a shell reports a process ended by signal N (130 for SIGINT, 143 for SIGTERM)."""
+    return 128 + int(signum or _received or signal.SIGINT)
+
+
+def _on_signal(signum, _frame) -> None:
+    global _received
+    if _received is None:
+        _received = signum
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_handled() -> Iterator[None]:
+    """For the length of one command: SIGINT and SIGTERM raise Interrupted, and whatever way
+    the command ends, the processes and temporary directories it owned are cleaned up.
+    Nested uses (a command that calls another) only count."""
+    global _depth, _received
+    _depth += 1
+    previous = {}
+    if _depth == 1:
+        _received = None
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, _on_signal)
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if _depth == 0:
+            # a second Ctrl-C while cleaning up must not leave children behind
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+            try:
+                end_owned_processes()
+                _remove_temp_dirs()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def owned_process(pid: int, *, own_group: bool) -> Iterator[None]:
+    """Register the child ``pid`` (the leader of its own process group when ``own_group``)
+    until the block ends. When the block is left by an exception (an interrupt, a failure),
+    the child and its group are ended before the exception goes on; a signal in any other
+    code ends every registered child."""
+    with _lock:
+        _groups[pid] = pid if own_group else 0
+    try:
+        yield
+    except BaseException:
+        _end({pid: pid if own_group else 0}, grace_s=1.0)
+        raise
+    finally:
+        with _lock:
+            _groups.pop(pid, None)
+
+
+def end_owned_processes(grace_s: float = 2.0) -> None:
+    """SIGTERM every registered child (its whole group where it leads one), then SIGKILL
+    what is left after ``grace_s``."""
+    with _lock:
+        targets = dict(_groups)
+    _end(targets, grace_s)
+
+
+def _end(targets: Dict[int, int], grace_s: float) -> None:
+    if not targets:
+        return
+    for pid, pgid in targets.items():
+        _send(pid, pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(pid, pgid) for pid, pgid in targets.items()):
+        time.sleep(0.02)
+    for pid, pgid in targets.items():
+        _send(pid, pgid, signal.SIGKILL)
+
+
+def _send(pid: int, pgid: int, sig: int) -> None:
+    try:
+        if pgid:
+            os.killpg(pgid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _state(pid: int) -> Optional[tuple]:
+    """(state letter, process group) from /proc/PID/stat, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return fields[0].decode(), int(fields[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int, pgid: int) -> bool:
+    """Still running (a zombie waiting to be reaped has ended)."""
+    if not pgid:
+        st = _state(pid)
+        return st is not None and st[0] != "Z"
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _state(int(name))
+            if st is not None and st[1] == pgid and st[0] != "Z":
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def temp_dir(prefix: str = "mltools-", dir: Optional[str] = None) -> Iterator[str]:
+    """A private temporary directory, removed when the block ends or the run is interrupted."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=dir)
+    with _lock:
+        _temp_dirs.add(path)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        with _lock:
+            _temp_dirs.discard(path)
+
+
+def _remove_temp_dirs() -> None:
+    with _lock:
+        paths = list(_temp_dirs)
+        _temp_dirs.clear()
+    for p in paths:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def thread_pool(max_workers: int) -> Iterator["object"]:
+    """A ThreadPoolExecutor whose workers wait on child processes: when the block is
+    interrupted, the children are ended first (so the waiting threads return at once) and
+    queued work is cancelled, instead of the pool waiting for every child to finish."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=max_workers)
+    try:
+        yield pool
+    except BaseException:
+        end_owned_processes(grace_s=0.5)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
