@@ -20,3 +20,21 @@ def read_head(path: str, size: int = 4096) -> bytes:
             return fh.read(size)
     except OSError:
         return b""
+
+
+def check_writable(path: str, option: str) -> None:
+    """Refuse, before any work starts, an output file that could not be written
+    (``bench sum --plot /no/such/dir/x.png`` must not run the benchmark first)."""
+    import os
+
+    from mltools.errors import UsageError
+
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a directory")
+    if not os.path.isdir(parent):
+        raise UsageError(f"{option} {path}: no such directory {parent}")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path}: not writable")
+    if not os.path.exists(path) and not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: cannot create files in {parent}")

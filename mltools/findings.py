@@ -85,3 +85,20 @@ def parse_fail_on(text: str, examples: Sequence[str] = ("MISSING", "UNDEFINED"))
             raise ValueError(f"--fail-on {token!r}: use a severity (info, warning, error), "
                              f"finding codes such as {', '.join(examples)}, or none")
     return FailOn(threshold, tuple(codes), tokens)
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """One input of many that could not be processed (the others still were)."""
+    path: str
+    message: str
+
+
+def require_some_processed(errors: Sequence[ItemError], total: int, noun: str = "inputs") -> None:
+    """The batch rule: a run where no input at all could be processed cannot run (InputError,
+    exit 2); otherwise the errors are reported with the results (exit 1)."""
+    if total and len(errors) >= total:
+        from mltools.errors import InputError
+
+        first = errors[0].message
+        raise InputError(first if total == 1 else f"none of the {total} {noun} could be read: {first}")

@@ -7,6 +7,7 @@ really end up in /proc/self/maps).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -233,8 +234,8 @@ def test_bad_arguments_exit_2(cli, tmp_path):
     (tmp_path / "notpython").chmod(0o755)
     res = cli("doctor", "--python", str(tmp_path / "notpython"))
     assert res.exit_code == 2 and "not a working Python" in res.stderr
-    res = cli("doctor", "--path", str(tmp_path / "missing"))
-    assert res.exit_code == 2 and res.stderr.count("\n") == 1
+    res = cli("doctor", "--path", str(tmp_path / "missing"), "--json")    # reported; the rest goes on
+    assert res.exit_code == 1 and any(f["code"] == "NO_SUCH_PATH" for f in json.loads(res.stdout)["findings"])
     res = cli("doctor", "--import", "not a module")
     assert res.exit_code == 2 and "not a module name" in res.stderr
     res = cli("doctor", "--fail-on", "sometimes")

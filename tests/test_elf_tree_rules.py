@@ -367,6 +367,26 @@ def test_nodeflib_skips_cache_and_default_dirs(lay):
                for lib in tree.libraries if lib.soname == "libz.so.1" for c in lib.tried)
 
 
+def test_nodeflib_advice_names_the_flag_and_its_fix_works(lay):
+    """The cache does list libz: the advice is about -z nodefaultlib, never "run ldconfig",
+    and the fix it gives (a DT_RUNPATH to the library's directory) makes the real loader agree."""
+    if shutil.which("patchelf") is None:
+        pytest.skip("needs patchelf")
+    b = "nodeflib_fix"
+    exe = lay.exe(f"{b}/main", flags=["-lz", "-Wl,-z,nodefaultlib"],
+                  src="int zlibVersion(void); int main(void){return zlibVersion() == 0;}")
+    tree = tree_of(exe)
+    missing = [f for f in tree.findings if f.code == "MISSING" and "libz" in f.message]
+    assert missing and "nodefaultlib" in missing[0].fix and "ldconfig" not in missing[0].fix
+    libz = tree.by_soname()["libz.so.1"]
+    assert libz.near_misses and all("lacks it" not in nm.reason for nm in libz.near_misses)
+    assert run(exe)[0] == 127                                # the real loader: not found
+    zdir = os.path.dirname(libz.near_misses[0].path)
+    subprocess.run(["patchelf", "--set-rpath", zdir, str(exe)], check=True)
+    assert run(exe)[0] == 0                                  # the advice works
+    assert "libz.so.1" not in {lib.soname for lib in tree_of(exe).libraries if lib.path is None}
+
+
 def test_glibc_hwcaps_subdir_is_preferred(lay):
     """F6: lib/glibc-hwcaps/x86-64-v2/libh.so beats lib/libh.so; --hwcaps-mask turns it off."""
     if "x86-64-v2" not in host_loader_config().hwcaps_subdirs:

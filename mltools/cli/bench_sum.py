@@ -52,6 +52,8 @@ def sum_cmd(sizes, dtypes, layouts, datasets, methods, repeats, min_time_s, cloc
     from mltools.summation.describe import render_bench_sum
 
     if plot_path:
+        from mltools._files import check_writable
+        check_writable(plot_path, "--plot")
         try:
             import matplotlib  # noqa: F401
         except ImportError:

@@ -27,12 +27,20 @@ def inspect_cmd(files, symbols: bool, as_json: bool) -> None:
     Class, machine, type, interpreter, SONAME, NEEDED, RPATH/RUNPATH (raw and
     with $ORIGIN/$LIB/$PLATFORM expanded), FLAGS/FLAGS_1, build-id, stack and
     RELRO, x86-64 ISA level, version needs and definitions, symbol counts and
-    sha256. A file that is not ELF, truncated or corrupt is an error (exit 2).
+    sha256. A file that is not ELF, truncated or corrupt is reported and the
+    others go on.
+
+    Exit status: 0 all read, no error findings; 1 a file could not be read or
+    has an error finding; 2 none could be read.
     """
     from mltools.elf.describe import render_inspect
     from mltools.elf.inspect import inspect_files
+    from mltools.findings import FailOn
 
-    emit(inspect_files(list(files), symbols=symbols), as_json, render_inspect)
+    report = inspect_files(list(files), symbols=symbols)
+    emit(report, as_json, render_inspect)
+    if report.errors or FailOn().matches(f for fi in report.files for f in fi.findings):
+        click.get_current_context().exit(1)
 
 
 # --- tree ------------------------------------------------------------------------------------
@@ -124,7 +132,7 @@ def ldcache_cmd(cache_path, conf_path, root, no_stale_check, as_json) -> None:
 # --- scan ------------------------------------------------------------------------------------
 
 @elf.command("scan")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--list", "list_files", is_flag=True, help="Also list every ELF file found.")
 @jobs_option()
 @root_option("Resolve inside the sysroot DIR.")

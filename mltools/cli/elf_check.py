@@ -25,7 +25,7 @@ def _is_library(path: str) -> bool:
 
 
 @click.command("check")
-@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @python_option("--as-python", bare_means_running=True,
                help_text="Check inside this Python interpreter, as an import would load it: "
                          "--as-python=EXE, or bare for the one running mltools. Automatic for "

@@ -1,7 +1,6 @@
 """``mltools elf trace``: a structured LD_DEBUG report of a command."""
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import click
@@ -61,11 +60,8 @@ def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
     if symbol_patterns and "bindings" not in cats:
         raise click.BadParameter("needs bindings in --categories", param_hint="--symbol")
     if report_file:
-        # refuse before running the command, not after
-        parent = os.path.dirname(os.path.abspath(report_file)) or "."
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK) or (
-                os.path.exists(report_file) and not os.access(report_file, os.W_OK)):
-            raise click.BadParameter(f"cannot write {report_file}", param_hint="--report")
+        from mltools._files import check_writable
+        check_writable(report_file, "--report")     # refuse before running the command, not after
     try:
         report = trace_command(list(command), categories=cats, keep_dir=keep_dir,
                                target_stdout_fd=None if report_file else 2)

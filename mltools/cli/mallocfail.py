@@ -105,6 +105,9 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
     from mltools.errors import ToolNotFoundError, UsageError
     from mltools.mallocfail.config import FailSpec, RunOptions
 
+    if report_file:
+        from mltools._files import check_writable
+        check_writable(report_file, "--report")     # before the target runs, not after
     if persistent and not sweep:
         raise UsageError("--persistent is a --sweep option (for one run use --after N)")
     spec = FailSpec(after=after, fail_at=fail_at, count=count, probability=probability, seed=seed,

@@ -79,12 +79,17 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
     extra = []
+    bad_paths: List[Finding] = []      # one bad --path of several: reported, the rest goes on
     for p in paths:
-        if not os.path.exists(p):
-            raise InputError(f"--path {p}: no such directory")
-        if not os.path.isdir(p):
-            raise InputError(f"--path {p}: not a directory")
-        extra.append(os.path.abspath(p))
+        problem = ("no such directory" if not os.path.exists(p) else
+                   "not a directory" if not os.path.isdir(p) else None)
+        if problem is None:
+            extra.append(os.path.abspath(p))
+        else:
+            bad_paths.append(Finding("NO_SUCH_PATH", Severity.ERROR, f"--path {p}: {problem}: not scanned",
+                                     fix="give a directory that exists", details={"path": p}))
+    if paths and not scan_sys_path and len(bad_paths) == len(paths):
+        raise InputError(bad_paths[0].message)
     for mod in imports:
         if not mod or not all(part.isidentifier() for part in mod.split(".")):
             raise InputError(f"--import {mod!r}: not a module name")
@@ -94,13 +99,16 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     t = time.perf_counter()
     walk = walk_elf_candidates((list(interp.sys_path) if scan_sys_path else []) + extra, mode=SITE)
     candidates, walked = walk.candidates, walk.walked
+    bad_paths += [Finding("UNREADABLE", Severity.WARNING, f"{e.message}: not scanned",
+                          fix="run as a user who may read it (the loader and Python cannot read it either)",
+                          details={"path": e.path}) for e in walk.unreadable]
     owners = OwnerIndex(list(interp.site_dirs) + extra, prefixes=[interp.prefix])
     timings["walk"] = time.perf_counter() - t
 
     t = time.perf_counter()
     result = static.static_pass(interp, candidates, owners, environ)
     timings["static"] = time.perf_counter() - t
-    findings = list(result.findings)
+    findings = bad_paths + list(result.findings)
     scope = list(result.scope)
 
     loaded = ()

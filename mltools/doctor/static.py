@@ -82,6 +82,13 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
         try:
             infos[c.path] = read_elf(c.path)
         except ElfFormatError as exc:
+            if exc.kind == "unreadable":
+                # ld.so cannot open it either, and goes on to the next directory
+                findings.append(Finding("UNREADABLE", Severity.WARNING,
+                                        f"{c.path}: {exc.reason}: the loader skips it and searches on",
+                                        fix="make the file readable (the loader needs to read it too)",
+                                        details={"path": c.path}))
+                continue
             findings.append(_bad_elf_finding(c.path, exc.reason, owners))
         except OSError as exc:
             findings.append(Finding("UNREADABLE", Severity.WARNING, f"{c.path}: {exc.strerror}",

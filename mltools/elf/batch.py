@@ -7,11 +7,13 @@ result, :class:`TreeBatch`, is the whole document the command prints.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 
 from mltools.elf.ldtree import DepTree, DepTreeSet, Resolver, resolve_tree
 from mltools.errors import InputError, UsageError
+from mltools.findings import ItemError, require_some_processed
 
 __all__ = ["TreeBatch", "resolve_batch"]
 
@@ -24,21 +26,27 @@ class TreeBatch:
     """The dependency trees of one or more files, already encoded.
 
     One file: the ``mltools.elf.tree`` document (or its text). Several files:
-    the ``mltools.elf.trees`` envelope, compact (or the texts, a blank line apart).
+    the ``mltools.elf.trees`` envelope, compact, with an ``errors`` list for
+    the files that could not be resolved (or the texts, a blank line apart,
+    an ``error:`` line in place of such a file).
     """
     SCHEMA: ClassVar[str] = DepTreeSet.SCHEMA
     SCHEMA_VERSION: ClassVar[int] = DepTreeSet.SCHEMA_VERSION
     fmt: str                        # "json" or "text"
-    items: Tuple[str, ...]          # per file, in the order given
+    items: Tuple[str, ...]          # per file resolved (text: per file), in the order given
     ok: bool                        # every library of every tree found
+    errors: Tuple[ItemError, ...] = ()
+    single: bool = False            # one file: its own document, not the envelope
 
     def document(self) -> str:
         if self.fmt == "text":
             return "\n\n".join(self.items)
-        if len(self.items) == 1:
+        if self.single:
             return self.items[0]
-        return '{"schema":"%s","version":%d,"trees":[%s]}' % (
-            self.SCHEMA, self.SCHEMA_VERSION, ",".join(self.items))
+        errors = json.dumps([{"path": e.path, "message": e.message} for e in self.errors], separators=(",", ":"))
+        return '{"schema":"%s","version":%d,"trees":[%s]%s}' % (
+            self.SCHEMA, self.SCHEMA_VERSION, ",".join(self.items),
+            f',"errors":{errors}' if self.errors else "")
 
 
 def _encode_one(tree: DepTree, fmt: str, flat: bool) -> str:
@@ -77,7 +85,8 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
     With at least :data:`POOL_MIN_FILES` files, the files are split in
     contiguous chunks over ``jobs`` forked processes (default: the usable
     CPUs), each with its own Resolver (so each reuses its caches); the output
-    is the same. A file that cannot be read raises InputError.
+    is the same. A file that cannot be resolved (not ELF, static, unreadable)
+    is an ItemError and the others go on; when none can be, InputError.
     """
     from mltools._sysfs import usable_cpus
 
@@ -87,7 +96,7 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
     if len(paths) == 1:
         resolver = Resolver(root=root, hwcaps_mask=hwcaps_mask)
         tree = resolve_tree(paths[0], env=kw["env"], preload=kw["preload"], resolver=resolver)
-        return TreeBatch(fmt, (_encode_one(tree, fmt, flat),), tree.ok)
+        return TreeBatch(fmt, (_encode_one(tree, fmt, flat),), tree.ok, single=True)
     n = max(1, min(jobs or usable_cpus(), len(paths))) if len(paths) >= POOL_MIN_FILES else 1
     size = -(-len(paths) // n)
     chunks = [(list(paths[i:i + size]), dict(kw), fmt, flat) for i in range(0, len(paths), size)]
@@ -97,7 +106,12 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
         import multiprocessing
         with multiprocessing.get_context("fork").Pool(n) as pool:
             results = [x for part in pool.map(_resolve_chunk, chunks, chunksize=1) for x in part]
-    for kind, payload, _ok in results:
-        if kind == "error":
-            raise InputError(payload)
-    return TreeBatch(fmt, tuple(p for _k, p, _o in results), all(ok for _k, _p, ok in results))
+    errors = [ItemError(path, payload) for path, (kind, payload, _ok) in zip(paths, results) if kind == "error"]
+    require_some_processed(errors, len(paths), "files")
+    if fmt == "text":
+        from mltools.elf.describe import errors_text
+        items = tuple(p if k == "ok" else errors_text([ItemError(path, p)])[0]
+                      for path, (k, p, _o) in zip(paths, results))
+    else:
+        items = tuple(p for k, p, _o in results if k == "ok")
+    return TreeBatch(fmt, items, all(ok for _k, _p, ok in results), tuple(errors))

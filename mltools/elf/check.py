@@ -30,7 +30,7 @@ from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 from mltools.elf.files import is_linker_script_file, is_tagged_extension_name
 from mltools.elf.runtimes import duplicate_copies
-from mltools.findings import FailOn, Finding, Severity
+from mltools.findings import FailOn, Finding, ItemError, Severity, require_some_processed
 
 # this check's own finding codes (the resolver's pass through too)
 CHECK_CODES = ("MISSING", "VERSION_MISSING", "VERSION_MISSING_WEAK", "UNDEFINED", "ABI_MISMATCH",
@@ -538,7 +538,7 @@ def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Se
     loaded_cache: Dict[str, Tuple[str, ...]] = {}
     symbol_cache = SymbolCache()
     results = []
-    unreadable = 0
+    unreadable: List[ItemError] = []
     binaries: Dict[str, str] = {}
     for p in paths:
         exe = python
@@ -560,14 +560,13 @@ def check_files(paths: Sequence[str], *, python: Optional[str] = None, after: Se
             # one bad file among many is a finding; a run where no file can be read is an error
             if len(paths) == 1:
                 raise
-            unreadable += 1
+            unreadable.append(ItemError(p, exc.message))
             # a linker script (libc.so, libm.so) is for ld at link time; ld.so never opens it
             sev = Severity.INFO if is_linker_script_file(p) else Severity.ERROR
             results.append(FileCheck(p, exe, tuple(after) if exe else (), len(loaded), (),
                                      CheckStats(0, 0, 0, 0.0),
                                      (Finding("UNREADABLE", sev, exc.message),)))
-    if paths and unreadable == len(paths):
-        raise InputError(f"none of the {len(paths)} files could be read: {results[0].findings[0].message}")
+    require_some_processed(unreadable, len(paths), "files")
     every = tuple(f for fc in results for f in fc.findings)
     return CheckReport(tuple(results), fail_on.tokens, fail_on.matches(every),
                        round(time.perf_counter() - start, 4), every)

@@ -67,7 +67,14 @@ def render_inspect(report) -> str:
         if f.findings:
             text += "\n\nfindings\n" + findings_text(f.findings)
         blocks.append(text)
+    blocks.extend(errors_text(report.errors))
     return "\n\n".join(blocks)
+
+
+def errors_text(errors) -> list:
+    """One ``error: PATH: message`` line per input that could not be processed."""
+    return [f"error: {e.message}" if e.message.startswith(e.path) else f"error: {e.path}: {e.message}"
+            for e in errors]
 
 
 # --- tree ------------------------------------------------------------------------------------

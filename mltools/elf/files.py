@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from mltools._files import read_head, sha256_file
-from mltools.errors import InputError
+from mltools.findings import ItemError, require_some_processed
 
 __all__ = ["ELFMAG", "looks_like_elf", "is_linker_script", "is_linker_script_file", "is_shared_object_name",
            "is_extension_name", "is_tagged_extension_name", "identical_groups", "IdenticalFiles",
@@ -150,6 +150,22 @@ class WalkResult:
     candidates: Tuple[ElfCandidate, ...]              # sorted by path
     walked: Tuple[str, ...]                           # the top directories walked, each real one once
     aliases: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)   # TREE: realpath -> symlinks
+    unreadable: Tuple[ItemError, ...] = ()            # directories and files that could not be read
+    missing: Tuple[ItemError, ...] = ()               # TREE: top-level paths that do not exist
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _magic(path: str, unreadable: List[ItemError]) -> bytes:
+    """The first 4 bytes; a file that cannot be opened is noted as unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4)
+    except OSError as exc:
+        unreadable.append(ItemError(path, f"{path}: cannot read: {_why(exc)}"))
+        return b""
 
 
 def _dir_id(path: str):
@@ -175,10 +191,13 @@ def walk_elf_candidates(tops: Sequence[str], *, mode: str) -> WalkResult:
       linker script (a Git LFS pointer, a truncated download), which is kept
       so that it can be reported. Each file (device and inode) is listed once.
     - ``TREE`` (``elf scan``): tops may be files; a top that does not exist is
-      an InputError; symlinked directories are not followed, and symlinks to
+      listed in ``missing`` (an InputError when none exists); symlinked directories are not followed, and symlinks to
       files are recorded as aliases of their target; every regular file is a
       candidate unless its suffix says it is text or data (the caller reads
       its magic).
+
+    Directories that cannot be listed (and, in SITE mode, candidate files that
+    cannot be opened) are listed in ``unreadable``, never skipped in silence.
     """
     if mode == SITE:
         return _walk_site(tops)
@@ -190,6 +209,7 @@ def walk_elf_candidates(tops: Sequence[str], *, mode: str) -> WalkResult:
 def _walk_site(dirs: Sequence[str]) -> WalkResult:
     found: List[ElfCandidate] = []
     walked: List[str] = []
+    unreadable: List[ItemError] = []
     seen_dirs: Set[tuple] = set()
     seen_files: Set[tuple] = set()
     tops = [d for d in dirs if d and os.path.isdir(d)]
@@ -205,7 +225,8 @@ def _walk_site(dirs: Sequence[str]) -> WalkResult:
             d = stack.pop()
             try:
                 entries = list(os.scandir(d))
-            except OSError:
+            except OSError as exc:
+                unreadable.append(ItemError(d, f"{d}: cannot list: {_why(exc)}"))
                 continue
             for e in entries:
                 name = e.name
@@ -236,7 +257,10 @@ def _walk_site(dirs: Sequence[str]) -> WalkResult:
                 file_id = (st.st_dev, st.st_ino)
                 if file_id in seen_files:
                     continue
-                if not looks_like_elf(e.path):
+                before = len(unreadable)
+                if _magic(e.path, unreadable) != ELFMAG:
+                    if len(unreadable) > before:
+                        continue           # reported as unreadable
                     # a shared-object name without ELF inside is kept: the caller reports
                     # it, as ld.so would refuse it
                     if not so_name or is_linker_script_file(e.path):
@@ -244,12 +268,14 @@ def _walk_site(dirs: Sequence[str]) -> WalkResult:
                 seen_files.add(file_id)
                 found.append(ElfCandidate(e.path, top, is_extension_name(name)))
     found.sort(key=lambda c: c.path)
-    return WalkResult(tuple(found), tuple(walked))
+    return WalkResult(tuple(found), tuple(walked), unreadable=tuple(sorted(unreadable, key=lambda u: u.path)))
 
 
 def _walk_tree(paths: Sequence[str]) -> WalkResult:
     files: Dict[str, str] = {}                  # path -> the top it was found under
     aliases: Dict[str, List[str]] = {}
+    unreadable: List[ItemError] = []
+    missing: List[ItemError] = []
 
     def plausible(name: str) -> bool:
         return is_shared_object_name(name) or os.path.splitext(name)[1] not in _TEXT_SUFFIXES
@@ -257,7 +283,8 @@ def _walk_tree(paths: Sequence[str]) -> WalkResult:
     def visit(d: str, top: str) -> None:
         try:
             it = os.scandir(d)
-        except OSError:
+        except OSError as exc:
+            unreadable.append(ItemError(d, f"{d}: cannot list: {_why(exc)}"))
             return
         with it:
             for e in it:
@@ -277,8 +304,9 @@ def _walk_tree(paths: Sequence[str]) -> WalkResult:
 
     walked = []
     for top in paths:
-        if not os.path.exists(top):
-            raise InputError(f"{top}: no such file or directory")
+        if not os.path.lexists(top):
+            missing.append(ItemError(top, f"{top}: no such file or directory"))
+            continue
         if os.path.isfile(top):
             real = os.path.realpath(top)
             files.setdefault(real, real)
@@ -287,5 +315,7 @@ def _walk_tree(paths: Sequence[str]) -> WalkResult:
         else:
             walked.append(os.path.abspath(top))
             visit(os.path.abspath(top), os.path.abspath(top))
+    require_some_processed(missing, len(paths), "paths")
     cands = tuple(ElfCandidate(p, files[p], is_extension_name(p)) for p in sorted(files))
-    return WalkResult(cands, tuple(walked), {k: tuple(v) for k, v in aliases.items()})
+    return WalkResult(cands, tuple(walked), {k: tuple(v) for k, v in aliases.items()},
+                      tuple(sorted(unreadable, key=lambda u: u.path)), tuple(missing))

@@ -11,7 +11,8 @@ from mltools.elf.ldso import LoaderConfig, expand_dst, host_loader_config
 from mltools.elf.reader import (
     DF_TEXTREL, ElfInfo, dt_flags_1_names, dt_flags_names, read_elf, read_notes, read_symbols,
 )
-from mltools.findings import Finding, Severity
+from mltools.errors import InputError
+from mltools.findings import Finding, ItemError, Severity, require_some_processed
 
 __all__ = ["SearchPath", "SymbolEntry", "VersionNeedEntry", "ElfInspection", "InspectReport",
            "inspect_file", "inspect_files", "demangle"]
@@ -79,6 +80,7 @@ class InspectReport:
     SCHEMA: ClassVar[str] = "mltools.elf.inspect"
     SCHEMA_VERSION: ClassVar[int] = 1
     files: Tuple[ElfInspection, ...]
+    errors: Tuple[ItemError, ...] = ()      # files that could not be read (the others still were)
 
 
 def demangle(names: Sequence[str]) -> List[str]:
@@ -189,5 +191,14 @@ def inspect_file(path: str, *, symbols: bool = False, cfg: Optional[LoaderConfig
 
 
 def inspect_files(paths: Sequence[str], *, symbols: bool = False) -> InspectReport:
+    """Every file that can be read; one that cannot is an ItemError, unless none can (InputError)."""
     cfg = host_loader_config()
-    return InspectReport(files=tuple(inspect_file(p, symbols=symbols, cfg=cfg) for p in paths))
+    files: List[ElfInspection] = []
+    errors: List[ItemError] = []
+    for p in paths:
+        try:
+            files.append(inspect_file(p, symbols=symbols, cfg=cfg))
+        except InputError as exc:
+            errors.append(ItemError(p, exc.message))
+    require_some_processed(errors, len(paths), "files")
+    return InspectReport(files=tuple(files), errors=tuple(errors))

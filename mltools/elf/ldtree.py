@@ -488,7 +488,11 @@ class Resolver:
             self._conf_dirs = read_ld_so_conf("/etc/ld.so.conf", root=self.config.root)
         return self._conf_dirs
 
-    def near_misses(self, name: str, searched: Iterable[str]) -> Tuple[NearMiss, ...]:
+    def near_misses(self, name: str, searched: Iterable[str], nodeflib: bool = False) -> Tuple[NearMiss, ...]:
+        """Files of that name (or another version of it) the search did not take, and why.
+
+        ``nodeflib``: the needing object has DF_1_NODEFLIB, so a cache entry in a
+        system directory was refused rather than absent."""
         out: List[NearMiss] = []
         seen = set()
         searched = {s.rstrip("/") or "/" for s in searched}
@@ -504,7 +508,13 @@ class Resolver:
             if self._has(d + "/", name) and os.path.exists(d + "/" + name):
                 add(f"{d}/{name}", f"same name in a directory searched for another object ({label}), "
                                    "not for this one")
-        for d in self.conf_dirs():
+        cached = (self.cache.lookup(name, self.config.hwcaps_subdirs, self._cache_flags())
+                  if self.cache is not None else None)
+        if cached is not None and nodeflib:
+            add(cached.path, "listed in the ld.so cache, but -z nodefaultlib (DF_1_NODEFLIB) of the needing "
+                             "object refuses the cache's entries in system directories and the default "
+                             "directories")
+        for d in self.conf_dirs() if cached is None else ():
             hd = self.host(d)
             if hd.rstrip("/") in searched:
                 continue
@@ -1039,7 +1049,8 @@ def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Libra
             searched_dirs = set()
             for c in o.tried:
                 searched_dirs.add(os.path.dirname(r.host(c.path) if c.path.startswith("/") else c.path))
-            near = r.near_misses(name, searched_dirs)
+            nodeflib = bool(o.loader is not None and o.loader.info is not None and o.loader.info.nodeflib)
+            near = r.near_misses(name, searched_dirs, nodeflib)
         else:
             near = ()
         return Library(soname=name, path=o.real if o.kind == "fatal" else None,
@@ -1064,6 +1075,10 @@ def _ident(o: Optional[_Obj], root_ident) -> Optional[str]:
 
 
 def _missing_fix(lib: Library) -> str:
+    if any(c.reason and c.reason.startswith("DF_1_NODEFLIB") for c in lib.tried):
+        return ("the needing object was linked with -z nodefaultlib, which forbids the ld.so cache's system "
+                "entries and the default directories: give it a DT_RUNPATH to the library's directory "
+                "(patchelf --set-rpath DIR) or relink it without -z nodefaultlib")
     if lib.near_misses:
         nm = lib.near_misses[0]
         d = os.path.dirname(nm.path)

@@ -26,7 +26,7 @@ from mltools.elf.files import (TREE, identical_groups, is_linker_script_file, is
                                is_tagged_extension_name, looks_like_elf, walk_elf_candidates)
 from mltools.elf.reader import ElfFormatError, ElfInfo, read_elf, read_notes
 from mltools.errors import InputError
-from mltools.findings import Finding, Severity
+from mltools.findings import Finding, ItemError, Severity
 
 __all__ = ["ScannedFile", "DuplicateGroup", "RuntimeCopies", "ScanReport", "scan_paths"]
 
@@ -70,7 +70,14 @@ class ScanReport:
 
 
 def _probe(path: str):
-    """(path, ElfInfo | None, error | None, build_id): read one file; non-ELF files are None."""
+    """(path, ElfInfo | None, error | None, build_id): read one file; non-ELF files are None.
+
+    error is an ElfFormatError, or an ItemError for a file that cannot be opened."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return path, None, ItemError(path, f"{path}: cannot read: {exc.strerror or exc}"), None
     if not looks_like_elf(path):
         if is_shared_object_name(path) and not is_linker_script_file(path):
             try:
@@ -114,10 +121,14 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
     chunks = [files[i:i + 128] for i in range(0, len(files), 128)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         probed = [x for part in pool.map(lambda ch: [_probe(f) for f in ch], chunks) for x in part]
-    findings: List[Finding] = []
+    findings: List[Finding] = [
+        Finding("NO_SUCH_PATH", Severity.ERROR, e.message, details={"path": e.path}) for e in walk.missing]
+    findings += [_unreadable(e) for e in walk.unreadable]
     elves: Dict[str, Tuple[ElfInfo, Optional[str]]] = {}
     for path, info, err, build_id in probed:
-        if err is not None:
+        if isinstance(err, ItemError):
+            findings.append(_unreadable(err))
+        elif err is not None:
             code = "NOT_ELF" if err.kind in ("not-elf", "empty") else "MALFORMED_ELF"
             findings.append(Finding(code, Severity.ERROR, f"{path}: {err.reason}",
                                     fix="replace the file with the real library", details={"path": path}))
@@ -229,6 +240,11 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
     findings.sort(key=lambda f: (-f.severity.rank, f.code, f.message))
     return ScanReport(roots=tuple(sorted(os.path.abspath(p) for p in paths)), files=tuple(scanned),
                       duplicates=tuple(groups), runtimes=tuple(runtimes), findings=tuple(findings))
+
+
+def _unreadable(e: ItemError) -> Finding:
+    return Finding("UNREADABLE", Severity.WARNING, f"{e.message}: not scanned",
+                   fix="run as a user who may read it (or scan what you may read)", details={"path": e.path})
 
 
 def replace_message(f: Finding, path: str) -> Finding:
