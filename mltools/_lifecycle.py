@@ -62,6 +62,24 @@ def interrupt_exit_status(signum: Optional[int] = None) -> int:
     return 128 + int(signum or _received or signal.SIGINT)
 
 
+def _in_forked_child() -> None:
+    """A process forked from ours (a multiprocessing worker) is not the run: it gets the default
+    signal actions back (the parent ends it; no traceback from a worker on Ctrl-C) and owns
+    none of the parent's children or directories."""
+    global _depth, _received
+    if _depth:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+    _depth = 0
+    _received = None
+    _groups.clear()
+    _temp_dirs.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_in_forked_child)
+
+
 def _on_signal(signum, _frame) -> None:
     global _received
     if _received is None:

@@ -107,3 +107,16 @@ def test_progress_line_counts_and_estimates_time_left(monkeypatch):
     finally:
         _output.set_quiet(False)
     assert _output.Progress("x", 3).enabled
+
+
+def test_forked_pool_workers_end_quietly(tmp_path):
+    """Workers forked while the handlers are installed get the default actions back: the pool's
+    SIGTERM at the end of a batch ends them without a traceback."""
+    import glob as _glob
+    libs = sorted(_glob.glob("/usr/lib/x86_64-linux-gnu/lib*.so*"))[:70]
+    if len(libs) < 64:
+        pytest.skip("needs 64 libraries for the process pool")
+    proc = subprocess.run([sys.executable, "-m", "mltools", "elf", "tree", "-j", "2", *libs],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr
