@@ -223,3 +223,53 @@ def test_a_pyperf_file_against_itself_is_not_significant():
     fc = report.comparisons[0]
     assert fc.cases and all(c.verdict == "not significant" and math.isclose(c.speedup, 1.0) for c in fc.cases)
     assert fc.machine_differences == ()
+
+
+# ----------------------------------------------------------------- the machine and the run
+
+def test_machine_load_and_cpus_agree_with_the_kernel():
+    from mltools.env.machine import collect_machine, load_average
+
+    m = collect_machine()
+    load, _ = load_average()
+    assert abs(load - os.getloadavg()[0]) < 1.0           # getloadavg(3), read independently
+    usable = sorted(os.sched_getaffinity(0))
+    assert m.usable_cpus == len(usable) and m.cpu_count == os.cpu_count()
+    assert set(m.cpu_freq) <= {str(c) for c in usable}
+    if m.cpu_freq_source == "cpuinfo":
+        with open("/proc/cpuinfo") as fh:
+            mhz = [float(l.split(":")[1]) for l in fh if l.startswith("cpu MHz")]
+        assert all(min(mhz) - 1000 <= v <= max(mhz) + 1000 for v in m.cpu_freq.values())
+    assert m.versions["mltools"] and m.python_version and m.kernel == os.uname().release
+
+
+def test_machine_differences_name_what_differs():
+    from mltools.env.machine import machine_differences
+
+    a = {"cpu_model_name": "AMD EPYC", "isa": "x86-64-v4", "kernel": "6.1", "versions": {"numpy": "2.0"},
+         "gpus": [{"name": "NVIDIA H100"}]}
+    b = dict(a, kernel="6.8", versions={"numpy": "2.1"}, gpus=[{"name": "NVIDIA H200"}])
+    assert machine_differences(a, b) == ["kernel: 6.1 -> 6.8", "GPUs: NVIDIA H100 -> NVIDIA H200",
+                                         "numpy: 2.0 -> 2.1"]
+    assert machine_differences(a, a) == []
+    assert machine_differences(a, None) == ["machine not recorded in one file"]
+
+
+def test_a_busy_machine_marks_the_run(monkeypatch):
+    import dataclasses
+
+    from mltools.env.machine import collect_machine
+    from mltools.results import run as run_mod
+
+    m = collect_machine()
+    busy = run_mod.Recorder(("x",), threads=1, machine=dataclasses.replace(m, load_avg_1min=m.usable_cpus + 3.0))
+    busy.add("k", "ns", "lower", [1.0, 1.01, 0.99])
+    info = busy.finish()
+    assert info.busy and info.noisy and info.noisy_cases == 0 and info.command == ("x",)
+    # the benchmark's own threads are not other load: after a long run they make the whole average
+    monkeypatch.setattr(run_mod, "load_average", lambda: (float(m.usable_cpus) + 0.5, None))
+    quiet = run_mod.Recorder((), threads=m.usable_cpus, machine=dataclasses.replace(m, load_avg_1min=0.2))
+    quiet._t0 -= 3600
+    info = quiet.finish()
+    assert not info.busy and info.other_load == pytest.approx(0.5, abs=0.01)
+    assert quiet.add("none", "ns", "lower", [float("nan")]) is None

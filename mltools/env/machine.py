@@ -23,8 +23,8 @@ from typing import Dict, List, Optional, Tuple
 from mltools import __version__
 from mltools._sysfs import cpuinfo_fields, read_text
 
-__all__ = ["Machine", "GpuState", "collect_machine", "describe_machine", "load_average", "now_iso", "machine_differences",
-           "format_cpu_ranges"]
+__all__ = ["Machine", "GpuState", "collect_machine", "describe_machine", "load_average", "now_iso",
+           "machine_differences"]
 
 
 @dataclass(frozen=True)
@@ -101,23 +101,6 @@ def load_average() -> Tuple[Optional[float], Optional[int]]:
         except ValueError:
             runnable = None
     return load, runnable
-
-
-def format_cpu_ranges(cpus) -> str:
-    """[0, 1, 2, 5] -> "0-2,5"."""
-    cpus = sorted(set(cpus))
-    out: List[str] = []
-    start = prev = None
-    for c in cpus:
-        if prev is not None and c == prev + 1:
-            prev = c
-            continue
-        if start is not None:
-            out.append(f"{start}-{prev}" if prev != start else str(start))
-        start = prev = c
-    if start is not None:
-        out.append(f"{start}-{prev}" if prev != start else str(start))
-    return ",".join(out)
 
 
 def _cpuinfo_mhz(text: str) -> Dict[int, int]:
@@ -206,6 +189,7 @@ def collect_machine(*, gpus: Tuple[GpuState, ...] = (), gpu_note: Optional[str] 
     reads them through NVML), so describing a CPU benchmark's machine never
     touches a GPU driver."""
     from mltools.env.report import _collect_cpu, _collect_libc, _meminfo_bytes
+    from mltools.numa.topology import format_cpulist
 
     cpu = _collect_cpu()
     cpuinfo = read_text("/proc/cpuinfo") or ""
@@ -229,7 +213,7 @@ def collect_machine(*, gpus: Tuple[GpuState, ...] = (), gpu_note: Optional[str] 
         date=now_iso(), hostname=socket.gethostname(), platform=platform.platform(True, False),
         kernel=platform.release(), cpu_model_name=cpu.model_name, cpu_vendor=cpu.vendor,
         architecture=cpu.architecture, isa=isa, hypervisor=cpu.hypervisor, cpu_count=cpu.logical_cpus,
-        cpu_affinity=format_cpu_ranges(usable), usable_cpus=len(usable), cpu_freq=freq,
+        cpu_affinity=format_cpulist(usable), usable_cpus=len(usable), cpu_freq=freq,
         cpu_freq_source=freq_source, cpu_config=config, governor=governor, load_avg_1min=load,
         runnable_threads=runnable, memory_total_bytes=mem,
         python_implementation=platform.python_implementation(), python_version=platform.python_version(),

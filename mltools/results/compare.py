@@ -16,11 +16,13 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mltools.env.machine import machine_differences
 from mltools.errors import InputError
-from mltools.findings import ItemError
+from mltools.findings import ItemError, require_some_processed
 from mltools.results.stats import RATIO_CI_METHOD, ratio_ci
 
 __all__ = ["LoadedResults", "load_results", "compare_results", "CompareReport", "FileComparison",
@@ -184,8 +186,6 @@ def compare_case(base: LoadedCase, new: LoadedCase) -> CaseComparison:
         s, lo, hi = ratio_ci(new.samples, base.samples)
     else:
         s, lo, hi = ratio_ci(base.samples, new.samples)
-    import statistics
-
     med_b = statistics.median(base.samples)
     med_n = statistics.median(new.samples)
     if len(base.samples) < 2 or len(new.samples) < 2:
@@ -213,8 +213,6 @@ def _compare_file(base: LoadedResults, other: LoadedResults) -> FileComparison:
             mismatch.append(f"{name}: {b.unit} ({b.better} is better) -> {n.unit} ({n.better} is better)")
             continue
         cases.append(compare_case(b, n))
-    from mltools.env.machine import machine_differences
-
     speedups = [c.speedup for c in cases if c.speedup > 0 and math.isfinite(c.speedup)]
     geo = math.exp(sum(math.log(v) for v in speedups) / len(speedups)) if speedups else None
     summary = Summary(sum(c.verdict == "faster" for c in cases), sum(c.verdict == "slower" for c in cases),
@@ -230,8 +228,6 @@ def compare_results(baseline: str, others: Sequence[str], fail_if_slower_pct: Op
                     ) -> CompareReport:
     """Compare each of ``others`` with ``baseline``. An unreadable baseline raises (exit 2);
     an unreadable other file is an :class:`ItemError` and the rest are still compared."""
-    from mltools.findings import require_some_processed
-
     base = load_results(baseline)
     comparisons, errors = [], []
     for path in others:

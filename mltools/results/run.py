@@ -9,6 +9,13 @@ figures differ: a case says its unit and whether lower or higher is better
 (bandwidth and images/s are rates, pyperf's values are always costs), and
 carries its statistics (median, min, max, bootstrap interval, noisy).
 
+pyperf itself is not used to run the benchmarks: its Runner calibrates loops
+of a Python callable in worker processes it spawns, while our figures are
+timed inside the C kernels (each NUMA repetition from the first thread's start
+to the last thread's end), across threads pinned to nodes, or with CUDA
+events; and its values are always costs. ``bench compare`` reads pyperf's
+files, and the tests check its verdicts against ``pyperf compare_to``.
+
 Format history (``version`` of each bench schema that embeds this):
   2 - ``machine``, ``run``, ``cases`` (samples + stats) and ``interrupted`` added.
 """

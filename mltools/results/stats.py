@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 __all__ = ["Stats", "summarize", "bootstrap_median_ci", "ratio_ci", "NOISE_THRESHOLD", "RESAMPLES",
            "CI_LEVEL", "CI_METHOD", "RATIO_CI_METHOD"]
@@ -132,10 +132,3 @@ def ratio_ci(numerator: Sequence[float], denominator: Sequence[float], level: fl
     alpha = (1 - level) / 2
     lo, hi = np.percentile(ma / mb, [100 * alpha, 100 * (1 - alpha)])
     return point, float(lo), float(hi)
-
-
-def fmt_interval(stats: Optional[Stats], digits: int = 3) -> str:
-    """``[lo, hi]`` with ``digits`` significant digits, for the text views."""
-    if stats is None:
-        return "-"
-    return f"[{stats.ci_low:.{digits}g}, {stats.ci_high:.{digits}g}]"
