@@ -85,10 +85,12 @@ def shakeshake_cmd(depth, width, batch_size, steps, warmup, max_warmup, impl, sh
         raise UsageError(f"--depth must be 6n+2 with n >= 1 (8, 14, 20, 26, ...), got {depth}")
     if width < 2 or width % 2:
         raise UsageError(f"--width must be an even number >= 2, got {width}")
-    if params_only:
-        emit(B.params_only_result(depth, width, shake_level, impl), as_json, render_shakeshake)
-        return
     check_outputs(output_path)
+    if params_only:
+        result = B.params_only_result(depth, width, shake_level, impl)
+        write_output(result, output_path)
+        emit(result, as_json, render_shakeshake)
+        return
     if data_dir is not None:   # fail fast, before spawning or building anything
         from pathlib import Path
 

@@ -508,12 +508,17 @@ def settled(step_ms: Sequence[float], window: int, tolerance: float) -> bool:
     return med > 0 and (max(last) - min(last)) / med <= tolerance
 
 
-def _warm_up(r: Runner, config: BenchConfig, eval_source, progress, name: str) -> Tuple[List[float], bool]:
-    """At least ``config.warmup`` steps, then more until steady (or the limit): (step ms, settled)."""
+def _warm_up(r: Runner, config: BenchConfig, eval_source, progress, name: str,
+             all_agree: Callable[[bool], bool] = lambda ok: ok) -> Tuple[List[float], bool]:
+    """At least ``config.warmup`` steps, then more until steady (or the limit): (step ms, settled).
+
+    ``all_agree`` turns this process's "steady" into the group's: under DDP every rank must
+    take the same number of steps (each one is a collective), so all stop when all are steady."""
     times: List[float] = []
     limit = config.warmup_limit()
     while len(times) < limit:
-        if len(times) >= config.warmup and settled(times, config.settle_window, config.settle_tolerance):
+        if len(times) >= config.warmup and all_agree(settled(times, config.settle_window,
+                                                             config.settle_tolerance)):
             break
         _, per = r.timed(r.train_step, len(times), 1)
         times += per
@@ -549,7 +554,9 @@ def _measure(factories: Dict[str, Callable[[], Runner]], config: BenchConfig, de
             r = runners[name] = make()
             _barrier(dist_info, device)
             t0 = time.perf_counter()
-            warm, is_settled = _warm_up(r, config, eval_source, progress, name)
+            warm, is_settled = _warm_up(
+                r, config, eval_source, progress, name,
+                lambda ok: _all_reduce_max(0.0 if ok else 1.0, dist_info, device) == 0.0)
             _sync(device)
             out[name] = {"warmup_s": time.perf_counter() - t0, "warmup_ms": warm, "settled": is_settled,
                          "train_s": 0.0, "train_ms": [], "train_steps": 0,
