@@ -13,6 +13,9 @@ One short prepared run for an H100/H200 (or any CUDA GPU), at most --budget seco
 
 Each run is a separate `python -m mltools bench shakeshake ... --json` with a
 time limit; a failed or timed-out run is reported and the others still run.
+The headline (speed-up, images/s, MFU with the peak it used and its source,
+warm-up steps until steady, and whether NVML saw the GPU throttle) is printed
+as soon as run 1 finishes, before the others start.
 JSON documents go to $OUT (or a new /tmp/shakeshake-gpu-* folder); a markdown table for
 docs/benchmarks.md is printed at the end. Needs python with a CUDA build of
 torch and click; mltools is taken from this checkout (PYTHONPATH), no build needed.
@@ -50,6 +53,28 @@ def run(tag, argv, outdir, timeout):
     return json.loads(p.stdout)
 
 
+def headline(doc):
+    """One line per implementation, then the GPU's state while timed: what to report first."""
+    out = [f"HEADLINE {doc['device_name']}: fast / reference = "
+           + (f"{doc['speedup']:.2f}x" if doc.get("speedup") is not None else "-")]
+    for i in doc["implementations"]:
+        peak = i.get("peak") or {}
+        out.append(f"  {i['impl']}: {i['images_per_s']:,.0f} img/s ({i['precision']}), MFU "
+                   + ("-" if i["mfu"] is None else f"{100 * i['mfu']:.1f}% of {peak.get('tflops')} TFLOP/s "
+                      f"({peak.get('gpu')}, {peak.get('source')})")
+                   + f"; warm-up {i.get('warmup_steps')} steps, settled {i.get('settled')}")
+    for t in doc.get("telemetry") or ():
+        sm = t.get("sm_clock_mhz") or {}
+        out.append(f"  GPU while timed: SM {sm.get('min')}-{sm.get('max')} MHz of {t.get('max_sm_clock_mhz')}, "
+                   f"power max {(t.get('power_w') or {}).get('max')} W of {t.get('power_limit_w')}, "
+                   f"temperature max {(t.get('temperature_c') or {}).get('max')} C, "
+                   + ("THROTTLED " + ",".join(t["throttle_reasons"]) if t["throttled"] else "not throttled"))
+    for n in doc.get("notes") or ():
+        out.append(f"  note: {n}")
+    out.append(f"  noisy figures: {doc['run']['noisy_cases']} of {doc['run']['cases']}" if doc.get("run") else "")
+    return "\n".join(out)
+
+
 def rows(tag, doc):
     for i in doc["implementations"]:
         mfu = "-" if i["mfu"] is None else f"{100 * i['mfu']:.1f}% of {i['peak_tflops']} ({i['precision']})"
@@ -58,7 +83,8 @@ def rows(tag, doc):
                f"{' compiled' if i['compiled'] else ''}{' cuda-graphs' if i['cuda_graphs'] else ''}"
                f"{' conv2=' + i['second_conv'] if i['second_conv'] else ''} | {i['images_per_s']:,.0f} | "
                f"{max(i['round_images_per_s']):,.0f} | {i['eval_images_per_s']:,.0f} | {i['step_ms']['p50_ms']:.2f} | "
-               f"{i['achieved_tflops']:.1f} | {mfu} | {mem} | {i['warmup_s']:.0f} |")
+               f"{i['achieved_tflops']:.1f} | {mfu} | {mem} | {i['warmup_s']:.0f} ({i.get('warmup_steps')} steps) | "
+               f"{'yes' if doc.get('throttled') else 'no'} |")
 
 
 def main():
@@ -101,6 +127,8 @@ def main():
         doc = run(tag, common + extra, outdir, int(min(a.timeout, left)))
         if doc is not None:
             docs[tag] = doc
+            if len(docs) == 1:
+                print(headline(doc), flush=True)
     if not docs:
         sys.exit("no run succeeded; see the .stderr files in " + str(outdir))
     first = next(iter(docs.values()))
@@ -109,11 +137,12 @@ def main():
           f"cuDNN {v.get('cudnn')}, torch {v.get('torch')}")
     print(f"Shake-Shake-{first['depth']} 2x{first['width']}d ({first['params']:,} parameters, "
           f"{first['flops_per_image']['train'] / 1e9:.2f} GFLOP per training image), batch {first['batch_size']}, "
-          f"{first['steps']} timed steps after {first['warmup']} warm-up, synthetic data on the device; "
+          f"{first['steps']} timed steps after at least {first['warmup']} warm-up (until steady), "
+          "synthetic data on the device; "
           f"JSON in {outdir}\n")
     print("| run | impl | precision / settings | train img/s | best round | eval img/s | step p50 ms "
-          "| TFLOP/s | MFU | peak mem GiB | warm-up s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| TFLOP/s | MFU | peak mem GiB | warm-up s | throttled |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for tag, doc in docs.items():
         for line in rows(tag, doc):
             print(line)

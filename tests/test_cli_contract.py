@@ -38,7 +38,16 @@ JSON_SMOKE = {
         str((tmp_path / "m.pyx").write_text("def f(a):\n    return <size_t><void*>a.ptr\n") and tmp_path / "m.pyx")],
     "cython demo": ["cython", "demo", "--json"],
     "bench numa": ["bench", "numa", "--topology-only", "--json"],
+    "bench compare": lambda tmp_path, cbuild: ["bench", "compare", "--json", _results_file(tmp_path),
+                                               _results_file(tmp_path)],
 }
+
+
+def _results_file(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"schema": "mltools.bench.sum", "version": 2, "cases": [
+        {"name": "k", "unit": "ns", "better": "lower", "samples": [1.0, 1.1, 0.9]}]}))
+    return str(path)
 
 
 def all_commands(group=cli, prefix=()):

@@ -1,6 +1,7 @@
 """bench numa on this machine: real placement (the kernel as oracle), the CLI, bad input."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,8 +56,10 @@ def test_pinning_outside_the_mask_fails():
 
 
 def _check_doc(doc, *, simulated):
-    assert doc["schema"] == "mltools.bench.numa" and doc["version"] == 1
+    assert doc["schema"] == "mltools.bench.numa" and doc["version"] == 2
+    assert doc["interrupted"] is False and doc["machine"]["cpu_model_name"] and doc["run"]["command"]
     cfg = doc["config"]
+    cases = {c["name"]: c for c in doc["cases"]}
     rows, cols = len(cfg["cpu_nodes"]), len(cfg["mem_nodes"])
     assert doc["measured"] is True and doc["simulated"] is simulated
     assert isinstance(doc["threads"], int) and doc["threads"] >= 1
@@ -65,10 +68,25 @@ def _check_doc(doc, *, simulated):
         assert all(v > 0 for r in bw["matrix"] for v in r), name
         assert bw["threads"] == doc["threads"]
         assert bw["counted_bytes_per_element"] <= bw["estimated_dram_bytes_per_element"]
+        # every figure carries its spread: min <= median <= best, and the case keeps every round
+        for i, c in enumerate(cfg["cpu_nodes"]):
+            for j, m in enumerate(cfg["mem_nodes"]):
+                assert bw["min"][i][j] <= bw["median"][i][j] <= bw["matrix"][i][j]
+                case = cases[f"bandwidth/{name}/cpu{c}/mem{m}"]
+                assert len(case["samples"]) == cfg["repetitions"] and case["better"] == "higher"
+                assert max(case["samples"]) == pytest.approx(bw["matrix"][i][j])
+                assert case["stats"]["noisy"] == bw["noisy"][i][j]
+                spread = (bw["matrix"][i][j] - bw["min"][i][j]) / bw["median"][i][j]
+                assert bw["noisy"][i][j] or spread <= 0.10
     lat = doc["latency_ns"]
     assert len(lat["matrix"]) == rows and all(v > 0 for r in lat["matrix"] for v in r)
-    for r10, r50, r90 in zip(lat["p10"], lat["matrix"], lat["p90"]):
-        assert all(a <= b <= c for a, b, c in zip(r10, r50, r90))
+    for r0, r10, r50, r90, r100 in zip(lat["min"], lat["p10"], lat["matrix"], lat["p90"], lat["max"]):
+        assert all(a <= b <= c <= d <= e for a, b, c, d, e in zip(r0, r10, r50, r90, r100))
+    assert any(n.startswith("latency/") for n in cases)
+    noisy = [n for n, c in cases.items() if c["stats"]["noisy"]]
+    assert bool(noisy) == any(f["code"] == "NUMA_NOISY" for f in doc["findings"])
+    if noisy:
+        assert doc["inference"]["signature"] is None      # noisy figures are no evidence
     frac = doc["placement_check"]["fraction_on_expected_node"]
     assert all(f >= 0.99 for r in frac for f in r)
     assert doc["validation"]["passed"] is True and doc["validation"]["max_rel_error"] == 0.0
@@ -163,8 +181,8 @@ def test_problem_findings_exit_1(cli, monkeypatch):
     import mltools.numa.bench as bench_mod
     real = bench_mod.run_numa_bench
 
-    def with_bad_placement(opts, progress=None):
-        r = real(opts, progress)
+    def with_bad_placement(opts, progress=None, command=()):
+        r = real(opts, progress, command)
         return dataclasses.replace(r, findings=r.findings + tuple(placement_findings([0], [0], [[0.5]])))
 
     monkeypatch.setattr(bench_mod, "run_numa_bench", with_bad_placement)
@@ -215,3 +233,58 @@ def test_cli_isa_choice_is_used_and_validated(cli, isa):
     assert res.exit_code == 0, res.stderr
     doc = res.json()
     assert doc["config"]["isa"] == isa and doc["validation"]["passed"] and doc["latency_ns"] is None
+
+
+def test_output_and_plot_files(cli, tmp_path):
+    out, png = tmp_path / "numa.json", tmp_path / "numa.png"
+    argv = ["bench", "numa", "--quick", "--size", "4M", "--latency-size", "4M", "--kernels", "read",
+            "--output", str(out)]
+    try:
+        import matplotlib  # noqa: F401
+        argv += ["--plot", str(png)]
+    except ImportError:
+        png = None
+    res = cli(*argv)
+    assert res.exit_code in (0, 1), res.stderr
+    assert "median (min-max)" in res.stdout and "machine: " in res.stdout
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "mltools.bench.numa" and doc["cases"]
+    if png is not None:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv", [["--output", "/no/such/dir/x.json"], ["--plot", "/no/such/dir/x.png"],
+                                  ["--topology-only", "--plot", "x.png"]])
+def test_output_files_are_checked_before_measuring(cli, argv):
+    res = cli("bench", "numa", "--quick", *argv)
+    assert res.exit_code == 2 and res.stdout == "" and res.stderr.startswith("Error:")
+
+
+def test_progress_counts_every_measurement():
+    from mltools.numa.bench import BenchOptions, run_numa_bench
+
+    calls = []
+    run_numa_bench(BenchOptions(quick=True, size_bytes=1 << 20, latency_bytes=1 << 20, kernels=("read", "copy")),
+                   progress=lambda done, total=None, detail="": calls.append((done, total)))
+    totals = {t for _, t in calls}
+    assert len(totals) == 1 and calls[-1][0] == calls[-1][1] == len(NODES) ** 2 * 3
+
+
+def test_interrupted_run_prints_the_pairs_that_finished(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "partial.json"
+    proc = subprocess.Popen([sys.executable, "-m", "mltools", "bench", "numa", "--json", "--output", str(out),
+                             "--simulate-nodes", "2", "--size", "64M", "--reps", "40", "--no-latency"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    doc = json.loads(stdout)
+    assert doc["interrupted"] is True and json.loads(out.read_text())["interrupted"] is True
+    measured = [v for bw in doc["bandwidth_gbps"].values() for row in bw["matrix"] for v in row if v is not None]
+    total = sum(len(row) for bw in doc["bandwidth_gbps"].values() for row in bw["matrix"])
+    assert 0 < len(measured) < total and len(doc["cases"]) == len(measured)
+    assert "Traceback" not in stderr

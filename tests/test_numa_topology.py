@@ -205,7 +205,7 @@ def test_cli_topology_only_on_every_dump(cli, dumps, stem):
     res = cli("bench", "numa", "--topology-only", "--sysfs-root", dumps[stem], "--json")
     assert res.exit_code == 0, res.stderr
     doc = res.json()
-    assert doc["schema"] == "mltools.bench.numa" and doc["version"] == 1
+    assert doc["schema"] == "mltools.bench.numa" and doc["version"] == 2
     assert doc["inference"]["mode"] == EXPECTED[stem][0]
     assert doc["inference"]["confidence"] == EXPECTED[stem][1]
     for n in doc["topology"]["nodes"]:

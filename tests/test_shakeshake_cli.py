@@ -42,7 +42,7 @@ def test_params_only_json(cli):
     res = cli("bench", "shakeshake", "--params-only", "--json", "--width", "64")
     assert res.exit_code == 0, res.stderr
     doc = res.json()
-    assert doc["schema"] == "mltools.bench.shakeshake" and doc["version"] == 1
+    assert doc["schema"] == "mltools.bench.shakeshake" and doc["version"] == 2
     assert doc["params"] == 11_653_978 and doc["params_only"] is True
     assert doc["flops_per_image"]["train"] == 10_112_154_624
 
@@ -206,3 +206,45 @@ def test_gpu_benchmark_compiled_fast_and_tf32_off(cli):
     by = {e["impl"]: e for e in doc["implementations"]}
     assert by["reference"]["precision"] == "fp32" and by["fast"]["compiled"] is True
     assert doc["speedup"] > 0
+
+
+def test_interrupted_run_prints_the_rounds_that_finished(tmp_path):
+    """SIGINT once the first timed round is done (read from the progress line on a terminal):
+    one JSON document with what finished, "interrupted": true, exit 130."""
+    import json
+    import os
+    import pty
+    import re
+    import select
+    import signal
+    import subprocess
+    import time
+
+    master, slave = pty.openpty()
+    out = tmp_path / "ss.json"
+    proc = subprocess.Popen([sys.executable, "-m", "mltools", "bench", "shakeshake", "--device", "cpu", "--impl",
+                             "fast", "--depth", "8", "--width", "4", "--batch-size", "4", "--steps", "100",
+                             "--warmup", "1", "--max-warmup", "1", "--json", "--output", str(out)],
+                            stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    seen, deadline = "", time.monotonic() + 300
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            try:
+                seen += os.read(master, 4096).decode(errors="replace")
+            except OSError:
+                break
+        done = [int(m) for m in re.findall(r"bench shakeshake: (\d+)/\d+", seen)]
+        if done and max(done) >= 20:          # the first round is 20 of the 100 steps
+            break
+    assert re.search(r"bench shakeshake: \d+/150 \(\d+%\)", seen), seen[-300:]   # done/total on a terminal
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    os.close(master)
+    assert proc.returncode == 130
+    doc = json.loads(stdout)
+    assert doc["interrupted"] is True and json.loads(out.read_text())["interrupted"] is True
+    (impl,) = doc["implementations"]
+    assert 20 <= impl["timed_steps"] < 100 and impl["images_per_s"] > 0
+    assert any("interrupted" in n for n in doc["notes"])

@@ -9,7 +9,7 @@ from mltools.shakeshake.flops import shakeshake_flops  # noqa: E402
 from mltools.shakeshake.model import (  # noqa: E402
     ReferenceShakeShake, build_model, count_parameters, fast_from_reference,
     fast_state_from_reference, reference_state_from_fast)
-from mltools.shakeshake.peaks import peak_tflops  # noqa: E402
+from mltools.shakeshake.peaks import find_peak  # noqa: E402
 from mltools.shakeshake.shake import (  # noqa: E402
     FixedCoefficients, draw_coefficients, global_index_coefficients, shake_mix, shake_mix_traceable)
 
@@ -221,13 +221,15 @@ def test_a_few_training_steps_lower_the_loss():
 
 
 def test_peak_table():
-    assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
-    assert peak_tflops("NVIDIA H100 PCIe", "tf32") == 378.0
-    assert peak_tflops("NVIDIA H200", "bf16") == 989.0
-    assert peak_tflops("NVIDIA A100-SXM4-80GB", "fp32") == 19.5
-    assert peak_tflops("NVIDIA L40S", "bf16") is None
-    assert peak_tflops("NVIDIA H100 NVL", "bf16") is None
-    assert peak_tflops("AMD EPYC", "fp32") is None
+    h100 = find_peak("NVIDIA H100 80GB HBM3", "bf16")
+    assert (h100.tflops, h100.gpu, h100.precision) == (989.4, "H100 SXM5", "bf16")
+    assert "whitepaper" in h100.source and "989.4" in h100.source     # MFU names where its peak comes from
+    assert find_peak("NVIDIA H100 PCIe", "tf32").tflops == 378.0
+    assert find_peak("NVIDIA H200", "bf16").tflops == 989.0
+    assert find_peak("NVIDIA A100-SXM4-80GB", "fp32").tflops == 19.5
+    assert find_peak("NVIDIA L40S", "bf16") is None
+    assert find_peak("NVIDIA H100 NVL", "bf16") is None
+    assert find_peak("AMD EPYC", "fp32") is None
 
 
 @pytest.mark.gpu

@@ -70,6 +70,11 @@ class MltoolsGroup(click.Group):
     Nested groups use this class too; the innermost one converts the error.
     """
 
+    def parse_args(self, ctx: click.Context, args):
+        if ctx.parent is None:   # the command line as typed, for the records benchmarks keep
+            ctx.meta["mltools.argv"] = tuple(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         if ctx.parent is None:
             return self._invoke_root(ctx)

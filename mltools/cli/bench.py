@@ -10,6 +10,7 @@ from mltools.cli import LazyGroup
 
 
 @click.group("bench", cls=LazyGroup, lazy={
+    "compare": "mltools.cli.bench_compare:compare_cmd",
     "numa": "mltools.cli.bench_numa:numa_cmd",
     "shakeshake": "mltools.cli.bench_shakeshake:shakeshake_cmd",
     "sum": "mltools.cli.bench_sum:sum_cmd",

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import click
 
+from mltools.cli._bench import check_outputs, command_line, output_option, write_output
 from mltools.cli._options import json_option, quiet_option
-from mltools.cli._output import emit, stderr_is_terminal
+from mltools.cli._output import Progress, emit
 
 
 def _node_list(text):
@@ -42,10 +43,14 @@ def _node_list(text):
 @click.option("--quick", is_flag=True, help="Small buffers and few repetitions (a few seconds).")
 @click.option("--simulate-nodes", type=int, default=0, metavar="N",
               help="Split the usable CPUs into N pseudo-nodes bound to one real node (tests the multi-node path).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also draw the bandwidth and latency matrices as heat maps to this PNG "
+                   "(needs matplotlib: pip install 'mltools[plot]').")
+@output_option
 @json_option
 @quiet_option
 def numa_cmd(sysfs_root, topology_only, dry_run, nodes, cpus, threads, size, latency_size, kernels, reps,
-             page_mode, isa, no_latency, sweep, quick, simulate_nodes, as_json) -> None:
+             page_mode, isa, no_latency, sweep, quick, simulate_nodes, plot_path, output_path, as_json) -> None:
     """Memory bandwidth and latency for every CPU node x memory node pair.
 
     Threads are pinned to a node's CPUs, memory is bound to a node with mbind
@@ -54,9 +59,12 @@ def numa_cmd(sysfs_root, topology_only, dry_run, nodes, cpus, threads, size, lat
     stores) are validated after every run; latency is a random pointer chase.
     The topology (packages, nodes, SLIT, HMAT, cpuset, THP) comes with an
     inference of the NUMA mode (SNC, COD, NPS, L3-as-NUMA, ...) and how sure it is.
+    Every figure is the median of its rounds with min and max; one whose spread
+    or bootstrap 95% interval is wider than 10% of its median is marked noisy.
 
     Exit status: 0 all well; 1 pages were not on the bound node (fraction below
-    0.99) or a kernel's results were wrong; 2 could not run.
+    0.99) or a kernel's results were wrong; 2 could not run; 130 (143 for
+    SIGTERM) when interrupted, after printing the pairs that had finished.
     """
     from mltools.findings import FailOn, Severity
     from mltools.numa.bench import BenchOptions, parse_size, run_numa_bench
@@ -69,13 +77,16 @@ def numa_cmd(sysfs_root, topology_only, dry_run, nodes, cpus, threads, size, lat
         kernels=tuple(k.strip() for k in kernels.split(",") if k.strip()) if kernels else None,
         repetitions=reps, quick=quick, simulate_nodes=simulate_nodes, page_mode=page_mode, isa=isa,
         topology_only=topology_only, dry_run=dry_run, sweep=sweep, latency=not no_latency)
-    def show_progress(msg):
-        click.echo(f"\r\x1b[Kbench numa: {msg}", err=True, nl=False)
-
-    progress = show_progress if stderr_is_terminal() else None
-    result = run_numa_bench(opts, progress=progress)
-    if progress:
-        click.echo("\r\x1b[K", err=True, nl=False)
+    if plot_path and (topology_only or dry_run):
+        from mltools.errors import UsageError
+        raise UsageError("--plot draws measured matrices: drop --topology-only or --dry-run")
+    check_outputs(output_path, plot_path)
+    with Progress("bench numa") as bar:
+        result = run_numa_bench(opts, progress=bar, command=command_line())
+    write_output(result, output_path)
+    if plot_path and result.measured:
+        from mltools.numa.bench import plot_numa
+        plot_numa(result, plot_path)
     emit(result, as_json, render_numa)
     if FailOn.at(Severity.ERROR).matches(result.findings):
         click.get_current_context().exit(1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from mltools.cli._bench import check_outputs, command_line, output_option, write_output
 from mltools.cli._options import json_option, quiet_option
 from mltools.cli._output import emit, note, warn
 
@@ -22,7 +23,12 @@ def _parse_gpus(text: str):
 @click.option("--width", type=int, default=96, show_default=True, help="Per-branch base width K of 2xKd (32, 64, 96).")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Images per step per process.")
 @click.option("--steps", type=int, default=None, help="Timed training steps [50 on GPUs, 3 on the CPU].")
-@click.option("--warmup", type=int, default=None, help="Untimed warm-up steps [10 on GPUs, 1 on the CPU].")
+@click.option("--warmup", type=int, default=None,
+              help="Untimed warm-up steps at least [10 on GPUs, 1 on the CPU]; more follow until the step "
+                   "time settles (the last 3 within 10%), up to --max-warmup.")
+@click.option("--max-warmup", type=int, default=None,
+              help="Warm-up steps at most while waiting for a steady step time [100 on GPUs, --warmup + 4 "
+                   "on the CPU].")
 @click.option("--impl", type=click.Choice(["reference", "fast", "both"]), default="both", show_default=True,
               help="Which implementation(s); both alternate in one run and report the speed-up.")
 @click.option("--shake-level", type=click.Choice(["image", "batch"]), default="image", show_default=True,
@@ -43,10 +49,12 @@ def _parse_gpus(text: str):
 @click.option("--tf32/--no-tf32", "tf32", default=None,
               help="Allow TF32 in cuDNN convolutions and matmuls [torch's default: convolutions on].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@output_option
 @json_option
 @quiet_option
-def shakeshake_cmd(depth, width, batch_size, steps, warmup, impl, shake_level, gpu, gpus, device, data_dir,
-                   train_epochs, params_only, peak_tflops, compile_, cuda_graphs, fast_conv2, tf32, seed, as_json) -> None:
+def shakeshake_cmd(depth, width, batch_size, steps, warmup, max_warmup, impl, shake_level, gpu, gpus, device,
+                   data_dir, train_epochs, params_only, peak_tflops, compile_, cuda_graphs, fast_conv2, tf32, seed,
+                   output_path, as_json) -> None:
     """Shake-Shake ResNet training throughput, MFU and fast-vs-reference speed-up.
 
     Trains Shake-Shake-26 2xKd (Gastaldi 2017) on synthetic CIFAR-shaped data made
@@ -58,6 +66,13 @@ def shakeshake_cmd(depth, width, batch_size, steps, warmup, impl, shake_level, g
 
     Without a GPU it falls back to the CPU with a warning. Multi-GPU: --gpus 0,1
     or torchrun (NCCL; gloo on CPUs); --batch-size is per process.
+
+    Warm-up runs until the step time settles (the count is reported). On GPUs,
+    NVML (pip install 'mltools[gpu]') samples clocks, power, temperature and
+    throttle reasons during the timed steps, and a throttled run says so. MFU
+    names the peak it used and its source. Every round and step is kept
+    (--output, --json). Ctrl-C prints the rounds that had finished and exits
+    130 (143 for SIGTERM).
     """
     from mltools.shakeshake import require_torch
 
@@ -70,8 +85,11 @@ def shakeshake_cmd(depth, width, batch_size, steps, warmup, impl, shake_level, g
         raise UsageError(f"--depth must be 6n+2 with n >= 1 (8, 14, 20, 26, ...), got {depth}")
     if width < 2 or width % 2:
         raise UsageError(f"--width must be an even number >= 2, got {width}")
+    check_outputs(output_path)
     if params_only:
-        emit(B.params_only_result(depth, width, shake_level, impl), as_json, render_shakeshake)
+        result = B.params_only_result(depth, width, shake_level, impl)
+        write_output(result, output_path)
+        emit(result, as_json, render_shakeshake)
         return
     if data_dir is not None:   # fail fast, before spawning or building anything
         from pathlib import Path
@@ -124,25 +142,30 @@ def shakeshake_cmd(depth, width, batch_size, steps, warmup, impl, shake_level, g
                            impls=("reference", "fast") if impl == "both" else (impl,),
                            shake_level=shake_level, device=dev, compile=compile_, cuda_graphs=cuda_graphs,
                            second_conv=fast_conv2, data_dir=data_dir, train_epochs=train_epochs,
-                           peak_tflops=peak_tflops, seed=seed, tf32=tf32)
+                           peak_tflops=peak_tflops, seed=seed, tf32=tf32, max_warmup=max_warmup)
     config.validate()
     if cuda_graphs and (trun is not None or (gpu_list is not None and len(gpu_list) > 1)):
         raise UsageError("--cuda-graphs is for one process: drop it with --gpus or torchrun")
 
     if gpu_list is not None and len(gpu_list) > 1:
+        import dataclasses
+
         result = B.run_on_gpus(gpu_list, config)
+        if result.run is not None:     # the ranks do not know the command line; this process does
+            result = dataclasses.replace(result, run=dataclasses.replace(result.run, command=command_line()))
     elif trun is not None:
         rank, world, _ = trun
         info = B.init_distributed("gloo" if on_cpu else "nccl", rank, world)
-        result = _run_local(B, config, info, as_json)
+        result = _run_local(B, config, info)
         if rank != 0:
             return   # rank 0 reports for everyone
     else:
-        result = _run_local(B, config, B.DistInfo(), as_json)
+        result = _run_local(B, config, B.DistInfo())
+    write_output(result, output_path)
     emit(result, as_json, render_shakeshake)
 
 
-def _run_local(B, config, info, as_json):
+def _run_local(B, config, info):
     from mltools.cli._output import Progress
 
     if config.train_epochs:
@@ -159,5 +182,17 @@ def _run_local(B, config, info, as_json):
                 bar.close()
                 note(f"epoch {ep.epoch}: loss {ep.train_loss:.4f}, test accuracy {100 * ep.test_accuracy:.2f}%, "
                      f"{ep.train_images_per_s:,.0f} img/s")
-        return B.run_training(config, info, on_epoch=on_epoch, on_step=on_step)
-    return B.run_benchmark(config, info, progress=(note if info.rank == 0 and not as_json else None))
+        try:
+            return B.run_training(config, info, on_epoch=on_epoch, on_step=on_step, command=command_line())
+        finally:
+            if bar is not None:
+                bar.close()
+    if info.rank != 0:
+        return B.run_benchmark(config, info, command=command_line())
+    with Progress("bench shakeshake") as bar:
+        def progress(done, total=None, detail=""):
+            if total is None:
+                bar.status(detail)        # warming up: no count yet
+            else:
+                bar.update(done, total, detail)
+        return B.run_benchmark(config, info, progress=progress, command=command_line())

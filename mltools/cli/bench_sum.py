@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import click
 
+from mltools.cli._bench import check_outputs, command_line, output_option, write_output
 from mltools.cli._options import json_option, quiet_option
-from mltools.cli._output import emit, note, stderr_is_terminal
+from mltools.cli._output import Progress, emit
 
 
 @click.command("sum")
@@ -31,10 +32,11 @@ from mltools.cli._output import emit, note, stderr_is_terminal
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True),
               help="Also draw error against condition number and time against size to this PNG "
                    "(needs matplotlib: pip install 'mltools[plot]').")
+@output_option
 @json_option
 @quiet_option
 def sum_cmd(sizes, dtypes, layouts, datasets, methods, repeats, min_time_s, clock, quick, seed,
-            plot_path, as_json) -> None:
+            plot_path, output_path, as_json) -> None:
     """Speed and error of naive, pairwise, Kahan, Neumaier, Sum2 and exact sums.
 
     Every method of mltools.summation runs next to numpy.sum and math.fsum (and
@@ -43,22 +45,18 @@ def sum_cmd(sizes, dtypes, layouts, datasets, methods, repeats, min_time_s, cloc
     condition-number sweep (Ogita-Rump-Oishi data) of the errors. Prints ns per
     element (min and median), GB/s, the ratio to numpy.sum, the error in ulps
     and relative, and the condition number. The kernel ISA in use is printed
-    (force one with MLTOOLS_SUM_ISA=sse2|avx2|avx512).
+    (force one with MLTOOLS_SUM_ISA=sse2|avx2|avx512). Every repeat is kept
+    (--output, --json) with the median, max and bootstrap 95% interval; a
+    figure whose interval is wider than 10% of its median is marked noisy.
 
-    Exit status 0, or 2 when it cannot run.
+    Exit status 0; 2 when it cannot run; 130 (143 for SIGTERM) when
+    interrupted, after printing the groups that had finished.
     """
-    from mltools.errors import MissingDependencyError, UsageError
+    from mltools.errors import UsageError
     from mltools.summation import bench
     from mltools.summation.describe import render_bench_sum
 
-    if plot_path:
-        from mltools._files import check_writable
-        check_writable(plot_path, "--plot")
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise MissingDependencyError(
-                "--plot needs matplotlib, which is not installed: pip install 'mltools[plot]'") from None
+    check_outputs(output_path, plot_path)
     try:
         if quick:
             config = bench.BenchConfig(sizes=bench.parse_sizes(sizes) if sizes else (10**3, 10**4),
@@ -86,8 +84,9 @@ def sum_cmd(sizes, dtypes, layouts, datasets, methods, repeats, min_time_s, cloc
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
-    show = stderr_is_terminal()
-    report = bench.run_bench(config, progress=(lambda s: note(f"running {s}")) if show else None)
-    if plot_path:
+    with Progress("bench sum") as bar:
+        report = bench.run_bench(config, progress=bar, command=command_line())
+    write_output(report, output_path)
+    if plot_path and report.rows:
         bench.plot_report(report, plot_path)
     emit(report, as_json, render_bench_sum)

@@ -146,19 +146,6 @@ def cpu_model_name() -> str:
     return fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine()
 
 
-def describe_machine() -> str:
-    """One line naming the machine a measurement came from: CPU model, x86-64
-    level with the vector extensions the kernels dispatch on, usable CPUs, libc, kernel."""
-    cpu = _collect_cpu()
-    flags = set(cpuinfo_fields(read_text("/proc/cpuinfo") or "").get("flags", "").split())
-    vector = ",".join(f for f in ("avx2", "avx512f") if f in flags) or "no AVX2"
-    level = f"x86-64-v{cpu.isa_level_runtime or cpu.isa_level}" if cpu.isa_level else cpu.architecture
-    libc = _collect_libc()
-    return (f"{cpu_model_name()}, {level} ({vector}), {cpu.usable_cpus} usable of {cpu.logical_cpus} CPUs"
-            f"{' under a hypervisor' if cpu.hypervisor else ''}, {libc.name} {libc.version or '-'}, "
-            f"Linux {platform.release()}")
-
-
 def _int_or_none(text: Optional[str]) -> Optional[int]:
     try:
         return int(text) if text is not None else None

@@ -9,6 +9,13 @@ pointer chase, and a move_pages check of where the pages really are.
 ``--simulate-nodes N`` splits the usable CPUs into N pseudo-nodes whose memory
 is all bound to one real node, so the whole multi-node path runs on a
 one-node machine (results tagged simulated; no inference).
+
+Every live figure keeps its rounds: min, median and max per cell, and as a
+``case`` (``mltools.results``) with its bootstrap 95% interval. A figure whose
+spread (max - min) or interval is wider than 10% of its median is marked
+noisy in the text and the JSON, and noisy figures are not used for the
+measured mode signature. Ctrl-C returns the pairs finished so far, marked
+``interrupted``.
 """
 from __future__ import annotations
 
@@ -18,8 +25,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
+from mltools.env.machine import Machine
 from mltools.errors import UsageError
 from mltools.findings import Finding, Severity
+from mltools.results.run import HIGHER, LOWER, Case, Recorder, RunInfo
 from mltools.numa.infer import Inference, infer_mode, measured_signature, refused
 from mltools.numa.topology import Topology, format_cpulist, parse_cpulist, read_topology
 
@@ -176,6 +185,8 @@ class BandwidthMatrix:
     unit: str
     matrix: Tuple[Tuple[Optional[float], ...], ...]     # best of the repetitions, cpu x mem
     median: Tuple[Tuple[Optional[float], ...], ...]
+    min: Tuple[Tuple[Optional[float], ...], ...]        # the worst repetition
+    noisy: Tuple[Tuple[Optional[bool], ...], ...]       # spread or 95% interval wider than 10% of the median
     threads: int
     nontemporal: bool
     counted_bytes_per_element: int
@@ -192,6 +203,9 @@ class LatencyMatrix:
     p10: Tuple[Tuple[Optional[float], ...], ...]
     p90: Tuple[Tuple[Optional[float], ...], ...]
     thp_effective: Tuple[Tuple[Optional[float], ...], ...]   # AnonHugePages / Rss of the ring
+    min: Tuple[Tuple[Optional[float], ...], ...] = ()
+    max: Tuple[Tuple[Optional[float], ...], ...] = ()
+    noisy: Tuple[Tuple[Optional[bool], ...], ...] = ()
     other_pages: Optional["LatencyMatrix"] = None            # the same in the other page mode (not with --quick)
 
 
@@ -252,7 +266,9 @@ class Config:
 @dataclass(frozen=True)
 class NumaReport:
     SCHEMA: ClassVar[str] = "mltools.bench.numa"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    # Format history: 2 - min and noisy matrices for bandwidth, min/max/noisy for latency;
+    # machine, run, cases (every round) and interrupted.
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     host: Host
     topology: Topology
@@ -268,6 +284,10 @@ class NumaReport:
     placement_check: Optional[PlacementCheck]
     validation: Optional[Validation]
     findings: Tuple[Finding, ...] = field(default=())
+    machine: Optional[Machine] = None       # measured runs only
+    run: Optional[RunInfo] = None
+    cases: Tuple[Case, ...] = ()
+    interrupted: bool = False
 
 
 @dataclass(frozen=True)
@@ -404,8 +424,11 @@ def _freeze(m: List[List[Optional[float]]]) -> Tuple[Tuple[Optional[float], ...]
 
 # ------------------------------------------------------------------ running
 
-def run_numa_bench(opts: BenchOptions, progress=None) -> NumaReport:
-    """Topology, inference and (unless topology-only) the measured matrix."""
+def run_numa_bench(opts: BenchOptions, progress=None, command: Sequence[str] = ()) -> NumaReport:
+    """Topology, inference and (unless topology-only) the measured matrix.
+
+    ``progress(done, total, detail)`` is called as measurements finish; ``command`` is
+    the command line recorded with a measured run."""
     topo = read_topology(opts.sysfs_root)
     findings = topology_findings(topo)
     inference = infer_mode(topo)
@@ -465,22 +488,34 @@ def run_numa_bench(opts: BenchOptions, progress=None) -> NumaReport:
     if opts.dry_run:
         return NumaReport(host, topo, inference, False, plan.simulated, plan.threads, config, plan.jobs, {}, None,
                           (), None, None, tuple(findings))
-    return _measure(topo, plan, config, kernels, size, lat_size, reps, isa, opts, host, inference, findings, progress)
+    recorder = Recorder(command, threads=plan.threads)
+    return _measure(topo, plan, config, kernels, size, lat_size, reps, isa, opts, host, inference, findings,
+                    progress, recorder)
+
+
+class _Grid:
+    """The cpu x mem matrices of one measured run, filled in as pairs finish."""
+
+    def __init__(self, rows: int, cols: int, kernels, modes):
+        self.best = {k: _empty(rows, cols) for k in kernels}
+        self.median = {k: _empty(rows, cols) for k in kernels}
+        self.worst = {k: _empty(rows, cols) for k in kernels}
+        self.bw_noisy = {k: _empty(rows, cols) for k in kernels}
+        self.errs = {k: 0.0 for k in kernels}
+        names = ("median", "p10", "p90", "thp", "min", "max", "noisy")
+        self.lat = {mode: {n: _empty(rows, cols) for n in names} for mode in modes}
+        self.placement = _empty(rows, cols)
+        self.sampled = 0
 
 
 def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, isa, opts: BenchOptions,
-             host, inference: Inference, findings: List[Finding], progress) -> NumaReport:
+             host, inference: Inference, findings: List[Finding], progress, recorder: Recorder) -> NumaReport:
     from mltools.numa import _numa
 
     rows, cols = len(plan.cpu_nodes), len(plan.mem_nodes)
-    best = {k: _empty(rows, cols) for k in kernels}
-    med = {k: _empty(rows, cols) for k in kernels}
-    errs = {k: 0.0 for k in kernels}
     modes = [opts.page_mode] + ([] if opts.quick else [("4k" if opts.page_mode == "thp" else "thp")])
-    lat = {mode: tuple(_empty(rows, cols) for _ in range(4)) for mode in modes}
-    lat_med, lat_p10, lat_p90, lat_thp = lat[opts.page_mode]
-    placement = _empty(rows, cols)
-    sampled_total = 0
+    modes_run = modes if opts.latency else []
+    grid = _Grid(rows, cols, kernels, modes)
     huge = opts.page_mode == "thp"
     n_elems = size // 8
     migrated_before = _vmstat_migrated()
@@ -500,58 +535,86 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
         cpu = getattr(exc, "cpu", -1)
         return UsageError(f"cannot run on CPU {cpu}: {exc.strerror} (outside the affinity mask or offline)")
 
-    for job in plan.jobs:
-        i, j = plan.cpu_nodes.index(job.cpu_node), plan.mem_nodes.index(job.mem_node)
-        total = n_elems * job.threads * 8
-        arrays = [mapping(total, job.bind_node, offset=off) for off in ARRAY_OFFSETS]
-        try:
-            for k in kernels:
-                base, nt = kernel_base(k)
-                a, b, c = arrays
+    total_steps = len(plan.jobs) * (len(kernels) + len(modes_run)) + (1 if opts.sweep and opts.latency else 0)
+    done = 0
+
+    def step(detail: str) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total_steps, detail)
+
+    interrupted = False
+    sweep: List[SweepPoint] = []
+    try:
+        for job in plan.jobs:
+            i, j = plan.cpu_nodes.index(job.cpu_node), plan.mem_nodes.index(job.mem_node)
+            pair = f"cpu{job.cpu_node}/mem{job.mem_node}"
+            params = {"cpu_node": job.cpu_node, "mem_node": job.mem_node, "threads": job.threads}
+            total = n_elems * job.threads * 8
+            arrays = [mapping(total, job.bind_node, offset=off) for off in ARRAY_OFFSETS]
+            try:
+                for k in kernels:
+                    base, nt = kernel_base(k)
+                    a, b, c = arrays
+                    try:
+                        secs, err = _numa.run_bandwidth(base, nt, isa, list(job.cpus), a, b, c, n_elems, reps, True)
+                    except OSError as exc:
+                        raise pin_error(exc) from None
+                    rates = [counted_bytes(k) * n_elems * job.threads / s / 1e9 for s in secs if s > 0]
+                    case = recorder.add(f"bandwidth/{k}/{pair}", "GB/s", HIGHER, rates, spread_rule=True,
+                                        params=dict(params, kernel=k, bytes_per_array=total))
+                    if case is not None:
+                        grid.best[k][i][j] = case.stats.max
+                        grid.median[k][i][j] = case.stats.median
+                        grid.worst[k][i][j] = case.stats.min
+                        grid.bw_noisy[k][i][j] = case.stats.noisy
+                    grid.errs[k] = max(grid.errs[k], err)
+                    step(f"{k} cpu node {job.cpu_node} mem node {job.mem_node}")
+                statuses = []
+                per = max(PLACEMENT_PAGES // 3, 1)
+                for m in arrays:
+                    statuses += m.page_nodes(_sample_offsets(m.size, per))
+            finally:
+                del arrays
+            for mode in modes_run:
+                ring = mapping(lat_size, job.bind_node, mode == "thp")
+                n_lines = lat_size // LINE
+                # about one lap of the ring per sample, within bounds that keep a sample 10-500 ms
+                steps = min(max(n_lines // (2 if quick else 1), 1 << 15), 1 << (19 if quick else 21))
+                samples = 7 if quick else 9
                 try:
-                    secs, err = _numa.run_bandwidth(base, nt, isa, list(job.cpus), a, b, c, n_elems, reps, True)
+                    ns = _numa.run_chase(job.cpus[0], ring, n_lines, LINE, opts.seed, True, samples, steps)
                 except OSError as exc:
                     raise pin_error(exc) from None
-                rates = [counted_bytes(k) * n_elems * job.threads / s / 1e9 for s in secs if s > 0]
-                best[k][i][j] = max(rates) if rates else None
-                med[k][i][j] = statistics.median(rates) if rates else None
-                errs[k] = max(errs[k], err)
-                if progress:
-                    progress(f"{k} cpu {job.cpu_node} mem {job.mem_node}")
-            statuses = []
-            per = max(PLACEMENT_PAGES // 3, 1)
-            for m in arrays:
-                statuses += m.page_nodes(_sample_offsets(m.size, per))
-        finally:
-            del arrays
-        lat_statuses = []
-        for mode in (modes if opts.latency else []):
-            ring = mapping(lat_size, job.bind_node, mode == "thp")
-            n_lines = lat_size // LINE
-            # about one lap of the ring per sample, within bounds that keep a sample 10-500 ms
-            steps = min(max(n_lines // (2 if quick else 1), 1 << 15), 1 << (19 if quick else 21))
-            samples = 7 if quick else 9
-            try:
-                ns = _numa.run_chase(job.cpus[0], ring, n_lines, LINE, opts.seed, True, samples, steps)
-            except OSError as exc:
-                raise pin_error(exc) from None
-            med_m, p10_m, p90_m, thp_m = lat[mode]
-            med_m[i][j] = statistics.median(ns)
-            p10_m[i][j] = _percentile(ns, 0.1)
-            p90_m[i][j] = _percentile(ns, 0.9)
-            thp_m[i][j] = _smaps_thp_fraction(ring.address, ring.size)
-            lat_statuses += ring.page_nodes(_sample_offsets(ring.size, PLACEMENT_PAGES // 4))
-            del ring
-            if progress:
-                progress(f"latency cpu {job.cpu_node} mem {job.mem_node}")
-        statuses += lat_statuses
-        sampled_total += len(statuses)
-        placement[i][j] = sum(1 for s in statuses if s == job.bind_node) / len(statuses) if statuses else None
+                cell = grid.lat[mode]
+                case = recorder.add(f"latency/{mode}/{pair}", "ns", LOWER, ns, spread_rule=True,
+                                    params=dict(params, page_mode=mode, ring_bytes=lat_size, threads=1))
+                cell["median"][i][j] = statistics.median(ns)
+                cell["p10"][i][j] = _percentile(ns, 0.1)
+                cell["p90"][i][j] = _percentile(ns, 0.9)
+                cell["min"][i][j] = min(ns)
+                cell["max"][i][j] = max(ns)
+                cell["noisy"][i][j] = bool(case and case.stats.noisy)
+                cell["thp"][i][j] = _smaps_thp_fraction(ring.address, ring.size)
+                statuses += ring.page_nodes(_sample_offsets(ring.size, PLACEMENT_PAGES // 4))
+                del ring
+                step(f"latency ({mode} pages) cpu node {job.cpu_node} mem node {job.mem_node}")
+            grid.sampled += len(statuses)
+            grid.placement[i][j] = (sum(1 for s in statuses if s == job.bind_node) / len(statuses)
+                                    if statuses else None)
+        if opts.sweep and opts.latency:
+            sweep = latency_sweep(plan.jobs[0].cpus[0], plan.jobs[0].bind_node, lat_size, opts.seed, quick)
+            step("latency sweep")
+    except KeyboardInterrupt:
+        interrupted = True
+    return _report(topo, plan, config, kernels, size, lat_size, opts, host, inference, findings, recorder, grid,
+                   modes if opts.latency else [], sweep, huge, migrated_before, interrupted)
 
-    sweep: List[SweepPoint] = []
-    if opts.sweep and opts.latency:
-        sweep = latency_sweep(plan.jobs[0].cpus[0], plan.jobs[0].bind_node, lat_size, opts.seed, quick)
 
+def _report(topo, plan: Plan, config: Config, kernels, size, lat_size, opts: BenchOptions, host,
+            inference: Inference, findings: List[Finding], recorder: Recorder, grid: _Grid, modes, sweep,
+            huge: bool, migrated_before, interrupted: bool) -> NumaReport:
     llc = max((p.l3_bytes or 0) for p in topo.packages) if topo.packages else 0
     if llc and size * plan.threads < 4 * llc:
         findings.append(Finding("NUMA_SMALL_BUFFERS", Severity.WARNING,
@@ -563,37 +626,52 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
                                 f"the {lat_size >> 20} MiB chase ring is less than 4x the {llc >> 20} MiB L3: "
                                 "latency includes cache hits"))
     tolerance = 1e-13
-    worst = max(errs.values()) if errs else 0.0
-    validation = Validation(worst <= tolerance, worst, tolerance)
+    errs = grid.errs
+    worst_err = max(errs.values()) if errs else 0.0
+    validation = Validation(worst_err <= tolerance, worst_err, tolerance)
     if not validation.passed:
         bad = [k for k, e in errs.items() if e > tolerance]
         findings.append(Finding("NUMA_VALIDATION_FAILED", Severity.ERROR,
-                                f"kernel results are wrong after the run ({', '.join(bad)}): max relative error {worst:.3g}"))
-    findings.extend(placement_findings(plan.cpu_nodes, plan.mem_nodes, placement))
+                                f"kernel results are wrong after the run ({', '.join(bad)}): "
+                                f"max relative error {worst_err:.3g}"))
+    findings.extend(placement_findings(plan.cpu_nodes, plan.mem_nodes, grid.placement))
     migrated_after = _vmstat_migrated()
     if migrated_before is not None and migrated_after is not None and migrated_after > migrated_before:
         findings.append(Finding("NUMA_PAGES_MIGRATED", Severity.WARNING,
                                 f"{migrated_after - migrated_before} pages migrated by the kernel during the run"))
     if opts.latency and huge and topo.thp != "never":
-        fracs = [f for r in lat_thp for f in r if f is not None]
+        fracs = [f for r in grid.lat[opts.page_mode]["thp"] for f in r if f is not None]
         if fracs and min(fracs) < 0.5:
             findings.append(Finding("NUMA_THP_NOT_EFFECTIVE", Severity.WARNING,
                                     f"huge pages were asked for but only {min(fracs):.0%} of the ring is on them: "
                                     "latency includes 4 KiB page walks"))
+    noisy = [c.name for c in recorder.cases if c.stats.noisy]
+    if noisy:
+        findings.append(Finding("NUMA_NOISY", Severity.WARNING,
+                                f"{len(noisy)} of {len(recorder.cases)} figures are noisy (spread or 95% interval "
+                                f"wider than 10% of the median): {', '.join(noisy[:6])}"
+                                + (", ..." if len(noisy) > 6 else "")
+                                + "; they are marked, and not used for the mode signature",
+                                fix="run again on a quieter machine, with more --reps, or with --threads "
+                                    "below the usable CPUs"))
 
     bandwidth = {
-        k: BandwidthMatrix("1e9 B/s of STREAM-counted bytes", _freeze(best[k]), _freeze(med[k]), plan.threads,
+        k: BandwidthMatrix("1e9 B/s of STREAM-counted bytes", _freeze(grid.best[k]), _freeze(grid.median[k]),
+                           _freeze(grid.worst[k]), _freeze(grid.bw_noisy[k]), plan.threads,
                            kernel_base(k)[1], counted_bytes(k), dram_bytes(k), errs[k])
         for k in kernels}
     method = "random cyclic chase (Sattolo), 64 B lines, one thread"
-    other = None
-    if opts.latency and len(modes) > 1:
-        om = modes[1]
-        other = LatencyMatrix(method, lat_size, om, *(_freeze(x) for x in lat[om]))
-    latency = (LatencyMatrix(method, lat_size, opts.page_mode, _freeze(lat_med), _freeze(lat_p10), _freeze(lat_p90),
-                             _freeze(lat_thp), other)
-               if opts.latency else None)
-    if not plan.simulated and inference.refused is None:
+
+    def lat_matrix(mode, other=None):
+        c = grid.lat[mode]
+        return LatencyMatrix(method, lat_size, mode, _freeze(c["median"]), _freeze(c["p10"]), _freeze(c["p90"]),
+                             _freeze(c["thp"]), min=_freeze(c["min"]), max=_freeze(c["max"]),
+                             noisy=_freeze(c["noisy"]), other_pages=other)
+
+    latency = None
+    if opts.latency:
+        latency = lat_matrix(opts.page_mode, lat_matrix(modes[1]) if len(modes) > 1 else None)
+    if not plan.simulated and inference.refused is None and not noisy and not interrupted:
         sig = measured_signature(inference, topo, plan.cpu_nodes, plan.mem_nodes,
                                  {k: v.matrix for k, v in bandwidth.items()},
                                  latency.matrix if latency else None)
@@ -601,9 +679,10 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
             import dataclasses
             inference = dataclasses.replace(inference, signature=sig)
     return NumaReport(host, topo, inference, True, plan.simulated, plan.threads, config, plan.jobs, bandwidth,
-                      latency, tuple(sweep), PlacementCheck("move_pages(nodes=NULL) on sampled pages", sampled_total,
-                                                            _freeze(placement), PLACEMENT_THRESHOLD),
-                      validation, tuple(findings))
+                      latency, tuple(sweep), PlacementCheck("move_pages(nodes=NULL) on sampled pages", grid.sampled,
+                                                            _freeze(grid.placement), PLACEMENT_THRESHOLD),
+                      validation, tuple(findings), recorder.machine, recorder.finish(), tuple(recorder.cases),
+                      interrupted)
 
 
 SWEEP_SIZES = (16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 30)
@@ -625,3 +704,47 @@ def latency_sweep(cpu: int, node: int, max_bytes: int, seed: int, quick: bool,
             out.append(SweepPoint(sz, mode, statistics.median(ns), _percentile(ns, 0.1), _percentile(ns, 0.9)))
             del m
     return out
+
+
+def plot_numa(report: NumaReport, path: str) -> None:
+    """The node x node bandwidth (one panel per kernel) and latency matrices as heat maps
+    (matplotlib): each cell shows its median, noisy cells are hatched."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = report.config
+    panels = [(f"{k}, GB/s (median)", bw.median, bw.noisy, "viridis") for k, bw in report.bandwidth_gbps.items()]
+    if report.latency_ns:
+        lat = report.latency_ns
+        panels.append((f"latency, ns ({lat.page_mode} pages, median)", lat.matrix, lat.noisy, "magma_r"))
+    ncols = min(4, len(panels))
+    nrows = (len(panels) + ncols - 1) // ncols
+    side = max(2.6, 0.6 * len(cfg.mem_nodes) + 1.6)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(side * ncols, side * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (title, matrix, noisy, cmap) in zip(axes.flat, panels):
+        data = [[float("nan") if v is None else v for v in row] for row in matrix]
+        im = ax.imshow(data, cmap=cmap)
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                if v is None:
+                    continue
+                mark = bool(noisy and noisy[i][j])
+                ax.text(j, i, f"{v:.1f}" + ("\n(noisy)" if mark else ""), ha="center", va="center", fontsize=7,
+                        color="black", bbox=dict(facecolor="white", alpha=0.75, lw=0))
+                if mark:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0))
+        ax.set_xticks(range(len(cfg.mem_nodes)), [str(m) for m in cfg.mem_nodes])
+        ax.set_yticks(range(len(cfg.cpu_nodes)), [str(c) for c in cfg.cpu_nodes])
+        ax.set_xlabel("memory node")
+        ax.set_ylabel("cpu node")
+        ax.set_title(title, fontsize=8)
+        fig.colorbar(im, ax=ax, shrink=0.7)
+    m = report.machine
+    fig.suptitle(f"bench numa: {m.cpu_model_name if m else ''}, {report.threads} thread(s) per node"
+                 + (" (simulated pseudo-nodes)" if report.simulated else ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

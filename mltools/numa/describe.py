@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from mltools._text import Table, findings_text, key_values
+from mltools.results.describe import run_summary
 
 __all__ = ["render_numa"]
 
@@ -16,6 +17,21 @@ def _matrix_table(title, rows, cols, matrix, fmt):
     t = Table(["cpu \\ mem"] + [f"node {m}" for m in cols], title=title)
     for c, row in zip(rows, matrix):
         t.add(f"node {c}", *[fmt(v) if v is not None else None for v in row])
+    return t.render()
+
+
+def _spread_cell(med, lo, hi, noisy):
+    """``median (min-max)``, with ``noisy`` when the rounds disagree by more than 10%."""
+    if med is None:
+        return None
+    return f"{med:.1f} ({lo:.1f}-{hi:.1f})" + (" noisy" if noisy else "")
+
+
+def _spread_table(title, rows, cols, med, lo, hi, noisy):
+    t = Table(["cpu \\ mem"] + [f"node {m}" for m in cols], title=title)
+    for i, c in enumerate(rows):
+        t.add(f"node {c}", *[_spread_cell(med[i][j], lo[i][j], hi[i][j], noisy[i][j] if noisy else False)
+                             for j in range(len(cols))])
     return t.render()
 
 
@@ -57,21 +73,22 @@ def render_numa(r) -> str:
         cfg = r.config
         cols, rows = cfg.mem_nodes, cfg.cpu_nodes
         tag = " [simulated pseudo-nodes]" if r.simulated else ""
-        out.append(f"\nBandwidth, GB/s (1e9 B/s, STREAM-counted bytes), best of {cfg.repetitions}, "
-                   f"{r.threads} thread(s) per node, {_gib(cfg.buffer_bytes_per_thread)} per array per thread, "
-                   f"{cfg.isa}, {cfg.page_mode} pages{tag}")
+        out.append(f"\nBandwidth, GB/s (1e9 B/s, STREAM-counted bytes): median (min-max) of {cfg.repetitions} "
+                   f"rounds, {r.threads} thread(s) per node, {_gib(cfg.buffer_bytes_per_thread)} per array per "
+                   f"thread, {cfg.isa}, {cfg.page_mode} pages{tag}")
         for k, bw in r.bandwidth_gbps.items():
-            out.append(_matrix_table(f"\n{k} ({bw.counted_bytes_per_element} B/element counted, "
+            out.append(_spread_table(f"\n{k} ({bw.counted_bytes_per_element} B/element counted, "
                                      f"~{bw.estimated_dram_bytes_per_element} B DRAM traffic)",
-                                     rows, cols, bw.matrix, lambda v: round(v, 1)))
+                                     rows, cols, bw.median, bw.min, bw.matrix, bw.noisy))
         if r.latency_ns:
             lat = r.latency_ns
-            out.append(_matrix_table(f"\nLatency, ns per load (median; {lat.method}, {_gib(lat.ring_bytes)} ring, "
-                                     f"{lat.page_mode} pages){tag}", rows, cols, lat.matrix, lambda v: round(v, 1)))
+            out.append(_spread_table(f"\nLatency, ns per load: median (min-max) of the samples; {lat.method}, "
+                                     f"{_gib(lat.ring_bytes)} ring, {lat.page_mode} pages{tag}", rows, cols,
+                                     lat.matrix, lat.min, lat.max, lat.noisy))
             if lat.other_pages:
                 o = lat.other_pages
-                out.append(_matrix_table(f"\nLatency with {o.page_mode} pages, ns per load (median)", rows, cols,
-                                         o.matrix, lambda v: round(v, 1)))
+                out.append(_spread_table(f"\nLatency with {o.page_mode} pages, ns per load: median (min-max)",
+                                         rows, cols, o.matrix, o.min, o.max, o.noisy))
         if r.latency_sweep:
             st = Table(["ring", "pages", "median ns", "p10", "p90"], title="\nLatency sweep")
             for p in r.latency_sweep:
@@ -104,4 +121,6 @@ def render_numa(r) -> str:
         out.append(f"  signature: {', '.join(parts)}: {s.consistent_with} ({s.confidence})")
     if r.findings:
         out.append("\nFindings\n" + findings_text(r.findings))
+    if r.machine is not None:
+        out.append("\n" + run_summary(r.machine, r.run, r.interrupted))
     return "\n".join(out)

@@ -8,6 +8,17 @@ over the sum of its timed rounds. On CUDA each step is bracketed by CUDA
 events and the host synchronises only at the end of a round; on the CPU the
 clock is read after each step (CPU execution is synchronous).
 
+Warm-up is not assumed: after the ``warmup`` steps asked for, each
+implementation keeps stepping, each step timed, until the last
+``settle_window`` steps agree within ``settle_tolerance`` of their median
+(steady state), at most ``max_warmup`` steps; the count is reported, and a run
+that never settled says so. On CUDA, NVML samples the GPU's clocks, power,
+temperature and throttle reasons during the timed steps
+(``mltools.shakeshake.telemetry``); a throttled run says so. MFU names the
+peak it divides by and its source (``mltools.shakeshake.peaks``). Every round
+and every timed step is kept as a case (``mltools.results``), next to the
+machine. Ctrl-C returns the rounds that had finished, marked ``interrupted``.
+
 Multi-process: ``--gpus 0,1`` spawns one process per GPU; ``torchrun`` starts
 them itself. Each process trains ``batch_size`` images per step under
 DistributedDataParallel (NCCL on GPUs, gloo on CPUs); the aggregate rate uses
@@ -33,12 +44,15 @@ torch = require_torch()   # MissingDependencyError with the install hint, not Mo
 
 import torch.nn.functional as F  # noqa: E402
 
+from mltools.env.machine import Machine
 from mltools.errors import InputError, MltoolsError, UsageError
+from mltools.results.run import HIGHER, LOWER, Case, Recorder, RunInfo
 from mltools.shakeshake.flops import shakeshake_flops
 from mltools.shakeshake.model import (IMPLEMENTATIONS, SECOND_CONV_MODES, blocks_per_stage,
                                       build_model, count_parameters)
-from mltools.shakeshake.peaks import peak_tflops
+from mltools.shakeshake.peaks import Peak, find_peak, given_peak
 from mltools.shakeshake.shake import SHAKE_LEVELS
+from mltools.shakeshake.telemetry import GpuTelemetry
 
 SCHEMA = "mltools.bench.shakeshake"
 
@@ -68,6 +82,15 @@ class BenchConfig:
     seed: int = 0
     rounds: int = 5
     tf32: Optional[bool] = None      # cuDNN/matmul TF32; None: torch's default (cuDNN on)
+    max_warmup: Optional[int] = None     # None: 100 on GPUs, warmup + 4 on the CPU
+    settle_window: int = 3               # steady state: the last N warm-up steps ...
+    settle_tolerance: float = 0.10       # ... within this fraction of their median
+    telemetry: bool = True               # NVML sampling on CUDA devices
+
+    def warmup_limit(self) -> int:
+        if self.max_warmup is not None:
+            return max(self.max_warmup, self.warmup)
+        return max(100, self.warmup) if self.device.startswith("cuda") else self.warmup + 4
 
     def validate(self) -> None:
         try:
@@ -96,6 +119,8 @@ class BenchConfig:
             raise UsageError("--cuda-graphs needs a CUDA device")
         if self.peak_tflops is not None and not self.peak_tflops > 0:
             raise UsageError("--peak-tflops must be positive")
+        if self.max_warmup is not None and self.max_warmup < 0:
+            raise UsageError("--max-warmup must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -170,12 +195,18 @@ class ImplResult:
     single_process_images_per_s: Optional[float] = None   # multi-process runs only
     scaling_efficiency: Optional[float] = None
     training: Tuple[EpochResult, ...] = ()
+    peak: Optional[Peak] = None           # the peak MFU divides by: model, precision, figure, source
+    warmup_steps: Optional[int] = None    # warm-up steps dropped (at least --warmup, until steady)
+    settled: Optional[bool] = None        # the step time settled within the warm-up limit
+    timed_steps: Optional[int] = None     # fewer than --steps when interrupted
 
 
 @dataclass(frozen=True)
 class BenchResult:
     SCHEMA: ClassVar[str] = SCHEMA
-    SCHEMA_VERSION: ClassVar[int] = 1
+    # Format history: 2 - per implementation peak (with its source), warmup_steps, settled,
+    # timed_steps; telemetry and throttled (NVML); machine, run, cases, interrupted, notes.
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     params: int
     flops_per_image: Dict[str, int]      # forward, train (analytic, architecture count)
@@ -199,6 +230,13 @@ class BenchResult:
     implementations: Tuple[ImplResult, ...] = ()
     versions: Dict[str, Optional[str]] = field(default_factory=dict)
     settings: Dict[str, object] = field(default_factory=dict)
+    telemetry: Tuple[GpuTelemetry, ...] = ()   # rank 0's GPU during the timed steps
+    throttled: bool = False
+    machine: Optional[Machine] = None
+    run: Optional[RunInfo] = None
+    cases: Tuple[Case, ...] = ()
+    notes: Tuple[str, ...] = ()
+    interrupted: bool = False
 
 
 def params_only_result(depth: int, width: int, shake_level: str, impl: str) -> BenchResult:
@@ -461,10 +499,42 @@ def _split_rounds(steps: int, rounds: int) -> List[int]:
     return [base + (1 if r < extra else 0) for r in range(rounds)]
 
 
+def settled(step_ms: Sequence[float], window: int, tolerance: float) -> bool:
+    """Steady state: the last ``window`` step times lie within ``tolerance`` of their median."""
+    if window < 1 or len(step_ms) < window:
+        return False
+    last = list(step_ms[-window:])
+    med = statistics.median(last)
+    return med > 0 and (max(last) - min(last)) / med <= tolerance
+
+
+def _warm_up(r: Runner, config: BenchConfig, eval_source, progress, name: str,
+             all_agree: Callable[[bool], bool] = lambda ok: ok) -> Tuple[List[float], bool]:
+    """At least ``config.warmup`` steps, then more until steady (or the limit): (step ms, settled).
+
+    ``all_agree`` turns this process's "steady" into the group's: under DDP every rank must
+    take the same number of steps (each one is a collective), so all stop when all are steady."""
+    times: List[float] = []
+    limit = config.warmup_limit()
+    while len(times) < limit:
+        if len(times) >= config.warmup and all_agree(settled(times, config.settle_window,
+                                                             config.settle_tolerance)):
+            break
+        _, per = r.timed(r.train_step, len(times), 1)
+        times += per
+        if progress:
+            progress(0, None, f"warming up {name}: step {len(times)}")
+    is_settled = config.warmup_limit() == 0 or settled(times, config.settle_window, config.settle_tolerance)
+    for i in range(min(2, config.warmup) or 1):   # compile/autotune the eval graph too
+        r.eval_logits(eval_source(i)[0])
+    return times, is_settled
+
+
 def _measure(factories: Dict[str, Callable[[], Runner]], config: BenchConfig, device: torch.device,
-             dist_info: DistInfo, eval_source: Callable[[int], Tuple[torch.Tensor, torch.Tensor]]
-             ) -> Tuple[Dict[str, Runner], Dict[str, dict]]:
-    """Build and warm up every runner, then time training and eval in alternating rounds.
+             dist_info: DistInfo, eval_source: Callable[[int], Tuple[torch.Tensor, torch.Tensor]],
+             progress=None, sampler=None) -> Tuple[Dict[str, Runner], Dict[str, dict], bool]:
+    """Build and warm up every runner until steady, then time training and eval in alternating
+    rounds. Returns (runners, measurements, interrupted): Ctrl-C keeps the rounds that finished.
 
     Peak memory of an implementation is the device-memory peak while it is
     built and warmed up, above what was allocated before (the shared input
@@ -472,46 +542,69 @@ def _measure(factories: Dict[str, Callable[[], Runner]], config: BenchConfig, de
     """
     out: Dict[str, dict] = {}
     runners: Dict[str, Runner] = {}
-    for name, make in factories.items():
-        base = 0
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        r = runners[name] = make()
-        _barrier(dist_info, device)
-        t0 = time.perf_counter()
-        for i in range(config.warmup):
-            r.train_step(i)
-        for i in range(min(2, config.warmup) or 1):   # compile/autotune the eval graph too
-            r.eval_logits(eval_source(i)[0])
-        _sync(device)
-        out[name] = {"warmup_s": time.perf_counter() - t0, "train_s": 0.0, "train_ms": [],
-                     "eval_s": 0.0, "eval_steps": 0, "rounds": [],
-                     "peak_memory": (int(torch.cuda.max_memory_allocated(device)) - base
-                                     if device.type == "cuda" else None)}
+    total = (config.steps + max(1, config.steps // 2)) * len(factories)
     done = 0
-    for chunk in _split_rounds(config.steps, config.rounds):
-        for name, r in runners.items():
+    try:
+        for name, make in factories.items():
+            base = 0
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                base = torch.cuda.memory_allocated(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            r = runners[name] = make()
             _barrier(dist_info, device)
-            secs, per = r.timed(r.train_step, config.warmup + done, chunk)
-            out[name]["train_s"] += secs
-            out[name]["train_ms"] += per
-            out[name]["rounds"].append(config.batch_size * chunk * dist_info.world / secs if secs > 0 else 0.0)
-        done += chunk
-    eval_steps = max(1, config.steps // 2)
-    for chunk in _split_rounds(eval_steps, config.rounds):
-        for name, r in runners.items():
-            _barrier(dist_info, device)
-            secs, _ = r.timed(lambda i, r=r: r.eval_logits(eval_source(i)[0]), 0, chunk)
-            out[name]["eval_s"] += secs
-            out[name]["eval_steps"] += chunk
+            t0 = time.perf_counter()
+            warm, is_settled = _warm_up(
+                r, config, eval_source, progress, name,
+                lambda ok: _all_reduce_max(0.0 if ok else 1.0, dist_info, device) == 0.0)
+            _sync(device)
+            out[name] = {"warmup_s": time.perf_counter() - t0, "warmup_ms": warm, "settled": is_settled,
+                         "train_s": 0.0, "train_ms": [], "train_steps": 0,
+                         "eval_s": 0.0, "eval_steps": 0, "rounds": [], "eval_rounds": [],
+                         "peak_memory": (int(torch.cuda.max_memory_allocated(device)) - base
+                                         if device.type == "cuda" else None)}
+        offset = max(len(m["warmup_ms"]) for m in out.values())
+        for chunk in _split_rounds(config.steps, config.rounds):
+            for name, r in runners.items():
+                _barrier(dist_info, device)
+                if sampler:
+                    sampler.start()
+                secs, per = r.timed(r.train_step, offset + out[name]["train_steps"], chunk)
+                if sampler:
+                    sampler.stop()
+                m = out[name]
+                m["train_s"] += secs
+                m["train_ms"] += per
+                m["train_steps"] += chunk
+                m["rounds"].append(config.batch_size * chunk * dist_info.world / secs if secs > 0 else 0.0)
+                done += chunk
+                if progress:
+                    progress(done, total, f"training {name}")
+        for chunk in _split_rounds(max(1, config.steps // 2), config.rounds):
+            for name, r in runners.items():
+                _barrier(dist_info, device)
+                if sampler:
+                    sampler.start()
+                secs, _ = r.timed(lambda i, r=r: r.eval_logits(eval_source(i)[0]), 0, chunk)
+                if sampler:
+                    sampler.stop()
+                m = out[name]
+                m["eval_s"] += secs
+                m["eval_steps"] += chunk
+                m["eval_rounds"].append(config.batch_size * chunk * dist_info.world / secs if secs > 0 else 0.0)
+                done += chunk
+                if progress:
+                    progress(done, total, f"eval {name}")
+    except KeyboardInterrupt:
+        if sampler:
+            sampler.stop()
+        return runners, {n: m for n, m in out.items() if m["train_steps"]}, True
     for name in runners:
         m = out[name]
         # Aggregate rates use the slowest rank's time.
         m["train_s"] = _all_reduce_max(m["train_s"], dist_info, device)
         m["eval_s"] = _all_reduce_max(m["eval_s"], dist_info, device)
-    return runners, out
+    return runners, out, False
 
 
 def _batch_sources(config: BenchConfig, device: torch.device, dist_info: DistInfo, cifar=None):
@@ -541,22 +634,69 @@ def _batch_sources(config: BenchConfig, device: torch.device, dist_info: DistInf
     return train_src, eval_src
 
 
+def _peak(config: BenchConfig, device_label: str, precision: str) -> Optional[Peak]:
+    if config.peak_tflops is not None:
+        return given_peak(config.peak_tflops, precision)
+    return find_peak(device_label, precision)
+
+
 def _impl_result(name: str, r: Runner, m: dict, config: BenchConfig, world: int,
                  device_label: str, train_flops: int) -> ImplResult:
-    images = config.batch_size * config.steps * world
+    images = config.batch_size * m["train_steps"] * world
     ips = images / m["train_s"] if m["train_s"] > 0 else float("inf")
-    eval_ips = config.batch_size * m["eval_steps"] * world / m["eval_s"] if m["eval_s"] > 0 else float("inf")
+    eval_ips = (config.batch_size * m["eval_steps"] * world / m["eval_s"] if m["eval_s"] > 0 else
+                (float("inf") if m["eval_steps"] else None))
     achieved = train_flops * ips / 1e12
-    peak = config.peak_tflops if config.peak_tflops is not None else peak_tflops(device_label, r.settings.precision)
-    mfu = achieved / (peak * world) if peak else None
+    peak = _peak(config, device_label, r.settings.precision)
+    mfu = achieved / (peak.tflops * world) if peak else None
     s = r.settings
     return ImplResult(impl=name, precision=s.precision, autocast=s.autocast, channels_last=s.channels_last,
                       compiled=s.compiled, cuda_graphs=s.cuda_graphs, second_conv=s.second_conv,
                       optimizer=s.optimizer, images_per_s=round(ips, 2),
-                      eval_images_per_s=round(eval_ips, 2), step_ms=_step_times(m["train_ms"]),
+                      eval_images_per_s=None if eval_ips is None else round(eval_ips, 2),
+                      step_ms=_step_times(m["train_ms"]),
                       warmup_s=round(m["warmup_s"], 3), peak_memory_bytes=m["peak_memory"],
                       achieved_tflops=round(achieved, 4), mfu=None if mfu is None else round(mfu, 4),
-                      peak_tflops=peak, round_images_per_s=tuple(round(v, 2) for v in m["rounds"]))
+                      peak_tflops=peak.tflops if peak else None,
+                      round_images_per_s=tuple(round(v, 2) for v in m["rounds"]), peak=peak,
+                      warmup_steps=len(m["warmup_ms"]), settled=m["settled"], timed_steps=m["train_steps"])
+
+
+def _record(recorder: Recorder, name: str, m: dict, config: BenchConfig) -> None:
+    """The cases of one implementation: images/s per round (training, eval) and every step's time."""
+    params = {"impl": name, "batch_size": config.batch_size, "depth": config.depth, "width": config.width}
+    recorder.add(f"{name}/train", "images/s", HIGHER, m["rounds"], params=dict(params, what="training rounds"))
+    recorder.add(f"{name}/step", "ms", LOWER, m["train_ms"], warmup=m["warmup_ms"],
+                 params=dict(params, what="timed training steps", warmup_steps=len(m["warmup_ms"]),
+                             settled=m["settled"]))
+    recorder.add(f"{name}/eval", "images/s", HIGHER, m["eval_rounds"], params=dict(params, what="eval rounds"))
+
+
+def _open_telemetry(config: BenchConfig, device: torch.device, rank0: bool):
+    """(Sampler or None, GPU states for the machine, note) for rank 0's CUDA device."""
+    if device.type != "cuda" or not config.telemetry or not rank0:
+        return None, (), None
+    from mltools.shakeshake import telemetry as T
+
+    nvml, note = T.open_nvml()
+    if nvml is None:
+        return None, (), note
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    bus = _pci_bus_id(index)
+    states = T.gpu_states(nvml, [(index, bus)])
+    handle = T.handle_for(nvml, bus, index)
+    if handle is None:
+        return None, states, f"no GPU telemetry: NVML has no device at PCI {bus} (index {index})"
+    return T.Sampler(nvml, handle, torch.cuda.get_device_name(device)), states, None
+
+
+def _pci_bus_id(index: int) -> Optional[str]:
+    """The device's PCI address as NVML spells it, from torch's device properties."""
+    props = torch.cuda.get_device_properties(index)
+    try:
+        return f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+    except AttributeError:    # older torch: NVML's index order then has to match CUDA's
+        return None
 
 
 def _set_backend_flags(device: torch.device, tf32: Optional[bool] = None) -> None:
@@ -574,17 +714,22 @@ def _check_world(config: BenchConfig, dist_info: DistInfo) -> None:
 
 
 def run_benchmark(config: BenchConfig, dist_info: DistInfo = DistInfo(),
-                  progress: Optional[Callable[[str], None]] = None) -> BenchResult:
+                  progress: Optional[Callable[..., None]] = None, command: Sequence[str] = ()) -> BenchResult:
     """Time every implementation in ``config.impls`` on ``config.device``.
 
     In a multi-process group every rank calls this; all ranks return the same
-    aggregate figures (rank 0's step times and memory).
+    aggregate figures (rank 0's step times, memory and GPU telemetry).
+    ``progress(done, total, detail)`` follows the timed steps (``total`` None
+    while warming up); ``command`` is recorded with the result.
     """
     config.validate()
     _check_world(config, dist_info)
     device = torch.device(config.device)
     _set_backend_flags(device, config.tf32)
     torch.manual_seed(config.seed + dist_info.rank)
+    sampler, gpu_states, telemetry_note = _open_telemetry(config, device, dist_info.rank == 0)
+    recorder = Recorder(command, threads=torch.get_num_threads() if device.type == "cpu" else 1,
+                        machine=_machine(gpu_states, telemetry_note))
     cifar = None
     if config.data_dir:
         from mltools.shakeshake.data import load_cifar10
@@ -598,9 +743,9 @@ def run_benchmark(config: BenchConfig, dist_info: DistInfo = DistInfo(),
         # Scaling baseline: rank 0 alone, same per-process batch, no DDP.
         if dist_info.rank == 0:
             if progress:
-                progress("measuring one process alone for the scaling efficiency")
+                progress(0, None, "one process alone, for the scaling efficiency")
             solo = {i: (lambda i=i: Runner(i, config, device, DistInfo(), train_src)) for i in config.impls}
-            solo, m = _measure(solo, config, device, DistInfo(), eval_src)
+            solo, m, _ = _measure(solo, config, device, DistInfo(), eval_src)
             single = {i: config.batch_size * config.steps / m[i]["train_s"] for i in config.impls}
             del solo
         _barrier(dist_info, device)
@@ -609,18 +754,51 @@ def run_benchmark(config: BenchConfig, dist_info: DistInfo = DistInfo(),
     tf32 = {"cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
             "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
-    runners, measured = _measure(factories, config, device, dist_info, eval_src)
+    runners, measured, interrupted = _measure(factories, config, device, dist_info, eval_src, progress, sampler)
     results = []
     for name, r in runners.items():
+        if name not in measured:
+            continue                    # interrupted before its first timed round
         res = _impl_result(name, r, measured[name], config, dist_info.world, label, fl.train)
-        if dist_info.active:
+        _record(recorder, name, measured[name], config)
+        if dist_info.active and not interrupted:
             single_t = _broadcast_from_rank0(single.get(name, 0.0), dist_info, device)
             res = replace(res, single_process_images_per_s=round(single_t, 2),
                           scaling_efficiency=round(res.images_per_s / (dist_info.world * single_t), 4))
         results.append(res)
-    return _assemble(config, dist_info, device, label, fl, results, tf32,
-                     params=count_parameters(next(iter(runners.values())).model),
-                     data="synthetic" if cifar is None else cifar.directory)
+    telemetry: Tuple[GpuTelemetry, ...] = ()
+    notes: List[str] = []
+    if sampler is not None:
+        telemetry = (sampler.summary(),)
+        from mltools.shakeshake.telemetry import close_nvml
+        close_nvml(sampler.nvml)
+    elif telemetry_note:
+        notes.append(telemetry_note)
+    throttled = any(t.throttled for t in telemetry)
+    for t in telemetry:
+        if t.throttled:
+            notes.append(f"THROTTLED: {t.gpu} slowed down during the timed steps ("
+                         + ", ".join(f"{r} in {100 * t.reasons[r]:.0f}% of samples" for r in t.throttle_reasons)
+                         + "): the figures are below what this GPU does when it is not held back")
+    for res in results:
+        if res.settled is False:
+            notes.append(f"{res.impl}: the step time had not settled after {res.warmup_steps} warm-up steps "
+                         f"(last {config.settle_window} not within {100 * config.settle_tolerance:.0f}%): "
+                         "raise --max-warmup")
+    if interrupted:
+        notes.append("interrupted: only the rounds that had finished are counted")
+    params = count_parameters(next(iter(runners.values())).model) if runners else \
+        count_parameters(build_model(config.impls[0], config.depth, config.width, config.shake_level))
+    result = _assemble(config, dist_info, device, label, fl, results, tf32, params=params,
+                       data="synthetic" if cifar is None else cifar.directory)
+    return replace(result, telemetry=telemetry, throttled=throttled, machine=recorder.machine,
+                   run=recorder.finish(), cases=tuple(recorder.cases), notes=tuple(notes), interrupted=interrupted)
+
+
+def _machine(gpu_states, note) -> Machine:
+    from mltools.env.machine import collect_machine
+
+    return collect_machine(gpus=tuple(gpu_states), gpu_note=note)
 
 
 def _broadcast_from_rank0(value: float, dist_info: DistInfo, device: torch.device) -> float:
@@ -663,9 +841,10 @@ def _assemble(config, dist_info, device, label, fl, results, tf32, params, data)
 
 def run_training(config: BenchConfig, dist_info: DistInfo = DistInfo(),
                  on_epoch: Optional[Callable[[EpochResult], None]] = None,
-                 on_step: Optional[Callable[[int, int], None]] = None) -> BenchResult:
+                 on_step: Optional[Callable[[int, int], None]] = None, command: Sequence[str] = ()) -> BenchResult:
     """Train one implementation on CIFAR-10 for ``config.train_epochs`` epochs
-    (cosine LR per iteration from 0.2 × batch/128) and report test accuracy per epoch."""
+    (cosine LR per iteration from 0.2 × batch/128) and report test accuracy per epoch.
+    Ctrl-C returns the epochs that had finished, marked ``interrupted``."""
     config.validate()
     _check_world(config, dist_info)
     from mltools.shakeshake import data as data_mod
@@ -673,6 +852,7 @@ def run_training(config: BenchConfig, dist_info: DistInfo = DistInfo(),
     device = torch.device(config.device)
     _set_backend_flags(device, config.tf32)
     torch.manual_seed(config.seed + dist_info.rank)
+    recorder = Recorder(command, threads=torch.get_num_threads() if device.type == "cpu" else 1)
     cifar = data_mod.load_cifar10(config.data_dir, device)
     steps_per_epoch = cifar.train_size // (config.batch_size * dist_info.world)
     if steps_per_epoch < 1:
@@ -683,6 +863,45 @@ def run_training(config: BenchConfig, dist_info: DistInfo = DistInfo(),
     runner = Runner(impl, config, device, dist_info, lambda i: epoch_batches[i], total_steps=total)
     gen = torch.Generator(device=device).manual_seed(config.seed)   # same permutation on every rank
     epochs: List[EpochResult] = []
+    try:
+        _train_epochs(config, dist_info, device, cifar, runner, epoch_batches, gen, steps_per_epoch, epochs,
+                      on_epoch, on_step)
+        interrupted = False
+    except KeyboardInterrupt:
+        interrupted = True
+    fl = shakeshake_flops(config.depth, config.width)
+    label = device_name(device)
+    tf32 = {"cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
+    results = []
+    if epochs:
+        best = max(e.train_images_per_s for e in epochs)
+        achieved = fl.train * best / 1e12
+        s = runner.settings
+        peak = _peak(config, label, s.precision)
+        results.append(ImplResult(
+            impl=impl, precision=s.precision, autocast=s.autocast, channels_last=s.channels_last,
+            compiled=s.compiled, cuda_graphs=s.cuda_graphs, second_conv=s.second_conv,
+            optimizer=s.optimizer, images_per_s=best, eval_images_per_s=None, step_ms=None, warmup_s=None,
+            peak_memory_bytes=int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None,
+            achieved_tflops=round(achieved, 4),
+            mfu=round(achieved / (peak.tflops * dist_info.world), 4) if peak else None,
+            peak_tflops=peak.tflops if peak else None, training=tuple(epochs), peak=peak))
+        recorder.add(f"{impl}/train-epochs", "images/s", HIGHER, [e.train_images_per_s for e in epochs],
+                     params={"impl": impl, "what": "training epochs", "batch_size": config.batch_size})
+    result = _assemble(replace(config, steps=total, warmup=0), dist_info, device, label, fl, results,
+                       tf32, count_parameters(runner.model), cifar.directory)
+    return replace(result, machine=recorder.machine, run=recorder.finish(), cases=tuple(recorder.cases),
+                   interrupted=interrupted,
+                   notes=(f"interrupted: {len(epochs)} of {config.train_epochs} epochs finished",) if interrupted
+                   else ())
+
+
+def _train_epochs(config, dist_info, device, cifar, runner, epoch_batches, gen, steps_per_epoch, epochs,
+                  on_epoch, on_step) -> None:
+    from mltools.shakeshake import data as data_mod
+
     for epoch in range(1, config.train_epochs + 1):
         t0 = time.perf_counter()
         epoch_batches[:] = []
@@ -707,25 +926,6 @@ def run_training(config: BenchConfig, dist_info: DistInfo = DistInfo(),
         epochs.append(ep)
         if on_epoch:
             on_epoch(ep)
-    fl = shakeshake_flops(config.depth, config.width)
-    label = device_name(device)
-    best = max(e.train_images_per_s for e in epochs)
-    achieved = fl.train * best / 1e12
-    s = runner.settings
-    peak = config.peak_tflops if config.peak_tflops is not None else peak_tflops(label, s.precision)
-    res = ImplResult(impl=impl, precision=s.precision, autocast=s.autocast, channels_last=s.channels_last,
-                     compiled=s.compiled, cuda_graphs=s.cuda_graphs, second_conv=s.second_conv,
-                     optimizer=s.optimizer, images_per_s=best, eval_images_per_s=None,
-                     step_ms=None, warmup_s=None,
-                     peak_memory_bytes=int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None,
-                     achieved_tflops=round(achieved, 4),
-                     mfu=round(achieved / (peak * dist_info.world), 4) if peak else None,
-                     peak_tflops=peak, training=tuple(epochs))
-    tf32 = {"cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-            "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
-    return replace(_assemble(replace(config, steps=total, warmup=0), dist_info, device, label, fl, [res],
-                             tf32, count_parameters(runner.model), cifar.directory))
 
 
 # ---------------------------------------------------------------- --gpus: one process per GPU

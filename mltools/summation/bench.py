@@ -6,11 +6,15 @@ up, repeated and interleaved across methods (one batch of every method per
 round), so that a noisy machine hurts every method alike; min and median
 are reported. Errors are against the exact sum, known by construction for the
 ill-conditioned data (±x pairs plus 1.0) and from ``exact_sum`` otherwise.
+
+Every repeat of every method is kept as a sample of its case (``cases``, in
+ns per element) with its median, spread and bootstrap 95% interval, next to
+the machine it ran on (``mltools.results``). An interrupted run returns the
+groups it had finished, marked ``interrupted``.
 """
 from __future__ import annotations
 
 import math
-import platform
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -19,8 +23,8 @@ from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mltools import __version__
-from mltools.env import cpu_model_name
+from mltools.env.machine import Machine
+from mltools.results.run import LOWER, Case, Recorder, RunInfo
 from mltools.summation import _core
 from mltools.summation._core import METHODS
 
@@ -54,6 +58,8 @@ class BenchRow:
     method: str               # a mltools method, "numpy.sum", "math.fsum", ...
     ns_per_element_min: float
     ns_per_element_median: float
+    ns_per_element_max: float
+    noisy: bool               # the case's 95% interval is wider than 10% of its median
     gb_per_s: float
     ratio_to_numpy: Optional[float]
     error_ulps: float         # in units of the last place of the exact sum, in the result's precision
@@ -73,18 +79,20 @@ class CondPoint:
 @dataclass(frozen=True)
 class BenchReport:
     SCHEMA: ClassVar[str] = "mltools.bench.sum"
-    SCHEMA_VERSION: ClassVar[int] = 1
-    mltools_version: str
-    cpu_model: str
+    # Format history: 2 - machine, run, cases (every repeat) and interrupted; the CPU,
+    # numpy and Python versions moved into machine.
+    SCHEMA_VERSION: ClassVar[int] = 2
     isa: str
     isas_available: Tuple[str, ...]
-    numpy_version: str
-    python_version: str
     config: BenchConfig
     rows: Tuple[BenchRow, ...]
     cond_sweep: Tuple[CondPoint, ...]
     comparators: Tuple[str, ...]
+    machine: Machine
+    run: RunInfo
+    cases: Tuple[Case, ...]
     notes: Tuple[str, ...] = field(default_factory=tuple)
+    interrupted: bool = False
 
 
 # ------------------------------------------------------------------- data
@@ -197,7 +205,16 @@ def _errors(result, exact: np.ndarray, S_abs: np.ndarray) -> Tuple[float, float,
     return float(np.max(ulps)), float(np.max(rel)), float(np.max(cond))
 
 
-def run_bench(config: BenchConfig, progress: Optional[Callable[[str], None]] = None) -> BenchReport:
+def _groups(config: BenchConfig) -> List[Tuple[str, str, str, int]]:
+    return [(d, t, l, n) for d in config.datasets for t in config.dtypes for l in config.layouts
+            for n in config.sizes]
+
+
+def run_bench(config: BenchConfig, progress: Optional[Callable[..., None]] = None,
+              command: Sequence[str] = ()) -> BenchReport:
+    """Time and check every method on every (dataset, dtype, layout, size) group, then the
+    condition-number sweep. ``progress(done, total, detail)`` is called after each group.
+    Ctrl-C returns the groups finished so far, with ``interrupted`` set."""
     for m in config.methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; expected some of {', '.join(METHODS)}")
@@ -207,47 +224,82 @@ def run_bench(config: BenchConfig, progress: Optional[Callable[[str], None]] = N
     notes: List[str] = []
     import mltools.summation as S
 
-    for dataset in config.datasets:
-        for dtype in config.dtypes:
-            for layout in config.layouts:
-                for n in config.sizes:
-                    if progress:
-                        progress(f"{dataset} {dtype} {layout} n={n}")
-                    base = rng.random(n) if dataset == "uniform" else ill_conditioned(n, rng)
-                    x = base.astype(dtype)
-                    if layout == "axis0":
-                        x = x[: n - n % 2].reshape(-1, 2)     # C order: reduce the slow axis
-                    axis = 0 if layout == "axis0" else None
-                    exact = np.asarray(S.exact_sum(x, axis=axis), np.float64)
-                    S_abs = np.asarray(S.exact_sum(np.abs(x), axis=axis), np.float64)
-                    funcs: Dict[str, Callable[[], object]] = {
-                        "numpy.sum": (lambda x=x, axis=axis: np.sum(x, axis=axis))}
-                    if dtype == "float32":
-                        funcs["numpy.sum(dtype=float64)"] = (
-                            lambda x=x, axis=axis: np.sum(x, axis=axis, dtype=np.float64))
-                    for m in config.methods:
-                        funcs[m] = (lambda x=x, axis=axis, m=m: S.sum(x, method=m, axis=axis))
-                    if layout == "1d" and n <= FSUM_MAX_N:
-                        funcs["math.fsum"] = (lambda x=x: math.fsum(x.tolist()))
-                    if layout == "1d" and dtype == "float64":
-                        for name, f in extras.items():
-                            funcs[name] = (lambda x=x, f=f: f(x))
-                    timed = time_interleaved(funcs, config.repeats, config.min_time_s, config.clock)
-                    t_np = min(timed["numpy.sum"][0])
-                    nbytes = x.nbytes
-                    for name, f in funcs.items():
-                        ts, k = timed[name]
-                        tmin = min(ts)
-                        ulps, rel, cond = _errors(f(), exact, S_abs)
-                        rows.append(BenchRow(
-                            dataset=dataset, dtype=dtype, layout=layout, n=int(x.size), method=name,
-                            ns_per_element_min=tmin / x.size * 1e9,
-                            ns_per_element_median=statistics.median(ts) / x.size * 1e9,
-                            gb_per_s=nbytes / tmin / 1e9,
-                            ratio_to_numpy=tmin / t_np,
-                            error_ulps=ulps, relative_error=rel, condition_number=cond,
-                            calls_per_batch=k))
+    recorder = Recorder(command, threads=1)
+    groups = _groups(config)
+    total = len(groups) + 1          # the condition-number sweep is the last step
+    interrupted = False
+    sweep: List[CondPoint] = []
+    try:
+        for done, (dataset, dtype, layout, n) in enumerate(groups):
+            if progress:
+                progress(done, total, f"{dataset} {dtype} {layout} n={n}")
+            rows.extend(_time_group(S, config, rng, extras, recorder, dataset, dtype, layout, n))
+        if progress:
+            progress(len(groups), total, "condition-number sweep")
+        sweep = _cond_sweep(S, config, rng)
+        if progress:
+            progress(total, total)
+    except KeyboardInterrupt:
+        interrupted = True
+        notes.append("interrupted: only the groups listed were measured" + ("" if sweep else
+                                                                         "; no condition-number sweep"))
+    if not extras:
+        notes.append("xsum and accupy are not installed: not compared")
+    run = recorder.finish()
+    return BenchReport(
+        isa=_core.active_isa(), isas_available=_core.available_isas(), config=config, rows=tuple(rows),
+        cond_sweep=tuple(sweep), comparators=tuple(["numpy.sum", "math.fsum"] + sorted(extras)),
+        machine=recorder.machine, run=run, cases=tuple(recorder.cases), notes=tuple(notes),
+        interrupted=interrupted)
 
+
+def _time_group(S, config: BenchConfig, rng, extras, recorder: Recorder, dataset: str, dtype: str, layout: str,
+                n: int) -> List[BenchRow]:
+    base = rng.random(n) if dataset == "uniform" else ill_conditioned(n, rng)
+    x = base.astype(dtype)
+    if layout == "axis0":
+        x = x[: n - n % 2].reshape(-1, 2)     # C order: reduce the slow axis
+    axis = 0 if layout == "axis0" else None
+    exact = np.asarray(S.exact_sum(x, axis=axis), np.float64)
+    S_abs = np.asarray(S.exact_sum(np.abs(x), axis=axis), np.float64)
+    funcs: Dict[str, Callable[[], object]] = {
+        "numpy.sum": (lambda x=x, axis=axis: np.sum(x, axis=axis))}
+    if dtype == "float32":
+        funcs["numpy.sum(dtype=float64)"] = (
+            lambda x=x, axis=axis: np.sum(x, axis=axis, dtype=np.float64))
+    for m in config.methods:
+        funcs[m] = (lambda x=x, axis=axis, m=m: S.sum(x, method=m, axis=axis))
+    if layout == "1d" and n <= FSUM_MAX_N:
+        funcs["math.fsum"] = (lambda x=x: math.fsum(x.tolist()))
+    if layout == "1d" and dtype == "float64":
+        for name, f in extras.items():
+            funcs[name] = (lambda x=x, f=f: f(x))
+    timed = time_interleaved(funcs, config.repeats, config.min_time_s, config.clock)
+    t_np = min(timed["numpy.sum"][0])
+    nbytes = x.nbytes
+    rows = []
+    for name, f in funcs.items():
+        ts, k = timed[name]
+        tmin = min(ts)
+        ulps, rel, cond = _errors(f(), exact, S_abs)
+        per_element = [t / x.size * 1e9 for t in ts]
+        case = recorder.add(f"{dataset}/{dtype}/{layout}/n={x.size}/{name}", "ns/element", LOWER, per_element,
+                            params={"dataset": dataset, "dtype": dtype, "layout": layout, "n": int(x.size),
+                                    "method": name, "calls_per_batch": k, "clock": config.clock})
+        rows.append(BenchRow(
+            dataset=dataset, dtype=dtype, layout=layout, n=int(x.size), method=name,
+            ns_per_element_min=tmin / x.size * 1e9,
+            ns_per_element_median=statistics.median(ts) / x.size * 1e9,
+            ns_per_element_max=max(ts) / x.size * 1e9,
+            noisy=bool(case and case.stats.noisy),
+            gb_per_s=nbytes / tmin / 1e9,
+            ratio_to_numpy=tmin / t_np,
+            error_ulps=ulps, relative_error=rel, condition_number=cond,
+            calls_per_batch=k))
+    return rows
+
+
+def _cond_sweep(S, config: BenchConfig, rng) -> List[CondPoint]:
     sweep: List[CondPoint] = []
     for ex in config.cond_sweep_exponents:
         target = 10.0 ** ex
@@ -261,14 +313,7 @@ def run_bench(config: BenchConfig, progress: Optional[Callable[[str], None]] = N
         for name, v in results.items():
             rel = abs(Fraction(v) - total) / abs(total) if total else (0.0 if v == 0 else math.inf)
             sweep.append(CondPoint(target, cond, name, float(rel)))
-    if not extras:
-        notes.append("xsum and accupy are not installed: not compared")
-    return BenchReport(
-        mltools_version=__version__, cpu_model=cpu_model_name(), isa=_core.active_isa(),
-        isas_available=_core.available_isas(), numpy_version=np.__version__,
-        python_version=platform.python_version(), config=config, rows=tuple(rows),
-        cond_sweep=tuple(sweep), comparators=tuple(["numpy.sum", "math.fsum"] + sorted(extras)),
-        notes=tuple(notes))
+    return sweep
 
 
 def plot_report(report: BenchReport, path: str) -> None:
@@ -297,7 +342,7 @@ def plot_report(report: BenchReport, path: str) -> None:
         ax2.loglog([r.n for r in pts], [r.ns_per_element_min for r in pts], "o-", label=name, ms=3)
     ax2.set_xlabel("n (float64, 1-D)")
     ax2.set_ylabel("ns per element (min)")
-    ax2.set_title(f"time, {report.cpu_model}, {report.isa}")
+    ax2.set_title(f"time, {report.machine.cpu_model_name}, {report.isa}")
     ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
