@@ -55,7 +55,7 @@ def test_pinning_outside_the_mask_fails():
 
 
 def _check_doc(doc, *, simulated):
-    assert doc["schema"] == "mltools.bench.numa" and doc["version"] == 1
+    assert doc["schema"] == "mltools.bench.numa" and doc["version"] == 2
     cfg = doc["config"]
     rows, cols = len(cfg["cpu_nodes"]), len(cfg["mem_nodes"])
     assert doc["measured"] is True and doc["simulated"] is simulated

@@ -11,7 +11,7 @@ def _node_list(text):
     if text is None:
         return None
     from mltools.errors import UsageError
-    from mltools.numa.topology import parse_cpulist
+    from mltools.numa.cpulist import parse_cpulist
     try:
         ids = parse_cpulist(text)
     except ValueError:
@@ -42,18 +42,25 @@ def _node_list(text):
 @click.option("--quick", is_flag=True, help="Small buffers and few repetitions (a few seconds).")
 @click.option("--simulate-nodes", type=int, default=0, metavar="N",
               help="Split the usable CPUs into N pseudo-nodes bound to one real node (tests the multi-node path).")
+@click.option("--plan", "plan_ranks", type=click.IntRange(min=1), metavar="N",
+              help="A binding plan for N local ranks: rank -> GPU, nearest NIC, node, CPUs, and the numactl/taskset "
+                   "prefix of each, with a torchrun wrapper script; measures nothing.")
+@click.option("--gpu", is_flag=True,
+              help="Also measure pinned host->device and device->host bandwidth from each node's memory to each GPU "
+                   "(torch with CUDA; skipped, with the reason, without it). With --topology-only, only that.")
 @json_option
 @quiet_option
 def numa_cmd(sysfs_root, topology_only, dry_run, nodes, cpus, threads, size, latency_size, kernels, reps,
-             page_mode, isa, no_latency, sweep, quick, simulate_nodes, as_json) -> None:
+             page_mode, isa, no_latency, sweep, quick, simulate_nodes, plan_ranks, gpu, as_json) -> None:
     """Memory bandwidth and latency for every CPU node x memory node pair.
 
     Threads are pinned to a node's CPUs, memory is bound to a node with mbind
     before first touch, and move_pages checks where the pages really are.
     Bandwidth kernels (read, write, copy, triad; normal and non-temporal
     stores) are validated after every run; latency is a random pointer chase.
-    The topology (packages, nodes, SLIT, HMAT, cpuset, THP) comes with an
-    inference of the NUMA mode (SNC, COD, NPS, L3-as-NUMA, ...) and how sure it is.
+    The topology (packages, nodes, SLIT, HMAT, cpuset, THP, and where the
+    GPUs, NICs and NVMe drives sit) comes with an inference of the NUMA mode
+    (SNC, COD, NPS, L3-as-NUMA, ...), how sure it is, and why.
 
     Exit status: 0 all well; 1 pages were not on the bound node (fraction below
     0.99) or a kernel's results were wrong; 2 could not run.
@@ -68,7 +75,8 @@ def numa_cmd(sysfs_root, topology_only, dry_run, nodes, cpus, threads, size, lat
         latency_bytes=parse_size(latency_size) if latency_size else None,
         kernels=tuple(k.strip() for k in kernels.split(",") if k.strip()) if kernels else None,
         repetitions=reps, quick=quick, simulate_nodes=simulate_nodes, page_mode=page_mode, isa=isa,
-        topology_only=topology_only, dry_run=dry_run, sweep=sweep, latency=not no_latency)
+        topology_only=topology_only, dry_run=dry_run, sweep=sweep, latency=not no_latency,
+        plan_ranks=plan_ranks, gpu=gpu)
     def show_progress(msg):
         click.echo(f"\r\x1b[Kbench numa: {msg}", err=True, nl=False)
 
