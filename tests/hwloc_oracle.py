@@ -24,6 +24,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from mltools.numa.cpulist import format_cpulist, parse_cpulist
+from mltools.numa.infer import infer_mode
+from mltools.numa.pci import LISTED_KINDS, device_kind
+
 IO_TYPES = {"Bridge", "PCIDev", "OSDev", "Misc"}
 OSDEV_TYPES = {0: "storage", 1: "gpu", 2: "network", 3: "openfabrics", 4: "dma", 5: "coproc", 6: "memory"}
 
@@ -189,3 +193,75 @@ def relation(a: HwPci, b: HwPci) -> str:
     if a.locality_type == "Machine" or b.locality_type == "Machine":
         return "unknown"
     return "NODE" if a.locality_nodes == b.locality_nodes else "SYS"
+
+
+def differences(topo, view) -> dict:
+    """What the parser and lstopo disagree on, as {what: (ours, hwloc's)}."""
+    out = {}
+    if sorted(view.nodes) != [n.id for n in topo.nodes]:
+        out["nodes"] = ([n.id for n in topo.nodes], sorted(view.nodes))
+    for n in topo.nodes:
+        h = view.nodes.get(n.id)
+        if h is None:
+            continue
+        if set(n.cpu_ids()) != set(h.cpus):
+            out[f"node {n.id} cpus"] = (n.cpus, format_cpulist(h.cpus))
+        if n.mem_total_bytes != h.memory and not (n.mem_total_bytes is None and h.memory == 0):  # 0: unknown
+            out[f"node {n.id} memory"] = (n.mem_total_bytes, h.memory)
+    ours = sorted((p.physical_id, p.cpus, tuple(n for n in p.nodes if len(topo.node(n).packages) == 1))
+                  for p in topo.packages)
+    # hwloc places a node inside a package when the node's CPUs are within it (CPU-less and spanning nodes
+    # sit above); compare that, with package ids as labels (-1 = unknown, repeated ids allowed)
+    theirs = sorted((p.os_index, format_cpulist(p.cpus), tuple(n for n in p.nodes if view.nodes[n].cpus))
+                    for p in view.packages)
+    if ours != theirs:
+        out["packages"] = (ours[:8], theirs[:8])
+    if view.distances:
+        if topo.distance.source != "slit" or tuple(view.distance_nodes) != topo.distance.nodes \
+                or [list(r) for r in topo.distance.matrix] != view.distances:
+            out["distances"] = (topo.distance.source, topo.distance.nodes, view.distance_nodes)
+    if set(parse_cpulist(topo.online_cpus)) != set(view.cpus):
+        out["online cpus"] = (topo.online_cpus, format_cpulist(view.cpus))
+    if set(parse_cpulist(topo.allowed.cpus)) != set(view.allowed_cpus):
+        out["allowed cpus"] = (topo.allowed.cpus, format_cpulist(view.allowed_cpus))
+    if set(parse_cpulist(topo.allowed.mems)) != set(view.allowed_nodes):
+        out["allowed nodes"] = (topo.allowed.mems, view.allowed_nodes)
+    kinds = {int(c.subject.split()[1]): c.value for c in infer_mode(topo).memory_nodes}
+    hw_kind = {"DRAM": "dram", "HBM": "hbm", "NVM": "nvm", "SPM": "spm", "GPUMemory": "gpu_memory"}
+    for nid, h in view.nodes.items():
+        if h.subtype and kinds.get(nid) != hw_kind.get(h.subtype):
+            out[f"node {nid} memory kind"] = (kinds.get(nid), h.subtype)
+    cpu_nodes = [n.id for n in topo.nodes if n.cpu_count]
+    for d in topo.io.devices:
+        h = view.pci.get(d.busid)
+        if h is None:
+            out[f"pci {d.busid} listed"] = (d.kind, None)
+            continue
+        if h.locality_type == "Machine":
+            expected = cpu_nodes[0] if len(cpu_nodes) == 1 else None
+            agree = d.node == expected
+        else:
+            agree = d.node in h.locality_nodes
+        if not agree:
+            out[f"pci {d.busid} locality"] = ((d.node, d.locality_confidence), (h.locality_type, h.locality_nodes))
+        if (d.host_bridge, d.bridges) != (h.root_bus, h.bridges):
+            out[f"pci {d.busid} tree"] = ((d.host_bridge, d.bridges), (h.root_bus, h.bridges))
+        names = {k for k, t in h.osdevs.items() if t in ("network", "openfabrics", "storage")}
+        if not names <= set(d.os_devices):
+            out[f"pci {d.busid} names"] = (d.os_devices, sorted(names))
+    listed = {d.busid for d in topo.io.devices}
+    for busid, h in view.pci.items():
+        if device_kind(h.class_code << 8, h.vendor) in LISTED_KINDS and busid not in listed \
+                and device_kind(h.class_code << 8, h.vendor) != "nic_other":
+            out[f"pci {busid} listed"] = (None, hex(h.class_code))
+    by_bus = {d.busid: d for d in topo.io.devices}
+    m = topo.io.gpu_nic
+    for g, row in zip(m.gpus, m.relations):
+        for n, rel in zip(m.nics, row):
+            if g in view.pci and n in view.pci:
+                theirs = relation(view.pci[g], view.pci[n])
+                # hwloc attaches devices of a one-node machine (or of unknown locality) to the Machine
+                machine_level = by_bus[g].node is None or len(cpu_nodes) == 1
+                if theirs != rel and not (theirs == "unknown" and machine_level):
+                    out[f"relation {g} {n}"] = (rel, theirs)
+    return out

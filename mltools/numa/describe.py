@@ -147,7 +147,7 @@ def render_io(io) -> str:
         if d.link_layers and d.kind != "nic_infiniband":
             names += f" [{'/'.join(sorted(set(d.link_layers)))}]"
         path = (d.host_bridge or "?") + (f" +{len(d.bridges)}" if d.bridges else "")
-        t.add(d.busid, d.kind, f"{d.vendor_name or d.vendor}:{d.device[2:]}",
+        t.add(d.busid, d.kind, f"{d.vendor_name or d.vendor}:{d.device[2:] if d.device else '?'}",
               d.node if d.node is not None else "?", d.locality_confidence, _short(d.local_cpus) or "-",
               d.link or "-", names or "-", path)
     out = [t.render()]

@@ -157,9 +157,12 @@ def memory_kinds(topo: Topology) -> Tuple[Conclusion, ...]:
         size = f"{(n.mem_total_bytes or 0) / 2**30:.1f} GiB"
         bw = f"HMAT read bandwidth {n.hmat.read_bandwidth_mbps} MB/s" if n.hmat and n.hmat.read_bandwidth_mbps else None
         if n.gpu_busid:
+            gpu = next((d for d in (topo.io.devices if topo.io else ()) if d.busid == n.gpu_busid), None)
+            near = (f"; the GPU sits at node {gpu.node}, so these CPUs are nearest"
+                    if gpu is not None and gpu.node is not None else "")
             out.append(Conclusion(subject, "gpu_memory", "high",
                                   (f"proc/driver/nvidia/gpus/{n.gpu_busid}/numa_status names node {n.id}: the GPU's "
-                                   f"memory ({size}), reachable from the CPUs as a NUMA node",)))
+                                   f"memory ({size}), reachable from the CPUs as a NUMA node{near}",)))
         elif n.dax:
             ev = [f"{n.dax.device} (driver kmem) brought it online; it hangs off {n.dax.parent}"]
             if n.dax.kind == "nvm":
@@ -253,7 +256,9 @@ def infer_mode(topo: Topology) -> Inference:
         except ValueError:
             arm_part = None
     generation = (INTEL_MODELS.get(model) if intel else _amd_generation(fam, model) if amd else arm_part)
-    if vendor:
+    if vendor and fam is None and model is None:
+        ev.append(f"{vendor} {topo.cpu.model_name or ''}".rstrip() + " (no family/model to look up)")
+    elif vendor:
         ident = f"{vendor} family {fam} model {model}"
         ev.append(ident + (f" ({generation})" if generation else " (not in the model table)"))
     else:

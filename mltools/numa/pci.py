@@ -58,7 +58,7 @@ LISTED_KINDS = ("gpu", "accelerator", "coprocessor", "nic_infiniband", "nic_ethe
 class PciDevice:
     busid: str                          # "0000:1b:00.0"
     vendor: str                         # "0x10de"
-    device: str                         # "0x2330"
+    device: Optional[str]               # "0x2330"; None when sysfs has no device file
     class_code: str                     # "0x030200"
     vendor_name: Optional[str]
     kind: str                           # one of LISTED_KINDS
@@ -201,7 +201,8 @@ def _tree(root: str, busid: str) -> Tuple[Optional[str], Tuple[str, ...]]:
     try:
         target = os.readlink(link)
     except OSError:
-        return None, ()
+        # a plain directory (a partial dump): the function's own bus stands for its root bus, as in hwloc
+        return busid.lower().rsplit(":", 1)[0], ()
     parts = os.path.normpath(os.path.join(os.path.dirname(os.path.join(SYS_PCI, busid)), target)).split(os.sep)
     host = next((m.group(1).lower() for p in parts if (m := HOST_BRIDGE.match(p))), None)
     chain = [p.lower() for p in parts if BUSID.match(p)]
@@ -274,8 +275,12 @@ def _link(r: str, d: str) -> Optional[str]:
 
 
 def read_io(root: str, node_cpus: Dict[int, Tuple[int, ...]], online_cpus: Sequence[int],
-            gpu_memory_nodes: Optional[Dict[str, int]] = None) -> IoTopology:
-    """The GPUs, accelerators, NICs and NVMe drives under ``root`` with their locality."""
+            nvidia_gpus: Optional[Dict[str, Optional[int]]] = None) -> IoTopology:
+    """The GPUs, accelerators, NICs and NVMe drives under ``root`` with their locality.
+    ``nvidia_gpus``: the bus ids the NVIDIA driver lists, with the node of each GPU's
+    memory where it is one (a display-class function there is a GPU even when sysfs
+    lacks its vendor file)."""
+    nvidia_gpus = nvidia_gpus or {}
     base = os.path.join(root, SYS_PCI)
     online = set(online_cpus)
     devices: List[PciDevice] = []
@@ -290,6 +295,8 @@ def read_io(root: str, node_cpus: Dict[int, Tuple[int, ...]], online_cpus: Seque
             vfs += 1
             continue
         cls, vendor, device = (_hex(read_text(f"{d}/{k}", root)) for k in ("class", "vendor", "device"))
+        if vendor is None and busid.lower() in nvidia_gpus:
+            vendor = 0x10de
         if cls is None or vendor is None:
             other += 1
             continue
@@ -318,12 +325,13 @@ def read_io(root: str, node_cpus: Dict[int, Tuple[int, ...]], online_cpus: Seque
         node, nodes, conf, evidence, notes = _locality(numa_node, mask, listed, node_cpus, online)
         host, bridges = _tree(root, busid)
         devices.append(PciDevice(
-            busid=busid.lower(), vendor=f"0x{vendor:04x}", device=f"0x{(device or 0):04x}", class_code=f"0x{cls:06x}",
+            busid=busid.lower(), vendor=f"0x{vendor:04x}", device=None if device is None else f"0x{device:04x}",
+            class_code=f"0x{cls:06x}",
             vendor_name=VENDORS.get(vendor), kind=kind, numa_node=numa_node,
             local_cpus=format_cpulist(mask if mask is not None else (listed or ())),
             node=node, nodes=nodes, locality_confidence=conf, locality_evidence=evidence, locality_notes=notes,
             host_bridge=host, bridges=bridges, link=_link(root, d), os_devices=os_devs, link_layers=layers,
-            memory_node=(gpu_memory_nodes or {}).get(busid.lower())))
+            memory_node=nvidia_gpus.get(busid.lower())))
     gpus = [x for x in devices if x.kind == "gpu"]
     nics = [x for x in devices if x.kind.startswith("nic_")]
     matrix = GpuNicMatrix(tuple(g.busid for g in gpus), tuple(n.busid for n in nics),

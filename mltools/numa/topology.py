@@ -372,14 +372,14 @@ def _dax_nodes(r: _Root) -> Dict[int, DaxInfo]:
     return out
 
 
-def _gpu_memory_nodes(r: _Root) -> Dict[str, int]:
-    """GPU PCI bus id -> the node its memory is (NVIDIA's numa_status, on Grace Hopper and POWER9)."""
-    out = {}
+def _nvidia_gpus(r: _Root) -> Dict[str, Optional[int]]:
+    """GPU PCI bus id -> the node its memory is, or None, for every GPU the NVIDIA driver
+    lists (numa_status: Grace Hopper and POWER9 expose GPU memory as a NUMA node)."""
+    out: Dict[str, Optional[int]] = {}
     base = "proc/driver/nvidia/gpus"
     for busid in sorted(r.listdir(base)):
         m = re.search(r"^Node:\s*(-?\d+)", r.read(f"{base}/{busid}/numa_status") or "", re.M)
-        if m and int(m.group(1)) >= 0:
-            out[busid.lower()] = int(m.group(1))
+        out[busid.lower()] = int(m.group(1)) if m and int(m.group(1)) >= 0 else None
     return out
 
 
@@ -533,7 +533,7 @@ def _packages(r: _Root, cpus: Sequence[int], phys: Dict[int, Optional[int]]):
     if by_id and sum(len(v) for v in by_id.values()) == len(cpus):
         return sorted((frozenset(v) for v in by_id.values()), key=min), "physical_package_id", True
     r.missing.append("package boundaries unknown (no usable sibling masks or package ids)")
-    return [frozenset(cpus)] if cpus else [], "unknown: all CPUs as one package", False
+    return [], "unknown (no sibling masks or package ids)", False
 
 
 def _cores(r: _Root, cpus: Sequence[int]) -> List[FrozenSet[int]]:
@@ -625,8 +625,8 @@ def read_topology(sysfs_root: str = "/") -> Topology:
     if has_memory_text is None and online_nodes:
         r.quirks.append("no node/has_memory file (memory taken from each node's meminfo)")
     dax = _dax_nodes(r)
-    gpu_memory = _gpu_memory_nodes(r)
-    gpu_of_node = {n: busid for busid, n in gpu_memory.items()}
+    nvidia_gpus = _nvidia_gpus(r)
+    gpu_of_node = {n: busid for busid, n in nvidia_gpus.items() if n is not None}
 
     nodes: List[NodeInfo] = []
     rows: List[Tuple[int, ...]] = []
@@ -724,7 +724,7 @@ def read_topology(sysfs_root: str = "/") -> Topology:
 
     memory_only = tuple(n.id for n in nodes if not n.cpu_count and (n.has_memory or n.mem_total_bytes))
     allowed = _allowed(r, sorted(online), list(ids))
-    io = read_io(root, {n.id: n.cpu_ids() for n in nodes}, sorted(online), gpu_memory)
+    io = read_io(root, {n.id: n.cpu_ids() for n in nodes}, sorted(online), nvidia_gpus)
 
     thp_text = r.read("sys/kernel/mm/transparent_hugepage/enabled")
     thp = None
