@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from mltools._text import Table, findings_text, key_values
+from mltools.numa.cpulist import format_cpulist
 
 __all__ = ["render_numa"]
 
@@ -99,10 +100,15 @@ def render_numa(r) -> str:
     out.extend(f"  contradicts: {c}" for c in inf.contradictions)
     if inf.alternatives:
         out.append(f"  alternatives: {', '.join(inf.alternatives)}")
-    for c in inf.memory_nodes + inf.other:
+    empty = [c for c in inf.memory_nodes if c.value == "empty"]
+    for c in [c for c in inf.memory_nodes if c.value != "empty"] + list(inf.other):
         out.append(f"{c.subject.capitalize()}: {c.value} ({c.confidence})")
         out.extend(f"  - {e}" for e in c.evidence)
         out.extend(f"  missing: {m}" for m in c.missing)
+    if empty:
+        ids = format_cpulist(int(c.subject.split()[1]) for c in empty)
+        out.append(f"Node(s) {ids} memory: empty (high)")
+        out.append("  - no CPUs and no memory: placeholders (GPU memory partitions, hot-plug slots)")
     if inf.signature:
         s = inf.signature
         parts = []

@@ -123,8 +123,8 @@ def measure_host_device(topo: Topology, *, size: int = DEFAULT_BYTES, rounds: in
     except ImportError:
         return _skipped("torch is not installed", size, rounds)
     if not torch.cuda.is_available():
-        return _skipped(f"torch {torch.__version__} sees no CUDA device "
-                        f"(built for CUDA {torch.version.cuda or 'none'})", size, rounds)
+        build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        return _skipped(f"torch {torch.__version__} sees no CUDA device ({build})", size, rounds)
     from mltools.numa import _numa
 
     pairs = cpu_nodes_for_transfers(topo, sorted(os.sched_getaffinity(0)), _numa.mems_allowed(), nodes)

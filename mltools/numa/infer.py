@@ -256,6 +256,8 @@ def infer_mode(topo: Topology) -> Inference:
         except ValueError:
             arm_part = None
     generation = (INTEL_MODELS.get(model) if intel else _amd_generation(fam, model) if amd else arm_part)
+    if vendor == "GenuineIntel" and fam == 15:
+        generation = "NetBurst (front-side bus)"
     if vendor and fam is None and model is None:
         ev.append(f"{vendor} {topo.cpu.model_name or ''}".rstrip() + " (no family/model to look up)")
     elif vendor:

@@ -449,7 +449,8 @@ def _allowed(r: _Root, online_cpus: Sequence[int], online_nodes: Sequence[int]) 
             cpus = set(parse_cpulist(cpus_text)) & online_c if cpus_text is not None else online_c
             mems = set(parse_cpulist(mems_text)) & online_n if mems_text is not None else online_n
             label = {"v2": "cgroup v2", "v1": "cgroup v1", "cpuset": "cpuset filesystem"}[flavour]
-            return Allowed(format_cpulist(cpus), format_cpulist(mems), f"{label} {name} at {mountpoint}", flavour)
+            return Allowed(format_cpulist(cpus), format_cpulist(mems), f"{label} cpuset {name}, mounted at {mountpoint}",
+                           flavour)
 
     status = r.read("proc/self/status")
     if status:
