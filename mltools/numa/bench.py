@@ -12,6 +12,7 @@ one-node machine (results tagged simulated; no inference).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import statistics
@@ -387,13 +388,13 @@ def topology_findings(topo: Topology) -> List[Finding]:
     if topo.inconsistencies:
         out.append(Finding("NUMA_SYSFS_INCONSISTENT", Severity.WARNING,
                            "the sysfs files contradict each other: " + "; ".join(topo.inconsistencies)))
+    said: Dict[str, List[str]] = {}     # one finding per message, naming every device it is about
     for d in (topo.io.devices if topo.io else ()):
-        if d.kind == "display":
-            continue
-        if d.locality_notes or (d.node is None and len(topo.cpu_nodes) > 1):
-            out.append(Finding("NUMA_PCI_LOCALITY", Severity.WARNING,
-                               f"{d.kind} {d.busid}: " + "; ".join(d.locality_notes or (d.locality_evidence,)),
-                               details={"busid": d.busid, "node": d.node, "confidence": d.locality_confidence}))
+        if d.kind != "display" and (d.locality_notes or (d.node is None and len(topo.cpu_nodes) > 1)):
+            said.setdefault("; ".join(d.locality_notes or (d.locality_evidence,)), []).append(d.busid)
+    for message, busids in said.items():
+        out.append(Finding("NUMA_PCI_LOCALITY", Severity.WARNING, f"{', '.join(busids)}: {message}",
+                           details={"devices": busids}))
     return out
 
 
@@ -442,7 +443,6 @@ def run_numa_bench(opts: BenchOptions, progress=None) -> NumaReport:
             progress=progress)
         if transfers.skipped:
             extra.append(Finding("NUMA_GPU_SKIPPED", Severity.INFO, f"--gpu: nothing measured: {transfers.skipped}"))
-    import dataclasses
     return dataclasses.replace(report, findings=report.findings + tuple(extra), binding_plan=plan,
                                gpu_transfers=transfers)
 
@@ -458,8 +458,6 @@ def binding_findings(plan: BindingPlan) -> List[Finding]:
         why.append(f"rank(s) {format_cpulist(far)} reach their nearest NIC only across nodes or by an unknown path")
     if unbound:
         why.append(f"rank(s) {format_cpulist(unbound)} have a GPU whose node is unknown")
-    if not any(b.nic for b in plan.bindings):
-        why.append("no NIC was found")
     unallowed = [b.rank for b in plan.bindings if b.numactl and not any(a.startswith("--membind") for a in b.numactl)]
     if unallowed:
         why.append(f"rank(s) {format_cpulist(unallowed)} may not use their node's memory")
@@ -660,7 +658,6 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
                                  {k: v.matrix for k, v in bandwidth.items()},
                                  latency.matrix if latency else None)
         if sig is not None:
-            import dataclasses
             inference = dataclasses.replace(inference, signature=sig)
     return NumaReport(host, topo, inference, True, plan.simulated, plan.threads, config, plan.jobs, bandwidth,
                       latency, tuple(sweep), PlacementCheck("move_pages(nodes=NULL) on sampled pages", sampled_total,

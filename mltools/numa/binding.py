@@ -53,7 +53,7 @@ class BindingPlan:
     ranks: int
     device_kind: str                    # "gpu" or "cpu"
     bindings: Tuple[RankBinding, ...]
-    all_local: bool                     # every rank has its GPU, its NIC and its memory on its own node
+    all_local: bool                     # every rank has its GPU, its NIC (if any) and its memory on its own node
     warnings: Tuple[str, ...]
     script: str                         # a POSIX sh wrapper for torchrun --no-python
 
@@ -175,7 +175,7 @@ def plan_binding(topo: Topology, ranks: int) -> BindingPlan:
                                     nic.busid if nic else None, nic.os_devices if nic else (), rel, node,
                                     format_cpulist(cpus), numactl, taskset, tuple(notes)))
 
-    far = [b for b in bindings if b.nic_relation not in LOCAL_RELATIONS]
+    far = [b for b in bindings if b.nic and b.nic_relation not in LOCAL_RELATIONS]
     if not nics:
         warnings.append("no NIC found: the plan has CPUs and memory only")
     elif far:
@@ -191,7 +191,7 @@ def plan_binding(topo: Topology, ranks: int) -> BindingPlan:
     if shared and len(nics) < ranks:
         warnings.append(f"{len(nics)} NIC(s) for {ranks} ranks: " + ", ".join(
             f"{busid} serves {uses[busid]}" for busid in sorted(shared)))
-    all_local = bool(nics) and not far and not unbound and all(b.node in mems for b in bindings)
+    all_local = not far and not unbound and all(b.node in mems for b in bindings)
     plan = BindingPlan(ranks, kind, tuple(bindings), all_local, tuple(warnings), "")
     return dataclasses.replace(plan, script=wrapper_script(plan, topo.sysfs_root))
 
