@@ -287,6 +287,21 @@ def synth_cgroup_v1_noprefix(root: Path) -> Path:
     return root
 
 
+def synth_cxl_dax(root: Path) -> Path:
+    """The CXL machine with its node 2 onlined the way the kernel does it: a DAX device on a
+    CXL region (ACPI0017 root, decoder, region), bound to the kmem driver."""
+    synth_cxl(root)
+    target = root / "sys/devices/platform/ACPI0017:00/root0/decoder0.0/region0/dax_region0/dax0.0"
+    target.mkdir(parents=True)
+    (target / "target_node").write_text("2\n")
+    for link, to in (("sys/bus/dax/devices/dax0.0", target), ("sys/bus/dax/drivers/kmem/dax0.0", target)):
+        p = root / link
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.symlink_to(os.path.relpath(to, p.parent))
+    return root
+
+
 EDGE_CASES = {"buggy_numa": synth_buggy_numa, "offline_cpus": synth_offline_cpus,
               "package_conflict": synth_package_conflict, "power_like": synth_power_like,
-              "cod_bad_slit": synth_cod_bad_slit, "cgroup_v1_noprefix": synth_cgroup_v1_noprefix}
+              "cod_bad_slit": synth_cod_bad_slit, "cgroup_v1_noprefix": synth_cgroup_v1_noprefix,
+              "cxl_dax": synth_cxl_dax}

@@ -71,6 +71,9 @@ KNOWN_DIFFERENCES = {
         "node 1 and call it gpu_memory (checked against hwloc with that variable set)",
     ("gh200_like", "distances"): "follows from hwloc dropping node 1",
     ("gh200_like", "allowed nodes"): "follows from hwloc dropping node 1",
+    ("cxl_dax", "node 2 memory kind"):
+        "hwloc 2.9 has no CXL rule: a kmem DAX device that is not on an NVDIMM bus is SPM to it; we see the CXL "
+        "region (ACPI0017, decoder) in its path and say cxl",
 }
 
 
@@ -200,7 +203,7 @@ SYNTH_EXPECTED = {
     "nps0": ("NPS0", "high"), "cxl": ("SNC_off", "high"),
     "buggy_numa": ("buggy_sysfs", "none"), "offline_cpus": ("SNC_off", "high"),
     "package_conflict": ("SNC_off", "medium"), "power_like": ("nodes_without_packages", "low"),
-    "cod_bad_slit": ("COD", "medium"), "cgroup_v1_noprefix": ("SNC_off", "high"),
+    "cod_bad_slit": ("COD", "medium"), "cgroup_v1_noprefix": ("SNC_off", "high"), "cxl_dax": ("SNC_off", "high"),
     "dgx_h100_like": ("SNC_off", "high"), "nics_one_socket": ("SNC_off", "high"),
     "dgx_a100_like": ("NPS4", "high"), "gh200_like": ("single_node", "high"),
 }
@@ -252,6 +255,8 @@ def test_inference_on_synthetic_roots(synthetic, name):
     if name == "cxl":
         assert topo.memory_only_nodes == (2,)
         assert [(c.subject, c.value, c.confidence) for c in inf.memory_nodes] == [("node 2 memory", "unknown", "low")]
+    if name == "cxl_dax":
+        assert [(c.subject, c.value, c.confidence) for c in inf.memory_nodes] == [("node 2 memory", "cxl", "high")]
     if name == "nps0":
         assert inf.alternatives == ("node_interleave",)
     if name == "cod_bad_slit":
