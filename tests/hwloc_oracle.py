@@ -226,7 +226,7 @@ def differences(topo, view) -> dict:
         out["allowed cpus"] = (topo.allowed.cpus, format_cpulist(view.allowed_cpus))
     if set(parse_cpulist(topo.allowed.mems)) != set(view.allowed_nodes):
         out["allowed nodes"] = (topo.allowed.mems, view.allowed_nodes)
-    kinds = {int(c.subject.split()[1]): c.value for c in infer_mode(topo).memory_nodes}
+    kinds = {c.node: c.value for c in infer_mode(topo).memory_nodes}
     hw_kind = {"DRAM": "dram", "HBM": "hbm", "NVM": "nvm", "SPM": "spm", "GPUMemory": "gpu_memory"}
     for nid, h in view.nodes.items():
         if h.subtype and kinds.get(nid) != hw_kind.get(h.subtype):

@@ -106,7 +106,7 @@ def render_numa(r) -> str:
         out.extend(f"  - {e}" for e in c.evidence)
         out.extend(f"  missing: {m}" for m in c.missing)
     if empty:
-        ids = format_cpulist(int(c.subject.split()[1]) for c in empty)
+        ids = format_cpulist(c.node for c in empty)
         out.append(f"Node(s) {ids} memory: empty (high)")
         out.append("  - no CPUs and no memory: placeholders (GPU memory partitions, hot-plug slots)")
     if inf.signature:

@@ -117,6 +117,7 @@ class Conclusion:
     evidence: Tuple[str, ...]
     missing: Tuple[str, ...] = ()
     contradictions: Tuple[str, ...] = ()
+    node: Optional[int] = None                # the node it is about, if one
 
 
 @dataclass(frozen=True)
@@ -153,43 +154,44 @@ def memory_kinds(topo: Topology) -> Tuple[Conclusion, ...]:
     spm_is_hbm = bool(plain_bw and spm_bw and all(spm_bw) and max(plain_bw) * 2 < min(spm_bw))
     out = []
     for n in topo.nodes:
-        subject = f"node {n.id} memory"
+        def mine(value, confidence, evidence, missing=(), n=n):
+            return Conclusion(f"node {n.id} memory", value, confidence, tuple(evidence), tuple(missing), (), n.id)
         size = f"{(n.mem_total_bytes or 0) / 2**30:.1f} GiB"
         bw = f"HMAT read bandwidth {n.hmat.read_bandwidth_mbps} MB/s" if n.hmat and n.hmat.read_bandwidth_mbps else None
         if n.gpu_busid:
             gpu = next((d for d in (topo.io.devices if topo.io else ()) if d.busid == n.gpu_busid), None)
             near = (f"; the GPU sits at node {gpu.node}, so these CPUs are nearest"
                     if gpu is not None and gpu.node is not None else "")
-            out.append(Conclusion(subject, "gpu_memory", "high",
-                                  (f"proc/driver/nvidia/gpus/{n.gpu_busid}/numa_status names node {n.id}: the GPU's "
-                                   f"memory ({size}), reachable from the CPUs as a NUMA node{near}",)))
+            out.append(mine("gpu_memory", "high",
+                            (f"proc/driver/nvidia/gpus/{n.gpu_busid}/numa_status names node {n.id}: the GPU's "
+                             f"memory ({size}), reachable from the CPUs as a NUMA node{near}",)))
         elif n.dax:
             ev = [f"{n.dax.device} (driver kmem) brought it online; it hangs off {n.dax.parent}"]
             if n.dax.kind == "nvm":
-                out.append(Conclusion(subject, "nvm", "high", tuple(ev + ["an NVDIMM bus (ndbus): persistent memory"])))
+                out.append(mine("nvm", "high", tuple(ev + ["an NVDIMM bus (ndbus): persistent memory"])))
             elif n.dax.kind == "cxl":
-                out.append(Conclusion(subject, "cxl", "high", tuple(ev + ["a CXL region"])))
+                out.append(mine("cxl", "high", tuple(ev + ["a CXL region"])))
             elif spm_is_hbm:
-                out.append(Conclusion(subject, "hbm", "medium", tuple(
+                out.append(mine("hbm", "medium", tuple(
                     ev + [f"soft-reserved memory with {bw}, over twice the {max(plain_bw)} MB/s of every ordinary "
                           "node: HBM (hwloc's rule)"])))
             else:
                 missing = () if bw else (f"no HMAT bandwidth for node {n.id}",)
-                out.append(Conclusion(subject, "spm", "medium", tuple(
+                out.append(mine("spm", "medium", tuple(
                     ev + ["soft-reserved (specific-purpose) memory: HBM or CXL, not told apart by bandwidth"]),
                     missing))
         elif n.cpu_count:
             if spm_is_hbm:
-                out.append(Conclusion(subject, "dram", "medium", (
+                out.append(mine("dram", "medium", (
                     "ordinary system memory next to HBM nodes" + (f" ({bw})" if bw else ""),)))
         elif not n.mem_total_bytes:
-            out.append(Conclusion(subject, "empty", "high", (
+            out.append(mine("empty", "high", (
                 f"node {n.id} has no CPUs and no memory: a placeholder (GPU memory partitions, hot-plug slots)",)))
         else:
             evidence = [f"node {n.id} has {size} and no CPUs"]
             if bw:
                 evidence.append(bw)
-            out.append(Conclusion(subject, "unknown", "low", tuple(evidence), (
+            out.append(mine("unknown", "low", tuple(evidence), (
                 f"no DAX device, GPU numa_status or CXL region names node {n.id}'s memory",)))
     return tuple(out)
 
@@ -293,9 +295,9 @@ def infer_mode(topo: Topology) -> Inference:
     cpu_nodes = [n for n in topo.nodes if n.cpu_count]
     left_out = [n.id for n in topo.nodes if not n.cpu_count]
     if left_out:
-        kinds = {c.subject.split()[1]: c.value for c in memory}
+        kinds = {c.node: c.value for c in memory}
         ev.append("CPU-less node(s) left out of the CPU mode: " + ", ".join(
-            f"{i} ({kinds.get(str(i), 'unknown')})" for i in left_out))
+            f"{i} ({kinds.get(i, 'unknown')})" for i in left_out))
     caches = [(n.id, c) for n in topo.nodes for c in n.memory_side_caches]
     if caches:
         sizes = sorted({c.size_bytes for _, c in caches if c.size_bytes})
