@@ -33,13 +33,15 @@ def read_text(path: str, root: str = "/") -> Optional[str]:
     return data.replace(b"\0", b"").decode("utf-8", "replace")
 
 
-def cpuinfo_fields(text: str) -> Dict[str, str]:
+def cpuinfo_fields(text: str, all_blocks: bool = False) -> Dict[str, str]:
     """The ``key: value`` pairs of the first processor block of /proc/cpuinfo's ``text``
-    (``model name``, ``flags`` on x86; ``CPU implementer``, ``Features`` on ARM)."""
+    (``model name``, ``flags`` on x86; ``CPU implementer``, ``Features`` on ARM).
+    ``all_blocks`` also takes keys that only later blocks have: old ARM kernels
+    print ``CPU implementer`` once, after the per-CPU blocks."""
     fields: Dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
-            if fields:
+            if fields and not all_blocks:
                 break
             continue
         key, _, value = line.partition(":")

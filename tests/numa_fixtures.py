@@ -1,19 +1,20 @@
-"""Helpers for the bench numa tests: the sysfs dumps, synthetic roots, and lstopo's view.
+"""Helpers for the bench numa tests: the sysfs dumps and small synthetic roots.
 
 The dumps in ../shared/fixtures/sysfs (or $MLTOOLS_NUMA_FIXTURES) are real
 machines' /sys and /proc from hwloc's test suite; they are unpacked into a
-temp dir per test session and never committed unpacked.
+temp dir per test process and never committed unpacked. lstopo's view of a
+root is in hwloc_oracle.py; servers with GPUs and NICs in numa_synth.py.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tarfile
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
+
+from mltools.numa.cpulist import format_cpulist, format_cpumask
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,19 +27,6 @@ def fixtures_dir() -> Optional[Path]:
     return None
 
 
-# tarball stem -> top directory inside it
-TOP_DIRS = {
-    "memorysidecaches": "memorysidecaches",
-    "32intel64-2p8co2t+8ve": "32intel64-2p8co2t+8ve",
-    "32em64t-2n8c+dax+nvme+mic+dimms": "32em64t-2n8c+1mic",
-    "offline-cpu0-node0": "offline-cpu0-node0",
-    "64amd64-4s2n4ca2co": "64amd64-4s2n4ca2co",
-    "48amd64-4pa2n6c-sparse": "48amd64-4d2n6c-sparse",
-    "128arm-2pa2n8cluster4co": "128arm-2pa2n8cluster4co",
-    "32amd64-4s2n4c-cgroup2": "32amd64-4s2n4c-cgroup",
-}
-
-
 def scratch_dir(fallback: Path) -> Path:
     """A tmpfs directory when there is one (tens of thousands of small files unpack
     several times faster there), else ``fallback``."""
@@ -48,87 +36,32 @@ def scratch_dir(fallback: Path) -> Path:
     return fallback
 
 
-def unpack_all(dest: Path) -> Dict[str, Path]:
+def stems() -> List[str]:
+    """The tarball names (without .tar.bz2) of every dump in the fixtures directory."""
     src = fixtures_dir()
-    out = {}
-    if src is None:
-        return out
-    for stem, top in TOP_DIRS.items():
-        tar = src / f"{stem}.tar.bz2"
-        if not tar.exists():
-            continue
-        with tarfile.open(tar) as tf:
-            # PCI trees and uevent files matter to neither parser (lstopo runs with --no-io)
-            members = [m for m in tf.getmembers()
-                       if "/pci" not in m.name and not m.name.endswith("/uevent")]
+    return sorted(p.name[:-len(".tar.bz2")] for p in src.glob("*.tar.bz2")) if src else []
+
+
+_UNPACKED: Dict[str, Path] = {}
+
+
+def unpacked() -> Dict[str, Path]:
+    """stem -> the unpacked root of every dump (PCI trees included), unpacked once per
+    test process into a tmpfs directory that is removed when the process ends."""
+    if _UNPACKED or fixtures_dir() is None:
+        return _UNPACKED
+    import atexit
+    import tempfile
+    dest = scratch_dir(Path(tempfile.mkdtemp(prefix="mltools-numa-")))
+    atexit.register(shutil.rmtree, dest, True)
+    for stem in stems():
+        with tarfile.open(fixtures_dir() / f"{stem}.tar.bz2") as tf:
+            members = [m for m in tf.getmembers() if not m.name.endswith("/uevent")]
+            tops = {m.name.split("/")[0] for m in members}
             tf.extractall(dest, members=members, filter="data")
-        out[stem] = dest / top
-    return out
-
-
-# ------------------------------------------------------------------ lstopo
-
-def _bits(text: Optional[str]) -> Tuple[int, ...]:
-    """hwloc bitmap "0x0000ffff,,0xffffffff" (32-bit words, high first; empty = 0) -> ids."""
-    if not text:
-        return ()
-    words = text.split(",")
-    value = 0
-    for w in words:
-        value = (value << 32) | (int(w, 16) if w else 0)
-    return tuple(i for i in range(value.bit_length()) if value >> i & 1)
-
-
-@dataclass
-class HwlocView:
-    packages: Dict[int, Tuple[int, ...]] = field(default_factory=dict)        # id -> cpus
-    package_nodes: Dict[int, Tuple[int, ...]] = field(default_factory=dict)   # id -> node ids
-    nodes: Dict[int, Tuple[int, ...]] = field(default_factory=dict)           # id -> cpus
-    node_memory: Dict[int, int] = field(default_factory=dict)
-    distance_nodes: Tuple[int, ...] = ()
-    distances: List[List[int]] = field(default_factory=list)
-    allowed_cpus: Tuple[int, ...] = ()
-    allowed_nodes: Tuple[int, ...] = ()
-
-
-def lstopo_view(root: Path, disallowed: bool = False) -> HwlocView:
-    exe = shutil.which("lstopo-no-graphics") or shutil.which("lstopo")
-    argv = [exe, "--no-io", "--of", "xml"] + (["--disallowed"] if disallowed else [])
-    env = dict(os.environ, HWLOC_FSROOT=str(root), HWLOC_COMPONENTS="linux,-x86")
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=True)
-    tree = ET.fromstring(proc.stdout)
-    view = HwlocView()
-
-    def walk(el, package):
-        for obj in el.findall("object"):
-            kind = obj.get("type")
-            pkg = package
-            if kind == "Machine":
-                view.allowed_cpus = _bits(obj.get("allowed_cpuset"))
-                view.allowed_nodes = _bits(obj.get("allowed_nodeset"))
-            if kind == "Package":
-                pkg = int(obj.get("os_index"))
-                view.packages[pkg] = _bits(obj.get("cpuset"))
-                view.package_nodes.setdefault(pkg, ())
-            elif kind == "NUMANode":
-                n = int(obj.get("os_index"))
-                view.nodes[n] = _bits(obj.get("cpuset"))
-                view.node_memory[n] = int(obj.get("local_memory", "0"))
-                if package is not None:
-                    view.package_nodes[package] = tuple(sorted(view.package_nodes.get(package, ()) + (n,)))
-            walk(obj, pkg)
-
-    walk(tree, None)
-    for d in tree.iter("distances2"):
-        if d.get("type") != "NUMANode":
-            continue
-        idx = [int(x) for x in (d.find("indexes").text or "").split()]
-        vals = [int(x) for v in d.findall("u64values") for x in (v.text or "").split()]
-        n = len(idx)
-        view.distance_nodes = tuple(idx)
-        view.distances = [vals[i * n:(i + 1) * n] for i in range(n)]
-        break
-    return view
+        assert len(tops) == 1, f"{stem}: one top directory expected, found {sorted(tops)}"
+        _UNPACKED[stem] = dest / tops.pop()   # the top directory is not always the tarball's name
+    return _UNPACKED
 
 
 # ------------------------------------------------------------- synthetic roots
@@ -149,7 +82,6 @@ def write_root(root: Path, *, vendor: str, family: int, model: int, model_name: 
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
 
-    from mltools.numa.topology import format_cpulist
     all_cpus = sorted(c for cs in packages.values() for c in cs)
     cpu = "sys/devices/system/cpu"
     put(f"{cpu}/online", format_cpulist(all_cpus) + "\n")
@@ -211,17 +143,7 @@ def write_root(root: Path, *, vendor: str, family: int, model: int, model_name: 
 
 
 def cpumask(ids) -> str:
-    """Kernel cpumask format: comma-separated 32-bit hex words, high first."""
-    value = 0
-    for i in ids:
-        value |= 1 << i
-    words = []
-    while True:
-        words.append(f"{value & 0xffffffff:08x}")
-        value >>= 32
-        if not value:
-            break
-    return ",".join(reversed(words))
+    return format_cpumask(ids)
 
 
 def _chunks(seq, k):
@@ -284,3 +206,102 @@ def synth_cxl(root: Path, hypervisor: bool = False) -> Path:
 
 SYNTHETIC = {"cod": synth_cod, "nps4": synth_nps4, "l3_as_numa": synth_l3_as_numa,
              "nps0": synth_nps0, "cxl": synth_cxl}
+
+
+# ---------------------------------------------- roots that contradict themselves
+
+def _put(root: Path, rel: str, text: str):
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+
+
+def synth_buggy_numa(root: Path) -> Path:
+    """Firmware that puts every CPU in every node (hwloc's 8em64t-buggynuma case)."""
+    synth_cod(root)
+    for n in range(4):
+        _put(root, f"sys/devices/system/node/node{n}/cpulist", "0-27\n")
+        _put(root, f"sys/devices/system/node/node{n}/cpumap", cpumask(range(28)) + "\n")
+    return root
+
+
+def synth_offline_cpus(root: Path) -> Path:
+    """No cpu/online file; CPUs 2 and 5 are offline only in their own cpuN/online (and, as
+    the kernel does, gone from their node's mask; the node's cpulist still names them)."""
+    synth_cxl(root)
+    (root / "sys/devices/system/cpu/online").unlink()
+    for c in range(16):
+        _put(root, f"sys/devices/system/cpu/cpu{c}/online", "0\n" if c in (2, 5) else "1\n")
+    _put(root, "sys/devices/system/node/node0/cpumap", cpumask([0, 1, 3, 4, 6, 7]) + "\n")
+    return root
+
+
+def synth_package_conflict(root: Path) -> Path:
+    """cpu3's package mask covers CPUs 0-3 while its list and every other CPU say 0-7:
+    the masks overlap without one holding the other (hwloc drops the conflicting package)."""
+    synth_cxl(root)
+    t = "sys/devices/system/cpu/cpu3/topology"
+    for name in ("package_cpus", "core_siblings"):
+        _put(root, f"{t}/{name}", cpumask([0, 1, 2, 3]) + "\n")
+    return root
+
+
+def synth_power_like(root: Path) -> Path:
+    """POWER-like: physical_package_id -1 and each package mask is one SMT4 core; two nodes."""
+    cores = [list(range(i, i + 4)) for i in range(0, 32, 4)]
+    write_root(root, vendor="GenuineIntel", family=6, model=85, model_name="stand-in",
+               packages={0: list(range(16)), 1: list(range(16, 32))},
+               nodes=[SynthNode(0, list(range(16))), SynthNode(1, list(range(16, 32)))],
+               distances=[[10, 40], [40, 10]], l3_groups=[])
+    (root / "proc/cpuinfo").write_text("".join(f"processor\t: {c}\ncpu\t\t: POWER7 (architected)\n\n"
+                                               for c in range(32)))
+    for core in cores:
+        for c in core:
+            t = f"sys/devices/system/cpu/cpu{c}/topology"
+            _put(root, f"{t}/physical_package_id", "-1\n")
+            for name in ("core_siblings", "package_cpus", "thread_siblings", "core_cpus"):
+                _put(root, f"{t}/{name}", cpumask(core) + "\n")
+                _put(root, f"{t}/{name}_list", format_cpulist(core) + "\n")
+    return root
+
+
+def synth_cod_bad_slit(root: Path) -> Path:
+    """Cluster-on-Die whose SLIT puts the sibling node (31) farther than the other socket (21)."""
+    synth_cod(root)
+    rows = [[10, 31, 21, 21], [31, 10, 21, 21], [21, 21, 10, 31], [21, 21, 31, 10]]
+    for n, row in enumerate(rows):
+        _put(root, f"sys/devices/system/node/node{n}/distance", " ".join(map(str, row)) + "\n")
+    return root
+
+
+def synth_cgroup_v1_noprefix(root: Path) -> Path:
+    """A cgroup v1 cpuset mounted with noprefix (files cpus/mems), listed after a cgroup2
+    mount without the cpuset controller: the first mount that carries cpusets wins."""
+    synth_cxl(root)
+    _put(root, "proc/mounts", "cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n"
+                              "cgroup /dev/cpuset cgroup rw,cpuset,noprefix 0 0\n")
+    _put(root, "sys/fs/cgroup/unified/cgroup.controllers", "memory pids\n")
+    _put(root, "proc/self/cgroup", "3:cpuset:/job7\n0::/job7\n")
+    _put(root, "dev/cpuset/job7/cpus", "2-9\n")
+    _put(root, "dev/cpuset/job7/mems", "1-2\n")
+    return root
+
+
+def synth_cxl_dax(root: Path) -> Path:
+    """The CXL machine with its node 2 onlined the way the kernel does it: a DAX device on a
+    CXL region (ACPI0017 root, decoder, region), bound to the kmem driver."""
+    synth_cxl(root)
+    target = root / "sys/devices/platform/ACPI0017:00/root0/decoder0.0/region0/dax_region0/dax0.0"
+    target.mkdir(parents=True)
+    (target / "target_node").write_text("2\n")
+    for link, to in (("sys/bus/dax/devices/dax0.0", target), ("sys/bus/dax/drivers/kmem/dax0.0", target)):
+        p = root / link
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.symlink_to(os.path.relpath(to, p.parent))
+    return root
+
+
+EDGE_CASES = {"buggy_numa": synth_buggy_numa, "offline_cpus": synth_offline_cpus,
+              "package_conflict": synth_package_conflict, "power_like": synth_power_like,
+              "cod_bad_slit": synth_cod_bad_slit, "cgroup_v1_noprefix": synth_cgroup_v1_noprefix,
+              "cxl_dax": synth_cxl_dax}

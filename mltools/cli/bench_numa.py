@@ -12,7 +12,7 @@ def _node_list(text):
     if text is None:
         return None
     from mltools.errors import UsageError
-    from mltools.numa.topology import parse_cpulist
+    from mltools.numa.cpulist import parse_cpulist
     try:
         ids = parse_cpulist(text)
     except ValueError:
@@ -46,19 +46,27 @@ def _node_list(text):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also draw the bandwidth and latency matrices as heat maps to this PNG "
                    "(needs matplotlib: pip install 'mltools[plot]').")
+@click.option("--plan", "plan_ranks", type=click.IntRange(min=1), metavar="N",
+              help="A binding plan for N local ranks: rank -> GPU, nearest NIC, node, CPUs, and the numactl/taskset "
+                   "prefix of each, with a torchrun wrapper script; measures nothing.")
+@click.option("--gpu", is_flag=True,
+              help="Also measure pinned host->device and device->host bandwidth from each node's memory to each GPU "
+                   "(torch with CUDA; skipped, with the reason, without it). With --topology-only, only that.")
 @output_option
 @json_option
 @quiet_option
 def numa_cmd(sysfs_root, topology_only, dry_run, nodes, cpus, threads, size, latency_size, kernels, reps,
-             page_mode, isa, no_latency, sweep, quick, simulate_nodes, plot_path, output_path, as_json) -> None:
+             page_mode, isa, no_latency, sweep, quick, simulate_nodes, plot_path, plan_ranks, gpu, output_path,
+             as_json) -> None:
     """Memory bandwidth and latency for every CPU node x memory node pair.
 
     Threads are pinned to a node's CPUs, memory is bound to a node with mbind
     before first touch, and move_pages checks where the pages really are.
     Bandwidth kernels (read, write, copy, triad; normal and non-temporal
     stores) are validated after every run; latency is a random pointer chase.
-    The topology (packages, nodes, SLIT, HMAT, cpuset, THP) comes with an
-    inference of the NUMA mode (SNC, COD, NPS, L3-as-NUMA, ...) and how sure it is.
+    The topology (packages, nodes, SLIT, HMAT, cpuset, THP, and where the
+    GPUs, NICs and NVMe drives sit) comes with an inference of the NUMA mode
+    (SNC, COD, NPS, L3-as-NUMA, ...), how sure it is, and why.
     Every figure is the median of its rounds with min and max; one whose spread
     or bootstrap 95% interval is wider than 10% of its median is marked noisy.
 
@@ -76,10 +84,11 @@ def numa_cmd(sysfs_root, topology_only, dry_run, nodes, cpus, threads, size, lat
         latency_bytes=parse_size(latency_size) if latency_size else None,
         kernels=tuple(k.strip() for k in kernels.split(",") if k.strip()) if kernels else None,
         repetitions=reps, quick=quick, simulate_nodes=simulate_nodes, page_mode=page_mode, isa=isa,
-        topology_only=topology_only, dry_run=dry_run, sweep=sweep, latency=not no_latency)
-    if plot_path and (topology_only or dry_run):
+        topology_only=topology_only, dry_run=dry_run, sweep=sweep, latency=not no_latency,
+        plan_ranks=plan_ranks, gpu=gpu)
+    if plot_path and (topology_only or dry_run or plan_ranks is not None):
         from mltools.errors import UsageError
-        raise UsageError("--plot draws measured matrices: drop --topology-only or --dry-run")
+        raise UsageError("--plot draws measured matrices: drop --topology-only, --dry-run or --plan")
     check_outputs(output_path, plot_path)
     with Progress("bench numa") as bar:
         result = run_numa_bench(opts, progress=bar, command=command_line())

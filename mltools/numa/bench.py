@@ -19,6 +19,7 @@ measured mode signature. Ctrl-C returns the pairs finished so far, marked
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import statistics
@@ -29,6 +30,8 @@ from mltools.env.machine import Machine
 from mltools.errors import UsageError
 from mltools.findings import Finding, Severity
 from mltools.results.run import HIGHER, LOWER, Case, Recorder, RunInfo
+from mltools.numa.binding import BindingPlan, plan_binding
+from mltools.numa.gpu_transfer import GpuTransfers
 from mltools.numa.infer import Inference, infer_mode, measured_signature, refused
 from mltools.numa.topology import Topology, format_cpulist, parse_cpulist, read_topology
 
@@ -267,7 +270,8 @@ class Config:
 class NumaReport:
     SCHEMA: ClassVar[str] = "mltools.bench.numa"
     # Format history: 2 - min and noisy matrices for bandwidth, min/max/noisy for latency;
-    # machine, run, cases (every round) and interrupted.
+    # machine, run, cases (every round) and interrupted; the topology's package ids are
+    # indexes (physical_id keeps the kernel's), binding_plan (--plan) and gpu_transfers (--gpu).
     SCHEMA_VERSION: ClassVar[int] = 2
 
     host: Host
@@ -288,6 +292,8 @@ class NumaReport:
     run: Optional[RunInfo] = None
     cases: Tuple[Case, ...] = ()
     interrupted: bool = False
+    binding_plan: Optional[BindingPlan] = None      # --plan N
+    gpu_transfers: Optional[GpuTransfers] = None    # --gpu
 
 
 @dataclass(frozen=True)
@@ -309,6 +315,8 @@ class BenchOptions:
     sweep: bool = False
     latency: bool = True
     seed: int = 0x6d6c746f6f6c73
+    plan_ranks: Optional[int] = None  # --plan N: a binding plan for N local ranks (measures nothing else)
+    gpu: bool = False                 # --gpu: pinned host<->device bandwidth per node and GPU
 
 
 # ------------------------------------------------------------------ helpers
@@ -397,7 +405,17 @@ def topology_findings(topo: Topology) -> List[Finding]:
     if topo.memory_only_nodes:
         out.append(Finding("NUMA_MEMORY_ONLY_NODES", Severity.INFO,
                            f"node(s) {format_cpulist(topo.memory_only_nodes)} have memory but no CPUs "
-                           "(CXL/PMem/HBM): measured as memory targets only"))
+                           "(what each is: the inference's memory conclusions): measured as memory targets only"))
+    if topo.inconsistencies:
+        out.append(Finding("NUMA_SYSFS_INCONSISTENT", Severity.WARNING,
+                           "the sysfs files contradict each other: " + "; ".join(topo.inconsistencies)))
+    said: Dict[str, List[str]] = {}     # one finding per message, naming every device it is about
+    for d in (topo.io.devices if topo.io else ()):
+        if d.kind != "display" and (d.locality_notes or (d.node is None and len(topo.cpu_nodes) > 1)):
+            said.setdefault("; ".join(d.locality_notes or (d.locality_evidence,)), []).append(d.busid)
+    for message, busids in said.items():
+        out.append(Finding("NUMA_PCI_LOCALITY", Severity.WARNING, f"{', '.join(busids)}: {message}",
+                           details={"devices": busids}))
     return out
 
 
@@ -425,16 +443,60 @@ def _freeze(m: List[List[Optional[float]]]) -> Tuple[Tuple[Optional[float], ...]
 # ------------------------------------------------------------------ running
 
 def run_numa_bench(opts: BenchOptions, progress=None, command: Sequence[str] = ()) -> NumaReport:
-    """Topology, inference and (unless topology-only) the measured matrix.
+    """Topology, inference, (unless topology-only) the measured matrix, and with
+    ``plan_ranks`` a binding plan, with ``gpu`` the host<->device transfers.
 
     ``progress(done, total, detail)`` is called as measurements finish; ``command`` is
     the command line recorded with a measured run."""
     topo = read_topology(opts.sysfs_root)
+    if opts.gpu and not topo.live:
+        raise UsageError(f"--gpu: --sysfs-root {opts.sysfs_root} describes another machine; GPU transfers are "
+                         "measured on this one")
+    plan = plan_binding(topo, opts.plan_ranks) if opts.plan_ranks is not None else None
+    report = _run_numa_bench(opts, topo, progress, command)
+    extra: List[Finding] = []
+    if plan is not None:
+        extra += binding_findings(plan)
+    transfers = None
+    if opts.gpu:
+        from mltools.numa.gpu_transfer import (DEFAULT_BYTES, DEFAULT_ROUNDS, QUICK_BYTES, QUICK_ROUNDS,
+                                               measure_host_device)
+        transfers = measure_host_device(
+            topo, size=opts.size_bytes or (QUICK_BYTES if opts.quick else DEFAULT_BYTES),
+            rounds=opts.repetitions or (QUICK_ROUNDS if opts.quick else DEFAULT_ROUNDS), nodes=opts.nodes,
+            progress=progress)
+        if transfers.skipped:
+            extra.append(Finding("NUMA_GPU_SKIPPED", Severity.INFO, f"--gpu: nothing measured: {transfers.skipped}"))
+    return dataclasses.replace(report, findings=report.findings + tuple(extra), binding_plan=plan,
+                               gpu_transfers=transfers)
+
+
+def binding_findings(plan: BindingPlan) -> List[Finding]:
+    """A warning when GPUs, NICs and memory cannot all be local, with the plan's reasons."""
+    if plan.all_local or not plan.bindings:
+        return []
+    far = [b.rank for b in plan.bindings if b.nic and b.nic_relation in ("SYS", "unknown")]
+    unbound = [b.rank for b in plan.bindings if b.node is None]
+    why = []
+    if far:
+        why.append(f"rank(s) {format_cpulist(far)} reach their nearest NIC only across nodes or by an unknown path")
+    if unbound:
+        why.append(f"rank(s) {format_cpulist(unbound)} have a GPU whose node is unknown")
+    unallowed = [b.rank for b in plan.bindings if b.numactl and not any(a.startswith("--membind") for a in b.numactl)]
+    if unallowed:
+        why.append(f"rank(s) {format_cpulist(unallowed)} may not use their node's memory")
+    return [Finding("NUMA_PLAN_NOT_LOCAL", Severity.WARNING,
+                    f"--plan {plan.ranks}: " + ("GPUs, NICs and memory" if plan.device_kind == "gpu" else
+                                                "ranks, NICs and memory") + " cannot all be local: " + "; ".join(why))]
+
+
+def _run_numa_bench(opts: BenchOptions, topo: Topology, progress=None,
+                    command: Sequence[str] = ()) -> NumaReport:
     findings = topology_findings(topo)
     inference = infer_mode(topo)
     host = _host(topo)
 
-    if opts.topology_only:
+    if opts.topology_only or opts.plan_ranks is not None:
         return NumaReport(host, topo, inference, False, False, None, None, (), {}, None, (), None, None,
                           tuple(findings))
     live = topo.live
@@ -676,7 +738,6 @@ def _report(topo, plan: Plan, config: Config, kernels, size, lat_size, opts: Ben
                                  {k: v.matrix for k, v in bandwidth.items()},
                                  latency.matrix if latency else None)
         if sig is not None:
-            import dataclasses
             inference = dataclasses.replace(inference, signature=sig)
     return NumaReport(host, topo, inference, True, plan.simulated, plan.threads, config, plan.jobs, bandwidth,
                       latency, tuple(sweep), PlacementCheck("move_pages(nodes=NULL) on sampled pages", grid.sampled,
