@@ -7,12 +7,10 @@ never click's "Aborted!" with 1.
 """
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import psutil

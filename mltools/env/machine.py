@@ -17,7 +17,7 @@ import os
 import platform
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from mltools import __version__
