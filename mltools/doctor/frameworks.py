@@ -166,6 +166,7 @@ def _torch(sys_path: Sequence[str], site: str, version: str, cuda: str, model: F
         return
     pairs: List[Tuple[str, str]] = []
     optional: List[Tuple[str, str]] = []
+    best_effort = False         # torch 2.14 passes required=False; 2.13 stops at the first missing library
     for node in ast.walk(deps):
         value = getattr(node, "value", None)
         targets = getattr(node, "targets", None) or [getattr(node, "target", None)]
@@ -178,6 +179,8 @@ def _torch(sys_path: Sequence[str], site: str, version: str, cuda: str, model: F
             args = [_literal(a) for a in node.args[:2]]
             if all(isinstance(a, str) for a in args):
                 optional.append((args[0], args[1]))
+            elif any(k.arg == "required" for k in node.keywords):
+                best_effort = True
     if not pairs:
         model.scope.append(f"torch {version}: the cuda_libs list of _preload_cuda_deps was not understood: "
                            "its CUDA preloads are not modelled")
@@ -211,6 +214,8 @@ def _torch(sys_path: Sequence[str], site: str, version: str, cuda: str, model: F
         if hit is None:
             if (folder, pattern) in pairs:
                 not_found.append(pattern)
+                if not best_effort:
+                    break       # ValueError from _preload_cuda_lib; _load_global_deps swallows it
         elif hit not in paths:
             paths.append(hit)
     model.preloads.append(Preload(f"torch {version}", "torch/__init__.py:_preload_cuda_deps", "import torch",

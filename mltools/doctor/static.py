@@ -565,7 +565,7 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str], programs: Set[st
             msg += (f"; {'it is a program' if len(needers) == 1 else 'these are programs'} shipped inside "
                     f"{', '.join(pkgs)}, not something Python imports: imports are not affected")
             fixes.append("nothing to do for imports; such programs (tests, tools) are run the way their "
-                         "package documents, not with an edited LD_LIBRARY_PATH")
+                         "package documents")
         elif kind == "dlopen":
             severity = Severity.INFO
             present = [s for s in sonames if s in ctx.env_sonames]
