@@ -89,7 +89,8 @@ class RequirementIndex:
     def _extras_in_use(self) -> Dict[str, FrozenSet[str]]:
         """Per distribution, the extras that apply: those another active requirement asks for
         (``cuda-toolkit[cublas]``) and, as pip records no extras the user asked for, those whose
-        requirements are all installed at matching versions."""
+        requirements are all installed at matching versions, or that name an installed
+        distribution nothing else requires (it was installed for that extra)."""
         if self._extras is not None:
             return self._extras
         by_dist: Dict[str, Dict[str, List[Requirement]]] = {}
@@ -103,7 +104,18 @@ class RequirementIndex:
             own = by_dist.get(r.name, {})
             return all(q.name in self.versions for x in r.extras for q in own.get(x, ()))
 
-        chosen: Dict[str, Set[str]] = {d: {e for e, reqs in extras.items() if all(installed(r) for r in reqs)}
+        # a distribution installed that only this extra asks for was installed for it
+        # (cupy[ctk] brought cuda-toolkit); one that other requirements name proves nothing
+        wanted_by: Dict[str, Set[Tuple[str, Optional[str]]]] = {}
+        for dist, reqs in self.requires.items():
+            for r in reqs:
+                wanted_by.setdefault(r.name, set()).add((dist, r.extra))
+
+        def asked_for(dist: str, extra: str, reqs: List[Requirement]) -> bool:
+            return all(installed(r) for r in reqs) or any(
+                r.name in self.versions and wanted_by.get(r.name) == {(dist, extra)} for r in reqs)
+
+        chosen: Dict[str, Set[str]] = {d: {e for e, reqs in extras.items() if asked_for(d, e, reqs)}
                                        for d, extras in by_dist.items()}
         changed = True
         while changed:

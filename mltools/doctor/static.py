@@ -179,7 +179,17 @@ class _Context:
         self.driver_needers: Dict[str, List[str]] = {}    # driver SONAME -> files whose NEEDED names it
 
     def loaded_before(self, path: str) -> Tuple[str, ...]:
-        return self.frameworks.loaded_before(path)
+        """What is mapped before ``path`` loads: its framework's preloads, or for an NVIDIA
+        library cuda-pathfinder would load, the dependencies pathfinder loads first."""
+        first = self.frameworks.loaded_before(path)
+        pf = self.frameworks.pathfinder
+        info = self.infos.get(path)
+        if first or pf is None or info is None or not info.soname:
+            return first
+        order = pf.load_order(info.soname)
+        if order and os.path.realpath(order[-1]) == os.path.realpath(path):
+            return order[:-1]
+        return first
 
     def in_env(self, path: Optional[str]) -> bool:
         return cuda.in_environment(path, self.env_dirs)
