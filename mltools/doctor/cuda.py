@@ -279,8 +279,29 @@ def _judge_dlopen(name, holder, pkg, tree: DepTree, lib: Library, fw, python, lo
         alt = resolve_dlopen(name, holder, main=python, loaded=loaded, env=_without_llp(loader_env),
                              resolver=resolver)
         expected = alt.libraries[0] if alt.libraries and alt.libraries[0].path else None
+    broken = _symbols_missing_in_process(lib.path, python, list(loaded) + [holder], loader_env, resolver)
     return [_shadow_finding(f"{who} opens {name} at run time{ctx}", name, holder, pkg, lib, expected, env_copy,
-                            tree, owners, environ)]
+                            tree, owners, environ, broken)]
+
+
+def _symbols_missing_in_process(path: str, python: str, loaded: Sequence[str], loader_env, resolver) -> List[str]:
+    """The symbols (or versions) ``path`` needs that the process it is opened in lacks."""
+    from mltools.elf.check import check_file
+    from mltools.errors import MltoolsError
+    from mltools.python import interpreter_binary
+
+    try:
+        fc = check_file(path, python=interpreter_binary(python), loaded=list(loaded), resolver=resolver,
+                        env=loader_env)
+    except (MltoolsError, OSError):
+        return []
+    out: List[str] = []
+    for f in fc.findings:
+        if f.code == "UNDEFINED":
+            out += [s["name"] for s in f.details.get("symbols", ()) if isinstance(s, dict)]
+        elif f.code == "VERSION_MISSING":
+            out.append(f"version {f.details.get('version')}")
+    return out
 
 
 def _missing_deps(name, who, holder, pkg, tree: DepTree, lib: Library, owners) -> List[Finding]:
@@ -302,16 +323,22 @@ def _missing_deps(name, who, holder, pkg, tree: DepTree, lib: Library, owners) -
 
 def _shadow_finding(what: str, name: str, holder: str, pkg: Optional[str], lib: Library,
                     expected: Optional[Library], env_copy: str, tree: Optional[DepTree], owners: OwnerIndex,
-                    environ: Mapping[str, str]) -> Finding:
+                    environ: Mapping[str, str], broken: Sequence[str] = ()) -> Finding:
     responsible = _how(lib, environ)
     exp_path = expected.path if expected is not None else env_copy
     exp_pkg = _pkg(owners, exp_path)
     exp_how = f" ({_how(expected, environ)})" if expected is not None else ""
-    missing = [x.soname for x in (tree.libraries[1:] if tree else ()) if x.path is None]
-    msg = (f"{what}: it resolves to {lib.path} ({_pkg(owners, lib.path) or 'no package'}, through {responsible}), "
-           f"not to the environment's own {exp_path} ({exp_pkg or 'no package'}{exp_how.strip() and ', ' + exp_how.strip(' ()')})")
+    missing = [x.soname for x in (tree.libraries[1:] if tree else ())
+               if x.path is None and not cuda_libs.is_driver_library(x.soname)]
+    msg = (f"{what}: it resolves to {lib.path} ({_pkg(owners, lib.path) or 'outside this environment'}, through "
+           f"{responsible}), not to the environment's own {exp_path} "
+           f"({exp_pkg or 'no package'}{exp_how.strip() and ', ' + exp_how.strip(' ()')})")
     if missing:
         msg += f"; that copy needs {', '.join(missing)}, not found here, so loading it fails"
+    if broken:
+        shown = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
+        msg += (f"; that copy needs {shown}, which the libraries already loaded do not define: loading it fails "
+                "with 'undefined symbol'")
     if lib.via == "ld_library_path":
         d = os.path.dirname(lib.found_as or lib.path or "")
         fix = f"remove {d} from LD_LIBRARY_PATH (or unset it): the pip wheels bring their own libraries"
@@ -320,10 +347,11 @@ def _shadow_finding(what: str, name: str, holder: str, pkg: Optional[str], lib: 
                f"or remove that directory from /etc/ld.so.conf.d")
     else:
         fix = f"make {exp_path} load first"
-    return Finding("SHADOWED", Severity.ERROR if missing else Severity.WARNING, msg, fix=fix,
+    return Finding("SHADOWED", Severity.ERROR if missing or broken else Severity.WARNING, msg, fix=fix,
                    details={"path": holder, "package": pkg, "name": name, "loads": lib.path,
                             "loads_package": _pkg(owners, lib.path), "via": lib.via, "responsible": responsible,
-                            "expected": exp_path, "expected_package": exp_pkg, "missing": missing})
+                            "expected": exp_path, "expected_package": exp_pkg, "missing": missing,
+                            "undefined": list(broken)})
 
 
 # ---------------------------------------------------------------------- DT_NEEDED shadowing
@@ -425,7 +453,7 @@ def version_skew(findings: Sequence[Finding], trees: Mapping[str, DepTree], owne
         ppkg = _pkg(owners, lib.path)
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         msg = (f"{needer} ({npkg or 'no package'}) needs {shown} from {vn_file}, but the copy that loads, "
-               f"{lib.path} ({ppkg or 'no package'}, through {_how(lib, environ)}), "
+               f"{lib.path} ({ppkg or 'outside this environment'}, through {_how(lib, environ)}), "
                + (f"stops at API {has[0]}.{has[1]}" if has else "does not define them")
                + (f" (it needs {want[0]}.{want[1]})" if want else "")
                + ": loading it fails with 'undefined symbol'")

@@ -133,11 +133,16 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     from mltools.elf.ldtree import Resolver
 
     resolver = Resolver()        # one loader model (cache, directory listings, headers) for the pass
+    ctx = _Context(interp, owners, reqs, frameworks, infos, candidates)
+    programs = {p for p, as_ext in _roots(candidates, infos) if not as_ext}
+    # one read of every library's sections: the names it may dlopen, its GPU code
+    libs = [p for p, info in infos.items() if info.type == 3 and p not in programs]
+    steps.plan(len(libs))
+    ctx.scan = cuda.scan_files(libs, steps.step)
+    ctx.holders = {path: (infos[path].soname, infos[path].needed, names) for path, names in ctx.scan.names.items()}
     timings["read"] = time.perf_counter() - t
     t = time.perf_counter()
-    ctx = _Context(interp, owners, reqs, frameworks, infos, candidates)
     trees, tree_findings, nodes, after = _resolve(interp, candidates, infos, environ, resolver, ctx, steps)
-    programs = {p for p, as_ext in _roots(candidates, infos) if not as_ext}
     findings += _missing_findings(trees, owners, ext, programs, ctx)
     findings += [_with_owner(f, owners) for f in tree_findings]
     timings["resolve"] = time.perf_counter() - t
@@ -177,6 +182,68 @@ class _Context:
                 self.env_by_soname[info.soname or os.path.basename(path)].append(path)
         self.env_sonames = {k: v[0] for k, v in self.env_by_soname.items()}
         self.driver_needers: Dict[str, List[str]] = {}    # driver SONAME -> files whose NEEDED names it
+        self.scan = None                                   # cuda.SectionScan of the environment's libraries
+        self.holders: Dict[str, tuple] = {}                # path -> (soname, needed, DlopenNames)
+        self.reach: Dict[str, Set[str]] = {}               # framework -> realpaths its processes map
+        self._opens: Optional[Dict[str, List[str]]] = None  # library SONAME -> the holders that dlopen it
+
+    def opened_after(self, path: str, main: str, loader_env, resolver) -> Tuple[str, ...]:
+        """What is mapped when a library no extension module reaches is loaded.
+
+        In a framework's process (the framework's reach holds it): the framework's
+        preloads, the library that dlopens it, and the other libraries that one
+        dlopens and this one needs (cuDNN opens libcudnn_graph.so.9 before
+        libcudnn_cnn.so.9 needs it; the copy is the one cuDNN's own search path
+        finds). Otherwise what cuda-pathfinder loads first, or nothing.
+        """
+        from mltools.doctor.cuda import dlopen_targets
+        from mltools.elf.ldtree import resolve_dlopen
+        from mltools.errors import MltoolsError
+
+        real = os.path.realpath(path)
+        info = self.infos.get(path)
+        soname = info.soname if info is not None else None
+        preload = next((p for p in self.frameworks.preloads if real in self.reach.get(p.framework, ())), None)
+        if preload is None or not soname:
+            return self.loaded_before(path)
+        if self._opens is None:
+            self._opens = defaultdict(list)
+            for h, (hs, hn, names) in self.holders.items():
+                for name in dlopen_targets(h, hs, hn, names, None):
+                    self._opens[name].append(h)
+        first: List[str] = list(preload.paths)
+        for holder in self._opens.get(soname, ()):
+            if os.path.realpath(holder) not in self.reach.get(preload.framework, ()):
+                continue
+            first.append(holder)
+            hs, hn, names = self.holders[holder]
+            opened = set(dlopen_targets(holder, hs, hn, names, None))
+            # the holder's own targets this one needs, each after the targets it needs itself
+            # (libcudnn_graph.so.9 before libcudnn_ops.so.9, which needs it)
+            order: List[str] = []
+
+            def visit(name: str, depth: int) -> None:
+                if name in order or depth > 8:
+                    return
+                dep = self.env_sonames.get(name)
+                dep_info = self.infos.get(dep) if dep else None
+                for n in (dep_info.needed if dep_info else ()):
+                    if n in opened:
+                        visit(n, depth + 1)
+                order.append(name)
+            for name in info.needed:
+                if name in opened:
+                    visit(name, 0)
+            for name in order:
+                try:
+                    t = resolve_dlopen(name, holder, main=main, loaded=list(preload.paths), env=loader_env,
+                                       resolver=resolver)
+                except MltoolsError:
+                    continue
+                if t.libraries and t.libraries[0].path and t.libraries[0].path not in first:
+                    first.append(t.libraries[0].path)
+            break
+        return tuple(first)
 
     def loaded_before(self, path: str) -> Tuple[str, ...]:
         """What is mapped before ``path`` loads: its framework's preloads, or for an NVIDIA
@@ -275,11 +342,21 @@ def _resolve(interp, candidates, infos, environ, resolver, ctx: "_Context", step
     for path, as_ext in roots:          # the symbol checks see the same process
         if as_ext and path not in after and ctx.loaded_before(path):
             after[path] = ctx.loaded_before(path)
+    ctx.reach = _framework_reach(trees, ctx)
     reached = {lib.path for t in trees.values() for lib in t.libraries if lib.path}
     for path, info in infos.items():
         if path in trees or info.type != 3 or not info.has_dynamic or os.path.realpath(path) in reached:
             continue
-        resolve(path, True)
+        first = ctx.opened_after(path, main, loader_env, resolver)
+        if first:
+            after[path] = first
+        try:
+            trees[path] = resolve_tree(path, env=loader_env, main=main, loaded=list(first), resolver=resolver)
+        except MltoolsError as exc:
+            tree_findings.append(Finding("UNRESOLVABLE", Severity.WARNING, exc.message,
+                                         fix="check the file with mltools elf inspect", details={"path": path}))
+        except Exception as exc:  # noqa: BLE001 - one odd file must not sink the whole report
+            tree_findings.append(_internal_error(path, "resolving", exc))
         steps.step()
     for t in trees.values():
         for f in t.findings:
@@ -306,14 +383,7 @@ def _cuda_stack(interp, infos, programs: Set[str], trees, after, owners: OwnerIn
     from mltools.elf.ldtree import resolve_tree
     from mltools.errors import MltoolsError
 
-    libs = [p for p, info in infos.items() if info.type == 3 and p not in programs]
-    steps.plan(len(libs))
-    scan = cuda.scan_files(libs, steps.step)
-    holders = {}
-    for path, names in scan.names.items():
-        info = infos[path]
-        holders[path] = (info.soname, info.needed, names)
-    reach = _framework_reach(trees, holders, ctx)
+    scan, holders, reach = ctx.scan, ctx.holders, ctx.reach
     recorded_missing = {}
     for path, owner in owners.recorded():
         base = os.path.basename(path)
@@ -346,12 +416,13 @@ def _cuda_stack(interp, infos, programs: Set[str], trees, after, owners: OwnerIn
     return {"findings": findings, "scope": scope, "gpu_code": summaries, "dlopens": res.dlopens}
 
 
-def _framework_reach(trees, holders, ctx: "_Context") -> Dict[str, Set[str]]:
+def _framework_reach(trees, ctx: "_Context") -> Dict[str, Set[str]]:
     """For each framework with preloads: the realpaths of the libraries its processes map
     (its extension modules' trees, its preloads' trees, and what those open by name)."""
     from mltools.doctor.cuda import dlopen_targets
 
     by_real = {os.path.realpath(p): t for p, t in trees.items()}
+    holders = {os.path.realpath(p): v for p, v in ctx.holders.items()}
     out: Dict[str, Set[str]] = {}
     for pre in ctx.frameworks.preloads:
         members: Set[str] = set()
@@ -365,7 +436,7 @@ def _framework_reach(trees, holders, ctx: "_Context") -> Dict[str, Set[str]]:
             t = by_real.get(real)
             if t is not None:
                 todo += [lib.path for lib in t.libraries if lib.path and lib.path not in members]
-            h = holders.get(real) or next((v for k, v in holders.items() if os.path.realpath(k) == real), None)
+            h = holders.get(real)
             if h is not None:
                 soname, needed, names = h
                 for name in dlopen_targets(real, soname, needed, names, None):
