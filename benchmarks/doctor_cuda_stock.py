@@ -78,9 +78,12 @@ def oracle(venv: str, code: str, env=None) -> str:
                "except BaseException as exc:\n    print('FAILS', type(exc).__name__ + ':', exc)\n    sys.exit(1)\n")
     proc = subprocess.run([os.path.join(venv, "bin", "python"), "-c", wrapped], capture_output=True, text=True,
                           env=e, timeout=600)
-    lines = [x for x in proc.stdout.strip().splitlines() if x]
-    return (lines[-1] if lines else proc.stderr.strip()[-300:]) if proc.returncode else \
-        "ok" + (f": {lines[-1]}" if lines else "")
+    out = proc.stdout.strip()
+    if proc.returncode:
+        fails = out[out.find("FAILS"):] if "FAILS" in out else proc.stderr.strip()[-300:]
+        return " ".join(fails.split())          # an exception message may span lines (cuda-pathfinder's do)
+    lines = [x for x in out.splitlines() if x]
+    return "ok" + (f": {lines[-1]}" if lines else "")
 
 
 def copy_venv(src: str, dest: str) -> str:

@@ -57,11 +57,12 @@ def doctor_cmd(python, imports, paths, gpu_arch, env_set, env_unset, fail_on, as
     """
     from mltools.doctor import diagnose
     from mltools.doctor.describe import render_doctor
+    from mltools.errors import UsageError
     changes = {}
     for item in env_set:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
+            raise UsageError(f"--env expects KEY=VALUE, got {item!r}")
         changes[key] = value
     for key in env_unset:
         changes[key] = None

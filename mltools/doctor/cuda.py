@@ -506,9 +506,11 @@ def driver_findings(needers: Mapping[str, Sequence[str]], owners: OwnerIndex) ->
         return [Finding(
             "NO_DRIVER", Severity.INFO,
             f"no NVIDIA driver on this machine: {', '.join(missing)} (the driver's libraries) cannot be found, "
-            f"so the {len(holders)} CUDA librar{'y' if len(holders) == 1 else 'ies'} that open them "
-            f"({', '.join(pkgs[:6])}{', ...' if len(pkgs) > 6 else ''}) run without a GPU (frameworks fall back "
-            "to the CPU); nothing to fix for a build or login node",
+            + (f"so the {len(holders)} CUDA libraries that open them" if len(holders) > 1 else
+               "so the CUDA library that opens them")
+            + f" ({', '.join(pkgs[:6])}{', ...' if len(pkgs) > 6 else ''}) "
+            + ("run" if len(holders) > 1 else "runs")
+            + " without a GPU (frameworks fall back to the CPU); nothing to fix for a build or login node",
             fix="on a GPU machine the driver provides them; in a container use the NVIDIA container toolkit "
                 "(docker run --gpus all)",
             details={"missing": missing, "holders": holders, "packages": pkgs})]

@@ -81,8 +81,9 @@ def render_doctor(r) -> str:
         for g in r.gpu_code:
             text = g.summary
             if g.partial_files:
-                text += f"; {len(g.partial_files)} file{'s' if len(g.partial_files) > 1 else ''} keep more in " \
-                        "sections they load themselves"
+                n = len(g.partial_files)
+                text += f"; {n} file{'s keep' if n > 1 else ' keeps'} more in sections {'they load' if n > 1 else 'it loads'} itself"
+                text = text.replace("they load itself", "they load themselves")
             t.add(g.package, g.files, text)
         out.append(t.render())
     if r.dlopens:

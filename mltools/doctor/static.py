@@ -411,8 +411,9 @@ def _cuda_stack(interp, infos, programs: Set[str], trees, after, owners: OwnerIn
     summaries = gpucode.package_summaries(scan.gpu_code, scan.partial, owners)
     scope = list(res.scope) + list(scan.scope)
     if scan.gpu_code and not gpus:
-        scope.append(f"GPU code of {len(scan.gpu_code)} files not compared with a GPU: none found (nvidia-smi) "
-                     "and no --gpu-arch given")
+        n = len(scan.gpu_code)
+        scope.append(f"GPU code of {n} file{'s' if n != 1 else ''} not compared with a GPU: none found "
+                     "(nvidia-smi) and no --gpu-arch given")
     return {"findings": findings, "scope": scope, "gpu_code": summaries, "dlopens": res.dlopens}
 
 
