@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from mltools.doctor import cuda
+from mltools.doctor.cuda_context import LOADER_VARS, PassContext, cuda_stack, framework_reach, retry_after_pathfinder
 from mltools.elf import runtimes as rt
 from mltools.python import InterpreterInfo
 from mltools.doctor.model import DlopenLibrary, GpuTarget, PackageGpuCode, RuntimeCopy
@@ -85,7 +86,7 @@ def _bad_elf_finding(path: str, reason: str, owners: OwnerIndex) -> Finding:
                    details={"path": path, "package": str(owner) if owner else None, "git_lfs_pointer": lfs})
 
 
-_LOADER_VARS = ("LD_LIBRARY_PATH", "LD_PRELOAD")
+_LOADER_VARS = LOADER_VARS
 # Resolver findings passed on as they are. MISSING is regrouped per module as
 # MISSING_LIBRARY; LD_LIBRARY_PATH traps come from the environment pass; hwcaps
 # picks and skipped foreign-class files are normal.
@@ -133,7 +134,7 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     from mltools.elf.ldtree import Resolver
 
     resolver = Resolver()        # one loader model (cache, directory listings, headers) for the pass
-    ctx = _Context(interp, owners, reqs, frameworks, infos, candidates)
+    ctx = PassContext(interp, owners, reqs, frameworks, infos, candidates)
     programs = {p for p, as_ext in _roots(candidates, infos) if not as_ext}
     # one read of every library's sections: the names it may dlopen, its GPU code
     libs = [p for p, info in infos.items() if info.type == 3 and p not in programs]
@@ -157,114 +158,13 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     findings += _runtime_findings(copies)
     findings += _identical_findings([p for p in infos if p not in ext], infos, owners)
     t = time.perf_counter()
-    cres = _cuda_stack(interp, infos, programs, trees, after, owners, environ, resolver, ctx, gpus, driver, steps)
+    cres = cuda_stack(interp, infos, programs, trees, after, owners, environ, resolver, ctx, gpus, driver, steps)
     findings += cres["findings"]
     scope += cres["scope"]
     findings += requirement_findings(reqs)
     timings["cuda"] = time.perf_counter() - t
     return StaticResult(tuple(_dedupe(findings)), tuple(copies), cuda_majors, tuple(scope),
                         cres["gpu_code"], cres["dlopens"], {k: round(v, 4) for k, v in timings.items()})
-
-
-class _Context:
-    """What the judgements of the pass need to know about the environment beyond the ELF files."""
-
-    def __init__(self, interp: InterpreterInfo, owners: OwnerIndex, reqs, frameworks, infos, candidates):
-        self.owners = owners
-        self.infos = infos
-        self.reqs = reqs
-        self.frameworks = frameworks
-        self.site_dirs = tuple(interp.site_dirs)
-        self.env_dirs = tuple(sorted({c.root for c in candidates}))
-        self.env_by_soname: Dict[str, List[str]] = defaultdict(list)
-        for path, info in infos.items():
-            if info.type == 3:
-                self.env_by_soname[info.soname or os.path.basename(path)].append(path)
-        self.env_sonames = {k: v[0] for k, v in self.env_by_soname.items()}
-        self.driver_needers: Dict[str, List[str]] = {}    # driver SONAME -> files whose NEEDED names it
-        self.scan = None                                   # cuda.SectionScan of the environment's libraries
-        self.holders: Dict[str, tuple] = {}                # path -> (soname, needed, DlopenNames)
-        self.reach: Dict[str, Set[str]] = {}               # framework -> realpaths its processes map
-        self._opens: Optional[Dict[str, List[str]]] = None  # library SONAME -> the holders that dlopen it
-
-    def opened_after(self, path: str, main: str, loader_env, resolver) -> Tuple[str, ...]:
-        """What is mapped when a library no extension module reaches is loaded.
-
-        In a framework's process (the framework's reach holds it): the framework's
-        preloads, the library that dlopens it, and the other libraries that one
-        dlopens and this one needs (cuDNN opens libcudnn_graph.so.9 before
-        libcudnn_cnn.so.9 needs it; the copy is the one cuDNN's own search path
-        finds). Otherwise what cuda-pathfinder loads first, or nothing.
-        """
-        from mltools.doctor.cuda import dlopen_targets
-        from mltools.elf.ldtree import resolve_dlopen
-        from mltools.errors import MltoolsError
-
-        real = os.path.realpath(path)
-        info = self.infos.get(path)
-        soname = info.soname if info is not None else None
-        preload = next((p for p in self.frameworks.preloads if real in self.reach.get(p.framework, ())), None)
-        if preload is None or not soname:
-            return self.loaded_before(path)
-        if self._opens is None:
-            self._opens = defaultdict(list)
-            for h, (hs, hn, names) in self.holders.items():
-                for name in dlopen_targets(h, hs, hn, names, None):
-                    self._opens[name].append(h)
-        first: List[str] = list(preload.paths)
-        for holder in self._opens.get(soname, ()):
-            if os.path.realpath(holder) not in self.reach.get(preload.framework, ()):
-                continue
-            first.append(holder)
-            hs, hn, names = self.holders[holder]
-            opened = set(dlopen_targets(holder, hs, hn, names, None))
-            # the holder's own targets this one needs, each after the targets it needs itself
-            # (libcudnn_graph.so.9 before libcudnn_ops.so.9, which needs it)
-            order: List[str] = []
-
-            def visit(name: str, depth: int) -> None:
-                if name in order or depth > 8:
-                    return
-                dep = self.env_sonames.get(name)
-                dep_info = self.infos.get(dep) if dep else None
-                for n in (dep_info.needed if dep_info else ()):
-                    if n in opened:
-                        visit(n, depth + 1)
-                order.append(name)
-            for name in info.needed:
-                if name in opened:
-                    visit(name, 0)
-            for name in order:
-                try:
-                    t = resolve_dlopen(name, holder, main=main, loaded=list(preload.paths), env=loader_env,
-                                       resolver=resolver)
-                except MltoolsError:
-                    continue
-                if t.libraries and t.libraries[0].path and t.libraries[0].path not in first:
-                    first.append(t.libraries[0].path)
-            break
-        return tuple(first)
-
-    def loaded_before(self, path: str) -> Tuple[str, ...]:
-        """What is mapped before ``path`` loads: its framework's preloads, or for an NVIDIA
-        library cuda-pathfinder would load, the dependencies pathfinder loads first."""
-        first = self.frameworks.loaded_before(path)
-        pf = self.frameworks.pathfinder
-        info = self.infos.get(path)
-        if first or pf is None or info is None or not info.soname:
-            return first
-        order = pf.load_order(info.soname)
-        if order and os.path.realpath(order[-1]) == os.path.realpath(path):
-            return order[:-1]
-        return first
-
-    def in_env(self, path: Optional[str]) -> bool:
-        return cuda.in_environment(path, self.env_dirs)
-
-    def requires(self, package: Optional[str]) -> Set[str]:
-        if not package:
-            return set()
-        return self.reqs.required_names(package.split(" ")[0])
 
 
 def _internal_error(path: str, doing: str, exc: BaseException) -> Finding:
@@ -310,7 +210,7 @@ def _roots(candidates: Sequence[ElfCandidate], infos) -> List[Tuple[str, bool]]:
     return out
 
 
-def _resolve(interp, candidates, infos, environ, resolver, ctx: "_Context", steps: _Steps):
+def _resolve(interp, candidates, infos, environ, resolver, ctx: "PassContext", steps: _Steps):
     """Resolve every extension module (in the interpreter's process, after the preloads of its
     framework) and program (on its own), then the environment's libraries no root reaches (as a
     dlopen from Python would)."""
@@ -338,11 +238,11 @@ def _resolve(interp, candidates, infos, environ, resolver, ctx: "_Context", step
         resolve(path, as_ext)
         steps.step()
     after = _retry_after_imports(trees, roots, infos, candidates, loader_env, main, resolver, tree_findings, ctx)
-    after.update(_retry_after_pathfinder(trees, roots, loader_env, main, resolver, tree_findings, ctx))
+    after.update(retry_after_pathfinder(trees, roots, loader_env, main, resolver, tree_findings, ctx))
     for path, as_ext in roots:          # the symbol checks see the same process
         if as_ext and path not in after and ctx.loaded_before(path):
             after[path] = ctx.loaded_before(path)
-    ctx.reach = _framework_reach(trees, ctx)
+    ctx.reach = framework_reach(trees, ctx)
     reached = {lib.path for t in trees.values() for lib in t.libraries if lib.path}
     for path, info in infos.items():
         if path in trees or info.type != 3 or not info.has_dynamic or os.path.realpath(path) in reached:
@@ -375,79 +275,6 @@ def _resolve(interp, candidates, infos, environ, resolver, ctx: "_Context", step
     return trees, tree_findings, nodes, after
 
 
-def _cuda_stack(interp, infos, programs: Set[str], trees, after, owners: OwnerIndex, environ, resolver,
-                ctx: "_Context", gpus, driver, steps: _Steps) -> dict:
-    """The CUDA pass: the sections of every library (dlopen names, GPU code), then what those
-    names resolve to, shadowed copies, the driver, and the GPU code against the GPUs."""
-    from mltools.doctor import gpucode
-    from mltools.elf.ldtree import resolve_tree
-    from mltools.errors import MltoolsError
-
-    scan, holders, reach = ctx.scan, ctx.holders, ctx.reach
-    recorded_missing = {}
-    for path, owner in owners.recorded():
-        base = os.path.basename(path)
-        if ".so" in base and base not in recorded_missing and not os.path.lexists(path):
-            recorded_missing[base] = str(owner)
-    required: Set[str] = set()
-    for dist in ctx.reqs.versions:
-        required |= ctx.reqs.required_names(dist)
-    res = cuda.dlopen_pass(interp.executable, holders, reach, ctx.frameworks, owners, environ, ctx.env_dirs,
-                           ctx.env_sonames, recorded_missing, required, resolver, ctx.driver_needers,
-                           progress=lambda done, total: None)
-    findings = list(res.findings)
-    loader_env = {k: environ[k] for k in _LOADER_VARS if environ.get(k)}
-
-    def again(root, env):
-        try:
-            return resolve_tree(root, env={k: env[k] for k in _LOADER_VARS if env.get(k)},
-                                main=None if root in programs else interp.executable,
-                                loaded=list(after.get(root, ())) if root not in programs else (), resolver=resolver)
-        except MltoolsError:
-            return None
-    findings += cuda.shadow_findings(trees, again, ctx.env_dirs, ctx.env_sonames, owners,
-                                     loader_env if loader_env else environ)
-    findings += gpucode.gpu_code_findings(scan.gpu_code, scan.partial, owners, gpus, driver)
-    summaries = gpucode.package_summaries(scan.gpu_code, scan.partial, owners)
-    scope = list(res.scope) + list(scan.scope)
-    if scan.gpu_code and not gpus:
-        n = len(scan.gpu_code)
-        scope.append(f"GPU code of {n} file{'s' if n != 1 else ''} not compared with a GPU: none found "
-                     "(nvidia-smi) and no --gpu-arch given")
-    return {"findings": findings, "scope": scope, "gpu_code": summaries, "dlopens": res.dlopens}
-
-
-def _framework_reach(trees, ctx: "_Context") -> Dict[str, Set[str]]:
-    """For each framework with preloads: the realpaths of the libraries its processes map
-    (its extension modules' trees, its preloads' trees, and what those open by name)."""
-    from mltools.doctor.cuda import dlopen_targets
-
-    by_real = {os.path.realpath(p): t for p, t in trees.items()}
-    holders = {os.path.realpath(p): v for p, v in ctx.holders.items()}
-    out: Dict[str, Set[str]] = {}
-    for pre in ctx.frameworks.preloads:
-        members: Set[str] = set()
-        todo = [os.path.realpath(p) for p in pre.paths]
-        todo += [os.path.realpath(p) for p in trees if pre.covers(p)]
-        while todo:
-            real = todo.pop()
-            if real in members:
-                continue
-            members.add(real)
-            t = by_real.get(real)
-            if t is not None:
-                todo += [lib.path for lib in t.libraries if lib.path and lib.path not in members]
-            h = holders.get(real)
-            if h is not None:
-                soname, needed, names = h
-                for name in dlopen_targets(real, soname, needed, names, None):
-                    target = ctx.env_sonames.get(name)
-                    if target is not None:
-                        todo.append(os.path.realpath(target))
-        out[pre.framework] = members
-    return out
-
-
 def _module_name(path: str, candidates: Sequence[ElfCandidate]) -> str:
     """``.../site-packages/torch/_C.cpython-311-x86_64-linux-gnu.so`` -> ``torch._C``."""
     top = next((c.root for c in candidates if c.path == path), os.path.dirname(path))
@@ -456,7 +283,7 @@ def _module_name(path: str, candidates: Sequence[ElfCandidate]) -> str:
 
 
 def _retry_after_imports(trees, roots, infos, candidates, loader_env, main, resolver,
-                         tree_findings: List[Finding], ctx: "_Context") -> Dict[str, Tuple[str, ...]]:
+                         tree_findings: List[Finding], ctx: "PassContext") -> Dict[str, Tuple[str, ...]]:
     """Extension modules that find their libraries only once another import loaded them.
 
     torch's C++ extensions need ``libc10.so`` and ``libtorch*.so`` but carry no
@@ -515,61 +342,6 @@ def _retry_after_imports(trees, roots, infos, candidates, loader_env, main, reso
     return after
 
 
-def _retry_after_pathfinder(trees, roots, loader_env, main, resolver, tree_findings: List[Finding],
-                            ctx: "_Context") -> Dict[str, Tuple[str, ...]]:
-    """Extension modules whose NVIDIA libraries cuda-pathfinder loads first.
-
-    CuPy's ``cupy_backends/cuda/libs/cublas.so`` needs ``libcublas.so.12`` and
-    has no search path to the wheel; ``cupy_backends.cuda.libs`` imports it
-    only after ``cuda.pathfinder.load_nvidia_dynamic_lib("cublas")`` mapped the
-    wheel's copy by path (its dependencies first), and the loader reuses that
-    object by SONAME. A module of a package that requires cuda-pathfinder is
-    resolved again after those loads; when that finds everything it is a note.
-    """
-    from mltools.elf.ldtree import resolve_tree
-    from mltools.errors import MltoolsError
-
-    pf = ctx.frameworks.pathfinder
-    after: Dict[str, Tuple[str, ...]] = {}
-    if pf is None:
-        return after
-    for root, as_ext in roots:
-        t = trees.get(root)
-        if not as_ext or t is None:
-            continue
-        missing = [lib.soname for lib in t.libraries if lib.path is None and not lib.error]
-        if not missing:
-            continue
-        pkg = ctx.owners.owner(root)
-        if pkg is None or "cuda-pathfinder" not in ctx.requires(str(pkg)):
-            continue
-        loads: List[str] = []
-        for soname in missing:
-            loads += [p for p in pf.load_order(soname) if p not in loads]
-        if not loads:
-            continue
-        try:
-            retry = resolve_tree(root, env=loader_env, main=main, loaded=list(ctx.loaded_before(root)) + loads,
-                                 resolver=resolver)
-        except MltoolsError:
-            continue
-        still = [lib.soname for lib in retry.libraries if lib.path is None]
-        found = [s for s in missing if s not in still]
-        if not found:
-            continue
-        trees[root] = retry
-        after[root] = tuple(loads)
-        tree_findings.append(Finding(
-            "NEEDS_PRELOAD", Severity.INFO,
-            f"{root} finds {', '.join(found)} only once cuda-pathfinder {pf.version} has loaded "
-            f"{', '.join(loads)} (it has no search path of its own to "
-            f"{'them' if len(found) > 1 else 'it'}); {pkg.name} does that before it imports the module",
-            fix=f"nothing, as long as the module is imported through {pkg.name}; importing it on its own fails",
-            details={"path": root, "package": str(pkg), "missing_alone": found, "after": loads,
-                     "preloader": f"cuda-pathfinder {pf.version}"}))
-    return after
-
-
 def _graft_order(f: Finding) -> Finding:
     """auditwheel-grafted libraries without their own RUNPATH rely on the extension's
     RPATH: that is how those wheels are built, so it is a note, not a warning."""
@@ -584,7 +356,7 @@ def _graft_order(f: Finding) -> Finding:
 
 
 def _missing_findings(trees, owners: OwnerIndex, ext: Set[str], programs: Set[str],
-                      ctx: "_Context") -> List[Finding]:
+                      ctx: "PassContext") -> List[Finding]:
     """One finding per set of files that miss libraries, judged by what can load those files.
 
     - an extension module (Python imports it): an error, unless every library it
@@ -695,7 +467,7 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str], programs: Set[st
     return out
 
 
-def _optional_nvidia(sonames: Sequence[str], owner, ctx: "_Context") -> bool:
+def _optional_nvidia(sonames: Sequence[str], owner, ctx: "PassContext") -> bool:
     """Every library is NVIDIA's and no requirement of the package brings a wheel that ships it."""
     from mltools.doctor.cuda_libs import nvidia_library, wheel_names
 
@@ -708,7 +480,7 @@ def _optional_nvidia(sonames: Sequence[str], owner, ctx: "_Context") -> bool:
     return True
 
 
-def _required_pin(soname: str, owner, ctx: "_Context") -> Optional[str]:
+def _required_pin(soname: str, owner, ctx: "PassContext") -> Optional[str]:
     """``nvidia-cudnn-cu13==9.24.0.43`` when the needer's package requires the wheel that ships ``soname``."""
     from mltools.doctor.cuda_libs import wheel_names
 
