@@ -37,9 +37,8 @@ from mltools.elf.fatbin import GpuCode
 from mltools.elf.ldtree import VIA_LABELS, DepTree, Library
 from mltools.findings import Finding, Severity
 
-__all__ = ["CudaResult", "dlopen_pass", "shadow_findings", "version_skew", "driver_findings", "in_environment"]
-
-ProgressFn = Callable[..., None]
+__all__ = ["CudaResult", "SectionScan", "scan_files", "dlopen_targets", "dlopen_pass", "shadow_findings",
+           "version_skew", "driver_findings", "in_environment"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def _pkg(owners: OwnerIndex, path: Optional[str]) -> Optional[str]:
     return str(o) if o else None
 
 
-def _how(lib: Library, environ: Mapping[str, str]) -> str:
+def _how(lib: Library) -> str:
     """Why the loader took this copy: 'LD_LIBRARY_PATH element /x', 'DT_RUNPATH of y', ..."""
     via = lib.via or ""
     if via == "ld_library_path":
@@ -157,8 +156,7 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
                 reach: Mapping[str, Set[str]], frameworks: FrameworkModel, owners: OwnerIndex,
                 environ: Mapping[str, str], env_dirs: Sequence[str], env_sonames: Mapping[str, str],
                 recorded_missing: Mapping[str, str], required_wheels: Set[str], resolver,
-                driver_needed: Optional[Mapping[str, Sequence[str]]] = None,
-                progress: Optional[ProgressFn] = None) -> CudaResult:
+                driver_needed: Optional[Mapping[str, Sequence[str]]] = None) -> CudaResult:
     """Resolve every NVIDIA name a library of the environment may dlopen.
 
     ``holders``: path -> (soname, needed, names). ``reach``: preload framework
@@ -185,10 +183,7 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
         pkg = _pkg(owners, holder)
         for name in dlopen_targets(holder, soname, needed, names, pkg):
             work.append((holder, soname, pkg, name))
-    total = len(work)
-    for i, (holder, soname, pkg, name) in enumerate(work, 1):
-        if progress is not None:
-            progress(i, total)
+    for holder, soname, pkg, name in work:
         if cuda_libs.is_driver_library(name):
             driver_needers[name].append(holder)
             continue
@@ -211,7 +206,7 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
             dlopens.append(DlopenLibrary(
                 name=name, holder=holder, holder_package=pkg, path=lib.path, package=_pkg(owners, lib.path),
                 via=("preload" if preloaded else lib.via), how=(f"preloaded by {fw}" if preloaded else
-                                                               (_how(lib, loader_env) if lib.path else "not found")),
+                                                               (_how(lib) if lib.path else "not found")),
                 context=fw))
             findings += _judge_dlopen(name, holder, pkg, tree, lib, fw, python, loaded, loader_env, environ,
                                       env_dirs, env_sonames, recorded_missing, required_wheels, owners, resolver)
@@ -324,10 +319,10 @@ def _missing_deps(name, who, holder, pkg, tree: DepTree, lib: Library, owners) -
 def _shadow_finding(what: str, name: str, holder: str, pkg: Optional[str], lib: Library,
                     expected: Optional[Library], env_copy: str, tree: Optional[DepTree], owners: OwnerIndex,
                     environ: Mapping[str, str], broken: Sequence[str] = ()) -> Finding:
-    responsible = _how(lib, environ)
+    responsible = _how(lib)
     exp_path = expected.path if expected is not None else env_copy
     exp_pkg = _pkg(owners, exp_path)
-    exp_how = f" ({_how(expected, environ)})" if expected is not None else ""
+    exp_how = f" ({_how(expected)})" if expected is not None else ""
     missing = [x.soname for x in (tree.libraries[1:] if tree else ())
                if x.path is None and not cuda_libs.is_driver_library(x.soname)]
     msg = (f"{what}: it resolves to {lib.path} ({_pkg(owners, lib.path) or 'outside this environment'}, through "
@@ -453,7 +448,7 @@ def version_skew(findings: Sequence[Finding], trees: Mapping[str, DepTree], owne
         ppkg = _pkg(owners, lib.path)
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         msg = (f"{needer} ({npkg or 'no package'}) needs {shown} from {vn_file}, but the copy that loads, "
-               f"{lib.path} ({ppkg or 'outside this environment'}, through {_how(lib, environ)}), "
+               f"{lib.path} ({ppkg or 'outside this environment'}, through {_how(lib)}), "
                + (f"stops at API {has[0]}.{has[1]}" if has else "does not define them")
                + (f" (it needs {want[0]}.{want[1]})" if want else "")
                + ": loading it fails with 'undefined symbol'")

@@ -196,8 +196,7 @@ def cuda_stack(interp, infos, programs: Set[str], trees, after, owners: OwnerInd
     for dist in ctx.reqs.versions:
         required |= ctx.reqs.required_names(dist)
     res = dlopen_pass(interp.executable, holders, reach, ctx.frameworks, owners, environ, ctx.env_dirs,
-                           ctx.env_sonames, recorded_missing, required, resolver, ctx.driver_needers,
-                           progress=lambda done, total: None)
+                           ctx.env_sonames, recorded_missing, required, resolver, ctx.driver_needers)
     findings = list(res.findings)
     loader_env = {k: environ[k] for k in LOADER_VARS if environ.get(k)}
 

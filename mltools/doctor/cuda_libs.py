@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Optional, Sequence, Tuple
 
 __all__ = ["NvidiaLibrary", "nvidia_library", "is_driver_library", "cuda_majors_of", "wheel_names",
-           "complete_name", "cuda_major_of_file", "stem_of", "CUDA_MAJORS"]
-
-CUDA_MAJORS = (11, 12, 13)
+           "complete_name", "cuda_major_of_file", "stem_of"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,6 @@ def _t(stem, component, majors, **kw) -> NvidiaLibrary:
     return NvidiaLibrary(stem, component, tuple(sorted(majors.items())), **kw)
 
 
-_ALL3 = (11, 12, 13)
 _LIBS = (
     _t("libcudart", "cuda-runtime", {11: "11.0", 12: "12", 13: "13"}),
     _t("libcublas", "cublas", {11: "11", 12: "12", 13: "13"}),
@@ -172,6 +169,3 @@ def cuda_major_of_file(path: str, needed: Sequence[str] = (), package_name: Opti
             votes |= majors
     return votes.pop() if len(votes) == 1 else None
 
-
-def known_names(names: Iterable[str]) -> Tuple[str, ...]:
-    return tuple(n for n in names if nvidia_library(n) is not None or is_driver_library(n))

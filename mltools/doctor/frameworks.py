@@ -28,7 +28,7 @@ import ast
 import glob
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["Preload", "PathfinderTable", "FrameworkModel", "read_frameworks"]
 
@@ -116,12 +116,6 @@ class FrameworkModel:
                 out.extend(x for x in p.paths if x not in out)
         return tuple(out)
 
-    def preloader_of(self, path: str) -> Optional[Preload]:
-        real = os.path.realpath(path)
-        for p in self.preloads:
-            if any(os.path.realpath(x) == real for x in p.paths):
-                return p
-        return None
 
 
 def _function(tree: ast.AST, name: str) -> Optional[ast.FunctionDef]:
@@ -298,12 +292,12 @@ def read_frameworks(sys_path: Sequence[str], site_dirs: Sequence[str],
             if os.path.isfile(os.path.join(plugin, "__init__.py")):
                 major = os.path.basename(plugin)[len("xla_cuda"):]
                 _jax(sys_path, plugin, versions.get(f"jax-cuda{major}-plugin", ""), model)
+    for p in model.preloads:
+        if p.not_found:
+            model.scope.append(f"{p.framework} looks for {', '.join(p.not_found)} ({p.source}) and no directory "
+                               "here has it: that preload does not happen")
     pf_site = _first_with(sys_path, os.path.join("cuda", "pathfinder", "__init__.py"))
     if pf_site is not None:
         _pathfinder(pf_site, versions.get("cuda-pathfinder", "?"), list(site_dirs), model)
     return model
 
-
-def all_preloaded(model: FrameworkModel) -> Iterable[str]:
-    for p in model.preloads:
-        yield from p.paths

@@ -50,7 +50,7 @@ class GpuTarget:
     """A GPU the GPU code is judged against."""
     name: str                       # "NVIDIA H100 80GB HBM3", or "sm_90" for --gpu-arch
     capability: Tuple[int, int]     # (9, 0)
-    source: str                     # "nvidia-smi", "nvml", "--gpu-arch"
+    source: str                     # "nvidia-smi" or "--gpu-arch"
     variant: str = ""               # "a" / "f" for --gpu-arch sm_90a (as given)
 
 

@@ -22,11 +22,9 @@ from typing import Iterator, Optional, Tuple
 
 from mltools.elf.files import ELFMAG
 
-__all__ = ["Section", "ElfSections", "mapped_sections", "read_sections", "section_names_at", "SHT_NOBITS",
-           "SHF_ALLOC"]
+__all__ = ["Section", "ElfSections", "mapped_sections", "section_names_at", "SHT_NOBITS"]
 
 SHT_NOBITS = 8
-SHF_ALLOC = 0x2
 
 
 @dataclass(frozen=True)
@@ -122,8 +120,3 @@ def mapped_sections(path: str) -> Iterator[ElfSections]:
         if not isinstance(buf, bytes):
             buf.close()
 
-
-def read_sections(path: str) -> Tuple[Section, ...]:
-    """The section headers of ``path`` (empty when it has none or is not ELF)."""
-    with mapped_sections(path) as m:
-        return m.sections

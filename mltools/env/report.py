@@ -263,7 +263,8 @@ def _meminfo_bytes_node(text: str) -> Optional[int]:
     return int(m.group(1)) * 1024 if m else None
 
 
-def _collect_gpus() -> Tuple[Optional[str], Tuple[GpuInfo, ...]]:
+def collect_gpus() -> Tuple[Optional[str], Tuple[GpuInfo, ...]]:
+    """(the nvidia-smi used, the GPUs it lists with their compute capability); (None, ()) without one."""
     from mltools import _proc
 
     smi = _proc.which("nvidia-smi")
@@ -289,11 +290,6 @@ def _collect_gpus() -> Tuple[Optional[str], Tuple[GpuInfo, ...]]:
         cc = parts[5] if len(parts) > 5 and re.fullmatch(r"\d+\.\d+", parts[5]) else None
         gpus.append(GpuInfo(int(parts[0]), parts[1], parts[2], _int_or_none(parts[3]), parts[4], cc))
     return smi, tuple(gpus)
-
-
-def collect_gpus() -> Tuple[Optional[str], Tuple[GpuInfo, ...]]:
-    """(the nvidia-smi used, the GPUs it lists with their compute capability); (None, ()) without one."""
-    return _collect_gpus()
 
 
 def _mapped_files(maps_text: str) -> List[str]:
@@ -451,7 +447,7 @@ def collect_env(environ: Optional[Mapping[str, str]] = None, *, with_numpy: bool
     environ = dict(os.environ if environ is None else environ)
     cpu = _collect_cpu()
     numpy_version, runtimes = _collect_runtimes() if with_numpy else (None, ())
-    smi, gpus = _collect_gpus()
+    smi, gpus = collect_gpus()
     findings = environment_findings(environ, cpu.usable_cpus, runtimes)
     if cpu.isa_level is not None and cpu.isa_level_runtime is not None and cpu.isa_level != cpu.isa_level_runtime:
         findings += (Finding(
