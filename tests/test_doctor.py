@@ -290,7 +290,7 @@ def test_two_cuda_runtime_majors(tmp_path, monkeypatch):
     # with a driver that runs CUDA 11 but not 12 (no nvidia-smi here: the kernel module's version)
     import mltools.doctor.host as host
     import mltools.env.report as env_report
-    monkeypatch.setattr(env_report, "_collect_gpus", lambda: (None, ()))
+    monkeypatch.setattr(env_report, "collect_gpus", lambda: (None, ()))
     monkeypatch.setattr(host, "kernel_driver_version", lambda *a: "470.82.01")
     r = diagnose(paths=[str(tmp_path)], environ={}, scan_sys_path=False)
     [f] = [f for f in r.findings if f.code == "CUDA_DRIVER_TOO_OLD"]

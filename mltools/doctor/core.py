@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from mltools import __version__
 from mltools.doctor import host
@@ -63,18 +63,33 @@ def loader_config_findings() -> List[Finding]:
 
 def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths: Sequence[str] = (),
              fail_on: Optional[FailOn] = None, environ: Optional[Mapping[str, str]] = None,
-             environment_checks: bool = True, scan_sys_path: bool = True) -> DoctorReport:
+             environment_checks: bool = True, scan_sys_path: bool = True,
+             env_changes: Optional[Mapping[str, Optional[str]]] = None, gpu_arch: Sequence[str] = (),
+             progress: Optional[Callable[..., None]] = None) -> DoctorReport:
     """Diagnose the native side of a Python environment.
 
     ``python`` names another interpreter (default: the running one); ``paths``
     adds directories to scan; ``imports`` runs the dynamic pass for those
-    modules. ``environ`` is the environment the target would run with.
+    modules. ``environ`` is the environment the target would run with;
+    ``env_changes`` sets (a value) or unsets (None) variables in it, to see the
+    environment as it would be. ``gpu_arch`` (``sm_90``, ``sm_120a``) judges the
+    GPU code against those GPUs instead of the ones nvidia-smi finds.
     ``scan_sys_path=False`` scans only ``paths`` (still in that interpreter's
     context); ``environment_checks=False`` leaves out the machine and variables.
+    ``progress(done, total)`` is called while the static pass runs.
     """
-    from mltools.doctor import static
+    from mltools.doctor import gpucode, static
 
     environ = dict(os.environ if environ is None else environ)
+    changes = dict(env_changes or {})
+    for key, value in changes.items():
+        if not key or "=" in key or "\0" in key:
+            raise InputError(f"--env/--unset: {key!r} is not a variable name")
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    targets = gpucode.parse_gpu_arch(",".join(gpu_arch)) if gpu_arch else None
     fail_on = fail_on or FailOn()
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
@@ -106,8 +121,16 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     timings["walk"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    result = static.static_pass(interp, candidates, owners, environ)
+    found_gpus, driver = gpucode.detected_gpus()
+    if driver is None:
+        driver = host.kernel_driver_version()
+    gpus = targets if targets is not None else found_gpus
+    timings["gpus"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    result = static.static_pass(interp, candidates, owners, environ, gpus=gpus, driver=driver, progress=progress)
     timings["static"] = time.perf_counter() - t
+    timings.update({f"static.{k}": v for k, v in result.timings_s.items()})
     findings = bad_paths + list(result.findings)
     scope = list(result.scope)
 
@@ -143,4 +166,8 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         failed=fail_on.matches(findings),
         timings_s={k: round(v, 4) for k, v in timings.items()},
         scope=tuple(scope),
+        gpus=tuple(gpus),
+        gpu_code=result.gpu_code,
+        dlopens=result.dlopens,
+        environment=changes,
     )

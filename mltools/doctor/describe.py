@@ -38,6 +38,22 @@ def _needed_by_text(paths, base: str) -> str:
     return f"{len(paths)} files under {', '.join(tops[:4])}" + (", ..." if len(tops) > 4 else "")
 
 
+def _dlopens_table(dlopens, base: str) -> str:
+    """One row per library name and copy: who opens it, and why that copy."""
+    rows = {}
+    for d in dlopens:
+        key = (d.name, d.path)
+        row = rows.setdefault(key, {"d": d, "holders": set()})
+        row["holders"].add(d.holder)
+    t = Table(["name", "package", "resolved", "path", "opened by"],
+              title="\nNVIDIA libraries opened by name at run time (dlopen, resolved statically)")
+    for (name, path), row in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        d = row["d"]
+        t.add(name, d.package or "-", d.how, _short(path, base) if path else "not found",
+              _needed_by_text(sorted(row["holders"]), base))
+    return t.render()
+
+
 def render_doctor(r) -> str:
     py = r.python
     base = py.site_dirs[0] if py.site_dirs else ""
@@ -47,6 +63,10 @@ def render_doctor(r) -> str:
         ("scanned", f"{_n(r.elf_files, 'ELF file')} ({_n(r.extension_modules, 'extension module')}) under "
                     f"{_n(len(r.scanned_dirs), 'dir')}, {_n(r.distributions, 'distribution')}"),
         ("site dir", base or "-"),
+    ] + ([("what-if", "; ".join(f"{k}={v}" if v is not None else f"unset {k}" for k, v in r.environment.items()))]
+         if r.environment else []) + [
+        ("gpus", ", ".join(f"{g.name} ({g.capability[0]}.{g.capability[1]})" if g.source != "--gpu-arch"
+                           else f"{g.name} (--gpu-arch)" for g in r.gpus) or "none found (nvidia-smi)"),
         ("took", f"{r.timings_s.get('total', 0):.2f} s"),
     ])]
     if r.runtimes:
@@ -56,6 +76,18 @@ def render_doctor(r) -> str:
             t.add(fam, c.implementation, c.soname, c.package or "-", _short(c.path, base) or "not found",
                   _needed_by_text(c.needed_by, base))
         out.append(t.render())
+    if r.gpu_code:
+        t = Table(["package", "files", "GPU code (SASS + PTX)"], title="\nGPU code (from the fatbin headers)")
+        for g in r.gpu_code:
+            text = g.summary
+            if g.partial_files:
+                n = len(g.partial_files)
+                text += f"; {n} file{'s keep' if n > 1 else ' keeps'} more in sections {'they load' if n > 1 else 'it loads'} itself"
+                text = text.replace("they load itself", "they load themselves")
+            t.add(g.package, g.files, text)
+        out.append(t.render())
+    if r.dlopens:
+        out.append(_dlopens_table(r.dlopens, base))
     if r.imported:
         libs = [lib for lib in r.loaded if not lib.extension_module]
         n_ext = len(r.loaded) - len(libs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Sequence, Tuple
@@ -114,16 +115,66 @@ def dynamic_pass(interp: InterpreterInfo, modules: Sequence[str], owners: OwnerI
     for f in report.findings:
         if f.code not in _KEEP_TRACE_CODES:
             continue
+        if f.code == "UNDEFINED" and not failed_any:
+            continue            # judged one by one below
         if f.code == "DLOPEN_FAILED" and not failed_any:
-            # optional libraries probed with dlopen (libcuda on a CPU box): the import still worked
+            # optional libraries probed with dlopen (libcuda on a CPU box, cuda-pathfinder's
+            # RTLD_NOLOAD checks): the import still worked
             f = Finding(f.code, Severity.INFO, f.message, f.fix, dict(f.details))
         findings.append(f)
+    if not failed_any:
+        for prog in report.programs:
+            findings += _symbol_errors(prog, owners)
     findings += _loaded_runtime_findings(loaded)
     if report.unparsed_count:
         n = report.unparsed_count
         scope.append(f"{n} LD_DEBUG line{'s' if n != 1 else ''} of the dynamic pass {'were' if n != 1 else 'was'} "
                      "not understood (mltools elf trace --verbose shows them)")
     return DynamicResult(tuple(loaded), tuple(findings), tuple(scope))
+
+
+def _symbol_errors(prog, owners: OwnerIndex) -> List[Finding]:
+    """The loader's "symbol lookup error" lines of a run whose imports all worked.
+
+    glibc writes one for every failed ``dlsym`` too (libcusparseLt probes
+    ``InitializeInjectionCaskEnhanced``, jaxlib the ``MPITRAMPOLINE_*`` names):
+    the caller gets NULL and goes on. A library that fails to load names a
+    symbol it has as undefined in its own dynamic symbol table; a probe names a
+    symbol the object that reports it never references. Only the first is
+    a problem, and as the import worked, the library was an optional one.
+    """
+    from mltools.elf.reader import read_symbols
+
+    out: List[Finding] = []
+    where = f"{prog.name or '?'} [pid {prog.pid}]"
+    for err in prog.errors:
+        if err.kind != "symbol lookup error":
+            continue
+        m = re.search(r"undefined symbol: ([^\s,]+)", err.message)
+        symbol = m.group(1) if m else None
+        needs_it = False
+        if symbol and err.object and os.path.isfile(err.object):
+            try:
+                needs_it = any(sym.name == symbol and not sym.defined for sym in read_symbols(err.object).symbols)
+            except Exception:   # noqa: BLE001 - unreadable: then we do not know; keep it a warning
+                needs_it = True
+        owner = owners.owner(err.object) if err.object else None
+        if needs_it:
+            out.append(Finding(
+                "UNDEFINED", Severity.WARNING,
+                f"{err.object}: {err.kind}: {err.message} in {where}: it could not be loaded, though the "
+                "import went on without it (an optional library)",
+                fix="the library was built against another version of the one that defines the symbol: "
+                    "install matching versions (VERSION_SKEW above, if any, names them)",
+                details={"path": err.object, "package": str(owner) if owner else None, "symbol": symbol}))
+        else:
+            out.append(Finding(
+                "DLSYM_PROBE", Severity.INFO,
+                f"{symbol or err.message}: looked up with dlsym in {where} and not found; the caller checks "
+                "for it and goes on (glibc logs every failed lookup as a 'symbol lookup error')",
+                fix="nothing to do",
+                details={"path": err.object, "symbol": symbol}))
+    return out
 
 
 def _import_fix(error: str) -> str:

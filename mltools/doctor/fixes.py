@@ -43,41 +43,23 @@ _APT = (
 )
 _APT_RX = tuple((re.compile(rx), pkg) for rx, pkg in _APT)
 
-# NVIDIA's wheels: (library stem, wheel name for CUDA 11, 12, 13)
-_NVIDIA = {
-    "libcudart": ("nvidia-cuda-runtime-cu11", "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime"),
-    "libcublas": ("nvidia-cublas-cu11", "nvidia-cublas-cu12", "nvidia-cublas"),
-    "libcublasLt": ("nvidia-cublas-cu11", "nvidia-cublas-cu12", "nvidia-cublas"),
-    "libcufft": ("nvidia-cufft-cu11", "nvidia-cufft-cu12", "nvidia-cufft"),
-    "libcurand": ("nvidia-curand-cu11", "nvidia-curand-cu12", "nvidia-curand"),
-    "libcusparse": ("nvidia-cusparse-cu11", "nvidia-cusparse-cu12", "nvidia-cusparse"),
-    "libcusolver": ("nvidia-cusolver-cu11", "nvidia-cusolver-cu12", "nvidia-cusolver"),
-    "libnvrtc": ("nvidia-cuda-nvrtc-cu11", "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-nvrtc"),
-    "libcupti": ("nvidia-cuda-cupti-cu11", "nvidia-cuda-cupti-cu12", "nvidia-cuda-cupti"),
-    "libnvJitLink": (None, "nvidia-nvjitlink-cu12", "nvidia-nvjitlink"),
-}
-_CUDA_MAJOR_INDEX = {"11": 0, "12": 1, "13": 2}
-
-
 def install_hint(soname: str, cuda_major: Optional[str] = None) -> Optional[str]:
     """The install command that provides ``soname``, when mltools knows one."""
-    if soname == "libcuda.so.1":
-        return ("libcuda.so.1 comes with the NVIDIA driver, not with pip: install the driver "
+    from mltools.doctor.cuda_libs import cuda_majors_of, is_driver_library, nvidia_library, wheel_names
+
+    if is_driver_library(soname):
+        return (f"{soname} comes with the NVIDIA driver, not with pip: install the driver "
                 "(in a container, start it with the NVIDIA container toolkit, e.g. docker run --gpus all)")
-    m = re.match(r"^(lib[A-Za-z]+)\.so\.(\d+)", soname)
-    if m and m.group(1) in _NVIDIA:
-        wheels = _NVIDIA[m.group(1)]
-        major = m.group(2) if m.group(1) in ("libcudart", "libcublas", "libcublasLt", "libcufft", "libcurand",
-                                            "libcusparse", "libcusolver", "libnvrtc", "libcupti", "libnvJitLink") else None
-        idx = _CUDA_MAJOR_INDEX.get(major or cuda_major or "")
-        if idx is not None and wheels[idx]:
-            return f"pip install {wheels[idx]}   (CUDA {major or cuda_major})"
-    if soname.startswith("libcudnn"):
-        suffix = {"11": "-cu11", "12": "-cu12", "13": "-cu13"}.get(cuda_major or "", "-cu12")
-        return f"pip install nvidia-cudnn{suffix}   (use the -cuXX matching your CUDA)"
-    if soname.startswith("libnccl"):
-        suffix = {"11": "-cu11", "12": "-cu12", "13": "-cu13"}.get(cuda_major or "", "-cu12")
-        return f"pip install nvidia-nccl{suffix}   (use the -cuXX matching your CUDA)"
+    if nvidia_library(soname) is not None:
+        want = int(cuda_major) if cuda_major and str(cuda_major).isdigit() else None
+        wheels = wheel_names(soname, want)
+        majors = sorted(cuda_majors_of(soname)) if want is None else [want]
+        if len(wheels) == 1:
+            return f"pip install {wheels[0]}" + (f"   (CUDA {majors[0]})" if len(majors) == 1 else "")
+        if wheels:
+            listed = ", ".join(map(str, majors[:-1])) + f" and {majors[-1]}" if len(majors) > 1 else str(majors[0])
+            return (f"pip install {' or '.join(wheels)} (the one for your CUDA major: "
+                    f"{soname} is the name in CUDA {listed})")
     for rx, pkg in _APT_RX:
         if rx.match(soname):
             return f"apt-get install {pkg}"
@@ -98,8 +80,14 @@ def reinstall_hint(owner: Optional[Owner]) -> Optional[str]:
 
 
 def missing_library_fix(soname: str, needer_owner: Optional[Owner], near_miss_dir: Optional[str] = None,
-                        cuda_major: Optional[str] = None) -> str:
-    """One line: what makes ``soname`` loadable for the module that needs it."""
+                        cuda_major: Optional[str] = None, required: Optional[str] = None) -> str:
+    """One line: what makes ``soname`` loadable for the module that needs it.
+
+    ``required``: the requirement (``nvidia-cudnn-cu13==9.24.0.43``) of the
+    needer's package that ships it, when there is one: installing that is the fix.
+    """
+    if required:
+        return f"pip install '{required}' (required by {needer_owner.name if needer_owner else 'its package'})"
     hint = install_hint(soname, cuda_major)
     if near_miss_dir:
         first = f"it exists in {near_miss_dir}, which is not searched: add that directory to LD_LIBRARY_PATH " \

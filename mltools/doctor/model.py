@@ -33,6 +33,40 @@ class LoadedLibrary:
 
 
 @dataclass(frozen=True)
+class DlopenLibrary:
+    """An NVIDIA library a library of the environment opens by name at run time, resolved statically."""
+    name: str                       # the name it passes to dlopen: libcudnn_engines_precompiled.so.9
+    holder: str                     # the library that holds the name
+    holder_package: Optional[str]
+    path: Optional[str]             # the copy dlopen returns; None when not found
+    package: Optional[str]
+    via: Optional[str]              # ldtree's via, or "preload" (a framework mapped it by path first)
+    how: str                        # in words: "preloaded by torch 2.14.1", "DT_RUNPATH of libcudnn_graph.so.9"
+    context: Optional[str] = None   # the framework whose process it was resolved in
+
+
+@dataclass(frozen=True)
+class GpuTarget:
+    """A GPU the GPU code is judged against."""
+    name: str                       # "NVIDIA H100 80GB HBM3", or "sm_90" for --gpu-arch
+    capability: Tuple[int, int]     # (9, 0)
+    source: str                     # "nvidia-smi" or "--gpu-arch"
+    variant: str = ""               # "a" / "f" for --gpu-arch sm_90a (as given)
+
+
+@dataclass(frozen=True)
+class PackageGpuCode:
+    """The GPU code one package ships, summed over its files (fatbin headers only)."""
+    package: str                    # "torch 2.14.1" or a directory when no package owns the files
+    files: int                      # files with GPU code
+    sass: Tuple[str, ...]           # sm_75, sm_80, ... (cubins)
+    ptx: Tuple[str, ...]            # compute_90 (PTX, JIT-compiled by the driver)
+    newest_ptx_isa: Optional[str]   # "9.0"
+    summary: str                    # "sm_75-sm_121 + PTX compute_120"
+    partial_files: Tuple[str, ...] = ()  # files that keep more GPU code outside .nv_fatbin (loaded by themselves)
+
+
+@dataclass(frozen=True)
 class DoctorReport:
     SCHEMA: ClassVar[str] = "mltools.doctor"
     SCHEMA_VERSION: ClassVar[int] = 1
@@ -51,3 +85,7 @@ class DoctorReport:
     failed: bool                           # a finding at or above fail_on exists
     timings_s: Dict[str, float] = field(default_factory=dict)
     scope: Tuple[str, ...] = ()            # checks that did not run, and why
+    gpus: Tuple[GpuTarget, ...] = ()       # the GPUs found (or --gpu-arch) that GPU code is judged against
+    gpu_code: Tuple[PackageGpuCode, ...] = ()   # per package: the SASS and PTX its files carry
+    dlopens: Tuple[DlopenLibrary, ...] = ()     # NVIDIA libraries opened by name, as dlopen would resolve them
+    environment: Dict[str, Optional[str]] = field(default_factory=dict)  # --env/--unset: variables changed

@@ -87,6 +87,10 @@ class OwnerIndex:
     def distributions(self) -> Tuple[Owner, ...]:
         return tuple(self._dists)
 
+    def recorded(self) -> Iterable[Tuple[str, Owner]]:
+        """(path, owner) of every file the pip RECORDs list, present on disk or not."""
+        return self._pip.items()
+
     def pip_owner(self, path: str) -> Optional[Owner]:
         hit = self._pip.get(_norm(path))
         if hit is not None:

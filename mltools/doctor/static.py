@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
+from mltools.doctor import cuda
+from mltools.doctor.cuda_context import LOADER_VARS, PassContext, cuda_stack, framework_reach, retry_after_pathfinder
 from mltools.elf import runtimes as rt
 from mltools.python import InterpreterInfo
-from mltools.doctor.model import RuntimeCopy
+from mltools.doctor.model import DlopenLibrary, GpuTarget, PackageGpuCode, RuntimeCopy
 from mltools.doctor.owners import OwnerIndex
 from mltools.elf.files import ElfCandidate, identical_groups
 from mltools.findings import Finding, Severity
@@ -31,6 +33,27 @@ class StaticResult:
     runtimes: Tuple[RuntimeCopy, ...]
     cuda_majors: Dict[int, Tuple[str, ...]] = field(default_factory=dict)   # major -> who brings it
     scope: Tuple[str, ...] = ()
+    gpu_code: Tuple[PackageGpuCode, ...] = ()
+    dlopens: Tuple[DlopenLibrary, ...] = ()
+    timings_s: Dict[str, float] = field(default_factory=dict)
+
+
+class _Steps:
+    """One progress count over the pass's phases (files read, trees resolved, files checked,
+    sections scanned, dlopen names resolved); phases add their size when they start."""
+
+    def __init__(self, progress: Optional[Callable[..., None]]):
+        self.progress = progress
+        self.total = 0
+        self.done = 0
+
+    def plan(self, n: int) -> None:
+        self.total += n
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, max(self.total, self.done))
 
 
 @dataclass
@@ -63,7 +86,7 @@ def _bad_elf_finding(path: str, reason: str, owners: OwnerIndex) -> Finding:
                    details={"path": path, "package": str(owner) if owner else None, "git_lfs_pointer": lfs})
 
 
-_LOADER_VARS = ("LD_LIBRARY_PATH", "LD_PRELOAD")
+_LOADER_VARS = LOADER_VARS
 # Resolver findings passed on as they are. MISSING is regrouped per module as
 # MISSING_LIBRARY; LD_LIBRARY_PATH traps come from the environment pass; hwcaps
 # picks and skipped foreign-class files are normal.
@@ -72,13 +95,23 @@ _CHECK_CODES_KEPT = {"VERSION_MISSING", "VERSION_MISSING_WEAK", "UNDEFINED", "AB
 
 
 def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], owners: OwnerIndex,
-                environ: Mapping[str, str]) -> StaticResult:
+                environ: Mapping[str, str], *, gpus: Sequence[GpuTarget] = (), driver: Optional[str] = None,
+                progress: Optional[Callable[..., None]] = None) -> StaticResult:
+    import time
+
+    from mltools.doctor.frameworks import read_frameworks
+    from mltools.doctor.requirements import RequirementIndex, marker_environment, requirement_findings
     from mltools.elf.reader import ElfFormatError, read_elf
 
     findings: List[Finding] = []
     scope: List[str] = []
+    timings: Dict[str, float] = {}
+    steps = _Steps(progress)
+    steps.plan(3 * len(candidates))     # read, resolve, check; the CUDA phases add theirs
+    t = time.perf_counter()
     infos = {}
     for c in candidates:
+        steps.step()
         try:
             infos[c.path] = read_elf(c.path)
         except ElfFormatError as exc:
@@ -95,21 +128,43 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
                                     fix="make the file readable (the loader needs to read it too)",
                                     details={"path": c.path}))
     ext = {c.path for c in candidates if c.is_extension}
+    reqs = RequirementIndex(interp.site_dirs, marker_environment(interp.version, interp.implementation))
+    frameworks = read_frameworks(interp.sys_path, interp.site_dirs, reqs.versions)
+    scope += frameworks.scope
     from mltools.elf.ldtree import Resolver
 
     resolver = Resolver()        # one loader model (cache, directory listings, headers) for the pass
-    trees, tree_findings, nodes, after = _resolve(interp, candidates, infos, environ, resolver)
-    findings += _missing_findings(trees, owners, ext)
-    findings += [_with_owner(f, owners) for f in tree_findings]
+    ctx = PassContext(interp, owners, reqs, frameworks, infos, candidates)
     programs = {p for p, as_ext in _roots(candidates, infos) if not as_ext}
-    findings += _check_findings(trees, owners, programs, interp.executable, environ, resolver, after)
+    # one read of every library's sections: the names it may dlopen, its GPU code
+    libs = [p for p, info in infos.items() if info.type == 3 and p not in programs]
+    steps.plan(len(libs))
+    ctx.scan = cuda.scan_files(libs, steps.step)
+    ctx.holders = {path: (infos[path].soname, infos[path].needed, names) for path, names in ctx.scan.names.items()}
+    timings["read"] = time.perf_counter() - t
+    t = time.perf_counter()
+    trees, tree_findings, nodes, after = _resolve(interp, candidates, infos, environ, resolver, ctx, steps)
+    findings += _missing_findings(trees, owners, ext, programs, ctx)
+    findings += [_with_owner(f, owners) for f in tree_findings]
+    timings["resolve"] = time.perf_counter() - t
+    t = time.perf_counter()
+    checks = _check_findings(trees, owners, programs, interp.executable, environ, resolver, after, steps)
+    findings += cuda.version_skew(checks, trees, owners, ctx.env_by_soname, environ)
     if programs:
         scope.append(f"symbol and version checks of the {len(programs)} programs found (not extension "
                      "modules): only their libraries are resolved")
-    copies, cuda = _runtime_copies(nodes, set(infos), owners)
+    timings["check"] = time.perf_counter() - t
+    copies, cuda_majors = _runtime_copies(nodes, set(infos), owners)
     findings += _runtime_findings(copies)
     findings += _identical_findings([p for p in infos if p not in ext], infos, owners)
-    return StaticResult(tuple(_dedupe(findings)), tuple(copies), cuda, tuple(scope))
+    t = time.perf_counter()
+    cres = cuda_stack(interp, infos, programs, trees, after, owners, environ, resolver, ctx, gpus, driver, steps)
+    findings += cres["findings"]
+    scope += cres["scope"]
+    findings += requirement_findings(reqs)
+    timings["cuda"] = time.perf_counter() - t
+    return StaticResult(tuple(_dedupe(findings)), tuple(copies), cuda_majors, tuple(scope),
+                        cres["gpu_code"], cres["dlopens"], {k: round(v, 4) for k, v in timings.items()})
 
 
 def _internal_error(path: str, doing: str, exc: BaseException) -> Finding:
@@ -155,9 +210,10 @@ def _roots(candidates: Sequence[ElfCandidate], infos) -> List[Tuple[str, bool]]:
     return out
 
 
-def _resolve(interp, candidates, infos, environ, resolver):
-    """Resolve every extension module (in the interpreter's process) and program (on its own),
-    then the environment's libraries no root reaches (as a dlopen from Python would)."""
+def _resolve(interp, candidates, infos, environ, resolver, ctx: "PassContext", steps: _Steps):
+    """Resolve every extension module (in the interpreter's process, after the preloads of its
+    framework) and program (on its own), then the environment's libraries no root reaches (as a
+    dlopen from Python would)."""
     from mltools.elf.ldtree import resolve_tree
     from mltools.errors import MltoolsError
 
@@ -170,6 +226,7 @@ def _resolve(interp, candidates, infos, environ, resolver):
     def resolve(path, as_dlopen):
         try:
             trees[path] = resolve_tree(path, env=loader_env, main=main if as_dlopen else None,
+                                       loaded=list(ctx.loaded_before(path)) if as_dlopen else (),
                                        resolver=resolver)
         except MltoolsError as exc:
             tree_findings.append(Finding("UNRESOLVABLE", Severity.WARNING, exc.message,
@@ -179,12 +236,28 @@ def _resolve(interp, candidates, infos, environ, resolver):
 
     for path, as_ext in roots:
         resolve(path, as_ext)
-    after = _retry_after_imports(trees, roots, infos, candidates, loader_env, main, resolver, tree_findings)
+        steps.step()
+    after = _retry_after_imports(trees, roots, infos, candidates, loader_env, main, resolver, tree_findings, ctx)
+    after.update(retry_after_pathfinder(trees, roots, loader_env, main, resolver, tree_findings, ctx))
+    for path, as_ext in roots:          # the symbol checks see the same process
+        if as_ext and path not in after and ctx.loaded_before(path):
+            after[path] = ctx.loaded_before(path)
+    ctx.reach = framework_reach(trees, ctx)
     reached = {lib.path for t in trees.values() for lib in t.libraries if lib.path}
     for path, info in infos.items():
         if path in trees or info.type != 3 or not info.has_dynamic or os.path.realpath(path) in reached:
             continue
-        resolve(path, True)
+        first = ctx.opened_after(path, main, loader_env, resolver)
+        if first:
+            after[path] = first
+        try:
+            trees[path] = resolve_tree(path, env=loader_env, main=main, loaded=list(first), resolver=resolver)
+        except MltoolsError as exc:
+            tree_findings.append(Finding("UNRESOLVABLE", Severity.WARNING, exc.message,
+                                         fix="check the file with mltools elf inspect", details={"path": path}))
+        except Exception as exc:  # noqa: BLE001 - one odd file must not sink the whole report
+            tree_findings.append(_internal_error(path, "resolving", exc))
+        steps.step()
     for t in trees.values():
         for f in t.findings:
             if f.code in _TREE_CODES_KEPT:
@@ -210,7 +283,7 @@ def _module_name(path: str, candidates: Sequence[ElfCandidate]) -> str:
 
 
 def _retry_after_imports(trees, roots, infos, candidates, loader_env, main, resolver,
-                         tree_findings: List[Finding]) -> Dict[str, Tuple[str, ...]]:
+                         tree_findings: List[Finding], ctx: "PassContext") -> Dict[str, Tuple[str, ...]]:
     """Extension modules that find their libraries only once another import loaded them.
 
     torch's C++ extensions need ``libc10.so`` and ``libtorch*.so`` but carry no
@@ -248,14 +321,15 @@ def _retry_after_imports(trees, roots, infos, candidates, loader_env, main, reso
         importers = tuple(sorted({loaded_by[by_soname[m]] for m in missing}))
         if root in importers:
             continue
+        first = tuple(dict.fromkeys(p for i in importers for p in ctx.loaded_before(i)))
         try:
-            retry = resolve_tree(root, env=loader_env, main=main, loaded=list(importers), resolver=resolver)
+            retry = resolve_tree(root, env=loader_env, main=main, loaded=list(first + importers), resolver=resolver)
         except MltoolsError:
             continue
         if any(lib.path is None for lib in retry.libraries):
             continue
         trees[root] = retry
-        after[root] = importers
+        after[root] = first + importers
         modules = sorted({_module_name(i, candidates).split(".", 1)[0] for i in importers})
         tree_findings.append(Finding(
             "NEEDS_IMPORT_FIRST", Severity.INFO,
@@ -281,8 +355,20 @@ def _graft_order(f: Finding) -> Finding:
     return f
 
 
-def _missing_findings(trees, owners: OwnerIndex, ext: Set[str]) -> List[Finding]:
-    """One finding per missing SONAME, naming every file that needs it and its package."""
+def _missing_findings(trees, owners: OwnerIndex, ext: Set[str], programs: Set[str],
+                      ctx: "PassContext") -> List[Finding]:
+    """One finding per set of files that miss libraries, judged by what can load those files.
+
+    - an extension module (Python imports it): an error, unless every library it
+      misses is an NVIDIA one that its package does not require (an optional part);
+    - only programs shipped inside a package (test binaries, tools): a note, as
+      Python never loads them;
+    - only libraries no extension module reaches: a note, as nothing loads them
+      at import; they are plugins and optional parts that their users dlopen
+      (after loading what they need, when it is in the environment).
+    Libraries of the NVIDIA driver are left to the driver finding of the CUDA pass.
+    """
+    from mltools.doctor.cuda_libs import is_driver_library
     from mltools.doctor.fixes import missing_library_fix
 
     missing: Dict[str, dict] = {}
@@ -300,6 +386,9 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str]) -> List[Finding]
     # libraries is one problem with one fix
     groups: Dict[Tuple[str, ...], List[str]] = defaultdict(list)
     for soname, m in sorted(missing.items()):
+        if is_driver_library(soname) and not any(r in ext for r in m["roots"]):
+            ctx.driver_needers.setdefault(soname, []).extend(sorted(m["needed_by"]))
+            continue
         groups[tuple(sorted(m["needed_by"]))].append(soname)
     out = []
     for needers, sonames in sorted(groups.items(), key=lambda kv: kv[1]):
@@ -307,9 +396,12 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str]) -> List[Finding]
         owner = owners.owner(first)
         pkgs = sorted({owner_text(owners, p) or "-" for p in needers})
         roots = set().union(*(missing[s]["roots"] for s in sonames))
-        # needed only by programs (test binaries, tools) or by libraries no extension module
-        # reaches (dlopen'ed plugins at worst): imports are not affected
-        unreached = all(r not in ext for r in roots)
+        if any(r in ext for r in roots):
+            kind = "import"
+        elif all(r in programs for r in roots):
+            kind = "program"
+        else:
+            kind = "dlopen"
         nears = [(s, missing[s]["near"]) for s in sonames if missing[s]["near"] is not None]
         near_dirs = sorted({os.path.dirname(os.path.normpath(n.path)) for _, n in nears
                             if "another version" not in n.reason})
@@ -319,25 +411,91 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str]) -> List[Finding]
         if nears:
             s0, n0 = nears[0]
             msg += f" (near miss: {os.path.normpath(n0.path)}: {n0.reason})"
-        if unreached:
-            msg += "; no extension module needs it, so imports are not affected"
-        fixes = []
-        for soname in sonames:
-            fx = missing_library_fix(soname, owner, near_dirs[0] if near_dirs else None)
-            if fx not in fixes:
-                fixes.append(fx)
+        severity = Severity.ERROR
+        fixes: List[str] = []
+        optional = kind == "import" and _optional_nvidia(sonames, owner, ctx)
+        if kind == "program":
+            severity = Severity.INFO
+            msg += (f"; {'it is a program' if len(needers) == 1 else 'these are programs'} shipped inside "
+                    f"{', '.join(pkgs)}, not something Python imports: imports are not affected")
+            fixes.append("nothing to do for imports; such programs (tests, tools) are run the way their "
+                         "package documents")
+        elif kind == "dlopen":
+            severity = Severity.INFO
+            present = [s for s in sonames if s in ctx.env_sonames]
+            if present and len(present) == len(sonames):
+                where = sorted({os.path.dirname(ctx.env_sonames[s]) for s in present})
+                one = len(sonames) == 1
+                msg += (f"; nothing Python imports needs {'it' if len(needers) == 1 else 'them'}, and "
+                        f"{'it is' if one else 'they are'} in {', '.join(where)}: "
+                        f"{'it loads' if len(needers) == 1 else 'they load'} once {'that library is' if one else 'those are'} "
+                        "loaded, which is how their users open them")
+                fixes.append("nothing to do: imports are not affected")
+            else:
+                msg += ("; no extension module needs it: it is a plugin or optional part that is opened with "
+                        "dlopen when its feature is used, and only that feature is unavailable")
+                fixes.append("nothing to do for imports; install "
+                             + ", ".join(s for s in sonames if s not in ctx.env_sonames)
+                             + " only if you use that feature")
+        elif optional:
+            severity = Severity.INFO
+            msg += (f"; {owner.name if owner else 'its package'} does not require a package that ships "
+                    f"{'it' if len(sonames) == 1 else 'them'}: an optional part, whose module fails to import "
+                    "until it is installed")
+        if kind == "import":
+            # LD_LIBRARY_PATH advice only for a directory outside the environment: inside it,
+            # pip owns the layout and the library's own users load it first
+            near_dir = next((d for d in near_dirs if not ctx.in_env(d + "/x")), None)
+            from mltools.doctor.cuda_libs import cuda_major_of_file
+            info = ctx.infos.get(first)
+            major = cuda_major_of_file(first, info.needed if info else (), owner.name if owner else None)
+            for soname in sonames:
+                fx = missing_library_fix(soname, owner, near_dir, cuda_major=str(major) if major else None,
+                                         required=_required_pin(soname, owner, ctx))
+                if fx not in fixes:
+                    fixes.append(fx)
+        elif kind == "dlopen" and not fixes:
+            fixes.append("nothing to do: imports are not affected")
         out.append(Finding(
-            "MISSING_LIBRARY", Severity.WARNING if unreached else Severity.ERROR, msg,
+            "MISSING_LIBRARY", severity, msg,
             fix="; ".join(fixes),
             details={"sonames": sonames, "soname": sonames[0], "path": first,
                      "package": str(owner) if owner else None, "needed_by": list(needers), "packages": pkgs,
+                     "loaded_by": kind,
                      "near_misses": [{"soname": s, "path": os.path.normpath(n.path), "reason": n.reason}
                                      for s, n in nears]}))
     return out
 
 
+def _optional_nvidia(sonames: Sequence[str], owner, ctx: "PassContext") -> bool:
+    """Every library is NVIDIA's and no requirement of the package brings a wheel that ships it."""
+    from mltools.doctor.cuda_libs import nvidia_library, wheel_names
+
+    if owner is None or owner.manager != "pip":
+        return False
+    required = ctx.requires(str(owner))
+    for s in sonames:
+        if nvidia_library(s) is None or set(wheel_names(s)) & required:
+            return False
+    return True
+
+
+def _required_pin(soname: str, owner, ctx: "PassContext") -> Optional[str]:
+    """``nvidia-cudnn-cu13==9.24.0.43`` when the needer's package requires the wheel that ships ``soname``."""
+    from mltools.doctor.cuda_libs import wheel_names
+
+    if owner is None or owner.manager != "pip":
+        return None
+    for wheel in wheel_names(soname):
+        req = ctx.reqs.requirement_of(owner.name, wheel)
+        if req is not None:
+            return f"{req.name}{req.specifier}"
+    return None
+
+
 def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
-                    environ: Mapping[str, str], resolver, after: Mapping[str, Tuple[str, ...]]) -> List[Finding]:
+                    environ: Mapping[str, str], resolver, after: Mapping[str, Tuple[str, ...]],
+                    steps: _Steps) -> List[Finding]:
     """Version needs and undefined symbols (mltools.elf.check) of every extension
     module and library, in the interpreter's process: one symbol cache for the
     whole pass, so each library is read and checked against a given scope once.
@@ -354,6 +512,7 @@ def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
         return []
     out: List[Finding] = []
     for root in sorted(trees):
+        steps.step()
         if root in programs:
             continue
         try:

@@ -221,7 +221,9 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
 
     start = time.perf_counter()
     cache = SymbolCache() if symbol_cache is None else symbol_cache
-    syms: Dict[str, _ObjSyms] = {o.path: cache.get(o.path) for o in objects}
+    # objects outside the lookup scope (loaded earlier, RTLD_LOCAL) matter only for a symbol
+    # nothing in scope defines: read lazily (a framework's preloads are large)
+    syms: Dict[str, _ObjSyms] = {o.path: cache.get(o.path) for o in objects if o.in_scope or not o.context}
     shown = {o.path: o.shown for o in objects}
     findings: List[Finding] = list(extra_findings)
     for path, s in syms.items():
@@ -268,7 +270,8 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
 
     # --- symbols ----------------------------------------------------------
     scope = [syms[o.path] for o in objects if o.in_scope and not syms[o.path].error]
-    outside = [syms[o.path] for o in objects if not o.in_scope and not syms[o.path].error]
+    outside_objs = [o for o in objects if not o.in_scope]
+    outside: Optional[List[_ObjSyms]] = None
     seen_scope: set = set()
     scope = [s for s in scope if not (s.path in seen_scope or seen_scope.add(s.path))]
     scope_paths = {s.path for s in scope}
@@ -294,6 +297,8 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
         for name, version, vn_file in unres:
             if (o.path, version) in missing_versions:
                 continue
+            if outside is None:
+                outside = [x for x in (cache.get(p.path) for p in outside_objs) if not x.error]
             provider = next((p.path for p in outside if _matches(p, name, version)), None)
             if provider is not None:
                 fragile.append((o, name, version, provider))
@@ -304,7 +309,7 @@ def check_objects(objects: Sequence[ScopeObject], *, extra_findings: Iterable[Fi
     names = sorted({n for _, n, _, _ in unresolved} | {n for _, n, _, _ in fragile})
     pretty = dict(zip(names, demangle_all(names)))
     abi_twins = _abi_twins([n for n in names if n.startswith("_Z")], pretty,
-                           [p for p in scope + outside])
+                           [p for p in scope + (outside or [])])
 
     by_obj: Dict[Tuple[str, str], List[SymbolRef]] = {}
     for o, name, version, vn_file in unresolved:

@@ -284,7 +284,11 @@ class _ProgramParser:
         if c == "o":
             m = _OPENING.match(text)
             if m:
-                # A dlopen of an object that was already loaded prints only this.
+                # A dlopen of an object already loaded (under this name, its SONAME, or
+                # another path to the same file) prints its file= request and then only
+                # this line, naming the object it returns: the request was found.
+                if self._request is not None and self._request[2] == "dlopen":
+                    self._finish(m.group(1))
                 return True
         if c == "i":
             m = _INITIALIZE.match(text)

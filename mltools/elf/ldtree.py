@@ -42,7 +42,7 @@ from mltools.findings import Finding, Severity
 
 __all__ = [
     "Candidate", "NearMiss", "Library", "DepTree", "DepTreeSet", "Resolver", "resolve_tree", "VIA_LABELS", "via_label",
-    "ROOT_PLACEHOLDER", "template_of",
+    "ROOT_PLACEHOLDER", "template_of", "resolve_dlopen",
 ]
 
 # What each ``via`` value means: the loader's own term (findings, search labels)
@@ -693,6 +693,26 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
         main=main, preload=preload, loaded=loaded, use_etc_preload=use_etc_preload)
 
 
+def resolve_dlopen(name: str, caller: str, *, main: str, loaded: Sequence[str] = (),
+                   env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+                   use_etc_preload: bool = True, resolver: Optional[Resolver] = None) -> DepTree:
+    """What ``dlopen(name)`` called from the library ``caller`` maps, as ld.so would.
+
+    The process is ``main`` (e.g. the Python interpreter) with its preloads and
+    dependencies, then every object of ``loaded`` dlopen'ed in order (a
+    framework's preloads), then ``caller`` with its dependencies. A name that
+    matches an object already loaded (its SONAME, a name it was loaded under or
+    its path) returns that object (``via == "loaded"``); otherwise it is
+    searched with the caller's DT_RPATH chain (when it has no DT_RUNPATH) and
+    the main program's, LD_LIBRARY_PATH, the caller's DT_RUNPATH, the ld.so
+    cache and the system directories. ``libraries[0]`` is the object dlopen
+    returns (``path`` None when not found), the rest what it brings in.
+    """
+    r = resolver or Resolver()
+    return _Walk(r, caller, dict(env or {}), cwd or os.getcwd()).run_dlopen(
+        name, main=main, loaded=loaded, use_etc_preload=use_etc_preload)
+
+
 class _Walk:
     """One resolution: the simulated process's namespace, and the tree of its root.
 
@@ -713,7 +733,10 @@ class _Walk:
         self.tree_depth: Dict[int, int] = {}     # breadth-first level within the root's traversal
         self.main_obj: Optional[_Obj] = None
         self.root_obj: Optional[_Obj] = None
+        self.interp_obj: Optional[_Obj] = None
+        self.interp_path: Optional[str] = None
         self.env_dirs: Tuple[str, ...] = ()
+        self.preload_names: List[Tuple[str, str]] = []
 
     def load_root(self, p: str, kind: str) -> _Obj:
         r = self.r
@@ -845,26 +868,24 @@ class _Walk:
                 fix="give the object its own DT_RUNPATH (e.g. $ORIGIN) or a path that finds the library",
                 details={"requester": requester.ident(), "name": name, "provider": dep.real}))
 
-    def run(self, *, main: Optional[str], preload: Sequence[str], loaded: Sequence[str],
-            use_etc_preload: bool) -> DepTree:
-        r, ns, path, cwd, env, findings = self.r, self.ns, self.path, self.cwd, self.env, self.findings
-        # the main program
-        root_is_main = main is None
-        main_obj = self.main_obj = self.load_root(path if root_is_main else main, "main")
+    def start_process(self, main: str, preload: Sequence[str], use_etc_preload: bool) -> None:
+        """Map the main program, its interpreter and the preloads (not yet their dependencies)."""
+        r, ns, cwd, env, findings = self.r, self.ns, self.cwd, self.env, self.findings
+        main_obj = self.main_obj = self.load_root(main, "main")
         main_obj.is_main = True
         ns.add(main_obj)
 
         # the program interpreter is in the namespace from the start
         interp_path = main_obj.info.interp or r.config.interpreter
-        interp_obj = None
+        self.interp_path = interp_path
         host_interp = r.host(interp_path)
         outcome, iinfo, _reason = r.verify(host_interp)
         if outcome == "ok":
-            interp_obj = r.new_object(iinfo, interp_path, host_interp, None, 0, "interpreter", cwd)
+            interp_obj = self.interp_obj = r.new_object(iinfo, interp_path, host_interp, None, 0, "interpreter", cwd)
             interp_obj.kind = "interpreter"
             interp_obj.names.append(interp_path)
             ns.add(interp_obj)
-        env_dirs = self.env_dirs = _env_dirs(r, env, main_obj)
+        self.env_dirs = _env_dirs(r, env, main_obj)
         for el in (env.get("LD_LIBRARY_PATH") or "").replace(";", ":").split(":") if env.get("LD_LIBRARY_PATH") else ():
             if el == "":
                 findings.append(Finding("EMPTY_PATH_ELEMENT", Severity.WARNING,
@@ -872,25 +893,13 @@ class _Walk:
                                         f"directory ({cwd}) there", fix="remove the empty element",
                                         details={"variable": "LD_LIBRARY_PATH"}))
                 break
+        self.preload_names = _preload_names(env, preload, r, use_etc_preload)
 
-        # preloads: searched with the main program as the loader
-        self.root_obj = main_obj if root_is_main else None
-        preload_names = _preload_names(env, preload, r, use_etc_preload)
-
-        # Programs with the same NEEDED list, search paths and flags get the same
-        # tree (many of /usr/bin need only libc.so.6): reuse it, renaming the root.
-        memo_key = None
-        if root_is_main and not findings:
-            mi = main_obj.info
-            memo_key = (mi.needed, r.rpath_dirs(main_obj), r.runpath_dirs(main_obj), mi.nodeflib, mi.soname,
-                        interp_path, env_dirs, tuple(preload_names), cwd)
-            hit = r.memoized_tree(memo_key)
-            if hit is not None:
-                return _from_template(hit, path)
-
-        tree_depth = self.tree_depth
+    def map_preloads(self) -> List[_Obj]:
+        """The preloads, searched with the main program as the loader, in order."""
+        ns, findings, main_obj = self.ns, self.findings, self.main_obj
         pre_objs: List[_Obj] = _Order()
-        for pname, source in preload_names:
+        for pname, source in self.preload_names:
             before = len(ns.objs)
             dep = self.map_name(pname, main_obj, 1, pre_objs)
             if dep is None or dep.kind in ("missing", "fatal"):
@@ -907,38 +916,71 @@ class _Walk:
                 dep.via_object = source
         for o in pre_objs:
             o.depth = 1
-            tree_depth[id(o)] = 1
+            self.tree_depth[id(o)] = 1
+        return pre_objs
 
+    def load_context(self, pre_objs: List[_Obj], loaded: Sequence[str]) -> None:
+        """The process before the root: the main program's tree, then each ``loaded`` object
+        dlopen'ed in order with its tree; all of it marked as context."""
+        ns = self.ns
+        ctx: List[_Obj] = _Order(pre_objs)
+        self.bfs([self.main_obj] + pre_objs, ctx, False)
+        for extra in loaded:
+            try:
+                lobj = self.load_root(extra, "dlopen")
+            except (InputError, ElfFormatError) as exc:
+                raise InputError(f"already-loaded object {extra}: {exc.message}") from None
+            same = ns.by_id.get(lobj.info.file_id)
+            if same is not None:
+                continue
+            lobj.origin = os.path.dirname(os.path.abspath(extra))
+            ns.add(lobj)
+            ctx.append(lobj)
+            self.bfs([lobj], ctx, False)
+        for o in ns.objs:
+            o.context = True
+        self.missing.clear()
+
+    def dlopen_root(self, path: str) -> _Obj:
+        """``path`` dlopen'ed into the process (or the object already loaded from that file)."""
+        ns = self.ns
+        root_obj = self.load_root(path, "dlopen")
+        root_obj.origin = os.path.dirname(os.path.abspath(path))
+        same = ns.by_id.get(root_obj.info.file_id)
+        if same is not None:
+            return same
+        ns.add(root_obj)
+        return root_obj
+
+    def run(self, *, main: Optional[str], preload: Sequence[str], loaded: Sequence[str],
+            use_etc_preload: bool) -> DepTree:
+        r, ns, path, cwd, findings = self.r, self.ns, self.path, self.cwd, self.findings
+        root_is_main = main is None
+        self.start_process(path if root_is_main else main, preload, use_etc_preload)
+        main_obj, interp_path, env_dirs = self.main_obj, self.interp_path, self.env_dirs
+        interp_obj = self.interp_obj
+        self.root_obj = main_obj if root_is_main else None
+        preload_names = self.preload_names
+
+        # Programs with the same NEEDED list, search paths and flags get the same
+        # tree (many of /usr/bin need only libc.so.6): reuse it, renaming the root.
+        memo_key = None
+        if root_is_main and not findings:
+            mi = main_obj.info
+            memo_key = (mi.needed, r.rpath_dirs(main_obj), r.runpath_dirs(main_obj), mi.nodeflib, mi.soname,
+                        interp_path, env_dirs, tuple(preload_names), cwd)
+            hit = r.memoized_tree(memo_key)
+            if hit is not None:
+                return _from_template(hit, path)
+
+        pre_objs = self.map_preloads()
         if root_is_main:
             root_obj = main_obj
             order: List[_Obj] = _Order(pre_objs)
             self.bfs([main_obj] + pre_objs, order, True)
         else:
-            ctx: List[_Obj] = _Order(pre_objs)
-            self.bfs([main_obj] + pre_objs, ctx, False)
-            for extra in loaded:
-                try:
-                    lobj = self.load_root(extra, "dlopen")
-                except (InputError, ElfFormatError) as exc:
-                    raise InputError(f"already-loaded object {extra}: {exc.message}") from None
-                same = ns.by_id.get(lobj.info.file_id)
-                if same is not None:
-                    continue
-                lobj.origin = os.path.dirname(os.path.abspath(extra))
-                ns.add(lobj)
-                ctx.append(lobj)
-                self.bfs([lobj], ctx, False)
-            for o in ns.objs:
-                o.context = True
-            self.missing.clear()
-            root_obj = self.load_root(path, "dlopen")
-            root_obj.origin = os.path.dirname(os.path.abspath(path))
-            same = ns.by_id.get(root_obj.info.file_id)
-            if same is not None:
-                root_obj = same
-            else:
-                ns.add(root_obj)
-            self.root_obj = root_obj
+            self.load_context(pre_objs, loaded)
+            root_obj = self.root_obj = self.dlopen_root(path)
             order = _Order()
             self.bfs([root_obj], order, True)
 
@@ -967,6 +1009,35 @@ class _Walk:
                 and not self.root_reused):
             r.remember_tree(memo_key, _to_template(tree, path))
         return tree
+
+    def run_dlopen(self, name: str, *, main: str, loaded: Sequence[str], use_etc_preload: bool) -> DepTree:
+        """``dlopen(name)`` called from ``self.path`` (already loaded) in a process of ``main`` + ``loaded``."""
+        self.start_process(main, (), use_etc_preload)
+        self.load_context(self.map_preloads(), loaded)
+        caller = self.root_obj = self.dlopen_root(self.path)
+        if not caller.context:            # the caller's own NEEDED tree is mapped before it runs
+            ctx: List[_Obj] = _Order([caller])
+            self.bfs([caller], ctx, False)
+            for o in self.ns.objs:
+                o.context = True
+            self.missing.clear()
+        order: List[_Obj] = _Order()
+        existing = self.ns.lookup(name)
+        if existing is not None:
+            # dlopen of a name already loaded (by SONAME, name or path): that object, nothing searched
+            lib = _library(existing, self.r, 1, (caller, self.path))
+            lib = _copy(lib, via="loaded", needed_by=(self.path,), depth=1)
+            return DepTree(root=self.path, libraries=(lib,), findings=tuple(self.findings),
+                           root_needed=(name,), context=tuple(o.ident() for o in self.ns.objs if o.context))
+        dep = self.map_name(name, caller, 1, order)
+        dep.needed_by.append(self.path)
+        self.tree_depth[id(dep)] = 1
+        if dep.kind not in ("missing", "fatal"):
+            self.bfs([dep], order, True)
+        libs = self.libraries(order, caller)
+        return DepTree(root=self.path, libraries=tuple(libs), findings=tuple(self.findings), root_needed=(name,),
+                       interpreter=self.interp_path if self.interp_obj else None,
+                       context=tuple(o.ident() for o in self.ns.objs if o.context))
 
     def libraries(self, order: List[_Obj], root_obj: _Obj) -> List[Library]:
         """The tree's libraries in load order, with the findings about each."""

@@ -645,16 +645,34 @@ def _read_symbols(img: _Image) -> ElfSymbols:
             fmt = e + "IBBHQQ"     # st_name st_info st_other st_shndx st_value st_size
         else:
             fmt = e + "IIIBBH"     # st_name st_value st_size st_info st_other st_shndx
-        unpack = struct.Struct(fmt).unpack_from
+        st = struct.Struct(fmt)
         versyms = (struct.unpack_from(e + f"{count}H", buf, versym_off) if versym_off is not None else None)
-        cstr = img.cstr
-        for i in range(1, count):
-            f = unpack(buf, symoff + i * entsize)
-            if img.cls == 64:
+        if entsize == st.size:      # the usual layout: one call for the whole table
+            rows = st.iter_unpack(buf[symoff + entsize:symoff + count * entsize])
+        else:
+            rows = (st.unpack_from(buf, symoff + i * entsize) for i in range(1, count))
+        # the string table decoded once (latin-1 keeps byte offsets; the rare non-ASCII name is
+        # decoded again as UTF-8); symbols made without the frozen dataclass's per-field setattr
+        strtab = bytes(buf[str_off:str_end]).decode("latin-1")
+        str_size = len(strtab)
+        new = object.__new__
+        is64 = img.cls == 64
+        for i, f in enumerate(rows, 1):
+            if is64:
                 st_name, st_info, _other, shndx, value, size = f
             else:
                 st_name, value, size, st_info, _other, shndx = f
-            name = cstr(str_off + st_name, str_end) if st_name else ""
+            if st_name:
+                if st_name >= str_size:
+                    raise ElfFormatError(img.path, "corrupt", f"string offset {str_off + st_name:#x} outside the string table")
+                stop = strtab.find("\0", st_name)
+                if stop < 0:
+                    raise ElfFormatError(img.path, "corrupt", "unterminated string in the string table")
+                name = strtab[st_name:stop]
+                if not name.isascii():
+                    name = name.encode("latin-1").decode("utf-8", "surrogateescape")
+            else:
+                name = ""
             version = vfile = None
             hidden = False
             if versyms is not None:
@@ -666,11 +684,13 @@ def _read_symbols(img: _Image) -> ElfSymbols:
                         version = def_names[v]
                     elif v in need_names:
                         version, vfile = need_names[v]
-            syms.append(DynamicSymbol(
+            sym = new(DynamicSymbol)
+            sym.__dict__.update(
                 name=name, version=version, hidden=hidden, defined=shndx != 0,
-                binding=_STB.get(st_info >> 4, str(st_info >> 4)),
-                type=_STT.get(st_info & 0xF, str(st_info & 0xF)),
-                value=value, size=size, version_file=vfile))
+                binding=_STB.get(st_info >> 4) or str(st_info >> 4),
+                type=_STT.get(st_info & 0xF) or str(st_info & 0xF),
+                value=value, size=size, version_file=vfile)
+            syms.append(sym)
     return ElfSymbols(tuple(syms), tuple(vneeds), tuple(vdefs))
 
 

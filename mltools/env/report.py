@@ -85,6 +85,7 @@ class GpuInfo:
     driver_version: str
     memory_total_mib: Optional[int]
     uuid: str
+    compute_capability: Optional[str] = None    # "9.0" (nvidia-smi 510 and later report it)
 
 
 @dataclass(frozen=True)
@@ -249,25 +250,32 @@ def _meminfo_bytes_node(text: str) -> Optional[int]:
     return int(m.group(1)) * 1024 if m else None
 
 
-def _collect_gpus() -> Tuple[Optional[str], Tuple[GpuInfo, ...]]:
+def collect_gpus() -> Tuple[Optional[str], Tuple[GpuInfo, ...]]:
+    """(the nvidia-smi used, the GPUs it lists with their compute capability); (None, ()) without one."""
     from mltools import _proc
 
     smi = _proc.which("nvidia-smi")
     if smi is None:
         return None, ()
-    try:
-        res = _proc.run([smi, "--query-gpu=index,name,driver_version,memory.total,uuid",
-                         "--format=csv,noheader,nounits"], timeout=20, lc_all_c=True)
-    except Exception:  # a broken driver must not break the report
-        return smi, ()
-    if res.returncode != 0 or res.timed_out:
+    fields = "index,name,driver_version,memory.total,uuid"
+    res = None
+    # compute_cap is known to nvidia-smi from driver 510 on; older ones reject the whole query
+    for query in (fields + ",compute_cap", fields):
+        try:
+            res = _proc.run([smi, f"--query-gpu={query}", "--format=csv,noheader,nounits"], timeout=20, lc_all_c=True)
+        except Exception:  # a broken driver must not break the report
+            return smi, ()
+        if res.returncode == 0 and not res.timed_out:
+            break
+    if res is None or res.returncode != 0 or res.timed_out:
         return smi, ()
     gpus = []
     for line in res.stdout.splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) < 5 or not parts[0].isdigit():
             continue
-        gpus.append(GpuInfo(int(parts[0]), parts[1], parts[2], _int_or_none(parts[3]), parts[4]))
+        cc = parts[5] if len(parts) > 5 and re.fullmatch(r"\d+\.\d+", parts[5]) else None
+        gpus.append(GpuInfo(int(parts[0]), parts[1], parts[2], _int_or_none(parts[3]), parts[4], cc))
     return smi, tuple(gpus)
 
 
@@ -426,7 +434,7 @@ def collect_env(environ: Optional[Mapping[str, str]] = None, *, with_numpy: bool
     environ = dict(os.environ if environ is None else environ)
     cpu = _collect_cpu()
     numpy_version, runtimes = _collect_runtimes() if with_numpy else (None, ())
-    smi, gpus = _collect_gpus()
+    smi, gpus = collect_gpus()
     findings = environment_findings(environ, cpu.usable_cpus, runtimes)
     if cpu.isa_level is not None and cpu.isa_level_runtime is not None and cpu.isa_level != cpu.isa_level_runtime:
         findings += (Finding(
