@@ -272,15 +272,14 @@ def test_progress_counts_every_measurement():
 
 def test_interrupted_run_prints_the_pairs_that_finished(tmp_path):
     import signal
-    import time
+
+    from interrupting import interrupt_after_progress
 
     out = tmp_path / "partial.json"
-    proc = subprocess.Popen([sys.executable, "-m", "mltools", "bench", "numa", "--json", "--output", str(out),
-                             "--simulate-nodes", "2", "--size", "64M", "--reps", "40", "--no-latency"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=60)
+    proc, stderr = interrupt_after_progress(
+        ["bench", "numa", "--json", "--output", str(out), "--simulate-nodes", "2", "--size", "64M", "--reps", "40",
+         "--no-latency"], signal.SIGTERM, label="bench numa")
+    stdout = proc.stdout
     assert proc.returncode == 143, stderr
     doc = json.loads(stdout)
     assert doc["interrupted"] is True and json.loads(out.read_text())["interrupted"] is True

@@ -212,36 +212,19 @@ def test_interrupted_run_prints_the_rounds_that_finished(tmp_path):
     """SIGINT once the first timed round is done (read from the progress line on a terminal):
     one JSON document with what finished, "interrupted": true, exit 130."""
     import json
-    import os
-    import pty
     import re
-    import select
     import signal
-    import subprocess
-    import time
 
-    master, slave = pty.openpty()
+    from interrupting import interrupt_after_progress
+
     out = tmp_path / "ss.json"
-    proc = subprocess.Popen([sys.executable, "-m", "mltools", "bench", "shakeshake", "--device", "cpu", "--impl",
-                             "fast", "--depth", "8", "--width", "4", "--batch-size", "4", "--steps", "100",
-                             "--warmup", "1", "--max-warmup", "1", "--json", "--output", str(out)],
-                            stdout=subprocess.PIPE, stderr=slave, text=True)
-    os.close(slave)
-    seen, deadline = "", time.monotonic() + 300
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 1.0)
-        if ready:
-            try:
-                seen += os.read(master, 4096).decode(errors="replace")
-            except OSError:
-                break
-        done = [int(m) for m in re.findall(r"bench shakeshake: (\d+)/\d+", seen)]
-        if done and max(done) >= 20:          # the first round is 20 of the 100 steps
-            break
+    # the first round is 20 of the 100 steps
+    proc, seen = interrupt_after_progress(
+        ["bench", "shakeshake", "--device", "cpu", "--impl", "fast", "--depth", "8", "--width", "4", "--batch-size",
+         "4", "--steps", "100", "--warmup", "1", "--max-warmup", "1", "--json", "--output", str(out)],
+        signal.SIGINT, label="bench shakeshake", min_done=20)
+    stdout = proc.stdout
     assert re.search(r"bench shakeshake: \d+/150 \(\d+%\)", seen), seen[-300:]   # done/total on a terminal
-    proc.send_signal(signal.SIGINT)
-    stdout, _ = proc.communicate(timeout=120)
-    os.close(master)
     assert proc.returncode == 130
     doc = json.loads(stdout)
     assert doc["interrupted"] is True and json.loads(out.read_text())["interrupted"] is True

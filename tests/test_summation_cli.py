@@ -91,39 +91,16 @@ def test_bench_sum_checks_output_files_before_running(cli, tmp_path, option):
 
 
 def test_bench_sum_interrupted_prints_what_finished(tmp_path):
-    import os
-    import pty
-    import re
-    import select
     import signal
-    import subprocess
-    import sys
-    import time
+
+    from interrupting import interrupt_after_progress
 
     out = tmp_path / "partial.json"
-    # stderr on a pseudo-terminal, so the progress line says when the first group is done
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "mltools", "bench", "sum", "--json", "--output", str(out),
-                             "--sizes", "1e3,2e3,3e3,4e3,5e3,6e3", "--repeats", "200", "--min-time", "0.005",
-                             "--methods", "naive", "--dtype", "float64", "--layout", "1d", "--data", "uniform"],
-                            stdout=subprocess.PIPE, stderr=slave, text=True)
-    os.close(slave)
-    seen, deadline = b"", time.monotonic() + 240
-    while time.monotonic() < deadline and not re.search(rb": [1-9]\d*/\d+", seen):
-        if select.select([master], [], [], 1.0)[0]:
-            try:
-                seen += os.read(master, 4096)
-            except OSError:
-                break
-    proc.send_signal(signal.SIGINT)
-    stdout, _ = proc.communicate(timeout=60)
-    try:
-        while select.select([master], [], [], 0.2)[0]:
-            seen += os.read(master, 4096)
-    except OSError:
-        pass
-    os.close(master)
-    stderr = seen.decode("utf-8", "replace")
+    proc, stderr = interrupt_after_progress(
+        ["bench", "sum", "--json", "--output", str(out), "--sizes", "1e3,2e3,3e3,4e3,5e3,6e3", "--repeats", "200",
+         "--min-time", "0.005", "--methods", "naive", "--dtype", "float64", "--layout", "1d", "--data", "uniform"],
+        signal.SIGINT, label="bench sum")
+    stdout = proc.stdout
     assert proc.returncode == 130, stderr
     doc = json.loads(stdout)                       # one valid document, marked
     assert doc["interrupted"] is True and doc["rows"] and len(doc["rows"]) < 18
