@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from mltools import __version__
 from mltools.doctor import host
@@ -63,7 +63,9 @@ def loader_config_findings() -> List[Finding]:
 
 def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths: Sequence[str] = (),
              fail_on: Optional[FailOn] = None, environ: Optional[Mapping[str, str]] = None,
-             environment_checks: bool = True, scan_sys_path: bool = True) -> DoctorReport:
+             environment_checks: bool = True, scan_sys_path: bool = True,
+             isa: bool = True, cpu: Optional[str] = None, jobs: Optional[int] = None,
+             progress: Optional[Callable] = None) -> DoctorReport:
     """Diagnose the native side of a Python environment.
 
     ``python`` names another interpreter (default: the running one); ``paths``
@@ -71,6 +73,10 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     modules. ``environ`` is the environment the target would run with.
     ``scan_sys_path=False`` scans only ``paths`` (still in that interpreter's
     context); ``environment_checks=False`` leaves out the machine and variables.
+    ``isa`` scans the CPU instructions of every file against ``cpu`` (a name
+    such as ``haswell`` or ``x86-64-v2``; default this machine's CPU), in
+    ``jobs`` worker processes (default: the usable CPUs), reporting the bytes
+    decoded to ``progress(done, total)``.
     """
     from mltools.doctor import static
 
@@ -93,6 +99,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     for mod in imports:
         if not mod or not all(part.isidentifier() for part in mod.split(".")):
             raise InputError(f"--import {mod!r}: not a module name")
+    cpu_target = _cpu_target(cpu) if isa else None
     interp = probe_interpreter(python) if python else running_interpreter()
     timings["interpreter"] = time.perf_counter() - t0
 
@@ -121,6 +128,20 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         scope += dyn.scope
         timings["dynamic"] = time.perf_counter() - t
 
+    isa_summary = None
+    if cpu_target is not None:
+        t = time.perf_counter()
+        from mltools._sysfs import usable_cpus
+        from mltools.doctor.isa import isa_pass
+        isa_summary, isa_findings, isa_scope = isa_pass(
+            [c.path for c in candidates], lambda p: static.owner_text(owners, p), cpu_target, environ,
+            jobs=jobs or usable_cpus(), progress=progress)
+        findings += isa_findings
+        scope += isa_scope
+        timings["isa"] = time.perf_counter() - t
+    elif isa:
+        scope.append("CPU instructions: this machine is not x86-64 (give --cpu to judge x86-64 files for one)")
+
     if environment_checks:
         t = time.perf_counter()
         findings += environment_pass(interp, environ, result.cuda_majors)
@@ -143,4 +164,18 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         failed=fail_on.matches(findings),
         timings_s={k: round(v, 4) for k, v in timings.items()},
         scope=tuple(scope),
+        isa=isa_summary,
     )
+
+
+def _cpu_target(name: Optional[str]):
+    """The CPU the instruction scan judges against: ``name``, or this machine's (None off x86-64)."""
+    from mltools.elf.cpus import cpu_target, this_cpu
+    from mltools.errors import UsageError
+
+    if name:
+        try:
+            return cpu_target(name)
+        except ValueError as exc:
+            raise UsageError(f"--cpu: {exc}") from None
+    return this_cpu()

@@ -56,6 +56,8 @@ def render_doctor(r) -> str:
             t.add(fam, c.implementation, c.soname, c.package or "-", _short(c.path, base) or "not found",
                   _needed_by_text(c.needed_by, base))
         out.append(t.render())
+    if getattr(r, "isa", None) is not None:
+        out.append(render_isa(r.isa, base))
     if r.imported:
         libs = [lib for lib in r.loaded if not lib.extension_module]
         n_ext = len(r.loaded) - len(libs)
@@ -93,3 +95,29 @@ def render_doctor(r) -> str:
     if r.failed:
         out.append(f"\nexit status 1: findings at or above --fail-on {r.fail_on}")
     return "\n".join(out)
+
+
+def _features_text(features, limit: int = 6) -> str:
+    feats = sorted(features)
+    return ", ".join(feats[:limit]) + (f" (+{len(feats) - limit})" if len(feats) > limit else "") if feats else "-"
+
+
+def render_isa(isa, base: str = "") -> str:
+    """The CPU-instruction pass: per package, what runs unguarded and what only behind CPU checks."""
+    from collections import defaultdict
+
+    head = (f"\nCPU instructions, judged for {isa.cpu}, x86-64-v{isa.cpu_level}: {_n(isa.scanned, 'file')} "
+            f"scanned, {isa.from_cache} from the cache, {isa.code_bytes / 1e6:.0f} MB of code decoded")
+    if not isa.files:
+        return head + "\nno file uses an instruction beyond x86-64's baseline"
+    groups = defaultdict(list)
+    for f in isa.files:
+        groups[f.package or os.path.dirname(_short(f.path, base)) or "-"].append(f)
+    t = Table(["package", "files", "runs unguarded (at load, or no CPU check)", "only behind CPU checks"])
+    for pkg, files in sorted(groups.items(), key=lambda kv: (-max(f.needs_level for f in kv[1]), kv[0])):
+        need = max(f.needs_level for f in files)
+        ung = {x for f in files for x in f.unguarded}
+        disp = {x for f in files for x in f.dispatched} - ung
+        t.add(pkg, len(files), f"x86-64-v{need}" + (f": {_features_text(ung)}" if ung else ""),
+              _features_text(disp))
+    return head + "\n" + t.render()

@@ -6,6 +6,7 @@ from typing import ClassVar, Dict, Optional, Tuple
 
 from mltools.python import InterpreterInfo
 from mltools.findings import Finding
+from mltools.doctor.isa import IsaSummary
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,4 @@ class DoctorReport:
     failed: bool                           # a finding at or above fail_on exists
     timings_s: Dict[str, float] = field(default_factory=dict)
     scope: Tuple[str, ...] = ()            # checks that did not run, and why
+    isa: Optional["IsaSummary"] = None     # the CPU-instruction pass (None when not run)
