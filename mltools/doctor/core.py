@@ -20,11 +20,12 @@ def _sort_key(f: Finding):
 
 
 def environment_pass(interp: InterpreterInfo, environ: Mapping[str, str],
-                     cuda_majors: Mapping[int, Sequence[str]]) -> List[Finding]:
-    """The variable traps (mltools.env's), the CPU quota, the CUDA driver, THP and NUMA."""
+                     cuda_majors: Mapping[int, Sequence[str]], env=None) -> List[Finding]:
+    """The variable traps (mltools.env's), the CPU quota, the CUDA driver, THP and NUMA
+    (``env``: this machine's ``collect_env`` report, when the caller has it)."""
     from mltools.env import collect_env
 
-    env = collect_env(environ, with_numpy=False)
+    env = env if env is not None else collect_env(environ, with_numpy=False)
     out = list(env.findings)
     out += host.thread_quota_findings(environ, env.cpu.logical_cpus, env.cpu.cgroup_cpu_limit,
                                       env.cpu.usable_cpus)
@@ -65,7 +66,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
              fail_on: Optional[FailOn] = None, environ: Optional[Mapping[str, str]] = None,
              environment_checks: bool = True, scan_sys_path: bool = True,
              isa: bool = True, cpu: Optional[str] = None, jobs: Optional[int] = None,
-             progress: Optional[Callable] = None) -> DoctorReport:
+             progress: Optional[Callable] = None, targets: Sequence[str] = ()) -> DoctorReport:
     """Diagnose the native side of a Python environment.
 
     ``python`` names another interpreter (default: the running one); ``paths``
@@ -76,7 +77,9 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     ``isa`` scans the CPU instructions of every file against ``cpu`` (a name
     such as ``haswell`` or ``x86-64-v2``; default this machine's CPU), in
     ``jobs`` worker processes (default: the usable CPUs), reporting the bytes
-    decoded to ``progress(done, total)``.
+    decoded to ``progress(done, total)``. ``targets`` (``manylinux_2_28``,
+    ``debian-11``, ...) judges every versioned need against another machine's
+    glibc, libstdc++ and libgcc_s.
     """
     from mltools.doctor import static
 
@@ -100,6 +103,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         if not mod or not all(part.isidentifier() for part in mod.split(".")):
             raise InputError(f"--import {mod!r}: not a module name")
     cpu_target = _cpu_target(cpu) if isa else None
+    target_list = _targets(targets)
     interp = probe_interpreter(python) if python else running_interpreter()
     timings["interpreter"] = time.perf_counter() - t0
 
@@ -142,9 +146,23 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     elif isa:
         scope.append("CPU instructions: this machine is not x86-64 (give --cpu to judge x86-64 files for one)")
 
+    target_checks = ()
+    if target_list:
+        t = time.perf_counter()
+        from mltools.doctor.targets import check_files
+        target_findings, target_checks = check_files([c.path for c in candidates], target_list,
+                                                     lambda p: static.owner_text(owners, p))
+        findings += target_findings
+        timings["targets"] = time.perf_counter() - t
+
+    facts = None
     if environment_checks:
         t = time.perf_counter()
-        findings += environment_pass(interp, environ, result.cuda_majors)
+        from mltools.doctor.facts import collect_facts
+        from mltools.env import collect_env
+        env = collect_env(environ, with_numpy=False)
+        findings += environment_pass(interp, environ, result.cuda_majors, env=env)
+        facts = collect_facts(env, environ, result.libraries, owners, isa_summary)
         timings["environment"] = time.perf_counter() - t
 
     findings.sort(key=_sort_key)
@@ -165,7 +183,22 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         timings_s={k: round(v, 4) for k, v in timings.items()},
         scope=tuple(scope),
         isa=isa_summary,
+        targets=tuple(target_checks),
+        facts=facts,
     )
+
+
+def _targets(names: Sequence[str]):
+    from mltools.doctor.targets import target
+    from mltools.errors import UsageError
+
+    out = []
+    for name in names:
+        try:
+            out.append(target(name))
+        except ValueError as exc:
+            raise UsageError(f"--target: {exc}") from None
+    return out
 
 
 def _cpu_target(name: Optional[str]):

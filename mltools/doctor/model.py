@@ -7,6 +7,8 @@ from typing import ClassVar, Dict, Optional, Tuple
 from mltools.python import InterpreterInfo
 from mltools.findings import Finding
 from mltools.doctor.isa import IsaSummary
+from mltools.doctor.targets import TargetCheck
+from mltools.doctor.facts import NodeFacts
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,5 @@ class DoctorReport:
     timings_s: Dict[str, float] = field(default_factory=dict)
     scope: Tuple[str, ...] = ()            # checks that did not run, and why
     isa: Optional["IsaSummary"] = None     # the CPU-instruction pass (None when not run)
+    targets: Tuple["TargetCheck", ...] = ()   # --target machines the versioned needs were judged for
+    facts: Optional["NodeFacts"] = None    # this machine and environment, for `doctor diff` (environment checks)

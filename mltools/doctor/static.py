@@ -31,6 +31,7 @@ class StaticResult:
     runtimes: Tuple[RuntimeCopy, ...]
     cuda_majors: Dict[int, Tuple[str, ...]] = field(default_factory=dict)   # major -> who brings it
     scope: Tuple[str, ...] = ()
+    libraries: Tuple[Tuple[str, Optional[str]], ...] = ()     # (SONAME, path or None) of every library resolved
 
 
 @dataclass
@@ -109,7 +110,8 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     copies, cuda = _runtime_copies(nodes, set(infos), owners)
     findings += _runtime_findings(copies)
     findings += _identical_findings([p for p in infos if p not in ext], infos, owners)
-    return StaticResult(tuple(_dedupe(findings)), tuple(copies), cuda, tuple(scope))
+    libraries = tuple(sorted({(n.soname, n.path) for n in nodes.values()}, key=lambda x: (x[0], x[1] or "")))
+    return StaticResult(tuple(_dedupe(findings)), tuple(copies), cuda, tuple(scope), libraries)
 
 
 def _internal_error(path: str, doing: str, exc: BaseException) -> Finding:
