@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -363,3 +364,28 @@ def test_json_is_serializable(isa_libs):
     libs, _ = isa_libs
     doc = json.loads(_jsonio.dumps(scan_file(str(libs["ifunc"])), "mltools.elf.isa", 1))
     assert doc["schema"] == "mltools.elf.isa" and doc["uses"]
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_the_scan_ends_the_workers(tmp_path, sig, status):
+    """A cold scan of torch's libraries runs in worker processes: a real signal ends them
+    and the run exits 130/143 without a traceback."""
+    import psutil
+    import time
+
+    torch_lib = os.path.join(os.path.dirname(pytest.importorskip("torch").__file__), "lib")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "mltools", "doctor", "--path", torch_lib, "--json", "-j", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    workers = []
+    while time.monotonic() < deadline and len(workers) < 2 and proc.poll() is None:
+        workers = psutil.Process(proc.pid).children()
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the scan never started its workers"
+    proc.send_signal(sig)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    assert "Traceback" not in err
+    for w in workers:
+        assert not w.is_running() or w.status() == psutil.STATUS_ZOMBIE

@@ -84,9 +84,10 @@ def _file_to_json(r: FileIsa) -> dict:
 _WORK: Dict[int, Tuple[str, object]] = {}        # index -> (path, CodeLayout), set before the fork
 
 
-def _ignore_sigint() -> None:
+def _worker_init() -> None:
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent ends the workers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)    # not the parent's handler, inherited by the fork
 
 
 def _run_task(task):
@@ -158,12 +159,19 @@ def _scan_many(layouts: Dict[int, Tuple[str, object]], jobs: int,
 
             from mltools._lifecycle import owned_process
 
-            with multiprocessing.get_context("fork").Pool(jobs, initializer=_ignore_sigint) as pool, \
-                    contextlib.ExitStack() as owned:
-                for proc in getattr(pool, "_pool", ()):
-                    owned.enter_context(owned_process(proc.pid, own_group=False))
-                for task, value in pool.imap_unordered(_run_task, tasks, chunksize=1):
-                    take(task, value)
+            pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init)
+            try:
+                with contextlib.ExitStack() as owned:
+                    for proc in getattr(pool, "_pool", ()):
+                        owned.enter_context(owned_process(proc.pid, own_group=False))
+                    for task, value in pool.imap_unordered(_run_task, tasks, chunksize=1):
+                        take(task, value)
+                    pool.close()
+                    pool.join()
+            except BaseException:
+                pool.terminate()
+                pool.join()
+                raise
     finally:
         _WORK.clear()
     return {idx: (results.get(idx, []), walks.get(idx, (set(), True))) for idx in layouts}
