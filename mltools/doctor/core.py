@@ -150,8 +150,12 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     if target_list:
         t = time.perf_counter()
         from mltools.doctor.targets import check_files
-        target_findings, target_checks = check_files([c.path for c in candidates], target_list,
-                                                     lambda p: static.owner_text(owners, p))
+        # the packages, not the interpreter's own modules: the target runs its own Python
+        tops = tuple(os.path.join(os.path.abspath(d), "") for d in list(interp.site_dirs) + extra)
+        target_findings, target_checks = check_files([c.path for c in candidates if c.path.startswith(tops)],
+                                                     target_list, lambda p: static.owner_text(owners, p))
+        scope.append("--target: the interpreter's own extension modules (lib-dynload) are not judged: the "
+                     "target machine runs its own Python")
         findings += target_findings
         timings["targets"] = time.perf_counter() - t
 

@@ -108,7 +108,8 @@ def render_isa(isa, base: str = "") -> str:
     """The CPU-instruction pass: per package, what runs unguarded and what only behind CPU checks."""
     from collections import defaultdict
 
-    head = (f"\nCPU instructions, judged for {isa.cpu}, x86-64-v{isa.cpu_level}: {_n(isa.scanned, 'file')} "
+    level = "" if isa.cpu.startswith("x86-64") else f", x86-64-v{isa.cpu_level}"
+    head = (f"\nCPU instructions, judged for {isa.cpu}{level}: {_n(isa.scanned, 'file')} "
             f"scanned, {isa.from_cache} from the cache, {isa.code_bytes / 1e6:.0f} MB of code decoded")
     if not isa.files:
         return head + "\nno file uses an instruction beyond x86-64's baseline"
@@ -159,7 +160,7 @@ def render_wheels(r) -> str:
         out.append(key_values([
             ("wheel", os.path.basename(w.wheel) + (f" ({w.name} {w.version})" if w.name else "")),
             ("tags", ", ".join(w.tags) or "-"),
-            ("ELF files", f"{w.elf_files} ({len([s for s in w.shipped if '.so' in s])} libraries shipped)"),
+            ("ELF files", str(w.elf_files)),
             ("system libs", ", ".join(w.external) or "-"),
             ("needs", need),
             ("manylinux", f"{w.manylinux} (the most compatible policy its needs satisfy)" if w.manylinux

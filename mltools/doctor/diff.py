@@ -134,28 +134,35 @@ def diff_documents(a: dict, b: dict, *, show_all: bool = False, names=("A", "B")
     elif ia or ib:
         missing.append("isa (one report was made with --no-isa)")
 
-    # 2. libraries by SONAME
-    la = {l["soname"]: l for l in (fa.get("libraries") or ())}
-    lb = {l["soname"]: l for l in (fb.get("libraries") or ())}
+    # 2. libraries by SONAME (a name can have several copies: identical grafts in two .libs dirs)
+    def libs(f, rel):
+        out: Dict[str, Dict[Optional[str], dict]] = {}
+        for lib in f.get("libraries") or ():
+            out.setdefault(lib["soname"], {})[rel(lib.get("path"))] = lib
+        return out
+    la, lb = libs(fa, ra), libs(fb, rb)
     for s in sorted(set(la) | set(lb)):
-        x, y = la.get(s), lb.get(s)
-        if x is None or y is None:
-            items.append(DiffItem("library", s, _lib_text(x, ra), _lib_text(y, rb), True,
-                                  "needed on one side only"))
-            continue
-        px, py_ = ra(x.get("path")), rb(y.get("path"))
-        if (x.get("path") is None) != (y.get("path") is None):
-            items.append(DiffItem("library", s, _lib_text(x, ra), _lib_text(y, rb), True, "found on one side only"))
-        elif px != py_:
-            items.append(DiffItem("library", s, _lib_text(x, ra), _lib_text(y, rb), True,
-                                  "another file is loaded for the same name"))
-        elif x.get("package") != y.get("package"):
-            items.append(DiffItem("library", s, x.get("package"), y.get("package"), True, "another package version"))
-        elif x.get("size") != y.get("size"):
-            items.append(DiffItem("library", s, f"{px} ({x.get('size')} bytes)", f"{py_} ({y.get('size')} bytes)",
-                                  True, "same path, another file"))
-        elif x.get("path") != y.get("path"):
-            items.append(DiffItem("expected", s, x.get("path"), y.get("path"), False))
+        x, y = la.get(s, {}), lb.get(s, {})
+        tx = sorted(filter(None, (_lib_text(v, ra) for v in x.values())))
+        ty = sorted(filter(None, (_lib_text(v, rb) for v in y.values())))
+        if not x or not y:
+            items.append(DiffItem("library", s, tx or None, ty or None, True, "needed on one side only"))
+        elif (None in x) != (None in y):
+            items.append(DiffItem("library", s, tx, ty, True, "found on one side only"))
+        elif set(x) != set(y):
+            items.append(DiffItem("library", s, tx, ty, True, "another file is loaded for the same name"))
+        elif tx != ty:
+            items.append(DiffItem("library", s, tx, ty, True, "another package version"))
+        else:
+            sizes = [(p, x[p].get("size"), y[p].get("size")) for p in x]
+            changed = [p for p, sx, sy in sizes if sx != sy]
+            if changed:
+                items.append(DiffItem("library", s, [f"{p} ({x[p].get('size')} bytes)" for p in changed],
+                                      [f"{p} ({y[p].get('size')} bytes)" for p in changed], True,
+                                      "same path, another file"))
+            elif sorted(str(v.get("path")) for v in x.values()) != sorted(str(v.get("path")) for v in y.values()):
+                items.append(DiffItem("expected", s, sorted(str(v.get("path")) for v in x.values()),
+                                      sorted(str(v.get("path")) for v in y.values()), False))
 
     # 3. packages
     pa, pb = fa.get("packages") or {}, fb.get("packages") or {}

@@ -275,8 +275,8 @@ def _risk_finding(path: str, package: Optional[str], r: FileIsa, cpu: CpuTarget)
         "ILLEGAL_INSTRUCTION_RISK", Severity.ERROR,
         f"{path} {'; it also '.join(parts)} on {cpu.name}, which lacks {', '.join(sorted(missing_all))} "
         f"('Illegal instruction'); the scan follows direct calls only",
-        fix=f"install a build of {owner} made for x86-64-v{cpu.level} or lower (or build it from source with "
-            f"-march matching the CPU), or run on a CPU with {', '.join(sorted(missing_all))}",
+        fix=f"install a build of {owner} that supports {cpu.name} (x86-64-v{cpu.level}), or build it from source "
+            f"for that CPU, or run on a CPU with {', '.join(sorted(missing_all))}",
         details={"path": path, "package": package, "cpu": cpu.name, "missing": sorted(missing_all),
                  "uses": examples})
 

@@ -209,8 +209,9 @@ def target_findings(needs_by_file: Mapping[str, Sequence[VersionedNeed]], t: Tar
         out.append(Finding(
             "TARGET_VERSION_MISSING", Severity.ERROR,
             f"{path} needs {wants}; {t.name} has {', '.join(has)}: it fails there with `version ... not found`",
-            fix=(f"install a build of {pkg or 'it'} made for {t.name} or older (pip install --only-binary :all: "
-                 f"--platform {_platform_tag(t)} ...), or build it on the oldest OS you deploy to"),
+            fix=(f"install a build of {pkg} made for {t.name} or older (pip install --only-binary :all: "
+                 f"--platform {_platform_tag(t)} ...), or build it on the oldest OS you deploy to" if pkg else
+                 "build it on the oldest OS you deploy to (or in a manylinux image for that glibc)"),
             details={"path": path, "package": pkg, "target": t.name, "target_verified": t.verified,
                      "needs": [{"library": n.library, "version": n.version, "symbols": list(n.symbols),
                                 "target_has": w} for n, w in unmet]}))
