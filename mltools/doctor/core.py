@@ -133,13 +133,16 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         timings["dynamic"] = time.perf_counter() - t
 
     isa_summary = None
-    if cpu_target is not None:
+    from mltools.elf.isa import decoder_available
+    if cpu_target is not None and not decoder_available():
+        scope.append("CPU instructions: iced-x86 is not installed (pip install iced-x86)")
+    elif cpu_target is not None:
         t = time.perf_counter()
         from mltools._sysfs import usable_cpus
         from mltools.doctor.isa import isa_pass
         isa_summary, isa_findings, isa_scope = isa_pass(
             [c.path for c in candidates], lambda p: static.owner_text(owners, p), cpu_target, environ,
-            jobs=jobs or usable_cpus(), progress=progress)
+            jobs=jobs or usable_cpus(), progress=progress, unproven_notes=bool(cpu))
         findings += isa_findings
         scope += isa_scope
         timings["isa"] = time.perf_counter() - t

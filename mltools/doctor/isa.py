@@ -7,8 +7,8 @@ the target CPU (this machine's, or ``--cpu``):
 
 - ``ILLEGAL_INSTRUCTION_RISK`` (error): code that runs at load, or code in a
   file with no CPU check at all, needs a feature the CPU lacks;
-- ``ISA_GUARD_UNPROVEN`` (note, one per package): such code in files that do
-  check the CPU, where the guard of those functions was not traced;
+- ``ISA_GUARD_UNPROVEN`` (note, one per package, for ``--cpu``): such code in
+  files that do check the CPU, where the guard of those functions was not traced;
 - ``CPU_DISPATCH_OVERRIDE``: a variable that forces a library's dispatch
   (``ATEN_CPU_CAPABILITY``, ``OPENBLAS_CORETYPE``, ...), which no scan can see
   through.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mltools.elf.cpus import CpuTarget, level_needed
-from mltools.elf.isa import HOW_ORDER, FileIsa, IsaUse
+from mltools.elf.isa import FileIsa, IsaUse
 from mltools.findings import Finding, Severity
 
 __all__ = ["IsaFile", "IsaSummary", "isa_pass", "file_isa_from_json"]
@@ -31,9 +31,6 @@ __all__ = ["IsaFile", "IsaSummary", "isa_pass", "file_isa_from_json"]
 _SLICE_BYTES = 8 << 20
 # Below this much code to decode, one process is faster than starting workers.
 _POOL_MIN_BYTES = 24 << 20
-
-_HOW_WORDS = {"load": "at load", "unguarded": "with no CPU check in the file", "unproven": "behind a CPU check "
-              "not traced", "guarded": "behind a CPU dispatch"}
 
 DISPATCH_VARIABLES = ("ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE", "NPY_ENABLE_CPU_FEATURES",
                       "NPY_DISABLE_CPU_FEATURES", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "DNNL_MAX_CPU_ISA",
@@ -341,8 +338,10 @@ def dispatch_override_findings(environ: Mapping[str, str], cpu: CpuTarget) -> Li
 
 def isa_pass(paths: Sequence[str], owner_of: Callable[[str], Optional[str]], cpu: CpuTarget,
              environ: Mapping[str, str], *, jobs: int = 1, progress: Optional[Callable] = None,
-             use_cache: bool = True) -> Tuple[IsaSummary, List[Finding], List[str]]:
-    """Scan ``paths`` and judge them against ``cpu``: (summary, findings, scope lines)."""
+             use_cache: bool = True, unproven_notes: bool = True) -> Tuple[IsaSummary, List[Finding], List[str]]:
+    """Scan ``paths`` and judge them against ``cpu``: (summary, findings, scope lines).
+    ``unproven_notes`` adds ISA_GUARD_UNPROVEN (asked for another CPU; for this machine the
+    untraced guards are taken on trust, or every healthy run would carry notes)."""
     x86 = [p for p in paths if _is_x86_64_elf(p)]
     scans, errors, stats = scan_files(x86, jobs=jobs, progress=progress, use_cache=use_cache)
     findings: List[Finding] = []
@@ -360,7 +359,8 @@ def isa_pass(paths: Sequence[str], owner_of: Callable[[str], Optional[str]], cpu
             unguarded = sorted(r.features_of("load", "unguarded"))
             files.append(IsaFile(path, pkg, r.sha256, need, use, tuple(unguarded),
                                  tuple(sorted(set(r.features) - set(unguarded))), r.dispatch, r.instructions, cached))
-    findings += _unproven_findings(rows, cpu)
+    if unproven_notes:
+        findings += _unproven_findings(rows, cpu)
     findings += dispatch_override_findings(environ, cpu)
     findings += [Finding("INTERNAL_ERROR" if "internal" in msg else "UNSCANNED", Severity.WARNING,
                          f"{path}: not scanned for CPU instructions: {msg}", fix="check the file with mltools elf inspect",

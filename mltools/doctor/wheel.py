@@ -101,7 +101,8 @@ def _vkey(v: str):
     return [int(x) if x.isdigit() else -1 for x in re.split(r"[._]", v.split("_", 1)[-1])]
 
 
-def check_wheel(path: str, targets, cpu, *, jobs: int = 1, progress: Optional[Callable] = None) -> WheelCheck:
+def check_wheel(path: str, targets, cpu, *, jobs: int = 1, progress: Optional[Callable] = None,
+                explicit_cpu: bool = False) -> WheelCheck:
     from mltools._lifecycle import temp_dir
     from mltools.doctor.targets import (PROVIDED, best_manylinux, target_findings, versioned_needs)
     from mltools.elf.ldtree import Resolver, resolve_tree
@@ -184,10 +185,11 @@ def check_wheel(path: str, targets, cpu, *, jobs: int = 1, progress: Optional[Ca
             checks.append(TargetCheck(t.name, t.kind, t.glibc, dict(t.maxima), t.verified, t.source,
                                       len(needs_by_file), sum(1 for f in fs if f.code == "TARGET_VERSION_MISSING")))
         isa_summary = None
-        if cpu is not None:
+        from mltools.elf.isa import decoder_available
+        if cpu is not None and decoder_available():
             from mltools.doctor.isa import isa_pass
             isa_summary, isa_findings, _scope = isa_pass(members, lambda p: owner, cpu, {}, jobs=jobs,
-                                                         progress=progress)
+                                                         progress=progress, unproven_notes=explicit_cpu)
             isa_summary = _relative_isa(isa_summary, rel)
             findings += [_relative_finding(f, rel) for f in isa_findings]
     return WheelCheck(
@@ -234,7 +236,7 @@ def check_wheels(paths: Sequence[str], target_names: Sequence[str] = (), cpu: Op
             errors.append(ItemError(p, f"{p}: no such file"))
             continue
         try:
-            wheels.append(check_wheel(p, targets, cpu_t, jobs=jobs, progress=progress))
+            wheels.append(check_wheel(p, targets, cpu_t, jobs=jobs, progress=progress, explicit_cpu=bool(cpu)))
         except InputError as exc:
             errors.append(ItemError(p, exc.message))
     require_some_processed(errors, len(paths), "wheels")

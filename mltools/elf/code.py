@@ -378,14 +378,6 @@ def _fde_pointer_size(f: _File, cie: int) -> Optional[int]:
     return {0x03: 4, 0x0B: 4, 0x04: 8, 0x0C: 8, 0x00: 8, 0x02: 2, 0x0A: 2}.get(enc & 0x0F)
 
 
-def decode_bytes(layout: CodeLayout, start: int, end: int, buf) -> bytes:
-    """The bytes of [start, end) (inside one executable section) from the mapped file ``buf``."""
-    off = layout.offset(start)
-    if off is None:
-        return b""
-    return bytes(buf[off:off + (end - start)])
-
-
 def open_mapped(path: str):
     """The file mapped read-only (the caller closes it)."""
     with open(path, "rb") as fh:

@@ -111,7 +111,7 @@ class FileIsa:
 
 def decoder_available() -> bool:
     try:
-        import iced_x86  # noqa: F401
+        import iced_x86  # noqa: F401 (only whether it imports)
     except ImportError:
         return False
     return True
