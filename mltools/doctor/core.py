@@ -102,8 +102,8 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     for mod in imports:
         if not mod or not all(part.isidentifier() for part in mod.split(".")):
             raise InputError(f"--import {mod!r}: not a module name")
-    cpu_target = _cpu_target(cpu) if isa else None
-    target_list = _targets(targets)
+    cpu_target = resolve_cpu(cpu) if isa else None
+    target_list = resolve_targets(targets)
     interp = probe_interpreter(python) if python else running_interpreter()
     timings["interpreter"] = time.perf_counter() - t0
 
@@ -169,7 +169,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         from mltools.env import collect_env
         env = collect_env(environ, with_numpy=False)
         findings += environment_pass(interp, environ, result.cuda_majors, env=env)
-        facts = collect_facts(env, environ, result.libraries, owners, isa_summary)
+        facts = collect_facts(env, environ, result.libraries, owners)
         timings["environment"] = time.perf_counter() - t
 
     findings.sort(key=_sort_key)
@@ -195,7 +195,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     )
 
 
-def _targets(names: Sequence[str]):
+def resolve_targets(names: Sequence[str]):
     from mltools.doctor.targets import target
     from mltools.errors import UsageError
 
@@ -208,7 +208,7 @@ def _targets(names: Sequence[str]):
     return out
 
 
-def _cpu_target(name: Optional[str]):
+def resolve_cpu(name: Optional[str]):
     """The CPU the instruction scan judges against: ``name``, or this machine's (None off x86-64)."""
     from mltools.elf.cpus import cpu_target, this_cpu
     from mltools.errors import UsageError

@@ -48,7 +48,7 @@ class NodeFacts:
 
 
 def collect_facts(env, environ: Mapping[str, str], libraries: Sequence[Tuple[str, Optional[str]]],
-                  owners, isa=None) -> NodeFacts:
+                  owners) -> NodeFacts:
     from mltools._sysfs import cpuinfo_fields, read_text
     from mltools.doctor import host
     from mltools.doctor.isa import DISPATCH_VARIABLES

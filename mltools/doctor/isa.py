@@ -81,10 +81,83 @@ def _file_to_json(r: FileIsa) -> dict:
 _WORK: Dict[int, Tuple[str, object]] = {}        # index -> (path, CodeLayout), set before the fork
 
 
-def _worker_init() -> None:
+def _task_cost(task, layouts) -> int:
+    kind, idx, lo, hi = task
+    iv = layouts[idx][1].intervals
+    if kind == "walk":       # a walk decodes instruction by instruction: weigh it like a slice
+        return _SLICE_BYTES
+    return int((iv[lo:hi, 1] - iv[lo:hi, 0]).sum())
+
+
+def _forked(tasks, jobs: int, layouts):
+    """Run ``tasks`` in ``jobs`` forked workers, yielding (task, result) as each finishes.
+
+    The tasks are split up front (longest first, each to the least loaded worker) and
+    every worker streams its results through its own pipe: no queue or lock is shared,
+    so a worker ended by a signal can never leave the parent waiting on one."""
+    import contextlib
+    import pickle
+    import selectors
     import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent ends the workers
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)    # not the parent's handler, inherited by the fork
+    import struct
+
+    from mltools._lifecycle import owned_process
+
+    parts: List[list] = [[] for _ in range(jobs)]
+    loads = [0] * jobs
+    for task in sorted(tasks, key=lambda t: -_task_cost(t, layouts)):
+        i = loads.index(min(loads))
+        parts[i].append(task)
+        loads[i] += _task_cost(task, layouts)
+    with contextlib.ExitStack() as owned:
+        sel = selectors.DefaultSelector()
+        pids = []
+        for part in parts:
+            if not part:
+                continue
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:                                   # the worker
+                os.close(r)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent ends the workers
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                code = 0
+                try:
+                    with os.fdopen(w, "wb") as out:
+                        for task in part:
+                            data = pickle.dumps(_run_task(task), protocol=pickle.HIGHEST_PROTOCOL)
+                            out.write(struct.pack("<Q", len(data)) + data)
+                            out.flush()
+                except BaseException:       # noqa: BLE001 - reported by the parent as a missing result
+                    code = 1
+                os._exit(code)
+            os.close(w)
+            owned.enter_context(owned_process(pid, own_group=False))
+            pids.append(pid)
+            sel.register(os.fdopen(r, "rb"), selectors.EVENT_READ)
+        pending = {key.fileobj: b"" for key in sel.get_map().values()}
+        while pending:
+            for key, _ev in sel.select():
+                fh = key.fileobj
+                chunk = os.read(fh.fileno(), 1 << 20)
+                if not chunk:
+                    sel.unregister(fh)
+                    fh.close()
+                    pending.pop(fh)
+                    continue
+                buf = pending[fh] + chunk
+                while len(buf) >= 8:
+                    n = struct.unpack_from("<Q", buf)[0]
+                    if len(buf) < 8 + n:
+                        break
+                    yield pickle.loads(buf[8:8 + n])
+                    buf = buf[8 + n:]
+                pending[fh] = buf
+        for pid in pids:
+            _pid, status = os.waitpid(pid, 0)
+            if status != 0:
+                from mltools.errors import MltoolsError
+                raise MltoolsError(f"a CPU-instruction scan worker failed (wait status {status})")
 
 
 def _run_task(task):
@@ -151,24 +224,8 @@ def _scan_many(layouts: Dict[int, Tuple[str, object]], jobs: int,
             for task in tasks:
                 take(*_run_task(task))
         else:
-            import contextlib
-            import multiprocessing
-
-            from mltools._lifecycle import owned_process
-
-            pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init)
-            try:
-                with contextlib.ExitStack() as owned:
-                    for proc in getattr(pool, "_pool", ()):
-                        owned.enter_context(owned_process(proc.pid, own_group=False))
-                    for task, value in pool.imap_unordered(_run_task, tasks, chunksize=1):
-                        take(task, value)
-                    pool.close()
-                    pool.join()
-            except BaseException:
-                pool.terminate()
-                pool.join()
-                raise
+            for task, value in _forked(tasks, jobs, layouts):
+                take(task, value)
     finally:
         _WORK.clear()
     return {idx: (results.get(idx, []), walks.get(idx, (set(), True))) for idx in layouts}

@@ -223,13 +223,13 @@ def check_wheels(paths: Sequence[str], target_names: Sequence[str] = (), cpu: Op
                  progress: Optional[Callable] = None) -> WheelReport:
     """Check each wheel; one that cannot be read is an ItemError and the others go on.
     Without ``target_names`` the target is this machine (its glibc and system libstdc++)."""
-    from mltools.doctor.core import _cpu_target, _targets
+    from mltools.doctor.core import resolve_cpu, resolve_targets
     from mltools.doctor.targets import this_machine
     from mltools.findings import require_some_processed
 
     fail_on = fail_on or FailOn()
-    targets = _targets(target_names) or [this_machine(_system_libs())]
-    cpu_t = _cpu_target(cpu) if isa else None
+    targets = resolve_targets(target_names) or [this_machine(_system_libs())]
+    cpu_t = resolve_cpu(cpu) if isa else None
     wheels, errors = [], []
     for p in paths:
         if not os.path.isfile(p):
