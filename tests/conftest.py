@@ -3,7 +3,8 @@
 - ``cli``: run the mltools command in-process (click's CliRunner, stdout and
   stderr kept apart).
 - an autouse fixture that scrubs LD_*, MLTOOLS_* and PYTHONMALLOC, so a
-  developer's shell cannot change what a test sees.
+  developer's shell cannot change what a test sees, and points XDG_CACHE_HOME
+  into pytest's cache directory.
 - ``cbuild``: compiles small C programs and libraries with gcc into a temp dir
   once per test run (binaries are never committed).
 """
@@ -44,11 +45,20 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def _xdg_cache_home(request, tmp_path_factory) -> str:
+    cache = getattr(request.config, "cache", None)     # None under -p no:cacheprovider
+    return str(cache.mkdir("xdg-cache") if cache is not None else tmp_path_factory.mktemp("xdg-cache"))
+
+
 @pytest.fixture(autouse=True)
-def _scrub_environment(monkeypatch):
+def _scrub_environment(monkeypatch, _xdg_cache_home):
     for name in list(os.environ):
         if name.startswith(SCRUBBED_PREFIXES) or name in SCRUBBED_NAMES:
             monkeypatch.delenv(name, raising=False)
+    # mltools' result cache (doctor's CPU-instruction scan) lives in pytest's own cache dir,
+    # kept between runs, never in the developer's ~/.cache
+    monkeypatch.setenv("XDG_CACHE_HOME", _xdg_cache_home)
 
 
 @dataclass

@@ -21,6 +21,10 @@ JSON_SMOKE = {
         "malloc-fail", "--json", "--fail-at", "1",
         str(cbuild.build("mf_smoke", "#include <stdlib.h>\nint main(void){free(malloc(8));return 0;}\n"))],
     "doctor": ["doctor", "--json"],
+    "doctor diff": lambda tmp_path, cbuild: [
+        "doctor", "diff", "--json",
+        str((tmp_path / "a.json").write_text('{"schema": "mltools.doctor", "version": 1}') and tmp_path / "a.json"),
+        str(tmp_path / "a.json")],
     "elf inspect": lambda tmp_path, cbuild: ["elf", "inspect", "--json",
                                              cbuild.build("smoke", "int main(void){return 0;}")],
     "elf trace": ["elf", "trace", "--json", "--", "/bin/true"],
@@ -56,6 +60,8 @@ def all_commands(group=cli, prefix=()):
         cmd = group.get_command(ctx, name)
         path = prefix + (name,)
         if isinstance(cmd, click.Group):
+            if cmd.invoke_without_command:       # a command of its own too (mltools doctor)
+                yield " ".join(path), cmd
             yield from all_commands(cmd, path)
         else:
             yield " ".join(path), cmd

@@ -119,9 +119,11 @@ class Progress:
         self.update(self.done + n, None, detail)
 
     def update(self, done: int, total: Optional[int] = None, detail: str = "") -> None:
-        self.done = done
-        if total is not None:
+        if total is not None and total != self.total:
+            if self.total is not None and done < self.done:
+                self._start = None          # a new phase with its own count: its own time estimate
             self.total = total
+        self.done = done
         if not self._enabled:
             return
         now = time.monotonic()

@@ -20,11 +20,12 @@ def _sort_key(f: Finding):
 
 
 def environment_pass(interp: InterpreterInfo, environ: Mapping[str, str],
-                     cuda_majors: Mapping[int, Sequence[str]]) -> List[Finding]:
-    """The variable traps (mltools.env's), the CPU quota, the CUDA driver, THP and NUMA."""
+                     cuda_majors: Mapping[int, Sequence[str]], env=None) -> List[Finding]:
+    """The variable traps (mltools.env's), the CPU quota, the CUDA driver, THP and NUMA
+    (``env``: this machine's ``collect_env`` report, when the caller has it)."""
     from mltools.env import collect_env
 
-    env = collect_env(environ, with_numpy=False)
+    env = env if env is not None else collect_env(environ, with_numpy=False)
     out = list(env.findings)
     out += host.thread_quota_findings(environ, env.cpu.logical_cpus, env.cpu.cgroup_cpu_limit,
                                       env.cpu.usable_cpus)
@@ -65,7 +66,8 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
              fail_on: Optional[FailOn] = None, environ: Optional[Mapping[str, str]] = None,
              environment_checks: bool = True, scan_sys_path: bool = True,
              env_changes: Optional[Mapping[str, Optional[str]]] = None, gpu_arch: Sequence[str] = (),
-             progress: Optional[Callable[..., None]] = None) -> DoctorReport:
+             isa: bool = True, cpu: Optional[str] = None, jobs: Optional[int] = None,
+             targets: Sequence[str] = (), progress: Optional[Callable[..., None]] = None) -> DoctorReport:
     """Diagnose the native side of a Python environment.
 
     ``python`` names another interpreter (default: the running one); ``paths``
@@ -76,7 +78,13 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     GPU code against those GPUs instead of the ones nvidia-smi finds.
     ``scan_sys_path=False`` scans only ``paths`` (still in that interpreter's
     context); ``environment_checks=False`` leaves out the machine and variables.
-    ``progress(done, total)`` is called while the static pass runs.
+    ``isa`` scans the CPU instructions of every file against ``cpu`` (a name
+    such as ``haswell`` or ``x86-64-v2``; default this machine's CPU), in
+    ``jobs`` worker processes (default: the usable CPUs). ``progress(done,
+    total, detail)`` is called while the static pass runs (files and steps)
+    and while the instructions are decoded (bytes). ``targets`` (``manylinux_2_28``,
+    ``debian-11``, ...) judges every versioned need against another machine's
+    glibc, libstdc++ and libgcc_s.
     """
     from mltools.doctor import gpucode, static
 
@@ -108,6 +116,8 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     for mod in imports:
         if not mod or not all(part.isidentifier() for part in mod.split(".")):
             raise InputError(f"--import {mod!r}: not a module name")
+    cpu_target = resolve_cpu(cpu) if isa else None
+    target_list = resolve_targets(targets)
     interp = probe_interpreter(python) if python else running_interpreter()
     timings["interpreter"] = time.perf_counter() - t0
 
@@ -144,9 +154,44 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         scope += dyn.scope
         timings["dynamic"] = time.perf_counter() - t
 
+    isa_summary = None
+    from mltools.elf.isa import decoder_available
+    if cpu_target is not None and not decoder_available():
+        scope.append("CPU instructions: iced-x86 is not installed (pip install iced-x86)")
+    elif cpu_target is not None:
+        t = time.perf_counter()
+        from mltools._sysfs import usable_cpus
+        from mltools.doctor.isa import isa_pass
+        isa_summary, isa_findings, isa_scope = isa_pass(
+            [c.path for c in candidates], lambda p: static.owner_text(owners, p), cpu_target, environ,
+            jobs=jobs or usable_cpus(), progress=progress, unproven_notes=bool(cpu))
+        findings += isa_findings
+        scope += isa_scope
+        timings["isa"] = time.perf_counter() - t
+    elif isa:
+        scope.append("CPU instructions: this machine is not x86-64 (give --cpu to judge x86-64 files for one)")
+
+    target_checks = ()
+    if target_list:
+        t = time.perf_counter()
+        from mltools.doctor.targets import check_files
+        # the packages, not the interpreter's own modules: the target runs its own Python
+        tops = tuple(os.path.join(os.path.abspath(d), "") for d in list(interp.site_dirs) + extra)
+        target_findings, target_checks = check_files([c.path for c in candidates if c.path.startswith(tops)],
+                                                     target_list, lambda p: static.owner_text(owners, p))
+        scope.append("--target: the interpreter's own extension modules (lib-dynload) are not judged: the "
+                     "target machine runs its own Python")
+        findings += target_findings
+        timings["targets"] = time.perf_counter() - t
+
+    facts = None
     if environment_checks:
         t = time.perf_counter()
-        findings += environment_pass(interp, environ, result.cuda_majors)
+        from mltools.doctor.facts import collect_facts
+        from mltools.env import collect_env
+        env = collect_env(environ, with_numpy=False)
+        findings += environment_pass(interp, environ, result.cuda_majors, env=env)
+        facts = collect_facts(env, environ, result.libraries, owners)
         timings["environment"] = time.perf_counter() - t
 
     findings.sort(key=_sort_key)
@@ -170,4 +215,33 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         gpu_code=result.gpu_code,
         dlopens=result.dlopens,
         environment=changes,
+        isa=isa_summary,
+        targets=tuple(target_checks),
+        facts=facts,
     )
+
+
+def resolve_targets(names: Sequence[str]):
+    from mltools.doctor.targets import target
+    from mltools.errors import UsageError
+
+    out = []
+    for name in names:
+        try:
+            out.append(target(name))
+        except ValueError as exc:
+            raise UsageError(f"--target: {exc}") from None
+    return out
+
+
+def resolve_cpu(name: Optional[str]):
+    """The CPU the instruction scan judges against: ``name``, or this machine's (None off x86-64)."""
+    from mltools.elf.cpus import cpu_target, this_cpu
+    from mltools.errors import UsageError
+
+    if name:
+        try:
+            return cpu_target(name)
+        except ValueError as exc:
+            raise UsageError(f"--cpu: {exc}") from None
+    return this_cpu()

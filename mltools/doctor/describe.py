@@ -88,6 +88,10 @@ def render_doctor(r) -> str:
         out.append(t.render())
     if r.dlopens:
         out.append(_dlopens_table(r.dlopens, base))
+    if getattr(r, "isa", None) is not None:
+        out.append(render_isa(r.isa, base))
+    if getattr(r, "targets", ()):
+        out.append(render_targets(r.targets))
     if r.imported:
         libs = [lib for lib in r.loaded if not lib.extension_module]
         n_ext = len(r.loaded) - len(libs)
@@ -124,4 +128,116 @@ def render_doctor(r) -> str:
                 out.append(f"      fix: {_rel(f.fix, base)}")
     if r.failed:
         out.append(f"\nexit status 1: findings at or above --fail-on {r.fail_on}")
+    return "\n".join(out)
+
+
+def _features_text(features, limit: int = 6) -> str:
+    feats = sorted(features)
+    return ", ".join(feats[:limit]) + (f" (+{len(feats) - limit})" if len(feats) > limit else "") if feats else "-"
+
+
+def render_isa(isa, base: str = "") -> str:
+    """The CPU-instruction pass: per package, what runs unguarded and what only behind CPU checks."""
+    from collections import defaultdict
+
+    level = "" if isa.cpu.startswith("x86-64") else f", x86-64-v{isa.cpu_level}"
+    head = (f"\nCPU instructions, judged for {isa.cpu}{level}: {_n(isa.scanned, 'file')} "
+            f"scanned, {isa.from_cache} from the cache, {isa.code_bytes / 1e6:.0f} MB of code decoded")
+    if not isa.files:
+        return head + "\nno file uses an instruction beyond x86-64's baseline"
+    groups = defaultdict(list)
+    for f in isa.files:
+        groups[f.package or os.path.dirname(_short(f.path, base)) or "-"].append(f)
+    t = Table(["package", "files", "runs unguarded (at load, or no CPU check)", "only behind CPU checks"])
+    for pkg, files in sorted(groups.items(), key=lambda kv: (-max(f.needs_level for f in kv[1]), kv[0])):
+        need = max(f.needs_level for f in files)
+        ung = {x for f in files for x in f.unguarded}
+        disp = {x for f in files for x in f.dispatched} - ung
+        t.add(pkg, len(files), f"x86-64-v{need}" + (f": {_features_text(ung)}" if ung else ""),
+              _features_text(disp))
+    return head + "\n" + t.render()
+
+
+def render_targets(checks) -> str:
+    t = Table(["target", "glibc", "GLIBCXX", "CXXABI", "GCC", "files that fail", "data"],
+              title="\nTarget machines (versioned needs judged against each)")
+    for c in checks:
+        m = c.maxima
+        t.add(c.name, c.glibc, m.get("GLIBCXX", "-"), m.get("CXXABI", "-"), m.get("GCC", "-"),
+              f"{c.files_failing} of {c.files_checked}",
+              "auditwheel policy" if c.kind == "manylinux" else ("read from its packages" if c.verified
+                                                                 else "published versions (not read from packages)"))
+    return t.render()
+
+
+def _findings_block(findings, base: str = "") -> list:
+    out = []
+    for sev, title in _SEVERITY_TITLES:
+        group = [f for f in findings if f.severity.value == sev]
+        if not group:
+            continue
+        out.append(f"\n{title}")
+        for f in group:
+            out.append(f"  {f.code}: {_rel(f.message, base)}")
+            if f.fix:
+                out.append(f"      fix: {_rel(f.fix, base)}")
+    return out
+
+
+def render_wheels(r) -> str:
+    """``doctor --wheel``: per wheel, what it needs from the system and what the targets say."""
+    out = []
+    for w in r.wheels:
+        need = ", ".join(v.replace("_", " ") for v in w.newest.values()) or "no versioned system symbols"
+        out.append(key_values([
+            ("wheel", os.path.basename(w.wheel) + (f" ({w.name} {w.version})" if w.name else "")),
+            ("tags", ", ".join(w.tags) or "-"),
+            ("ELF files", str(w.elf_files)),
+            ("system libs", ", ".join(w.external) or "-"),
+            ("needs", need),
+            ("manylinux", f"{w.manylinux} (the most compatible policy its needs satisfy)" if w.manylinux
+             else "none: it needs a system library or version no manylinux policy allows"),
+        ]))
+        if w.targets:
+            out.append(render_targets(w.targets))
+        if w.isa is not None:
+            out.append(render_isa(w.isa))
+        if w.findings:
+            counts = {s: sum(1 for f in w.findings if f.severity.value == s) for s, _ in _SEVERITY_TITLES}
+            nouns = {"error": "error", "warning": "warning", "info": "note"}
+            out.append("\n" + ", ".join(f"{n} {nouns[s]}{'s' if n != 1 else ''}" for s, n in counts.items() if n))
+            out += _findings_block(w.findings)
+        else:
+            out.append("\nNo problems found.")
+        out.append("")
+    for e in r.errors:
+        out.append(f"error: {e.message}")
+    if r.failed:
+        out.append(f"exit status 1: findings at or above --fail-on {r.fail_on}" + (" or unreadable wheels" if r.errors else ""))
+    return "\n".join(out).rstrip("\n")
+
+
+def _value(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_value(x) for x in v) or "-"
+    return str(v)
+
+
+def render_diff(d) -> str:
+    out = [key_values([("A", d.a), ("B", d.b)])]
+    if d.missing_sections:
+        out.append("\nNot compared: " + "; ".join(d.missing_sections))
+    if not d.items:
+        out.append(f"\nNothing that matters differs ({_n(d.expected, 'expected difference')}: host, time, paths).")
+        return "\n".join(out)
+    t = Table(["what", "name", "A", "B", "why"])
+    for i in d.items:
+        t.add(i.category if i.matters else f"({i.category})", i.key, _value(i.a)[:70], _value(i.b)[:70], i.why or "")
+    n = sum(1 for i in d.items if i.matters)
+    out.append(f"\n{_n(n, 'difference')} that matter{'s' if n == 1 else ''}, most important first"
+               + (f" ({d.expected} expected ones not shown: --all)" if d.expected and all(i.matters for i in d.items)
+                  else ""))
+    out.append(t.render())
     return "\n".join(out)

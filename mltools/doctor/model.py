@@ -6,6 +6,9 @@ from typing import ClassVar, Dict, Optional, Tuple
 
 from mltools.python import InterpreterInfo
 from mltools.findings import Finding
+from mltools.doctor.isa import IsaSummary
+from mltools.doctor.targets import TargetCheck
+from mltools.doctor.facts import NodeFacts
 
 
 @dataclass(frozen=True)
@@ -89,3 +92,6 @@ class DoctorReport:
     gpu_code: Tuple[PackageGpuCode, ...] = ()   # per package: the SASS and PTX its files carry
     dlopens: Tuple[DlopenLibrary, ...] = ()     # NVIDIA libraries opened by name, as dlopen would resolve them
     environment: Dict[str, Optional[str]] = field(default_factory=dict)  # --env/--unset: variables changed
+    isa: Optional["IsaSummary"] = None     # the CPU-instruction pass (None when not run)
+    targets: Tuple["TargetCheck", ...] = ()   # --target machines the versioned needs were judged for
+    facts: Optional["NodeFacts"] = None    # this machine and environment, for `doctor diff` (environment checks)

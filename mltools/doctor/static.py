@@ -36,6 +36,7 @@ class StaticResult:
     gpu_code: Tuple[PackageGpuCode, ...] = ()
     dlopens: Tuple[DlopenLibrary, ...] = ()
     timings_s: Dict[str, float] = field(default_factory=dict)
+    libraries: Tuple[Tuple[str, Optional[str]], ...] = ()     # (SONAME, path or None) of every library resolved
 
 
 class _Steps:
@@ -163,8 +164,10 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     scope += cres["scope"]
     findings += requirement_findings(reqs)
     timings["cuda"] = time.perf_counter() - t
+    libraries = tuple(sorted({(n.soname, n.path) for n in nodes.values()}, key=lambda x: (x[0], x[1] or "")))
     return StaticResult(tuple(_dedupe(findings)), tuple(copies), cuda_majors, tuple(scope),
-                        cres["gpu_code"], cres["dlopens"], {k: round(v, 4) for k, v in timings.items()})
+                        cres["gpu_code"], cres["dlopens"], {k: round(v, 4) for k, v in timings.items()},
+                        libraries)
 
 
 def _internal_error(path: str, doing: str, exc: BaseException) -> Finding:
