@@ -138,7 +138,10 @@ def test_wheel_batch_and_bad_input(cli, fixture_wheel, tmp_path):
 @pytest.fixture(scope="session")
 def pypi_wheels(request):
     """Small real wheels from PyPI, kept in pytest's cache between runs."""
-    cache = Path(request.config.cache.mkdir("pypi-wheels"))
+    pytest_cache = getattr(request.config, "cache", None)     # None under -p no:cacheprovider
+    cache = (Path(pytest_cache.mkdir("pypi-wheels")) if pytest_cache is not None
+             else Path.home() / ".cache" / "mltools-tests" / "pypi-wheels")
+    cache.mkdir(parents=True, exist_ok=True)
     wanted = ["psutil==7.2.2", "orjson==3.11.5", "cryptography==46.0.3"]
     have = list(cache.glob("*.whl"))
     if len(have) < len(wanted):

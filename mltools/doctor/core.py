@@ -97,7 +97,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
             environ.pop(key, None)
         else:
             environ[key] = value
-    targets = gpucode.parse_gpu_arch(",".join(gpu_arch)) if gpu_arch else None
+    gpu_targets = gpucode.parse_gpu_arch(",".join(gpu_arch)) if gpu_arch else None
     fail_on = fail_on or FailOn()
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
@@ -134,7 +134,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     found_gpus, driver = gpucode.detected_gpus()
     if driver is None:
         driver = host.kernel_driver_version()
-    gpus = targets if targets is not None else found_gpus
+    gpus = gpu_targets if gpu_targets is not None else found_gpus
     timings["gpus"] = time.perf_counter() - t
 
     t = time.perf_counter()
