@@ -24,7 +24,6 @@ _USER_DATA_TOKENS = frozenset({"data", "ctx", "context", "userdata", "udata", "u
 # C functions that return a borrowed PyObject* that is never NULL for valid input.
 _NEVER_NULL_CALLS = frozenset({"PyTuple_GET_ITEM", "PyList_GET_ITEM", "PySequence_Fast_GET_ITEM",
                                "Py_TYPE", "PyTuple_GetItem", "PyList_GetItem"})
-_PYOBJECT_POINTEE = re.compile(r"^(const\s+)?_?Py\w*Object$")
 _KEEP_ALIVE_METHODS = frozenset({"append", "add", "insert", "appendleft", "setdefault", "extend"})
 
 # Operand kinds (what the Python operand of a pointer cast is).
@@ -171,10 +170,24 @@ def expr_text(node, depth: int = 0) -> str:
             return f"{expr_text(node.args[0], depth + 1)}.data"   # numpy's inlined .data property
         return f"{expr_text(fn, depth + 1)}(...)"
     if name == "TypecastNode":
-        return f"<...>{expr_text(node.operand, depth + 1)}"
+        t = getattr(node, "type", None)          # typed mode; the parse tree has only base_type
+        spelled = str(t).replace(" *", "*") if t is not None else "..."
+        return f"<{spelled}>{expr_text(node.operand, depth + 1)}"
     if name == "IntNode":
         return str(node.value)
     return "(...)"
+
+
+def low_bits_casts(node, is_constant) -> List[int]:
+    """ids of the casts that ``node`` (``x % C``, ``x & C``) uses only for their low bits, as in
+    ``<size_t>p % 16`` or ``<int>p & 7``: truncating the pointer there changes nothing."""
+    if getattr(node, "operator", None) not in ("%", "&"):
+        return []
+    out = []
+    for a, b in ((node.operand1, node.operand2), (node.operand2, node.operand1)):
+        if cls(unwrap(a)) == "TypecastNode" and is_constant(b):
+            out.append(id(unwrap(a)))
+    return out
 
 
 def _tokens(identifier: str) -> List[str]:
@@ -236,6 +249,7 @@ class FunctionFacts:
     """Evidence gathered once per function body (or the module body)."""
     incref: Set[str] = field(default_factory=set)
     stored: Set[str] = field(default_factory=set)
+    kept_py: Set[str] = field(default_factory=set)     # typed mode: stored where a Python reference is kept
     null_checked: Set[str] = field(default_factory=set)
     none_checked: Set[str] = field(default_factory=set)
     assigned: Dict[str, list] = field(default_factory=dict)
@@ -275,7 +289,9 @@ def gather_facts(body) -> FunctionFacts:
             if fname and fname.endswith("INCREF"):
                 facts.incref.update(k for k in (expr_key(a) for a in args) if k)
             elif fname in _KEEP_ALIVE_METHODS:
-                facts.stored.update(k for k in (expr_key(a) for a in args) if k)
+                keys = [k for k in (expr_key(a) for a in args) if k]
+                facts.stored.update(keys)
+                facts.kept_py.update(keys)
         elif name in ("SingleAssignmentNode", "CascadedAssignmentNode"):
             rhs = n.rhs
             lhss = [n.lhs] if name == "SingleAssignmentNode" else list(n.lhs_list)
@@ -284,6 +300,8 @@ def gather_facts(body) -> FunctionFacts:
                 key = expr_key(rhs)
                 if cls(lhs_u) in ("AttributeNode", "IndexNode") and key:
                     facts.stored.add(key)
+                if key and _keeps_reference(lhs_u):
+                    facts.kept_py.add(key)
                 if cls(lhs_u) == "NameNode":
                     facts.assigned.setdefault(lhs_u.name, []).append(unwrap(rhs))
                 dest = lhs_u.attribute if cls(lhs_u) == "AttributeNode" else (
@@ -324,6 +342,19 @@ def gather_facts(body) -> FunctionFacts:
     return facts
 
 
+def _keeps_reference(lhs) -> bool:
+    """Typed mode: assigning to ``lhs`` keeps a Python reference beyond this function (a Python
+    attribute or item, or a module-level Python name)."""
+    if not getattr(getattr(lhs, "type", None), "is_pyobject", False):
+        return False
+    name = cls(lhs)
+    if name in ("AttributeNode", "IndexNode"):
+        return True
+    entry = getattr(lhs, "entry", None)
+    return name == "NameNode" and entry is not None and not getattr(entry, "is_local", False) \
+        and not getattr(entry, "is_arg", False)
+
+
 def _note_truth_tests(cond, facts: FunctionFacts) -> None:
     if cond is None:
         return
@@ -341,10 +372,6 @@ def _casts_at_top(rhs):
     while cls(node) == "TypecastNode":
         yield node
         node = unwrap(node.operand)
-
-
-def is_pyobject_pointee(pointee_name: str) -> bool:
-    return bool(_PYOBJECT_POINTEE.match(pointee_name.strip()))
 
 
 def keep_alive(cast, operand, facts: Optional[FunctionFacts]) -> bool:
