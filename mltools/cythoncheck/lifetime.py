@@ -47,8 +47,12 @@ CYTHON_MESSAGES = ("Storing unsafe C derivative of temporary Python reference",
 
 
 def is_property_read(node) -> bool:
+    """``obj.name`` where name is a property with a getter (a ``cdef public`` attribute is a
+    property too, but reading it returns the stored object)."""
     node = unwrap(node)
-    return cls(node) == "AttributeNode" and bool(getattr(getattr(node, "entry", None), "is_property", False))
+    entry = getattr(node, "entry", None)
+    return cls(node) == "AttributeNode" and bool(getattr(entry, "is_property", False)) \
+        and not getattr(entry, "is_variable", False)
 
 
 def creates_object(node) -> bool:

@@ -357,6 +357,9 @@ class SyntaxWalker:
         if cls(expr) == "NameNode":
             d = self._lookup(expr.name)
             return bool(d is not None and d.ptr_depth > 0)
+        if cls(expr) == "AttributeNode" and cls(unwrap(expr.obj)) == "NameNode" and unwrap(expr.obj).name == "self":
+            d = self.scope.class_attrs.get(expr.attribute)     # a cdef attribute of this class
+            return bool(d is not None and d.ptr_depth > 0)
         return False
 
     def _is_void_ptr(self, expr) -> bool:

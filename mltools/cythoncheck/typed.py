@@ -206,6 +206,32 @@ class ContextPool:
         if hasattr(Scanning, "get_lexicon"):
             Scanning.get_lexicon()
 
+    def preload(self, module_names) -> None:
+        """Analyse the .pxd files of ``module_names`` now (before worker processes are forked,
+        so that each does not analyse them again). Their errors are kept on their scopes and
+        charged to the files that cimport them, as when a file loads them."""
+        from Cython.Compiler import Errors
+        ctx, _copts = self.context("pyx")
+        Errors.init_thread()
+        Errors.open_listing_file(None, echo_to_stderr=False)
+        Errors.hold_errors()
+        echo = io.StringIO()
+        Errors.threadlocal.cython_errors_echo_file = echo
+        try:
+            from Cython.Compiler.Scanning import FileSourceDescriptor
+            for name in module_names:
+                try:
+                    # Only modules whose .pxd exists: a "not found" error would be placed here
+                    # instead of at the cimport of the file that needs it.
+                    path = ctx.find_pxd_file(name)
+                    if path:
+                        ctx.find_module(name, pos=(FileSourceDescriptor(path), 1, 0), need_pxd=1)
+                except Exception:  # noqa: BLE001 - a file that cimports it will meet the same error
+                    continue
+        finally:
+            Errors.release_errors(ignore=True)
+            Errors.threadlocal.cython_errors_echo_file = None
+
 
 def _module_table(ctx, dotted: str):
     """The dict that holds module ``dotted``'s scope (Context.modules or a package's
@@ -331,12 +357,15 @@ def check_file_typed(path: str, pool: ContextPool) -> FileResult:
     errors.sort(key=lambda e: _error_key(e, os.path.abspath(path)))
     result.semantic_errors = [(getattr(e, "position", None), getattr(e, "message_only", str(e)))
                               for e in errors]
-    for pos, msg in result.semantic_errors:
-        if pos and any(m in msg for m in lifetime.CYTHON_MESSAGES):
-            sink.add(pos, "CYP020", f"Cython rejects this: {msg}", anchored=True)
-    result.findings = sink.findings
     first = next(((pos, msg) for pos, msg in result.semantic_errors
                   if any(m in msg for m in _RESOLUTION_MARKERS)), None)
+    if first is None:
+        # With declarations missing, a C function call reads as a Python call, and Cython's
+        # complaints about temporaries are about that, not about the code.
+        for pos, msg in result.semantic_errors:
+            if pos and any(m in msg for m in lifetime.CYTHON_MESSAGES):
+                sink.add(pos, "CYP020", f"Cython rejects this: {msg}", anchored=True)
+    result.findings = sink.findings
     if first is not None:
         pos, msg = first
         result.unresolved = (f"{_short(pos[0])}:{pos[1]}:{pos[2] + 1}: {msg}" if pos else msg)

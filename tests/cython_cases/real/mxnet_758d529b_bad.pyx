@@ -21,4 +21,4 @@ cdef class ArrayBase:
     def handle(self):
         if self.chandle == NULL:
             return None
-        return ctypes.cast(<unsigned long>self.chandle, ctypes.c_void_p)  # expect: CYP010@28
+        return ctypes.cast(<unsigned long>self.chandle, ctypes.c_void_p)  # expect-typed: CYP010@28
