@@ -250,6 +250,7 @@ class FunctionFacts:
     incref: Set[str] = field(default_factory=set)
     stored: Set[str] = field(default_factory=set)
     kept_py: Set[str] = field(default_factory=set)     # typed mode: stored where a Python reference is kept
+    layout_checked: Set[str] = field(default_factory=set)   # views whose strides or contiguity are tested
     null_checked: Set[str] = field(default_factory=set)
     none_checked: Set[str] = field(default_factory=set)
     assigned: Dict[str, list] = field(default_factory=dict)
@@ -286,6 +287,10 @@ def gather_facts(body) -> FunctionFacts:
             if name == "GeneralCallNode":
                 pos = unwrap(getattr(n, "positional_args", None)) if getattr(n, "positional_args", None) else None
                 args = list(getattr(pos, "args", None) or [])
+            if fname in ("is_c_contig", "is_f_contig") and cls(unwrap(n.function)) == "AttributeNode":
+                view = expr_key(unwrap(n.function).obj)
+                if view:
+                    facts.layout_checked.add(view)
             if fname and fname.endswith("INCREF"):
                 facts.incref.update(k for k in (expr_key(a) for a in args) if k)
             elif fname in _KEEP_ALIVE_METHODS:
@@ -332,6 +337,9 @@ def gather_facts(body) -> FunctionFacts:
                     facts.null_checked.add(k)
                 if k and _is_none(y):
                     facts.none_checked.add(k)
+                view = _strides_of(x)
+                if view:
+                    facts.layout_checked.add(view)
         elif name in ("IfClauseNode", "WhileStatNode", "AssertStatNode", "CondExprNode"):
             cond = getattr(n, "condition", None) or getattr(n, "test", None) or getattr(n, "cond", None)
             _note_truth_tests(cond, facts)
@@ -340,6 +348,17 @@ def gather_facts(body) -> FunctionFacts:
                       getattr(n, "operand2", None), getattr(n, "arg", None)):
                 _note_truth_tests(c, facts)
     return facts
+
+
+def _strides_of(node) -> Optional[str]:
+    """``v`` for ``v.strides[i]`` (a memoryview's stride, compared by a contiguity check)."""
+    node = unwrap(node)
+    if cls(node) not in ("IndexNode", "MemoryViewIndexNode"):
+        return None
+    base = unwrap(node.base)
+    if cls(base) == "AttributeNode" and base.attribute == "strides":
+        return expr_key(base.obj)
+    return None
 
 
 def _keeps_reference(lhs) -> bool:

@@ -391,7 +391,7 @@ class SyntaxWalker:
         if cls(base) != "NameNode":
             return
         d = self._lookup(base.name)
-        if d is not None and d.strided_view:
+        if d is not None and d.strided_view and base.name not in self.scope.facts.layout_checked:
             self.sink.add(node.pos, "CYP006", f"&{_core.expr_text(operand)} hands on a pointer into "
                           f"'{base.name}', a strided memoryview: C code reading consecutive "
                           "elements reads the wrong ones", anchored=True)
