@@ -386,28 +386,34 @@ def _run_parallel(work: Sequence[str], opts, types: bool, jobs: int) -> Iterator
         for _ in range(min(jobs, len(work))):
             start()
         while workers:
-            for conn, state in workers.items():
+            for conn, state in list(workers.items()):
                 if state[1] is None and pending:
-                    state[1] = pending.popleft()
-                    conn.send(state[1])
+                    index = pending.popleft()
+                    try:
+                        conn.send(index)
+                    except OSError:          # it died idle: its file goes to another worker
+                        pending.appendleft(index)
+                        del workers[conn]
+                        state[0].join()
+                        start()
+                        continue
+                    state[1] = index
             busy = {conn: state for conn, state in workers.items() if state[1] is not None}
             if not busy:
                 break
             ready = wait(list(busy) + [state[0].sentinel for state in busy.values()])
-            for conn, (proc, index) in list(busy.items()):
+            for conn, (proc, index) in busy.items():
                 if conn in ready:
                     try:
                         done, outcome = conn.recv()
                     except EOFError:
-                        pass
+                        pass                 # it ended without answering
                     else:
                         workers[conn][1] = None
                         yield done, outcome
                         continue
-                elif proc.sentinel not in ready:
-                    continue
-                if conn.poll():
-                    continue            # its answer arrived just before it ended: read it next round
+                elif proc.sentinel not in ready or conn.poll():
+                    continue                 # busy, or it ended with its answer still to read
                 proc.join()
                 del workers[conn]
                 conn.close()
@@ -417,8 +423,11 @@ def _run_parallel(work: Sequence[str], opts, types: bool, jobs: int) -> Iterator
                                                          f"the process checking it ended ({why})"))
                 if pending:
                     start()
-        for conn, (proc, _index) in workers.items():
-            conn.send(None)
+        for conn in workers:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
         for conn, (proc, _index) in workers.items():
             proc.join()
             conn.close()

@@ -1,9 +1,10 @@
 """Typed mode: Cython's own pipeline up to AnalyseExpressionsTransform, then
 one walk over the analysed tree holding every rule.
 
-No C is generated. One ``Context`` is shared by all files with the same
-options, so a cimported ``.pxd`` (numpy's, a project's own) is parsed once per
-run instead of once per file.
+No C is generated. One ``Context`` is shared by the files a process checks,
+so a cimported ``.pxd`` (numpy's, a project's own) is analysed once per
+process instead of once per file; ``ContextPool`` and ``CheckContext`` keep
+each file's result independent of the files checked before it.
 """
 from __future__ import annotations
 
@@ -99,6 +100,17 @@ def _drop_none_children(tree) -> None:
                 stack.append(value)
 
 
+def _merged(lists) -> list:
+    """The errors of ``lists`` in order, each error object once."""
+    out, seen = [], set()
+    for errors in lists:
+        for e in errors:
+            if id(e) not in seen:
+                seen.add(id(e))
+                out.append(e)
+    return out
+
+
 _CONTEXT_CLASS = None
 
 
@@ -130,10 +142,8 @@ def _context_class():
                 return scope
             errors = scope.__dict__.get("_mltools_errors")
             if errors is None and getattr(scope, "pxd_file_loaded", False):
-                errors = list(held[start:]) if held is not None else []
-                known = {id(e) for e in errors}
-                for part in inner:
-                    errors.extend(e for e in part if id(e) not in known and not known.add(id(e)))
+                # loaded by this call: what it reported, and what the modules it found carry
+                errors = _merged([list(held[start:]) if held is not None else [], *inner])
                 scope._mltools_errors = errors
             if errors and frames:
                 frames[-1].append(errors)
@@ -187,10 +197,6 @@ class ContextPool:
             copts = self._options(mode)
             self._modes[mode] = (_context_class().from_options(copts), copts)
         return self._modes[mode]
-
-    @property
-    def copts(self):
-        return self.context("pyx")[1]
 
     def module_name(self, path: str) -> str:
         ctx, copts = self.context("pyx")
@@ -352,8 +358,7 @@ def check_file_typed(path: str, pool: ContextPool) -> FileResult:
         if pos:
             where = f" at {_short(pos[0])}:{pos[1]}:{pos[2] + 1}"
         raise AnalysisStopped(f"Cython stopped{where}: {getattr(stop, 'message_only', stop)}")
-    known = {id(e) for e in held}
-    errors = list(held) + [e for part in cimported for e in part if id(e) not in known and not known.add(id(e))]
+    errors = _merged([held, *cimported])
     errors.sort(key=lambda e: _error_key(e, os.path.abspath(path)))
     result.semantic_errors = [(getattr(e, "position", None), getattr(e, "message_only", str(e)))
                               for e in errors]
