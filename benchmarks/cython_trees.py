@@ -3,6 +3,7 @@
 
     python benchmarks/cython_trees.py prepare DIR [--mirrors DIR] [--sdists DIR] [--only NAME...]
     python benchmarks/cython_trees.py run DIR [--only NAME...] [--jobs N] [--report FILE.json]
+    python benchmarks/cython_trees.py history DIR [--mirrors DIR]
 
 `prepare` puts each project below DIR at the pinned commit (or release), with
 the sources its build generates (Tempita templates, configure files, h5py's
@@ -22,6 +23,10 @@ with `-j N` (default: the usable CPUs), as the project's build would (its -I,
 not be checked, the warnings on stderr, CPU and wall time of each run, and
 whether the two JSON documents are byte-identical. Exit status 1 when a tree
 had an error or the two runs differ.
+
+`history` checks the files a real fix commit changed, in the project's own
+tree, at the commit before the fix and at the fix: what is flagged before,
+and what is left after (the corpus of docs/cython.md, on the original code).
 """
 from __future__ import annotations
 
@@ -276,6 +281,79 @@ def run(top: Path, only: Sequence[str], jobs: int, report: Optional[Path]) -> in
     return status
 
 
+# --- history: the fix commits of the corpus, on the projects' own code ---------------------
+
+@dataclass(frozen=True)
+class Fix:
+    repo: str
+    sha: str
+    paths: Tuple[str, ...]
+    options: Tuple[str, ...] = ()
+    keep: Tuple[str, ...] = ()     # only these paths of the repository
+    env_names: str = ""            # a regex: every name it finds in the sources is passed as -E NAME=1
+
+
+FIXES = [
+    Fix("cupy/cupy", "c8cb5883490fba3dd8eacd53a34a34ab67afb873", ("cupy/cuda/cufft.pyx",),
+        ("-I", ".", "--cplus", "-E", "CUDA_VERSION=11020", "-E", "HIP_VERSION=0",
+         "-E", "CUPY_USE_CUDA_PYTHON=0", "-E", "CUPY_CUFFT_STATIC=0"), keep=("cupy", "cupy_backends")),
+    Fix("apache/mxnet", "758d529b48be4eedca286780a2e24f43fdec7d0c", ("python/mxnet/cython",),
+        ("-I", "python/mxnet/cython"), keep=("python/mxnet/cython",)),
+    Fix("kivy/pyjnius", "19b8a0bfcfe1d37df7af5bdcf5a5f18a3b53c2aa", ("jnius/jnius.pyx",),
+        ("-I", ".", "-I", "jnius", "-E", "JNIUS_PLATFORM=linux", "-E", "JNIUS_PYTHON3=1"), keep=("jnius",)),
+    Fix("zeromq/pyzmq", "7a417e2f42560bdfe22c48ec59775ab14cce327f", ("zmq/backend/cython",),
+        ("-I", ".", "-I", "zmq/backend/cython", "-I", "zmq/utils"), keep=("zmq",)),
+    Fix("numpy/numpy", "61783b4808a0325ef511003788553c3644ebf835",
+        ("numpy/random/_generator.pyx", "numpy/random/mtrand.pyx"), ("-I", "."), keep=("numpy",)),
+    Fix("grackle-project/grackle", "207b09985392615f4f63820475eafd49bf3432c9",
+        ("src/python/pygrackle/grackle_wrapper.pyx",), ("-I", "src/python"), keep=("src/python",)),
+    Fix("truenas/py-libzfs", "c0465725e73e9c8b4902b3d282e7661d2a4038bb", ("libzfs.pyx",),
+        ("-I", ".", "-I", "pxd"), env_names=r"\b(?:HAVE_[A-Z0-9_]+|ADVISED)\b"),
+    Fix("zeromq/pyzmq", "a878237e2fa09b192c0a6760588a9f82622cbddd", ("zmq/backend/cython/_zmq.py",), ("-I", "."), keep=("zmq",)),
+    Fix("sparcians/map", "102a1199716bd8e33bc720bd42fab4651a11f276",
+        ("helios/pipeViewer/pipe_view/core/src/core.pyx",),
+        ("--cplus", "-I", "helios/pipeViewer/pipe_view/core/src"), keep=("helios/pipeViewer/pipe_view/core/src",)),
+]
+
+
+def history(top: Path, mirrors: Optional[Path]) -> int:
+    top.mkdir(parents=True, exist_ok=True)
+    for fix in FIXES:
+        lines = {}
+        for rev in (f"{fix.sha}^", fix.sha):
+            tree = Tree(f"{fix.repo.split('/')[1]}-{rev.replace('^', '-before')[:20]}", f"git:{fix.repo}@{rev}",
+                        keep=fix.keep)
+            dest = top / tree.name
+            if dest.exists():
+                shutil.rmtree(dest)
+            _from_git(tree, dest, mirrors)
+            env_opts: List[str] = []
+            if fix.env_names:
+                names = set()
+                for f in dest.rglob("*.p*"):
+                    if f.suffix in (".pyx", ".pxd", ".pxi"):
+                        names.update(re.findall(fix.env_names, f.read_text(errors="replace")))
+                for n in sorted(names):
+                    env_opts += ["-E", f"{n}=1"]
+            argv = [sys.executable, "-m", "mltools", "cython", "check", "--json", "-j", "1", "--ignore", "CYP000",
+                    *fix.options, *env_opts, *fix.paths]
+            env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+            proc = subprocess.run(argv, cwd=dest, capture_output=True, text=True, env=env)
+            try:
+                doc = json.loads(proc.stdout)
+            except ValueError:
+                print(f"{fix.repo} {rev}: exit {proc.returncode}: {proc.stderr.strip()[:300]}")
+                continue
+            lines[rev] = [f"{f['path']}:{f['line']} {f['code']}" for f in doc["findings"]
+                          if f["code"] not in ("CYP004",)]
+        before, after = lines.get(f"{fix.sha}^", []), lines.get(fix.sha, [])
+        print(f"{fix.repo} {fix.sha[:8]}: {len(before)} finding(s) before the fix, {len(after)} at the fix")
+        for when, items in (("before", before), ("at fix", after)):
+            for item in items:
+                print(f"  {when:7s} {item}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -289,9 +367,14 @@ def main() -> int:
     r.add_argument("--only", nargs="*", default=())
     r.add_argument("--jobs", type=int, default=0)
     r.add_argument("--report", type=Path)
+    h = sub.add_parser("history")
+    h.add_argument("dir", type=Path)
+    h.add_argument("--mirrors", type=Path)
     args = ap.parse_args()
     if args.cmd == "prepare":
         return prepare(args.dir.resolve(), args.only, args.mirrors, args.sdists)
+    if args.cmd == "history":
+        return history(args.dir.resolve(), args.mirrors)
     return run(args.dir.resolve(), args.only, args.jobs, args.report)
 
 
