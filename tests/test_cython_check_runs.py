@@ -142,6 +142,22 @@ def test_one_unparsable_file_of_many_is_an_error_at_its_line(cli, tmp_path):
                for l in gh.stdout.splitlines())
 
 
+def test_a_pxd_that_does_not_parse_names_the_file_that_needs_it(tmp_path, monkeypatch):
+    # CuPy without its -E names: the error is in the module's .pxd; the .pyx is what was not checked.
+    (tmp_path / "driver.pxd").write_text("IF USE_CUDA_PYTHON:\n    cdef int x\n")
+    (tmp_path / "driver.pyx").write_text("def f(buf):\n    return <size_t><void*>buf.ptr\n")
+    (tmp_path / "other.pyx").write_text("def g(buf):\n    return <size_t><void*>buf.ptr\n")
+    monkeypatch.chdir(tmp_path)
+    report = check_paths(["."])
+    assert [(e.path, e.line, e.col, e.message) for e in report.errors] == [
+        ("driver.pxd", 1, 4, "driver.pxd:1:4: Cython cannot parse it: Compile-time name 'USE_CUDA_PYTHON' "
+                             "not defined (pass -E USE_CUDA_PYTHON=VALUE, as the project's build does)"),
+        ("driver.pyx", 0, 0, "driver.pyx: Cython cannot parse driver.pxd:1:4, which it needs: Compile-time name "
+                             "'USE_CUDA_PYTHON' not defined (pass -E USE_CUDA_PYTHON=VALUE, as the project's "
+                             "build does)")]
+    assert [(f.path, f.code) for f in report.findings] == [("other.pyx", "CYP001")]
+
+
 def test_exit_2_only_when_no_file_could_be_checked(cli, tmp_path):
     (tmp_path / "env.pyx").write_text((CASES / "broken" / "needs_env.pyx").read_text())
     (tmp_path / "syntax.pyx").write_text((CASES / "broken" / "bad_syntax.pyx").read_text())

@@ -488,7 +488,11 @@ def _check_one(path, pool, opts, outcome: _Outcome) -> None:
         missing = _MISSING_NAME.search(msg)
         if missing:
             msg += f" (pass -E {missing.group(1)}=VALUE, as the project's build does)"
-        outcome.error = FileError.at(_display(ppath), f"Cython cannot parse it: {msg}", line, col)
+        if os.path.realpath(ppath) == os.path.realpath(path):
+            outcome.error = FileError.at(_display(path), f"Cython cannot parse it: {msg}", line, col)
+        else:   # its .pxd, a cimported .pxd or an include: name the file that was not checked
+            outcome.error = FileError.at(_display(path), f"Cython cannot parse {_display(ppath)}:{line}:{col}, "
+                                                         f"which it needs: {msg}")
         return
     outcome.findings.extend(res.findings)
     if getattr(res, "unresolved", None):
