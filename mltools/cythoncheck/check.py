@@ -233,21 +233,22 @@ def check_paths(paths: Sequence[str], settings: Optional[CheckSettings] = None,
     for d in settings.include_dirs:
         if not os.path.isdir(d):
             raise InputError(f"include directory {d}: no such directory")
-    errors: List[FileError] = []
-    files = find_sources(paths, errors)
-    total = len(files) + len(errors)       # what could not even be listed counts as an input too
-    included = _included_files(files, settings.include_dirs)
-
     from mltools.cythoncheck import typed
     opts = typed.CythonOptions(tuple(os.path.abspath(d) for d in settings.include_dirs),
                                settings.compile_time_env, settings.cplus)
-    work = [p for p in files if os.path.realpath(p) not in included]   # included: checked through the includer
-    jobs = settings.jobs if settings.jobs > 0 else _auto_jobs(len(work))
+    errors: List[FileError] = []
+    files: List[str] = []
+    work: List[str] = []
     outcomes: Dict[int, _Outcome] = {}
     interrupted = False
-    runs = _run_parallel(work, opts, settings.types, jobs) if jobs > 1 and len(work) > 1 \
-        else _run_here(work, opts, settings.types)
+    runs = None
     try:
+        files = find_sources(paths, errors)
+        included = _included_files(files, settings.include_dirs)
+        work = [p for p in files if os.path.realpath(p) not in included]   # included: checked through the includer
+        jobs = settings.jobs if settings.jobs > 0 else _auto_jobs(len(work))
+        runs = _run_parallel(work, opts, settings.types, jobs) if jobs > 1 and len(work) > 1 \
+            else _run_here(work, opts, settings.types)
         for index, outcome in runs:
             outcomes[index] = outcome
             if progress is not None:
@@ -255,7 +256,9 @@ def check_paths(paths: Sequence[str], settings: Optional[CheckSettings] = None,
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        runs.close()
+        if runs is not None:
+            runs.close()
+    total = len(files) + len(errors)       # what could not even be listed counts as an input too
     raw: List = []
     notes: List[str] = []
     for index in sorted(outcomes):
