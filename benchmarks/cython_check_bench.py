@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """Speed and findings of `mltools cython check` next to cython-lint, in one run.
 
-    python benchmarks/cython_check_bench.py TREE [--files 60] [--rounds 3]
-        [-- extra mltools options such as -I TREE -E NAME=VALUE --cplus]
+    python benchmarks/cython_check_bench.py TREE [--files 60 | --paths DIR...] [--rounds 3]
+        [-- extra mltools options such as -I . -E NAME=VALUE --cplus]
 
 Picks the first N .pyx files of TREE (sorted paths; build dirs and venvs
-skipped), then runs, interleaved in every round, as separate processes:
+skipped), or with --paths the directories given (relative to TREE, checked as
+a whole: .pyx and .pxd, as a project's CI would), then runs, from TREE,
+interleaved in every round, as separate processes:
   * mltools cython check (typed, the default; worker processes chosen automatically)
   * mltools cython check -j 1 (typed, one process)
   * mltools cython check --no-types
-  * cython-lint (pip install cython-lint; the reference, parse-only)
-and prints best-of wall times and the ratio, the CPU time of each, and what
-each tool reported. cython-lint has no cast rules, so the findings are compared
-by count and kind, not line by line.
+  * cython-lint (pip install cython-lint; the reference, parse-only) on the same .pyx files
+and prints best-of wall times and the ratio, the CPU time of each (best-of
+and median), and what each tool reported. cython-lint has no cast rules, so
+the findings are compared by count and kind, not line by line.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -36,6 +39,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("tree")
     ap.add_argument("--files", type=int, default=60)
+    ap.add_argument("--paths", nargs="*", default=None)
     ap.add_argument("--rounds", type=int, default=3)
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -43,7 +47,14 @@ def main() -> int:
     args.extra = extra
 
     from mltools.cythoncheck import find_sources
-    files = [f for f in find_sources([args.tree]) if f.endswith(".pyx")][: args.files]
+    tree = os.path.abspath(args.tree)
+    os.chdir(tree)
+    if args.paths:
+        files = [f for f in find_sources(args.paths) if f.endswith(".pyx")]
+        targets = list(args.paths)
+    else:
+        files = [os.path.relpath(f) for f in find_sources(["."]) if f.endswith(".pyx")][: args.files]
+        targets = files
     if not files:
         print(f"no .pyx files under {args.tree}", file=sys.stderr)
         return 2
@@ -53,31 +64,36 @@ def main() -> int:
         return 2
     mltools = [sys.executable, "-m", "mltools", "cython", "check", "--format", "json", *args.extra]
     tools = {
-        "mltools typed": mltools + files,
-        "mltools typed -j 1": mltools + ["-j", "1"] + files,
-        "mltools --no-types": mltools + ["--no-types"] + files,
+        "mltools typed": mltools + targets,
+        "mltools typed -j 1": mltools + ["-j", "1"] + targets,
+        "mltools --no-types": mltools + ["--no-types"] + targets,
         "cython-lint": [lint, *files],
     }
-    best = {k: float("inf") for k in tools}
-    cpu = {k: float("inf") for k in tools}
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    walls = {k: [] for k in tools}
+    cpus = {k: [] for k in tools}
     last = {}
     for _ in range(args.rounds):
         for name, argv in tools.items():        # interleaved: every tool once per round
-            proc, wall, c = timed(argv)
-            best[name] = min(best[name], wall)
-            cpu[name] = min(cpu[name], c)
+            proc, wall, c = timed(argv, env=env)
+            walls[name].append(wall)
+            cpus[name].append(c)
             last[name] = proc
+    best = {k: min(v) for k, v in walls.items()}
+    cpu = {k: min(v) for k, v in cpus.items()}
 
     print(f"machine: {describe_machine()}, "
           f"load average {os.getloadavg()[0]:.1f}, Python {platform.python_version()}")
     import Cython
-    print(f"files: {len(files)} .pyx under {args.tree}; Cython {Cython.__version__}; "
+    what = f"{' '.join(targets)} ({len(files)} .pyx and their .pxd)" if args.paths else f"{len(files)} .pyx"
+    print(f"files: {what} under {args.tree}; Cython {Cython.__version__}; "
           f"cython-lint {subprocess.run([lint, '--version'], capture_output=True, text=True).stdout.strip()}")
     print(f"rounds: {args.rounds}, interleaved; best-of wall time and the CPU time of that tool")
     ref = best["cython-lint"]
     for name in tools:
-        print(f"  {name:20s} wall {best[name]:6.2f} s  cpu {cpu[name]:6.2f} s  "
-              f"({best[name] / ref:4.2f}x cython-lint)")
+        print(f"  {name:20s} wall {best[name]:6.2f} s (median {statistics.median(walls[name]):6.2f})  "
+              f"cpu {cpu[name]:6.2f} s (median {statistics.median(cpus[name]):6.2f})  "
+              f"({best[name] / ref:4.2f}x cython-lint's wall)")
 
     for name in ("mltools typed", "mltools --no-types"):
         proc = last[name]

@@ -74,7 +74,8 @@ def test_every_rule_has_bad_and_good_cases():
 def test_rule_table_matches_the_contract():
     contract = {"CYP000": "info", "CYP001": "error", "CYP002": "error", "CYP003": "warning",
                 "CYP004": "warning", "CYP005": "warning", "CYP006": "warning", "CYP007": "warning",
-                "CYP010": "warning", "CYP011": "warning", "CYP013": "warning"}
+                "CYP010": "warning", "CYP011": "warning", "CYP013": "warning", "CYP014": "warning",
+                "CYP015": "warning", "CYP020": "error"}
     assert {c: r.severity.value for c, r in RULES.items()} == contract
     assert all(r.fix and r.title for r in RULES.values())
 
@@ -151,8 +152,9 @@ def test_cli_json_schema_exactly(cli):
     res = cli("cython", "check", "--format", "json", str(RULES_DIR / "cyp003_bad.pyx"))
     assert res.exit_code == 1
     doc = json.loads(res.stdout)
-    assert list(doc) == ["schema", "version", "findings", "files_checked"]
-    assert doc["schema"] == "mltools.cython.check" and doc["version"] == 1 and doc["files_checked"] == 1
+    assert list(doc) == ["schema", "version", "findings", "errors", "files_checked", "interrupted"]
+    assert doc["schema"] == "mltools.cython.check" and doc["version"] == 2 and doc["files_checked"] == 1
+    assert doc["errors"] == [] and doc["interrupted"] is False
     f = doc["findings"][0]
     assert list(f) == ["path", "line", "col", "code", "severity", "message", "fix", "verified"]
     assert (f["line"], f["col"], f["code"], f["severity"], f["verified"]) == (6, 17, "CYP003", "warning", True)
@@ -344,5 +346,5 @@ def test_odd_inputs(cli, tmp_path):
     assert res.exit_code == 1 and [f["code"] for f in res.json()["findings"]] == ["CYP001"]
     (tmp_path / "empty").mkdir()
     res = cli("cython", "check", str(tmp_path / "empty"))
-    assert res.exit_code == 0 and "no .pyx or .pxd files" in res.stderr
+    assert res.exit_code == 0 and "no .pyx, .pxd or pure-Python-mode .py files" in res.stderr
     assert res.stdout == "checked 0 files: no findings\n"

@@ -33,22 +33,31 @@ def cython_group() -> None:
               help="Syntax only: skip Cython's type analysis (fewer, weaker findings).")
 @jobs_option()
 def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fail_on, no_types, jobs) -> None:
-    """Check .pyx files (and .pxd inline code) for pointer-cast pitfalls.
+    """Check Cython code (.pyx, .pxd inline code, .pxi through their includers, and
+    pure-Python-mode .py) for pointer pitfalls.
 
     Runs Cython's parser and type analysis (no C is generated) and reports
     casts such as <void*>obj.ptr (the int object's address, not the address it
-    holds) and <void*>arr.data on an untyped array. Directories are searched
-    for *.pyx and *.pxd, skipping build directories and virtual environments.
-    Settings can also live in pyproject.toml under [tool.mltools.cython].
-    Suppress a finding with `# noqa: CYP001` (or a bare `# noqa`) on its line.
+    holds), <void*>arr.data on an untyped array, pointers kept in integers
+    narrower than a pointer, and pointers into Python objects that die first.
+    Directories are searched for *.pyx, *.pxd and pure-Python-mode *.py,
+    skipping build directories and virtual environments; files are spread over
+    worker processes (-j) and the report does not depend on how many. Settings
+    can also live in pyproject.toml under [tool.mltools.cython]. Suppress a
+    finding with `# noqa: CYP001` (or a bare `# noqa`) on its line.
 
-    Exit status: 0 nothing matches --fail-on; 1 findings; 2 usage error,
-    missing file, or a file that does not parse.
+    A file Cython cannot parse (a missing -E name, a syntax error) is reported
+    at its line and the other files are still checked.
+
+    Exit status: 0 nothing matches --fail-on; 1 findings, or a file that could
+    not be checked; 2 usage error, or no file could be checked; 130/143
+    interrupted (the files finished so far are reported).
     """
+    from mltools.cli._output import Progress
     from mltools.cythoncheck import CheckSettings, check_paths, parse_env
     from mltools.cythoncheck.describe import render_github, render_text
     from mltools.cythoncheck.config import load_config
-    from mltools.errors import InputError, UsageError
+    from mltools.errors import UsageError
     from mltools.findings import parse_fail_on
 
     if as_json and fmt not in (None, "json"):
@@ -65,21 +74,18 @@ def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fai
         jobs=jobs or 0,
     )
     fail_on = fail_on or parse_fail_on(cfg.fail_on or "warning")
-    report = check_paths(paths, settings)
+    with Progress("cython check") as bar:
+        report = check_paths(paths, settings, progress=bar if bar.enabled else None)
     for n in report.notes:
         warn(n)
-    if report.errors:
-        first = report.errors[0]
-        more = f" (and {len(report.errors) - 1} more file(s) that do not parse)" if len(report.errors) > 1 else ""
-        raise InputError(f"{first.path}:{first.line}:{first.col}: Cython cannot parse it: {first.message}{more}")
     if fmt == "json":
         from mltools.cythoncheck.check import CheckJson
-        emit(CheckJson(report.findings, report.files_checked), True)
+        emit(CheckJson.of(report), True)
     elif fmt == "github":
         emit(report, False, render_github)
     else:
         emit(report, False, render_text)
-    if fail_on.matches(report.findings):
+    if report.errors or fail_on.matches(report.findings):
         click.get_current_context().exit(1)
 
 

@@ -24,7 +24,6 @@ _USER_DATA_TOKENS = frozenset({"data", "ctx", "context", "userdata", "udata", "u
 # C functions that return a borrowed PyObject* that is never NULL for valid input.
 _NEVER_NULL_CALLS = frozenset({"PyTuple_GET_ITEM", "PyList_GET_ITEM", "PySequence_Fast_GET_ITEM",
                                "Py_TYPE", "PyTuple_GetItem", "PyList_GetItem"})
-_PYOBJECT_POINTEE = re.compile(r"^(const\s+)?_?Py\w*Object$")
 _KEEP_ALIVE_METHODS = frozenset({"append", "add", "insert", "appendleft", "setdefault", "extend"})
 
 # Operand kinds (what the Python operand of a pointer cast is).
@@ -171,10 +170,24 @@ def expr_text(node, depth: int = 0) -> str:
             return f"{expr_text(node.args[0], depth + 1)}.data"   # numpy's inlined .data property
         return f"{expr_text(fn, depth + 1)}(...)"
     if name == "TypecastNode":
-        return f"<...>{expr_text(node.operand, depth + 1)}"
+        t = getattr(node, "type", None)          # typed mode; the parse tree has only base_type
+        spelled = str(t).replace(" *", "*") if t is not None else "..."
+        return f"<{spelled}>{expr_text(node.operand, depth + 1)}"
     if name == "IntNode":
         return str(node.value)
     return "(...)"
+
+
+def low_bits_casts(node, is_constant) -> List[int]:
+    """ids of the casts that ``node`` (``x % C``, ``x & C``) uses only for their low bits, as in
+    ``<size_t>p % 16`` or ``<int>p & 7``: truncating the pointer there changes nothing."""
+    if getattr(node, "operator", None) not in ("%", "&"):
+        return []
+    out = []
+    for a, b in ((node.operand1, node.operand2), (node.operand2, node.operand1)):
+        if cls(unwrap(a)) == "TypecastNode" and is_constant(b):
+            out.append(id(unwrap(a)))
+    return out
 
 
 def _tokens(identifier: str) -> List[str]:
@@ -236,6 +249,8 @@ class FunctionFacts:
     """Evidence gathered once per function body (or the module body)."""
     incref: Set[str] = field(default_factory=set)
     stored: Set[str] = field(default_factory=set)
+    kept_py: Set[str] = field(default_factory=set)     # typed mode: stored where a Python reference is kept
+    layout_checked: Set[str] = field(default_factory=set)   # views whose strides or contiguity are tested
     null_checked: Set[str] = field(default_factory=set)
     none_checked: Set[str] = field(default_factory=set)
     assigned: Dict[str, list] = field(default_factory=dict)
@@ -272,10 +287,16 @@ def gather_facts(body) -> FunctionFacts:
             if name == "GeneralCallNode":
                 pos = unwrap(getattr(n, "positional_args", None)) if getattr(n, "positional_args", None) else None
                 args = list(getattr(pos, "args", None) or [])
+            if fname in ("is_c_contig", "is_f_contig") and cls(unwrap(n.function)) == "AttributeNode":
+                view = expr_key(unwrap(n.function).obj)
+                if view:
+                    facts.layout_checked.add(view)
             if fname and fname.endswith("INCREF"):
                 facts.incref.update(k for k in (expr_key(a) for a in args) if k)
             elif fname in _KEEP_ALIVE_METHODS:
-                facts.stored.update(k for k in (expr_key(a) for a in args) if k)
+                keys = [k for k in (expr_key(a) for a in args) if k]
+                facts.stored.update(keys)
+                facts.kept_py.update(keys)
         elif name in ("SingleAssignmentNode", "CascadedAssignmentNode"):
             rhs = n.rhs
             lhss = [n.lhs] if name == "SingleAssignmentNode" else list(n.lhs_list)
@@ -284,6 +305,8 @@ def gather_facts(body) -> FunctionFacts:
                 key = expr_key(rhs)
                 if cls(lhs_u) in ("AttributeNode", "IndexNode") and key:
                     facts.stored.add(key)
+                if key and _keeps_reference(lhs_u):
+                    facts.kept_py.add(key)
                 if cls(lhs_u) == "NameNode":
                     facts.assigned.setdefault(lhs_u.name, []).append(unwrap(rhs))
                 dest = lhs_u.attribute if cls(lhs_u) == "AttributeNode" else (
@@ -314,6 +337,9 @@ def gather_facts(body) -> FunctionFacts:
                     facts.null_checked.add(k)
                 if k and _is_none(y):
                     facts.none_checked.add(k)
+                view = _strides_of(x)
+                if view:
+                    facts.layout_checked.add(view)
         elif name in ("IfClauseNode", "WhileStatNode", "AssertStatNode", "CondExprNode"):
             cond = getattr(n, "condition", None) or getattr(n, "test", None) or getattr(n, "cond", None)
             _note_truth_tests(cond, facts)
@@ -322,6 +348,30 @@ def gather_facts(body) -> FunctionFacts:
                       getattr(n, "operand2", None), getattr(n, "arg", None)):
                 _note_truth_tests(c, facts)
     return facts
+
+
+def _strides_of(node) -> Optional[str]:
+    """``v`` for ``v.strides[i]`` (a memoryview's stride, compared by a contiguity check)."""
+    node = unwrap(node)
+    if cls(node) not in ("IndexNode", "MemoryViewIndexNode"):
+        return None
+    base = unwrap(node.base)
+    if cls(base) == "AttributeNode" and base.attribute == "strides":
+        return expr_key(base.obj)
+    return None
+
+
+def _keeps_reference(lhs) -> bool:
+    """Typed mode: assigning to ``lhs`` keeps a Python reference beyond this function (a Python
+    attribute or item, or a module-level Python name)."""
+    if not getattr(getattr(lhs, "type", None), "is_pyobject", False):
+        return False
+    name = cls(lhs)
+    if name in ("AttributeNode", "IndexNode"):
+        return True
+    entry = getattr(lhs, "entry", None)
+    return name == "NameNode" and entry is not None and not getattr(entry, "is_local", False) \
+        and not getattr(entry, "is_arg", False)
 
 
 def _note_truth_tests(cond, facts: FunctionFacts) -> None:
@@ -341,10 +391,6 @@ def _casts_at_top(rhs):
     while cls(node) == "TypecastNode":
         yield node
         node = unwrap(node.operand)
-
-
-def is_pyobject_pointee(pointee_name: str) -> bool:
-    return bool(_PYOBJECT_POINTEE.match(pointee_name.strip()))
 
 
 def keep_alive(cast, operand, facts: Optional[FunctionFacts]) -> bool:

@@ -52,14 +52,29 @@ RULES: Dict[str, Rule] = {r.code: r for r in (
          "<object>p with p a pointer that may be NULL (a C call result, not checked): NULL crashes",
          "check first: if p == NULL: raise ..."),
     Rule("CYP010", Severity.WARNING,
-         "a C cast of a pointer to int, unsigned, short or char: truncates a 64-bit address",
-         "cast to uintptr_t or intptr_t"),
+         "a pointer cast to an integer that cannot hold it everywhere: int, short, char, long or "
+         "unsigned long (32 bits on 64-bit Windows), or the signed Py_ssize_t",
+         "cast to uintptr_t (or intptr_t); keep the value in a variable of that type"),
+    Rule("CYP014", Severity.WARNING,
+         "an integer cast to a pointer where the integer is long, unsigned long (32 bits on 64-bit "
+         "Windows) or Py_ssize_t (signed): the address was kept in a type that may not hold it",
+         "declare the variable (or the parameter) uintptr_t; for a Python int use <T*><uintptr_t>E"),
+    Rule("CYP015", Severity.WARNING,
+         "<T*><I>p: a pointer converted to an integer type other than uintptr_t/intptr_t and back",
+         "cast through uintptr_t, or drop the round trip (numpy: PyArray_BYTES instead of "
+         "<char*><size_t>PyArray_DATA)"),
     Rule("CYP011", Severity.WARNING,
          "arithmetic on void*: a GNU extension that MSVC and strict compilers reject",
          "cast to char* first: <char*>p + offset"),
     Rule("CYP013", Severity.WARNING,
          ".data / PyArray_DATA on a typed cnp.ndarray def parameter without 'not None': None crashes",
          "declare the parameter cnp.ndarray arr not None"),
+    Rule("CYP020", Severity.ERROR,
+         "a C pointer into a Python object that dies while the pointer is kept: stored in a field or "
+         "global, returned, taken from a property's new value, or returned by a helper from a "
+         "temporary argument",
+         "keep the object alive as long as the pointer (self._owner = b, a local that lives through "
+         "the C call), or copy the bytes (strdup, a C buffer)"),
 )}
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from mltools.cythoncheck import _core
+from mltools.cythoncheck.ctypenames import is_object_struct_name, why_narrow
 from mltools.cythoncheck._core import (C_VALUE, GENERIC, INFERRED, NDARRAY, PYARRAY, PYINT, TEXT,
                                        TYPED_OBJECT, UNRESOLVED, FindingSink, cls, unwrap)
 
@@ -29,7 +30,6 @@ class Decl:
     is_def_arg: bool = False
     not_none: bool = False
     strided_view: bool = False
-    narrow_int: bool = False
 
 
 def _declarator_name_and_depth(decl):
@@ -86,10 +86,9 @@ def _decl_from(base_type, declarator, *, is_arg=False, is_def_arg=False, not_non
         return d
     if getattr(bt, "is_basic_c_type", False):
         d.kind = C_VALUE
-        d.narrow_int = (bname in ("int", "short", "char") and getattr(bt, "longness", 0) <= 0)
         return d
     if bname in _NARROW_INTS:
-        d.kind, d.narrow_int = C_VALUE, True
+        d.kind = C_VALUE
         return d
     if bname is None or bname == "object" or (is_arg and not name and not bt.module_path):
         d.kind = GENERIC    # `def f(a)` parses as a base type name with an empty declarator
@@ -101,6 +100,23 @@ def _decl_from(base_type, declarator, *, is_arg=False, is_def_arg=False, not_non
     elif bname == "array" and list(getattr(bt, "module_path", []) or []) == ["array"]:
         d.kind = PYARRAY
     return d
+
+
+def _narrow_int_name(bt) -> Optional[str]:
+    """The spelled name of an integer base type that cannot hold a pointer everywhere (int,
+    short, char, long, Py_ssize_t, 8-32-bit typedefs), or None."""
+    bname = getattr(bt, "name", None)
+    if bname in _NARROW_INTS:
+        return bname
+    if bname == "Py_ssize_t":
+        return bname
+    if not getattr(bt, "is_basic_c_type", False) or bname not in ("int", "short", "char"):
+        return None
+    longness = getattr(bt, "longness", 0)
+    if longness > 1:
+        return None          # long long
+    name = {-1: "short", -2: "short", 1: "long"}.get(longness, bname)
+    return ("unsigned " + name) if getattr(bt, "signed", 1) == 0 else name
 
 
 def _chain(node):
@@ -151,6 +167,23 @@ def _collect_local_decls(body) -> Dict[str, Decl]:
     return out
 
 
+def _object_layouts(root) -> set:
+    """Names of the structs this file declares as a Python object's layout: a first member of
+    type PyObject, or named as an extension type's object struct (``[object name]``)."""
+    structs, objects = {}, set()
+    for n in _core.walk(root, frozenset({"DefNode", "CFuncDefNode", "LambdaNode"})):
+        name = cls(n)
+        if name == "CStructOrUnionDefNode":
+            first = next(iter(getattr(n, "attributes", None) or []), None)
+            bt = getattr(first, "base_type", None)
+            starts_with_object = getattr(bt, "name", None) in ("PyObject", "PyVarObject") and \
+                _declarator_name_and_depth(first.declarators[0])[1] == 0 if first is not None else False
+            structs[n.name] = (getattr(n, "cname", None) or n.name, starts_with_object)
+        elif name == "CClassDefNode" and getattr(n, "objstruct_name", None):
+            objects.add(n.objstruct_name)
+    return {sname for sname, (cname, head) in structs.items() if head or cname in objects or sname in objects}
+
+
 class SyntaxWalker:
     def __init__(self, sink: FindingSink):
         self.sink = sink
@@ -158,6 +191,8 @@ class SyntaxWalker:
         self.class_attrs: List[Dict[str, Decl]] = []
 
     def run(self, root) -> None:
+        self.layouts = _object_layouts(root)
+        self.low_bits: set = set()
         module_decls: Dict[str, Decl] = {}
         top = getattr(root, "body", None)
         stats = getattr(top, "stats", None) or ([top] if top is not None else [])
@@ -279,7 +314,7 @@ class SyntaxWalker:
         is_ptr, pointee, text, bt = self._pointer_target(node)
         operand = unwrap(node.operand)
         if is_ptr:
-            if _core.is_pyobject_pointee(pointee):
+            if is_object_struct_name(pointee) or pointee in self.layouts:
                 return
             kind, rname, anchored = self.classify(operand)
             if kind in (C_VALUE, TYPED_OBJECT):
@@ -303,16 +338,17 @@ class SyntaxWalker:
                     self.sink.add(node.pos, "CYP007", f"<object>{operand.name}: '{operand.name}' comes "
                                   "from a C call and is never checked for NULL", anchored=True)
             return
-        narrow = (getattr(bt, "is_basic_c_type", False) and bname in ("int", "short", "char")
-                  and getattr(bt, "longness", 0) <= 0) or bname in _NARROW_INTS
-        if narrow and self._is_c_pointer(operand):
-            tname = bname
-            if getattr(bt, "is_basic_c_type", False):
-                tname = {-1: "short", -2: "short"}.get(getattr(bt, "longness", 0), bname)
-                if getattr(bt, "signed", 1) == 0:
-                    tname = "unsigned " + tname
-            self.sink.add(node.pos, "CYP010", f"<{tname}>{_core.expr_text(operand)} truncates a "
-                          f"pointer to {tname}", anchored=True)
+        tname = _narrow_int_name(bt)
+        if tname and self._is_c_pointer(operand) and id(node) not in self.low_bits:
+            base = tname if getattr(bt, "is_basic_c_type", False) else "int"
+            self.sink.add(node.pos, "CYP010", f"<{tname}>{_core.expr_text(operand)} keeps a pointer "
+                          f"in {tname}, which {why_narrow(base)}", anchored=True)
+
+    def _mark_low_bits(self, node) -> None:
+        self.low_bits.update(_core.low_bits_casts(node, lambda n: cls(unwrap(n)) == "IntNode"))
+
+    on_ModNode = _mark_low_bits
+    on_IntBinopNode = _mark_low_bits
 
     def _is_c_pointer(self, expr) -> bool:
         expr = unwrap(expr)
@@ -320,6 +356,9 @@ class SyntaxWalker:
             return self._pointer_target(expr)[0]
         if cls(expr) == "NameNode":
             d = self._lookup(expr.name)
+            return bool(d is not None and d.ptr_depth > 0)
+        if cls(expr) == "AttributeNode" and cls(unwrap(expr.obj)) == "NameNode" and unwrap(expr.obj).name == "self":
+            d = self.scope.class_attrs.get(expr.attribute)     # a cdef attribute of this class
             return bool(d is not None and d.ptr_depth > 0)
         return False
 
@@ -352,7 +391,7 @@ class SyntaxWalker:
         if cls(base) != "NameNode":
             return
         d = self._lookup(base.name)
-        if d is not None and d.strided_view:
+        if d is not None and d.strided_view and base.name not in self.scope.facts.layout_checked:
             self.sink.add(node.pos, "CYP006", f"&{_core.expr_text(operand)} hands on a pointer into "
                           f"'{base.name}', a strided memoryview: C code reading consecutive "
                           "elements reads the wrong ones", anchored=True)

@@ -18,3 +18,19 @@ def identity(obj):
 
 def attribute_of_object(obj):
     c_register(<void*>obj.callback)  # expect: CYP004@16
+
+
+# A struct that is not an object's layout is still an address taken from the object.
+from cpython.buffer cimport Py_buffer
+
+cdef extern from *:
+    ctypedef struct plain_t:
+        int value
+
+
+def plain(obj):
+    return (<plain_t*>obj).value  # expect: CYP004@13
+
+
+def buffer_struct(obj):
+    return (<Py_buffer*>obj).len  # expect: CYP004@13

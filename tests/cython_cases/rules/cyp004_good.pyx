@@ -48,3 +48,46 @@ def intended(obj):
 def as_pyobject(obj):
     cdef PyObject* o = <PyObject*>obj
     return <size_t>o
+
+
+# Casts to the C layout of the object itself are typed views, not addresses taken from it.
+from cpython.datetime cimport PyDateTime_DateTime, datetime, import_datetime
+
+import_datetime()
+
+cdef extern from *:
+    """
+    typedef struct { PyObject_HEAD void *surface; } surface_object;
+    typedef struct { PyObject ob_base; int value; } FooObject;
+    typedef struct { PyObject_HEAD double total; } counter_object;
+    """
+    # Named like CPython's object structs (pycairo's PycairoSurface, declared without its header).
+    ctypedef struct PycairoSurface "surface_object":
+        void* surface
+    # The header spelled out as the first member.
+    ctypedef struct foo_t "FooObject":
+        PyObject ob_base
+        int value
+    # The object struct of an extension type declared here.
+    ctypedef struct counter_t "counter_object":
+        double total
+    ctypedef class builtins.Counter [object counter_object]:
+        pass
+    long to_timepoint(PyDateTime_DateTime* dt)
+
+
+def timestamp(mtime):
+    if isinstance(mtime, datetime):
+        return to_timepoint(<PyDateTime_DateTime*>mtime)
+
+
+def surface_of(image_surface):
+    return <size_t>(<PycairoSurface*>image_surface).surface
+
+
+def foo_value(foo):
+    return (<foo_t*>foo).value
+
+
+def counter_total(counter):
+    return (<counter_t*>counter).total

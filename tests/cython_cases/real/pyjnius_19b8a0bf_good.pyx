@@ -1,0 +1,3 @@
+from cpython.ref cimport Py_INCREF
+
+include "pyjnius_19b8a0bf_good.pxi"
