@@ -17,8 +17,10 @@ The rules (glibc 2.36, ``elf/dl-load.c``, ``elf/dl-deps.c``, ``elf/rtld.c``):
   directories (skipped under DF_1_NODEFLIB).
 - In every directory, ``glibc-hwcaps/<level>/`` for each active level, then
   (glibc <= 2.36) the legacy ``tls``/platform subdirectories, then the directory.
-- A candidate of the wrong ELF class or machine is skipped; one that is not an
-  ELF file, too short, or otherwise malformed stops the loader (fatal).
+- A candidate of the wrong ELF class or machine is skipped, and so is one the
+  process may not open (EACCES); one that is not an ELF file, too short, or
+  otherwise malformed stops the loader (fatal); any other open error (ELOOP...)
+  ends that search list.
 - ``$ORIGIN`` is the directory of the path an object was found under (symlinks
   not resolved), and for the executable the directory of its realpath.
 
@@ -34,9 +36,10 @@ from stat import S_ISLNK as _S_ISLNK
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from mltools.elf.ldcache import LdCache, X86_64_CACHE_FLAGS, read_ld_cache, read_ld_so_conf
-from mltools.elf.ldso import LoaderConfig, expand_dst, loader_config_for_root
-from mltools.elf.reader import DF_1_PIE, ET_DYN, ET_EXEC, MACHINE_NAMES, ElfFormatError, ElfInfo, read_elf
+from mltools.elf.ldcache import LdCache, read_ld_cache, read_ld_so_conf
+from mltools.elf.ldso import (LoaderConfig, abi_for, expand_dst, loader_config, loader_config_for_root,
+                              root_realpath)
+from mltools.elf.reader import DF_1_PIE, ET_DYN, ET_EXEC, ElfFormatError, ElfInfo, read_elf
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, Severity
 
@@ -193,12 +196,14 @@ class Resolver:
                  use_cache: bool = True):
         cfg = config or loader_config_for_root(root)
         self.config = cfg.with_hwcaps_mask(hwcaps_mask)
+        self._hwcaps_mask = hwcaps_mask
         # the sysroot as a prefix of host paths: "" for the real root
         self.sysroot_prefix = "" if self.config.root in ("", "/") else self.config.root.rstrip("/")
         if cache is not None or not use_cache:
             self.cache = cache
         else:
             self.cache = read_ld_cache(self.sysroot_prefix + self.config.cache_path)
+        self._use_cache = use_cache
         self._listing: Dict[str, object] = {}
         self._verdicts: Dict[str, tuple] = {}
         self._subdirs = tuple(f"glibc-hwcaps/{s}/" for s in self.config.hwcaps_subdirs) + tuple(
@@ -210,6 +215,33 @@ class Resolver:
         self._realdirs: Dict[str, str] = {}                 # realpath per directory
         self._etc_preload: Optional[Tuple[str, ...]] = None
         self._tree_memo: Dict[tuple, "DepTree"] = {}
+        self._siblings: Dict[str, "Resolver"] = {self.config.abi: self}
+        # with a sysroot: host directories of the files named outside it (see load_root)
+        self._outside: List[str] = []
+
+    def for_abi(self, abi: str, interp: Optional[str] = None) -> "Resolver":
+        """The resolver of the ``abi`` loader in the same root, sharing what can be shared
+        (an i386 program on an x86-64 host: the i386 loader, the same ld.so.cache file)."""
+        sib = self._siblings.get(abi)
+        if sib is None:
+            cfg = loader_config(abi, self.config.root, interp)
+            if cfg.cache_path == self.config.cache_path:     # the same file: parsed once
+                sib = Resolver(config=cfg, hwcaps_mask=self._hwcaps_mask, cache=self.cache, use_cache=False)
+            else:
+                sib = Resolver(config=cfg, hwcaps_mask=self._hwcaps_mask, use_cache=self._use_cache)
+            sib._use_cache = self._use_cache
+            sib._siblings = self._siblings
+            sib._outside = self._outside
+            self._siblings[abi] = sib
+        return sib
+
+    def for_object(self, info: ElfInfo, path: str) -> "Resolver":
+        """The resolver whose loader loads ``info`` (UsageError naming the loader it
+        needs for a machine no modelled loader loads)."""
+        if self.config.accepts(info.elf_class, info.machine):
+            return self
+        abi = abi_for(info.elf_class, info.machine, info.e_flags, info.interp, what=path)
+        return self.for_abi(abi, info.interp)
 
     # -- trees of programs with the same needs, kept as templates (see resolve_tree) -------
     def memoized_tree(self, key: tuple) -> Optional["DepTree"]:
@@ -220,14 +252,67 @@ class Resolver:
 
     # -- file system, with the sysroot applied ---------------------------------------------
     def host(self, path: str) -> str:
-        return self.sysroot_prefix + path if (self.sysroot_prefix and path.startswith("/")) else path
+        """The host path of ``path`` as the target sees it (the sysroot prefixed; files
+        named outside the sysroot, and what lies under their directories, stay host paths)."""
+        prefix = self.sysroot_prefix
+        if not prefix or not path.startswith("/"):
+            return path
+        for d in self._outside:
+            if path.startswith(d) and (len(path) == len(d) or path[len(d)] == "/"):
+                return path
+        return prefix + path
+
+    def target(self, host_path: str) -> str:
+        """The inverse of :meth:`host`: the path a target process would see."""
+        prefix = self.sysroot_prefix
+        if prefix and host_path.startswith(prefix + "/"):
+            return host_path[len(prefix):]
+        return host_path
+
+    def add_outside(self, host_dir: str) -> None:
+        d = host_dir.rstrip("/") or "/"
+        if d != "/" and d not in self._outside:
+            self._outside.append(d)
+
+    def locate_input(self, p: str) -> Tuple[str, str]:
+        """(host path, path as the target sees it) of a file named on the command line.
+
+        With a sysroot, FILE may be a host path inside the root, a path as the
+        target sees it (looked up in the root), or a host path outside the root:
+        such a file is read where it lies, and its directory stays on the host
+        (its ``$ORIGIN`` paths find its neighbours there); every other search
+        (system directories, the cache, LD_LIBRARY_PATH, absolute RPATHs) is in
+        the root.
+        """
+        prefix = self.sysroot_prefix
+        if not prefix:
+            return p, p
+        ap = os.path.abspath(p)
+        if ap.startswith(prefix + "/") and os.path.lexists(ap):
+            return ap, ap[len(prefix):]
+        if os.path.lexists(self.host(ap)) or not os.path.lexists(ap):
+            return self.host(ap), ap
+        self.add_outside(os.path.dirname(ap))
+        self.add_outside(os.path.dirname(os.path.realpath(ap)))
+        return ap, ap
+
+    def _in_root(self, host_path: str) -> str:
+        """With a sysroot, a host path whose symlinks lead out of the root (an absolute
+        link) is resolved inside the root instead, as the target resolves it."""
+        prefix = self.sysroot_prefix
+        if not prefix or not host_path.startswith(prefix + "/"):
+            return host_path
+        real = os.path.realpath(host_path)
+        if real == prefix or real.startswith(prefix + "/"):
+            return host_path
+        return root_realpath(prefix, host_path[len(prefix):])
 
     def _list(self, d: str):
         hit = self._listing.get(d, None)
         if hit is not None or d in self._listing:
             return hit
         try:
-            names = frozenset(os.listdir(d or "."))
+            names = frozenset(os.listdir(self._in_root(d) if self.sysroot_prefix else (d or ".")))
         except (FileNotFoundError, NotADirectoryError):
             names = None
         except OSError:
@@ -249,7 +334,7 @@ class Resolver:
         hit = self._verdicts.get(path)
         if hit is not None:
             return hit
-        verdict = self._verify(path)
+        verdict = self._verify(self._in_root(path) if self.sysroot_prefix else path)
         self._verdicts[path] = verdict
         return verdict
 
@@ -377,6 +462,7 @@ class Resolver:
                 cand = d + sub + name
                 if names is not _ALL and name not in names:
                     tried.append(Candidate(cand, "absent", source))
+                    stop = False             # open() failed with ENOENT
                     continue
                 outcome, info, reason = self.verify(hd + name if hd else name)
                 if outcome == "ok":
@@ -386,8 +472,9 @@ class Resolver:
                     tried.append(Candidate(cand, "fatal", source, reason))
                     return "fatal", cand, reason, None
                 tried.append(Candidate(cand, "skipped" if outcome == "skip" else "absent", source, reason))
-                if outcome == "stop":
-                    stop = True
+                # open_path gives up on this list when, after a directory, errno (set by its last
+                # open) is neither ENOENT nor EACCES
+                stop = outcome == "stop"
             if stop:
                 return "stop", None, None, None
         return "none", None, None, None
@@ -467,10 +554,8 @@ class Resolver:
                 return (st, found_as, x, "system_dir", None, sub, tuple(tried))
         return ("none", None, None, None, None, None, tuple(tried))
 
-    def _cache_flags(self) -> int:
-        cfg = self.config
-        return {62: X86_64_CACHE_FLAGS, 183: 0x0A03, 3: 0x0003, 40: 0x0903, 21: 0x0503,
-                22: 0x0303 if cfg.elf_class == 64 else 0x0003, 243: 0x1103}.get(cfg.machine, 0x0003)
+    def _cache_flags(self) -> Tuple[int, ...]:
+        return self.config.cache_flags
 
     def etc_preload(self) -> Tuple[str, ...]:
         """The names in /etc/ld.so.preload (read once)."""
@@ -526,7 +611,7 @@ class Resolver:
             for e in self.cache.entries:
                 if e.name != name and e.name.startswith(stem) and e.name != stem:
                     add(e.path, f"another version in the ld.so cache: {e.name}")
-                elif e.name == name and e.flags != self._cache_flags():
+                elif e.name == name and e.flags not in self._cache_flags():
                     add(e.path, f"in the ld.so cache for another ABI ({e.description})")
         for d in sorted(searched):
             names = self._list(d + "/" if d != "/" else d)
@@ -647,6 +732,16 @@ class _Namespace:
         return o
 
 
+def check_loadable(info: ElfInfo, path: str) -> None:
+    """InputError unless ``info`` is something ld.so can start or load (it has a dynamic section)."""
+    if info.has_dynamic:
+        return
+    if info.dynamic_size == 0:
+        raise InputError(f"{path}: PT_DYNAMIC is empty (a separate debug-info file?): the loader refuses it "
+                         "(object file has no dynamic section)")
+    raise InputError(f"{path}: not a dynamic executable or shared object (no PT_DYNAMIC)")
+
+
 def _env_dirs(resolver: Resolver, env: Mapping[str, str], main: _Obj) -> Tuple[str, ...]:
     llp = env.get("LD_LIBRARY_PATH")
     if not llp:
@@ -689,6 +784,11 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
     when ``path`` itself cannot be read.
     """
     r = resolver or Resolver(root=root, hwcaps_mask=hwcaps_mask)
+    first = main or path
+    host_p, _target = r.locate_input(first)
+    info = read_elf(host_p)      # InputError / ElfFormatError name the problem
+    check_loadable(info, first)
+    r = r.for_object(info, first)
     return _Walk(r, path, dict(env or {}), cwd or os.getcwd()).run(
         main=main, preload=preload, loaded=loaded, use_etc_preload=use_etc_preload)
 
@@ -713,27 +813,19 @@ class _Walk:
         self.tree_depth: Dict[int, int] = {}     # breadth-first level within the root's traversal
         self.main_obj: Optional[_Obj] = None
         self.root_obj: Optional[_Obj] = None
+        self.interp_missing: Optional[_Obj] = None
         self.env_dirs: Tuple[str, ...] = ()
 
     def load_root(self, p: str, kind: str) -> _Obj:
         r = self.r
-        found_as = p
-        host_p = p
-        prefix = r.sysroot_prefix
-        if prefix:
-            # FILE may be given as the target sees it (/usr/bin/x) or as a host path inside the root
-            ap = os.path.abspath(p)
-            if ap.startswith(prefix + "/") and os.path.exists(ap):
-                host_p, found_as = ap, ap[len(prefix):]
-            else:
-                host_p, found_as = r.host(ap), ap
+        host_p, found_as = r.locate_input(p)
         info = read_elf(host_p)      # InputError / ElfFormatError name the problem
-        if not info.has_dynamic:
-            raise InputError(f"{p}: not a dynamic executable or shared object (no PT_DYNAMIC)")
-        if info.elf_class != r.config.elf_class or info.machine != r.config.machine:
-            want = MACHINE_NAMES.get(r.config.machine, str(r.config.machine))
-            raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here loads "
-                             f"ELF{r.config.elf_class} {want} objects only")
+        check_loadable(info, p)
+        if not r.config.accepts(info.elf_class, info.machine):
+            from mltools.elf.machines import machine_name
+            raise UsageError(f"{p} is ELF{info.elf_class} {info.machine_name}, but the loader of this process "
+                             f"({r.config.interpreter}) loads ELF{r.config.elf_class} "
+                             f"{machine_name(r.config.machine)} objects only")
         exe = kind == "main" and info.interp is not None
         obj = r.new_object(info, found_as, host_p, None, 0, None, self.cwd, is_exe_origin=exe)
         obj.kind = kind
@@ -813,6 +905,8 @@ class _Walk:
             who = (obj.ident() if obj is not self.root_obj else self.path) if record else None
             level = tree_depth.get(id(obj), 0) + 1
             for name in obj.info.needed:
+                if not name and record:
+                    self.empty_needed(obj)
                 dep = by_name.get(name)              # already loaded: reused, nothing searched
                 if dep is None:
                     dep = map_name(name, obj, obj.depth + 1, traversal)
@@ -832,6 +926,14 @@ class _Walk:
                     seen.add(id(dep))
                     traversal.append(dep)        # an _Order: appends once
                     queue.append(dep)
+
+    def empty_needed(self, obj: _Obj) -> None:
+        who = obj.ident() if obj is not self.root_obj else self.path
+        self.findings.append(Finding(
+            "EMPTY_NEEDED", Severity.WARNING,
+            f"{who} has an empty DT_NEEDED name: the loader matches it to the main program and loads nothing "
+            "(the file is corrupt or was edited)",
+            fix="rebuild the object, or remove the entry (patchelf --remove-needed '')", details={"object": who}))
 
     def check_order(self, name: str, requester: _Obj, dep: _Obj) -> None:
         """LOAD_ORDER_DEPENDENT when ``requester``'s own search path would not find ``dep``."""
@@ -853,6 +955,9 @@ class _Walk:
         main_obj = self.main_obj = self.load_root(path if root_is_main else main, "main")
         main_obj.is_main = True
         ns.add(main_obj)
+        # The main program's link-map name is "" (rtld.c), so an empty DT_NEEDED
+        # matches it: nothing is searched and nothing is loaded.
+        ns.by_name.setdefault("", main_obj)
 
         # the program interpreter is in the namespace from the start
         interp_path = main_obj.info.interp or r.config.interpreter
@@ -942,6 +1047,14 @@ class _Walk:
             order = _Order()
             self.bfs([root_obj], order, True)
 
+        if root_is_main and interp_obj is None and main_obj.info.interp:
+            # the kernel cannot start the program: its interpreter is not there
+            gone = _Obj(None, interp_path, None, None, None, 1, None, kind="missing")
+            gone.names.append(interp_path)
+            gone.needed_by.append(path)
+            gone.tried = (Candidate(interp_path, "absent", "interpreter", _reason),)
+            self.interp_missing = gone
+            order.append(gone)
         # The interpreter is always mapped, but ld.so keeps it in the list of
         # objects (and ldd shows it) only when some DT_NEEDED names it (rtld.c).
         libs = self.libraries(order, root_obj)
@@ -977,7 +1090,15 @@ class _Walk:
                 continue
             lib = _library(o, r, self.tree_depth.get(id(o), o.depth), (root_obj, path))
             libs.append(lib)
-            if o.kind == "missing":
+            if o is self.interp_missing:
+                findings.append(Finding(
+                    "INTERPRETER_MISSING", Severity.ERROR,
+                    f"{path} cannot start: its program interpreter {o.found_as} is not there "
+                    f"({o.tried[0].reason or 'no such file'})",
+                    fix=f"install the C library for {r.config.abi} (the package that provides {o.found_as})"
+                        + (", or give --root a sysroot of that architecture" if not r.sysroot_prefix else ""),
+                    details={"interpreter": o.found_as, "abi": r.config.abi}))
+            elif o.kind == "missing":
                 findings.append(Finding(
                     "MISSING", Severity.ERROR,
                     f"{lib.soname} not found (needed by {', '.join(lib.needed_by) or path})",
@@ -1050,7 +1171,7 @@ def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Libra
             for c in o.tried:
                 searched_dirs.add(os.path.dirname(r.host(c.path) if c.path.startswith("/") else c.path))
             nodeflib = bool(o.loader is not None and o.loader.info is not None and o.loader.info.nodeflib)
-            near = r.near_misses(name, searched_dirs, nodeflib)
+            near = r.near_misses(name, searched_dirs, nodeflib) if "/" not in name else ()
         else:
             near = ()
         return Library(soname=name, path=o.real if o.kind == "fatal" else None,

@@ -55,10 +55,12 @@ NT_GNU_ABI_TAG, NT_GNU_BUILD_ID, NT_GNU_PROPERTY_TYPE_0 = 1, 3, 5
 GNU_PROPERTY_X86_ISA_1_NEEDED = 0xC0008002
 GNU_PROPERTY_X86_FEATURE_1_AND = 0xC0000002
 
+# Short names for messages; readelf's full names are in mltools.elf.machines.
 MACHINE_NAMES = {
-    0: "none", 3: "i386", 8: "mips", 20: "ppc", 21: "ppc64", 22: "s390", 40: "arm",
-    42: "superh", 43: "sparcv9", 50: "ia64", 62: "x86-64", 183: "aarch64", 243: "riscv",
-    247: "bpf", 258: "loongarch",
+    0: "none", 2: "sparc", 3: "i386", 4: "m68k", 8: "mips", 15: "hppa", 18: "sparc32plus", 20: "ppc",
+    21: "ppc64", 22: "s390", 40: "arm", 42: "superh", 43: "sparcv9", 50: "ia64", 62: "x86-64",
+    183: "aarch64", 190: "cuda", 224: "amdgpu", 243: "riscv", 247: "bpf", 258: "loongarch",
+    0x9026: "alpha",
 }
 TYPE_NAMES = {0: "none", 1: "relocatable", 2: "executable", 3: "shared object", 4: "core"}
 _DF_NAMES = [(DF_ORIGIN, "ORIGIN"), (DF_SYMBOLIC, "SYMBOLIC"), (DF_TEXTREL, "TEXTREL"),
@@ -129,10 +131,17 @@ class ElfInfo:
     abi_note_os: Optional[int] = None     # NT_GNU_ABI_TAG OS (0 = Linux), if present
     abi_note_kernel: Optional[Tuple[int, int, int]] = None
     x86_isa_needed: Optional[int] = None  # GNU_PROPERTY_X86_ISA_1_NEEDED as a level (1..4)
+    e_flags: int = 0
+    dynamic_size: Optional[int] = None    # PT_DYNAMIC's p_filesz; None without PT_DYNAMIC
 
     @property
     def machine_name(self) -> str:
-        return MACHINE_NAMES.get(self.machine, f"machine {self.machine}")
+        """A short name (x86-64, i386, aarch64...), else readelf's."""
+        name = MACHINE_NAMES.get(self.machine)
+        if name is None:
+            from mltools.elf.machines import machine_name
+            name = machine_name(self.machine)
+        return name
 
     @property
     def type_name(self) -> str:
@@ -389,9 +398,10 @@ def read_elf(path: str) -> ElfInfo:
 
 def _read_info(img: _Image) -> ElfInfo:
     buf = img.buf
-    (etype, machine, _version, _entry, _phoff, _shoff, _flags, _ehsize,
+    (etype, machine, _version, _entry, _phoff, _shoff, e_flags, _ehsize,
      phentsize, _phnum, _shentsize, _shnum, _shstrndx) = img.ehdr
     interp = None
+    dynamic_size = None
     abi_os = abi_kernel = isa_needed = None
     for p in img.phdrs:
         if p[0] == PT_INTERP:
@@ -399,6 +409,8 @@ def _read_info(img: _Image) -> ElfInfo:
             if off + size > img.size:
                 raise ElfFormatError(img.path, "truncated", "PT_INTERP lies past the end of the file: truncated")
             interp = bytes(buf[off:off + size]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif p[0] == PT_DYNAMIC and dynamic_size is None:
+            dynamic_size = p[5]
         elif p[0] == PT_NOTE and p[5] >= 16 and p[7] >= 4:
             for ntype, name, desc in _iter_notes(img, p):
                 if name != b"GNU":
@@ -435,9 +447,10 @@ def _read_info(img: _Image) -> ElfInfo:
         path=img.path, size=img.size, file_id=(img._st.st_dev, img._st.st_ino),
         elf_class=img.cls, little_endian=img.le, osabi=buf[7], abiversion=buf[8],
         machine=machine, type=etype, phentsize_ok=phentsize == (56 if img.cls == 64 else 32),
-        interp=interp, has_dynamic=bool(dyn), needed=tuple(needed), soname=soname,
+        interp=interp, has_dynamic=bool(dynamic_size), needed=tuple(needed), soname=soname,
         rpath=rpath, runpath=runpath, flags=flags, flags_1=flags_1,
         abi_note_os=abi_os, abi_note_kernel=abi_kernel, x86_isa_needed=isa_needed,
+        e_flags=e_flags, dynamic_size=dynamic_size,
     )
 
 
