@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
+import struct
 from stat import S_ISLNK as _S_ISLNK
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -350,37 +351,30 @@ class Resolver:
             return self._classify_bad(path, exc)
         except InputError as exc:          # vanished / dangling symlink
             return ("absent", None, exc.message)
-        if info.elf_class != cfg.elf_class:
-            return ("skip", info, f"wrong ELF class: ELFCLASS{info.elf_class}")
-        if not info.little_endian:
-            return ("fatal", info, "ELF file data encoding not little-endian")
-        if info.osabi not in (0, 3) or (info.osabi == 0 and info.abiversion != 0) or info.abiversion > 4:
-            return ("fatal", info, "ELF file OS ABI invalid")
-        if info.machine != cfg.machine:
-            return ("skip", info, f"wrong machine: {info.machine_name}")
-        if info.type not in (ET_DYN, ET_EXEC):
-            return ("fatal", info, "only ET_DYN and ET_EXEC can be loaded")
-        if info.type == ET_EXEC:
-            return ("fatal", info, "cannot dynamically load executable")
-        if not info.phentsize_ok:
-            return ("fatal", info, "ELF file's phentsize not the expected size")
+        bad = header_verdict(info.ident, info.e_version, info.machine, info.type, info.phentsize_ok, cfg)
+        if bad is not None:
+            return (bad[0], info, bad[1])
+        # open_verify: the PT_NOTE ABI tag
         if info.abi_note_os not in (None, 0):
             return ("skip", info, f"ABI note for another OS ({info.abi_note_os})")
         if (info.abi_note_kernel is not None and cfg.kernel_version is not None
                 and info.abi_note_kernel > cfg.kernel_version):
             return ("skip", info, "needs a newer kernel ({}.{}.{})".format(*info.abi_note_kernel))
-        if cfg.isa_level and info.x86_isa_needed and info.x86_isa_needed > cfg.isa_level:
-            # sysdeps/x86/dl-prop.h: checked once mapped, and fatal
-            return ("fatal", info, f"CPU ISA level is lower than required (x86-64-v{info.x86_isa_needed}, "
-                                   f"this CPU: x86-64-v{cfg.isa_level})")
-        if info.flags_1 & DF_1_PIE:       # _dl_map_object_from_fd refuses it after the search
-            return ("fatal", info, "cannot dynamically load position-independent executable")
+        # _dl_map_object_from_fd, once the search has chosen the file: every failure is fatal
+        if info.type == ET_EXEC:
+            return ("fatal", info, "cannot dynamically load executable")
         if not info.has_dynamic:
             return ("fatal", info, "object file has no dynamic section")
+        if cfg.isa_level and info.x86_isa_needed and info.x86_isa_needed > cfg.isa_level:
+            # sysdeps/x86/dl-prop.h: checked once mapped
+            return ("fatal", info, f"CPU ISA level is lower than required (x86-64-v{info.x86_isa_needed}, "
+                                   f"this CPU: x86-64-v{cfg.isa_level})")
+        if info.flags_1 & DF_1_PIE:
+            return ("fatal", info, "cannot dynamically load position-independent executable")
         return ("ok", info, None)
 
     def _classify_bad(self, path: str, exc: ElfFormatError) -> tuple:
-        """Map a reader error to what open_verify does with such a file."""
+        """What open_verify does with a file the reader refused (not ELF, truncated, ...)."""
         cfg = self.config
         if exc.kind == "directory":
             return ("fatal", None, "cannot read file data: Is a directory")
@@ -389,19 +383,25 @@ class Resolver:
                 head = fh.read(64)
         except OSError as e:
             return ("absent", None, e.strerror)
-        ehsize = 64 if cfg.elf_class == 64 else 52
-        if len(head) < ehsize:
+        if len(head) < (64 if cfg.elf_class == 64 else 52):     # one read() of the header
             return ("fatal", None, "file too short")
         if head[:4] != b"\x7fELF":
-            return ("fatal", None, exc.reason if "Git LFS" in exc.reason or "ld script" in exc.reason
-                    else "invalid ELF header")
-        if head[4] != (2 if cfg.elf_class == 64 else 1):
-            return ("skip", None, f"wrong ELF class: ELFCLASS{32 if head[4] == 1 else 64}")
-        machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
-        if head[5] == 1 and machine != cfg.machine:
-            return ("skip", None, f"wrong machine ({machine})")
+            return ("fatal", None, exc.reason if exc.reason.startswith("invalid ELF header") else "invalid ELF header")
+        if head[4] in (1, 2) and head[5] in (1, 2):
+            e = "<" if head[5] == 1 else ">"
+            etype, machine, version = struct.unpack_from(e + "HHI", head, 16)
+            phentsize = struct.unpack_from(e + "H", head, 54 if head[4] == 2 else 42)[0]
+            ok_size = phentsize == (56 if head[4] == 2 else 32)
+        else:
+            etype = machine = version = 0
+            ok_size = False
+        bad = header_verdict(head[:16], version, machine, etype, ok_size, cfg)
+        if bad is not None:
+            return (bad[0], None, bad[1])
+        if exc.kind == "truncated" and exc.reason.startswith("program headers"):
+            return ("fatal", None, f"cannot read file data ({exc.reason})")
         if exc.kind == "truncated":
-            return ("fatal", None, f"truncated file ({exc.reason}); the loader fails or crashes (SIGBUS) on it")
+            return ("fatal", None, f"the file is truncated ({exc.reason}): the loader dies of SIGBUS mapping it")
         return ("fatal", None, exc.reason)
 
     # -- search path pieces ------------------------------------------------------------------
@@ -676,6 +676,36 @@ class Resolver:
                 origin = os.path.dirname(tf) or "/"
             meta = self._objmeta[key] = (real, origin)
         return _Obj(info, found_as, meta[0], meta[1], loader, depth, via)
+
+
+def header_verdict(ident: bytes, e_version: int, machine: int, etype: int, phentsize_ok: bool,
+                   cfg: LoaderConfig) -> Optional[Tuple[str, str]]:
+    """("skip" or "fatal", the loader's words) for an ELF header ``open_verify`` refuses,
+    checked in its order (glibc 2.36 elf/dl-load.c); None for one it takes."""
+    if ident[4:5] != (b"\x02" if cfg.elf_class == 64 else b"\x01"):
+        cls = {1: "ELFCLASS32", 2: "ELFCLASS64"}.get(ident[4], f"class {ident[4]}")
+        return ("skip", f"wrong ELF class: {cls}")
+    if ident[5] != 1:                                   # every modelled loader is little-endian
+        return ("fatal", "ELF file data encoding not little-endian")
+    if ident[6] != 1:
+        return ("fatal", "ELF file version ident does not match current one")
+    osabi, abiversion = ident[7], ident[8]
+    if osabi not in (0, 3):                             # ELFOSABI_SYSV, ELFOSABI_GNU
+        return ("fatal", "ELF file OS ABI invalid")
+    if abiversion and not (osabi == 3 and abiversion < 4):     # LIBC_ABI_MAX is 4 in 2.36
+        return ("fatal", "ELF file ABI version invalid")
+    if any(ident[9:16]):
+        return ("fatal", "nonzero padding in e_ident")
+    if e_version != 1:
+        return ("fatal", "ELF file version does not match current one")
+    if machine != cfg.machine:
+        from mltools.elf.machines import machine_name
+        return ("skip", f"wrong machine: {machine_name(machine)}")
+    if etype not in (ET_DYN, ET_EXEC):
+        return ("fatal", "only ET_DYN and ET_EXEC can be loaded")
+    if not phentsize_ok:
+        return ("fatal", "ELF file's phentsize not the expected size")
+    return None
 
 
 class _Order(list):
@@ -1106,7 +1136,7 @@ class _Walk:
             elif o.kind == "fatal":
                 findings.append(Finding(
                     "FATAL_CANDIDATE", Severity.ERROR,
-                    f"{lib.soname}: the loader stops at {o.found_as}: {o.error}",
+                    f"{lib.soname}: the loader fails on {o.found_as}: {o.error} (it does not search further)",
                     fix="remove or replace that file (a Git LFS pointer needs `git lfs pull`)",
                     details={"soname": lib.soname, "path": o.found_as, "error": o.error}))
             elif lib.hwcaps_subdir and lib.hwcaps_subdir.startswith("glibc-hwcaps/"):

@@ -133,6 +133,8 @@ class ElfInfo:
     x86_isa_needed: Optional[int] = None  # GNU_PROPERTY_X86_ISA_1_NEEDED as a level (1..4)
     e_flags: int = 0
     dynamic_size: Optional[int] = None    # PT_DYNAMIC's p_filesz; None without PT_DYNAMIC
+    ident: bytes = b""                    # e_ident (16 bytes)
+    e_version: int = 1
 
     @property
     def machine_name(self) -> str:
@@ -398,7 +400,7 @@ def read_elf(path: str) -> ElfInfo:
 
 def _read_info(img: _Image) -> ElfInfo:
     buf = img.buf
-    (etype, machine, _version, _entry, _phoff, _shoff, e_flags, _ehsize,
+    (etype, machine, e_version, _entry, _phoff, _shoff, e_flags, _ehsize,
      phentsize, _phnum, _shentsize, _shnum, _shstrndx) = img.ehdr
     interp = None
     dynamic_size = None
@@ -450,7 +452,7 @@ def _read_info(img: _Image) -> ElfInfo:
         interp=interp, has_dynamic=bool(dynamic_size), needed=tuple(needed), soname=soname,
         rpath=rpath, runpath=runpath, flags=flags, flags_1=flags_1,
         abi_note_os=abi_os, abi_note_kernel=abi_kernel, x86_isa_needed=isa_needed,
-        e_flags=e_flags, dynamic_size=dynamic_size,
+        e_flags=e_flags, dynamic_size=dynamic_size, ident=bytes(buf[:16]), e_version=e_version,
     )
 
 

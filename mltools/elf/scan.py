@@ -173,7 +173,7 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
         for lib in t.libraries:
             if lib.error:
                 findings.append(Finding("FATAL_CANDIDATE", Severity.ERROR,
-                                        f"{p}: the loader stops at {lib.found_as} for {lib.soname}: {lib.error}",
+                                        f"{p}: for {lib.soname} the loader fails on {lib.found_as}: {lib.error} (it does not search further)",
                                         details={"path": p, "soname": lib.soname, "candidate": lib.found_as}))
         own_missing = [lib for lib in t.libraries if lib.path is None]
         if not own_missing:
