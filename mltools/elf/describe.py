@@ -32,7 +32,8 @@ def render_inspect(report) -> str:
                "x86-64-baseline" if f.x86_isa_level == 1 else f"x86-64-v{f.x86_isa_level}")
         pairs = [
             ("file", f.path + ("" if f.realpath == f.path else f"  ->  {f.realpath}")),
-            ("class", f"ELF{f.elf_class}, {f.byte_order} endian, {f.machine}, OS/ABI {f.osabi}"),
+            ("class", f"ELF{f.elf_class}, {f.byte_order} endian, {f.machine}"
+                      + (f" ({f.machine_name})" if f.machine_name != f.machine else "") + f", OS/ABI {f.osabi}"),
             ("type", f.type),
             ("interpreter", f.interpreter),
             ("soname", f.soname),
@@ -52,6 +53,8 @@ def render_inspect(report) -> str:
             ("size", f"{f.size_bytes} bytes"),
             ("sha256", f.sha256),
         ]
+        if f.from_sections:
+            pairs.append(("from sections", ", ".join(f.from_sections) + " (no program header has them)"))
         text = key_values(pairs)
         if f.version_needs:
             t = Table(["library", "versions needed"], title="\nversion needs")

@@ -342,7 +342,7 @@ class Resolver:
     def _verify(self, path: str) -> tuple:
         cfg = self.config
         try:
-            info = read_elf(path)
+            info = read_elf(path, truncated_ok=True)
         except ElfFormatError as exc:
             if exc.kind == "unreadable" and exc.errno in (_errno.ENOENT, _errno.EACCES, _errno.ENOTDIR, None):
                 return ("absent", None, exc.reason)
@@ -365,6 +365,8 @@ class Resolver:
             return ("fatal", info, "cannot dynamically load executable")
         if not info.has_dynamic:
             return ("fatal", info, "object file has no dynamic section")
+        if info.truncated:
+            return ("fatal", info, f"the file is truncated ({info.truncated}): the loader dies of SIGBUS mapping it")
         if cfg.isa_level and info.x86_isa_needed and info.x86_isa_needed > cfg.isa_level:
             # sysdeps/x86/dl-prop.h: checked once mapped
             return ("fatal", info, f"CPU ISA level is lower than required (x86-64-v{info.x86_isa_needed}, "
@@ -765,6 +767,8 @@ class _Namespace:
 def check_loadable(info: ElfInfo, path: str) -> None:
     """InputError unless ``info`` is something ld.so can start or load (it has a dynamic section)."""
     if info.has_dynamic:
+        if info.truncated:
+            raise InputError(f"{path}: {info.truncated}")
         return
     if info.dynamic_size == 0:
         raise InputError(f"{path}: PT_DYNAMIC is empty (a separate debug-info file?): the loader refuses it "
@@ -816,7 +820,7 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
     r = resolver or Resolver(root=root, hwcaps_mask=hwcaps_mask)
     first = main or path
     host_p, _target = r.locate_input(first)
-    info = read_elf(host_p)      # InputError / ElfFormatError name the problem
+    info = read_elf(host_p, truncated_ok=True)      # InputError / ElfFormatError name the problem
     check_loadable(info, first)
     r = r.for_object(info, first)
     return _Walk(r, path, dict(env or {}), cwd or os.getcwd()).run(
@@ -849,7 +853,7 @@ class _Walk:
     def load_root(self, p: str, kind: str) -> _Obj:
         r = self.r
         host_p, found_as = r.locate_input(p)
-        info = read_elf(host_p)      # InputError / ElfFormatError name the problem
+        info = read_elf(host_p, truncated_ok=True)      # InputError / ElfFormatError name the problem
         check_loadable(info, p)
         if not r.config.accepts(info.elf_class, info.machine):
             from mltools.elf.machines import machine_name

@@ -52,6 +52,10 @@ DF_1_NOW, DF_1_GLOBAL, DF_1_NODELETE, DF_1_ORIGIN, DF_1_NODEFLIB, DF_1_PIE = (
     0x1, 0x2, 0x8, 0x80, 0x800, 0x08000000)
 
 NT_GNU_ABI_TAG, NT_GNU_BUILD_ID, NT_GNU_PROPERTY_TYPE_0 = 1, 3, 5
+SHT_STRTAB, SHT_NOTE, SHT_NOBITS, SHT_DYNSYM = 3, 7, 8, 11
+SHT_GNU_VERDEF, SHT_GNU_VERNEED, SHT_GNU_VERSYM = 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
+DT_REL, DT_RELSZ, DT_RELENT, DT_RELA, DT_RELASZ, DT_RELAENT = 17, 18, 19, 7, 8, 9
+DT_PLTRELSZ, DT_PLTREL, DT_JMPREL = 2, 20, 23
 GNU_PROPERTY_X86_ISA_1_NEEDED = 0xC0008002
 GNU_PROPERTY_X86_FEATURE_1_AND = 0xC0000002
 
@@ -135,6 +139,7 @@ class ElfInfo:
     dynamic_size: Optional[int] = None    # PT_DYNAMIC's p_filesz; None without PT_DYNAMIC
     ident: bytes = b""                    # e_ident (16 bytes)
     e_version: int = 1
+    truncated: Optional[str] = None       # read with truncated_ok: why PT_LOAD runs past the end
 
     @property
     def machine_name(self) -> str:
@@ -195,6 +200,7 @@ class ElfSymbols:
     symbols: Tuple[DynamicSymbol, ...]
     version_needs: Tuple[VersionNeed, ...]
     version_defs: Tuple[VersionDef, ...]
+    from_sections: Tuple[str, ...] = ()    # what came from section headers: symbols, version_needs, ...
 
     @property
     def defined(self) -> Tuple[DynamicSymbol, ...]:
@@ -214,6 +220,7 @@ class ElfNotes:
     gnu_stack: Optional[str] = None          # "RW" or "RWX" (executable stack)
     relro: bool = False
     tls_memsz: Optional[int] = None
+    from_sections: Tuple[str, ...] = ()     # build_id, notes: read from SHT_NOTE sections
 
 
 _STB = {0: "LOCAL", 1: "GLOBAL", 2: "WEAK", 10: "GNU_UNIQUE"}
@@ -224,10 +231,11 @@ _STT = {0: "NOTYPE", 1: "OBJECT", 2: "FUNC", 3: "SECTION", 4: "FILE", 5: "COMMON
 class _Image:
     """An opened, bounds-checked view of one ELF file."""
 
-    __slots__ = ("path", "buf", "size", "e", "cls", "le", "ehdr", "phdrs", "loads", "dyn", "_st")
+    __slots__ = ("path", "buf", "size", "e", "cls", "le", "ehdr", "phdrs", "loads", "overrun", "_st")
 
-    def __init__(self, path: str, buf, st: os.stat_result):
+    def __init__(self, path: str, buf, st: os.stat_result, strict: bool = True):
         self.path = path
+        self.overrun: Optional[str] = None      # why a PT_LOAD runs past the end (strict=False)
         self.buf = buf
         self.size = len(buf)
         self._st = st
@@ -273,10 +281,11 @@ class _Image:
                 # normalized: type, flags, offset, vaddr, paddr, filesz, memsz, align
                 self.phdrs.append(p)
                 if p[0] == PT_LOAD:
-                    if p[2] + p[5] > self.size:
-                        raise ElfFormatError(path, "truncated",
-                                             f"a PT_LOAD segment ends at byte {p[2] + p[5]}, past the end "
-                                             f"of the file ({self.size} bytes): truncated")
+                    if p[2] + p[5] > self.size and self.overrun is None:
+                        self.overrun = (f"a PT_LOAD segment ends at byte {p[2] + p[5]}, past the end "
+                                        f"of the file ({self.size} bytes): truncated")
+                        if strict:
+                            raise ElfFormatError(path, "truncated", self.overrun)
                     self.loads.append(p)
 
     def _xnum_phnum(self) -> int:
@@ -288,6 +297,45 @@ class _Image:
         if shoff == 0 or off + 4 > self.size:
             raise ElfFormatError(self.path, "corrupt", "e_phnum is PN_XNUM but section 0 is missing")
         return struct.unpack_from(fmt, self.buf, off)[0]
+
+    def sections(self) -> List[tuple]:
+        """(name, type, addr, offset, size, link, info, entsize, addralign) of every section, [] without a
+        usable section header table (stripped of it, or corrupt: the loader never needs it)."""
+        shoff, shentsize, shnum, shstrndx = self.ehdr[5], self.ehdr[10], self.ehdr[11], self.ehdr[12]
+        want = 64 if self.cls == 64 else 40
+        if not shoff or shentsize < want or shoff >= self.size:
+            return []
+        if shnum == 0:                       # SHN_UNDEF: the count is in section 0's sh_size
+            shnum = self._section0()[4]
+        if shnum > 65536 * 16 or shoff + shnum * shentsize > self.size:
+            return []
+        fmt = self.e + ("IIQQQQIIQQ" if self.cls == 64 else "IIIIIIIIII")
+        raw = [struct.unpack_from(fmt, self.buf, shoff + i * shentsize) for i in range(shnum)]
+        if shstrndx == 0xFFFF:               # SHN_XINDEX: in section 0's sh_link
+            shstrndx = raw[0][6] if raw else 0
+        names_off = names_end = None
+        if 0 < shstrndx < len(raw):
+            names_off = raw[shstrndx][4]
+            names_end = min(self.size, names_off + raw[shstrndx][5])
+        out = []
+        for r in raw:
+            name = ""
+            if names_off is not None and names_off + r[0] < names_end:
+                end = self.buf.find(b"\0", names_off + r[0], names_end)
+                if end >= 0:
+                    name = bytes(self.buf[names_off + r[0]:end]).decode("utf-8", "replace")
+            out.append((name, r[1], r[3], r[4], r[5], r[6], r[7], r[9], r[8]))
+        return out
+
+    def _section0(self) -> tuple:
+        fmt = self.e + ("IIQQQQIIQQ" if self.cls == 64 else "IIIIIIIIII")
+        return struct.unpack_from(fmt, self.buf, self.ehdr[5])
+
+    def section_bytes(self, sec: tuple) -> bytes:
+        off, size = sec[3], sec[4]
+        if sec[1] == SHT_NOBITS or off + size > self.size:
+            return b""
+        return bytes(self.buf[off:off + size])
 
     # vaddr -> file offset through the PT_LOAD segments
     def offset_of(self, vaddr: int, what: str) -> int:
@@ -310,6 +358,8 @@ class _Image:
             return []
         p = dyn[0]
         off, size = p[2], p[5]
+        if size == 0:
+            return []
         if off + size > self.size:
             raise ElfFormatError(self.path, "truncated", "PT_DYNAMIC lies past the end of the file: truncated")
         entsize = 16 if self.cls == 64 else 8
@@ -377,11 +427,13 @@ def _open(path: str):
         os.close(fd)
 
 
-def _parse(path: str, parse):
-    """Map ``path`` and run ``parse(image)``; any malformed structure becomes ElfFormatError."""
+def _parse(path: str, parse, strict: bool = True):
+    """Map ``path`` and run ``parse(image)``; any malformed structure becomes ElfFormatError.
+    ``strict=False`` reads a file whose PT_LOAD segments run past its end (a separate debug
+    file, or a truncated one): ``image.overrun`` says so."""
     buf, st = _open(path)
     try:
-        return parse(_Image(path, buf, st))
+        return parse(_Image(path, buf, st, strict))
     except ElfFormatError:
         raise
     except (struct.error, IndexError, ValueError, OverflowError) as exc:
@@ -390,12 +442,14 @@ def _parse(path: str, parse):
         buf.close()
 
 
-def read_elf(path: str) -> ElfInfo:
+def read_elf(path: str, *, truncated_ok: bool = False) -> ElfInfo:
     """Read the header, PT_INTERP and PT_DYNAMIC of ``path``.
 
-    Raises :class:`ElfFormatError` for a file that is not ELF, truncated or corrupt.
+    Raises :class:`ElfFormatError` for a file that is not ELF, truncated or corrupt;
+    with ``truncated_ok``, a file whose PT_LOAD segments run past its end is read and
+    ``ElfInfo.truncated`` says why.
     """
-    return _parse(path, _read_info)
+    return _parse(path, _read_info, not truncated_ok)
 
 
 def _read_info(img: _Image) -> ElfInfo:
@@ -408,9 +462,9 @@ def _read_info(img: _Image) -> ElfInfo:
     for p in img.phdrs:
         if p[0] == PT_INTERP:
             off, size = p[2], p[5]
-            if off + size > img.size:
+            if size and off + size > img.size:
                 raise ElfFormatError(img.path, "truncated", "PT_INTERP lies past the end of the file: truncated")
-            interp = bytes(buf[off:off + size]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            interp = bytes(buf[off:off + size]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if size else ""
         elif p[0] == PT_DYNAMIC and dynamic_size is None:
             dynamic_size = p[5]
         elif p[0] == PT_NOTE and p[5] >= 16 and p[7] >= 4:
@@ -453,6 +507,7 @@ def _read_info(img: _Image) -> ElfInfo:
         rpath=rpath, runpath=runpath, flags=flags, flags_1=flags_1,
         abi_note_os=abi_os, abi_note_kernel=abi_kernel, x86_isa_needed=isa_needed,
         e_flags=e_flags, dynamic_size=dynamic_size, ident=bytes(buf[:16]), e_version=e_version,
+        truncated=img.overrun,
     )
 
 
@@ -489,41 +544,62 @@ def _iter_notes(img: _Image, p):
         off = next_off
 
 
-def read_notes(path: str) -> ElfNotes:
+def read_notes(path: str, *, truncated_ok: bool = False) -> ElfNotes:
     """Build-id, ABI tag, x86 ISA level and CET properties, GNU_STACK, RELRO, TLS size."""
-    return _parse(path, _read_notes)
+    return _parse(path, _read_notes, not truncated_ok)
 
 
 def _read_notes(img: _Image) -> ElfNotes:
-    build_id = abi_tag = None
-    isa = None
-    feats: List[str] = []
     stack = None
     relro = False
     tls = None
+    note_segments = []
     for p in img.phdrs:
         if p[0] == PT_NOTE:
-            for ntype, name, desc in _iter_notes(img, p):
-                if name != b"GNU":
-                    continue
-                if ntype == NT_GNU_BUILD_ID:
-                    build_id = desc.hex()
-                elif ntype == NT_GNU_ABI_TAG and len(desc) >= 16:
-                    w = struct.unpack_from(img.e + "IIII", desc)
-                    osname = {0: "Linux", 1: "Hurd", 2: "Solaris", 3: "FreeBSD"}.get(w[0], f"OS {w[0]}")
-                    abi_tag = f"{osname} {w[1]}.{w[2]}.{w[3]}"
-                elif ntype == NT_GNU_PROPERTY_TYPE_0:
-                    isa2, f2 = _gnu_properties(img, desc)
-                    isa = isa if isa2 is None else isa2
-                    feats.extend(x for x in f2 if x not in feats)
+            note_segments.append(p)
         elif p[0] == PT_GNU_STACK:
             stack = "RW" + ("X" if p[1] & 1 else "")
         elif p[0] == PT_GNU_RELRO:
             relro = True
         elif p[0] == PT_TLS:
             tls = p[6]
-    return ElfNotes(build_id=build_id, abi_tag=abi_tag, x86_isa_needed=isa,
-                    x86_features=tuple(feats), gnu_stack=stack, relro=relro, tls_memsz=tls)
+    notes = _gnu_notes(img, note_segments)
+    from_sections: List[str] = []
+    if notes[0] is None or not note_segments:
+        # a build-id no PT_NOTE covers (separate debug files), or an object without program
+        # headers (ET_REL): the SHT_NOTE sections hold them, as readelf -n shows
+        sec = _gnu_notes(img, [(PT_NOTE, 0, x[3], x[2], x[2], x[4], x[4], x[8])
+                               for x in img.sections() if x[1] == SHT_NOTE])
+        if notes[0] is None and sec[0] is not None:
+            from_sections.append("build_id")
+        if not note_segments and any(v for v in sec[1:]):
+            from_sections.append("notes")
+            notes = (notes[0],) + sec[1:]
+        notes = (notes[0] or sec[0],) + notes[1:]
+    build_id, abi_tag, isa, feats = notes
+    return ElfNotes(build_id=build_id, abi_tag=abi_tag, x86_isa_needed=isa, x86_features=tuple(feats),
+                    gnu_stack=stack, relro=relro, tls_memsz=tls, from_sections=tuple(from_sections))
+
+
+def _gnu_notes(img: _Image, segments) -> tuple:
+    """(build-id, ABI tag, x86 ISA level, x86 features) from the GNU notes of ``segments``."""
+    build_id = abi_tag = isa = None
+    feats: List[str] = []
+    for p in segments:
+        for ntype, name, desc in _iter_notes(img, p):
+            if name != b"GNU":
+                continue
+            if ntype == NT_GNU_BUILD_ID:
+                build_id = desc.hex()
+            elif ntype == NT_GNU_ABI_TAG and len(desc) >= 16:
+                w = struct.unpack_from(img.e + "IIII", desc)
+                osname = {0: "Linux", 1: "Hurd", 2: "Solaris", 3: "FreeBSD"}.get(w[0], f"OS {w[0]}")
+                abi_tag = f"{osname} {w[1]}.{w[2]}.{w[3]}"
+            elif ntype == NT_GNU_PROPERTY_TYPE_0:
+                isa2, f2 = _gnu_properties(img, desc)
+                isa = isa if isa2 is None else isa2
+                feats.extend(x for x in f2 if x not in feats)
+    return build_id, abi_tag, isa, feats
 
 
 def _gnu_properties(img: _Image, desc: bytes):
@@ -551,12 +627,14 @@ def _gnu_properties(img: _Image, desc: bytes):
     return isa, feats
 
 
-def read_symbols(path: str) -> ElfSymbols:
+def read_symbols(path: str, *, truncated_ok: bool = False) -> ElfSymbols:
     """The dynamic symbols with their GNU versions, the version needs and definitions.
 
-    The symbol count comes from DT_HASH or DT_GNU_HASH, as the loader sees it.
+    Read through PT_DYNAMIC, as the loader sees them; the count comes from DT_HASH or
+    DT_GNU_HASH (or, when a GNU hash table hashes no symbol, from the .dynsym section or the
+    relocations). An object without PT_DYNAMIC is read through its section headers.
     """
-    return _parse(path, _read_symbols)
+    return _parse(path, _read_symbols, not truncated_ok)
 
 
 def _symbol_count(img: _Image, d: Dict[int, int]) -> int:
@@ -587,23 +665,101 @@ def _symbol_count(img: _Image, d: Dict[int, int]) -> int:
     return 0
 
 
-def _read_symbols(img: _Image) -> ElfSymbols:
+def _reloc_symbol_count(img: _Image, d: Dict[int, int]) -> int:
+    """1 + the highest symbol index the dynamic relocations use (0 without relocations)."""
+    top = 0
+    shift = 32 if img.cls == 64 else 8
+    word = 8 if img.cls == 64 else 4
+    fmt = img.e + ("Q" if img.cls == 64 else "I")
+    for addr_tag, size_tag, ent_tag, rela in ((DT_RELA, DT_RELASZ, DT_RELAENT, True),
+                                             (DT_REL, DT_RELSZ, DT_RELENT, False),
+                                             (DT_JMPREL, DT_PLTRELSZ, None, d.get(DT_PLTREL) == DT_RELA)):
+        if addr_tag not in d or not d.get(size_tag):
+            continue
+        ent = (d.get(ent_tag) if ent_tag else None) or word * (3 if rela else 2)
+        off = img.offset_of(d[addr_tag], "relocations")
+        size = min(d[size_tag], img.size - off)
+        for i in range(size // ent):
+            top = max(top, struct.unpack_from(fmt, img.buf, off + i * ent + word)[0] >> shift)
+    return top + 1 if top else 0
+
+
+def _gnu_hash_symoffset(img: _Image, d: Dict[int, int]) -> int:
+    if DT_GNU_HASH not in d:
+        return 0
+    off = img.offset_of(d[DT_GNU_HASH], "DT_GNU_HASH")
+    return struct.unpack_from(img.e + "II", img.buf, off)[1]
+
+
+def _symbol_layout(img: _Image) -> Optional[dict]:
+    """Where the dynamic symbols, their versions and string table are (file offsets), from
+    PT_DYNAMIC as the loader finds them, else from the section headers (an object without
+    PT_DYNAMIC: ET_REL, some test files); None when there are none."""
     dyn = img.dynamic()
-    if not dyn:
+    if dyn:
+        d: Dict[int, int] = {}
+        for tag, val in dyn:
+            d.setdefault(tag, val)
+        str_off, str_end = img.strtab(dyn)
+        count = _symbol_count(img, d)
+        from_sections: List[str] = []
+        if DT_HASH not in d and DT_SYMTAB in d and count <= _gnu_hash_symoffset(img, d):
+            # A GNU hash table that hashes no symbol says nothing about how many there are (some
+            # linkers write symoffset 1 for programs whose symbols are all undefined): the
+            # .dynsym section says, as readelf uses it, else the relocations do.
+            dynsym = next((x for x in img.sections() if x[1] == SHT_DYNSYM and x[2] == d[DT_SYMTAB] and x[7]),
+                          None)
+            if dynsym is not None:
+                count = dynsym[4] // dynsym[7]
+                from_sections.append("symbols")
+            else:
+                count = max(count, _reloc_symbol_count(img, d))
+        return {
+            "strtab": (str_off, str_end),
+            "verdef": (img.offset_of(d[DT_VERDEF], "DT_VERDEF"), d.get(DT_VERDEFNUM, 0)) if DT_VERDEF in d else None,
+            "verneed": ((img.offset_of(d[DT_VERNEED], "DT_VERNEED"), d.get(DT_VERNEEDNUM, 0))
+                        if DT_VERNEED in d else None),
+            "symtab": (img.offset_of(d[DT_SYMTAB], "DT_SYMTAB") if DT_SYMTAB in d else None, count,
+                       d.get(DT_SYMENT, 24 if img.cls == 64 else 16)),
+            "versym": img.offset_of(d[DT_VERSYM], "DT_VERSYM") if DT_VERSYM in d else None,
+            "from_sections": tuple(from_sections),
+        }
+    secs = img.sections()
+    dynsym = next((x for x in secs if x[1] == SHT_DYNSYM and x[7]), None)
+    vneed = next((x for x in secs if x[1] == SHT_GNU_VERNEED), None)
+    vdef = next((x for x in secs if x[1] == SHT_GNU_VERDEF), None)
+    anchor = dynsym or vneed or vdef
+    if anchor is None or not 0 < anchor[5] < len(secs) or secs[anchor[5]][1] != SHT_STRTAB:
+        return None
+    strsec = secs[anchor[5]]
+    if strsec[3] + strsec[4] > img.size:
+        return None
+    versym = next((x for x in secs if x[1] == SHT_GNU_VERSYM), None)
+    used = [name for name, sec in (("symbols", dynsym), ("version_needs", vneed), ("version_defs", vdef)) if sec]
+    return {
+        "strtab": (strsec[3], strsec[3] + strsec[4]),
+        "verdef": (vdef[3], vdef[6]) if vdef else None,
+        "verneed": (vneed[3], vneed[6]) if vneed else None,
+        "symtab": (dynsym[3], dynsym[4] // dynsym[7], dynsym[7]) if dynsym else (None, 0, 0),
+        "versym": versym[3] if versym and dynsym else None,
+        "from_sections": tuple(used),
+    }
+
+
+def _read_symbols(img: _Image) -> ElfSymbols:
+    layout = _symbol_layout(img)
+    if layout is None:
         return ElfSymbols((), (), ())
-    d: Dict[int, int] = {}
-    for tag, val in dyn:
-        d.setdefault(tag, val)
-    str_off, str_end = img.strtab(dyn)
+    str_off, str_end = layout["strtab"]
     e = img.e
     buf = img.buf
 
     # version definitions: index -> name
     vdefs: List[VersionDef] = []
     def_names: Dict[int, str] = {}
-    if DT_VERDEF in d:
-        off = img.offset_of(d[DT_VERDEF], "DT_VERDEF")
-        for _ in range(min(d.get(DT_VERDEFNUM, 0), 65535)):
+    if layout["verdef"] is not None:
+        off, num = layout["verdef"]
+        for _ in range(min(num, 65535)):
             vd_version, vd_flags, vd_ndx, vd_cnt, _hash, vd_aux, vd_next = struct.unpack_from(e + "HHHHIII", buf, off)
             names = []
             aoff = off + vd_aux
@@ -624,9 +780,9 @@ def _read_symbols(img: _Image) -> ElfSymbols:
     # version needs: index -> (name, file)
     vneeds: List[VersionNeed] = []
     need_names: Dict[int, Tuple[str, str]] = {}
-    if DT_VERNEED in d:
-        off = img.offset_of(d[DT_VERNEED], "DT_VERNEED")
-        for _ in range(min(d.get(DT_VERNEEDNUM, 0), 65535)):
+    if layout["verneed"] is not None:
+        off, num = layout["verneed"]
+        for _ in range(min(num, 65535)):
             vn_version, vn_cnt, vn_file, vn_aux, vn_next = struct.unpack_from(e + "HHIII", buf, off)
             fname = img.cstr(str_off + vn_file, str_end)
             vers, weak = [], []
@@ -644,16 +800,14 @@ def _read_symbols(img: _Image) -> ElfSymbols:
                 break
             off += vn_next
 
-    count = _symbol_count(img, d)
+    symoff, count, entsize = layout["symtab"]
     syms: List[DynamicSymbol] = []
-    if count and DT_SYMTAB in d:
-        symoff = img.offset_of(d[DT_SYMTAB], "DT_SYMTAB")
-        entsize = d.get(DT_SYMENT, 24 if img.cls == 64 else 16)
+    if count and symoff is not None:
         if entsize < (24 if img.cls == 64 else 16):
             raise ElfFormatError(img.path, "corrupt", f"DT_SYMENT {entsize} is too small")
         if symoff + count * entsize > img.size:
             raise ElfFormatError(img.path, "truncated", "the dynamic symbol table runs past the end of the file")
-        versym_off = img.offset_of(d[DT_VERSYM], "DT_VERSYM") if DT_VERSYM in d else None
+        versym_off = layout["versym"]
         if versym_off is not None and versym_off + 2 * count > img.size:
             raise ElfFormatError(img.path, "truncated", "DT_VERSYM runs past the end of the file")
         if img.cls == 64:
@@ -686,7 +840,7 @@ def _read_symbols(img: _Image) -> ElfSymbols:
                 binding=_STB.get(st_info >> 4, str(st_info >> 4)),
                 type=_STT.get(st_info & 0xF, str(st_info & 0xF)),
                 value=value, size=size, version_file=vfile))
-    return ElfSymbols(tuple(syms), tuple(vneeds), tuple(vdefs))
+    return ElfSymbols(tuple(syms), tuple(vneeds), tuple(vdefs), layout["from_sections"])
 
 
 def errno_name(code: int) -> str:
