@@ -149,9 +149,11 @@ def scan_cmd(paths, list_files, jobs, root, fail_on, as_json) -> None:
     is not a valid ELF (a Git LFS pointer named libfoo.so). The output does not
     depend on the order of PATHs.
     """
+    from mltools.cli._output import Progress
     from mltools.elf.describe import render_scan
     from mltools.elf.scan import scan_paths
-    report = scan_paths(list(paths), jobs=jobs, root=root)
+    with Progress("elf scan") as bar:
+        report = scan_paths(list(paths), jobs=jobs, root=root, progress=bar)
     emit(report, as_json, lambda r: render_scan(r, list_files))
     if fail_on.matches(report.findings):
         click.get_current_context().exit(1)
