@@ -8,7 +8,9 @@ ends in NUL bytes, means the same thing everywhere.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, Optional
 
 __all__ = ["read_bytes", "read_text", "cpuinfo_fields", "first_cpuinfo_block", "isa_level_from_flags", "usable_cpus"]
 

@@ -657,12 +657,11 @@ def test_tree_json_writer_equals_json_dumps_of_tree_json(lay):
         assert writer.tree_text(t) == json.dumps(tree_json(t), separators=(",", ":"))
 
 
-def test_read_elf_builds_the_same_info_as_the_dataclass():
-    import dataclasses
-
+def test_read_elf_builds_the_same_info_as_the_record():
+    from mltools._record import fields
     from mltools.elf.reader import ElfInfo, read_elf
     info = read_elf(os.path.realpath("/bin/ls"))
-    again = ElfInfo(**{f.name: getattr(info, f.name) for f in dataclasses.fields(ElfInfo)})
+    again = ElfInfo(**{n: getattr(info, n) for n in fields(ElfInfo)})
     assert info == again and hash(info) == hash(again) and vars(info) == vars(again)
 
 

@@ -7,21 +7,22 @@ result, :class:`TreeBatch`, is the whole document the command prints.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 
+from mltools._record import record
 from mltools.elf.ldtree import DepTree, DepTreeSet, Resolver, resolve_tree
 from mltools.errors import InputError, UsageError
 from mltools.findings import ItemError, require_some_processed
 
-__all__ = ["TreeBatch", "resolve_batch"]
+__all__ = ["TreeBatch", "resolve_batch", "loader_env"]
 
 # Below this many files one process is faster than starting a pool.
 POOL_MIN_FILES = 64
 
 
-@dataclass(frozen=True)
+@record
 class TreeBatch:
     """The dependency trees of one or more files, already encoded.
 
@@ -43,19 +44,47 @@ class TreeBatch:
             return "\n\n".join(self.items)
         if self.single:
             return self.items[0]
+        import json
+
         errors = json.dumps([{"path": e.path, "message": e.message} for e in self.errors], separators=(",", ":"))
         return '{"schema":"%s","version":%d,"trees":[%s]%s}' % (
             self.SCHEMA, self.SCHEMA_VERSION, ",".join(self.items),
             f',"errors":{errors}' if self.errors else "")
 
 
-def _encode_one(tree: DepTree, fmt: str, flat: bool) -> str:
-    from mltools import _jsonio
-    from mltools.elf.describe import render_tree
+def loader_env(pairs: Sequence[str] = (), ld_library_path: Optional[str] = None, inherit: bool = True) -> dict:
+    """LD_LIBRARY_PATH and LD_PRELOAD as the program would see them: this process's (unless
+    ``inherit`` is false), then ``KEY=VALUE`` pairs, then ``ld_library_path`` ('' for none).
+    UsageError for a pair without '='."""
+    import os
 
+    env = {k: v for k, v in os.environ.items() if k in ("LD_LIBRARY_PATH", "LD_PRELOAD")} if inherit else {}
+    for item in pairs:
+        if "=" not in item:
+            raise UsageError(f"--env expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        env[k] = v
+    if ld_library_path is not None:
+        env["LD_LIBRARY_PATH"] = ld_library_path
+    return env
+
+
+def _encode_one(tree: DepTree, fmt: str, flat: bool) -> str:
     if fmt == "json":
+        from mltools import _jsonio
         return _jsonio.dumps(tree, tree.SCHEMA, tree.SCHEMA_VERSION)
+    from mltools.elf.describe import render_tree
     return render_tree(tree, flat)
+
+
+def _worker_signals() -> None:
+    """A forked worker leaves interrupts to the parent: it ignores SIGINT (the terminal sends
+    it to the whole group; the parent stops the pool) and dies of SIGTERM, which is how the
+    pool ends its workers, without the parent's handler (a traceback per worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
@@ -104,7 +133,7 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
         results = _resolve_chunk(chunks[0])
     else:
         import multiprocessing
-        with multiprocessing.get_context("fork").Pool(n) as pool:
+        with multiprocessing.get_context("fork").Pool(n, initializer=_worker_signals) as pool:
             results = [x for part in pool.map(_resolve_chunk, chunks, chunksize=1) for x in part]
     errors = [ItemError(path, payload) for path, (kind, payload, _ok) in zip(paths, results) if kind == "error"]
     require_some_processed(errors, len(paths), "files")

@@ -6,9 +6,10 @@ module is only the text view. Nothing here prints.
 from __future__ import annotations
 
 import os
-import shlex
 from collections import Counter
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Optional
 
 from mltools._text import Table, findings_text, key_values
 from mltools.elf.ldtree import via_label
@@ -336,7 +337,7 @@ def _render_program(p, verbose: bool, symbol_patterns=()) -> str:
 def render_trace(r, verbose: bool = False, symbol_patterns=()) -> str:
     status = str(r.exit_status) + (f" ({r.signal})" if r.signal else "")
     out = [key_values([
-        ("command", shlex.join(r.command)),
+        ("command", _shell_join(r.command)),
         ("target", f"{r.target.path} ({r.target.kind}"
                    + (f", {r.target.interpreter}" if r.target.interpreter else "") + ")"),
         ("exit status", status),
@@ -353,3 +354,9 @@ def render_trace(r, verbose: bool = False, symbol_patterns=()) -> str:
         out.append("\nFindings")
         out.append(findings_text(r.findings))
     return "\n".join(out)
+
+
+def _shell_join(argv) -> str:
+    import shlex
+
+    return shlex.join(argv)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import ClassVar, List, Optional, Sequence, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, List, Optional, Sequence, Tuple
 
+from mltools._record import record
 from mltools._files import sha256_file
 from mltools.elf.ldso import ABIS, LoaderConfig, expand_dst, host_loader_config, loader_config
 from mltools.elf.reader import (
@@ -18,13 +20,13 @@ __all__ = ["SearchPath", "SymbolEntry", "VersionNeedEntry", "ElfInspection", "In
            "inspect_file", "inspect_files", "demangle"]
 
 
-@dataclass(frozen=True)
+@record
 class SearchPath:
     raw: str                        # as stored in DT_RPATH / DT_RUNPATH
     expanded: Tuple[Optional[str], ...]   # each element with $ORIGIN/$LIB/$PLATFORM expanded (None: dropped)
 
 
-@dataclass(frozen=True)
+@record
 class SymbolEntry:
     name: str
     demangled: str
@@ -36,13 +38,13 @@ class SymbolEntry:
     library: Optional[str] = None   # for undefined versioned symbols: the library verneed names
 
 
-@dataclass(frozen=True)
+@record
 class VersionNeedEntry:
     file: str
     versions: Tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class ElfInspection:
     path: str
     realpath: str
@@ -78,7 +80,7 @@ class ElfInspection:
     from_sections: Tuple[str, ...] = ()     # fields read from section headers (no program header has them)
 
 
-@dataclass(frozen=True)
+@record
 class InspectReport:
     SCHEMA: ClassVar[str] = "mltools.elf.inspect"
     SCHEMA_VERSION: ClassVar[int] = 1

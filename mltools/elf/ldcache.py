@@ -19,12 +19,13 @@ usable hwcaps entry wins over it.
 """
 from __future__ import annotations
 
-import glob as _glob
 import os
 import struct
-from dataclasses import dataclass
-from typing import ClassVar, List, Optional, Sequence, Tuple, Union
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, List, Optional, Sequence, Tuple, Union
 
+from mltools._record import record
 from mltools.errors import InputError
 from mltools.findings import Finding, Severity
 
@@ -52,7 +53,7 @@ def flags_description(flags: int) -> str:
     return f"{kind},{arch}" if arch else kind
 
 
-@dataclass(frozen=True)
+@record
 class CacheEntry:
     name: str                      # the key: a SONAME (or a link name ldconfig made)
     path: str                      # the value: where the loader opens it
@@ -310,7 +311,8 @@ def read_ld_so_conf(path: str = "/etc/ld.so.conf", root: str = "/") -> Tuple[str
                 for pat in words[1:]:
                     if not pat.startswith("/"):
                         pat = os.path.join(os.path.dirname(fname), pat)
-                    for inc in sorted(_glob.glob(rootp + pat if rootp else pat)):
+                    import glob
+                    for inc in sorted(glob.glob(rootp + pat if rootp else pat)):
                         parse(inc[len(rootp):] if rootp else inc, depth + 1)
             elif words[0] == "hwcap":
                 continue
@@ -328,7 +330,7 @@ def read_ld_so_conf(path: str = "/etc/ld.so.conf", root: str = "/") -> Tuple[str
 
 # --- the ``elf ldcache`` report ----------------------------------------------------------------
 
-@dataclass(frozen=True)
+@record
 class LdCacheReport:
     SCHEMA: ClassVar[str] = "mltools.elf.ldcache"
     SCHEMA_VERSION: ClassVar[int] = 1

@@ -22,9 +22,11 @@ Also here: dynamic string token expansion (``$ORIGIN``, ``$LIB``,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
-from typing import Dict, Optional, Sequence, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, Optional, Sequence, Tuple
 
+from mltools._record import record, replace
 from mltools.errors import UsageError
 
 __all__ = ["LoaderConfig", "host_loader_config", "loader_config", "loader_config_for_root", "abi_for",
@@ -45,9 +47,9 @@ _ABI_BY_MACHINE = {(v[0], v[1]): k for k, v in ABIS.items()}
 DEFAULT_INTERPRETER = ABIS["x86-64"][2]
 
 
-@dataclass(frozen=True)
+@record
 class LoaderConfig:
-    """The loader's fixed configuration; :func:`dataclasses.replace` it to simulate another host."""
+    """The loader's fixed configuration; :func:`mltools._record.replace` it to simulate another host."""
     interpreter: str                       # the loader's path (PT_INTERP of programs)
     elf_class: int                         # 64 or 32: candidates of the other class are skipped
     machine: int                           # e_machine candidates must have (62 = x86-64)

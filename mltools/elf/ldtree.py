@@ -34,9 +34,11 @@ import os
 import re
 import struct
 from stat import S_ISLNK as _S_ISLNK
-from dataclasses import dataclass
-from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from mltools._record import record
 from mltools.elf.ldcache import LdCache, read_ld_cache, read_ld_so_conf
 from mltools.elf.ldso import (LoaderConfig, abi_for, expand_dst, loader_config, loader_config_for_root,
                               root_realpath)
@@ -70,7 +72,7 @@ def via_label(via: str, short: bool = False) -> str:
     return via if labels is None else labels[1 if short else 0]
 
 
-@dataclass(frozen=True)
+@record
 class Candidate:
     """One file the loader tries for a name, and what it made of it."""
     path: str
@@ -79,13 +81,13 @@ class Candidate:
     reason: Optional[str] = None
 
 
-@dataclass(frozen=True)
+@record
 class NearMiss:
     path: str
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class Library:
     """One distinct object the loader maps (or would fail to find)."""
     soname: str                          # DT_SONAME, or the requested name when it has none / is missing
@@ -108,7 +110,7 @@ class Library:
         return self.path is not None and self.error is None
 
 
-@dataclass(frozen=True)
+@record
 class DepTree:
     SCHEMA: ClassVar[str] = "mltools.elf.tree"
     SCHEMA_VERSION: ClassVar[int] = 1
@@ -135,7 +137,7 @@ class DepTree:
         return {lib.soname: lib for lib in self.libraries}
 
 
-@dataclass(frozen=True)
+@record
 class DepTreeSet:
     """Several trees, for ``elf tree A B C --json``."""
     SCHEMA: ClassVar[str] = "mltools.elf.trees"
@@ -1168,7 +1170,7 @@ def template_of(lib: Library) -> Optional[Library]:
 
 
 def _copy(obj, **changes):
-    """dataclasses.replace without re-running __init__ (the values are already checked)."""
+    """replace() without re-running __init__ (the values are already checked)."""
     new = object.__new__(type(obj))
     new.__dict__.update(obj.__dict__)
     new.__dict__.update(changes)

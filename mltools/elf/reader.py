@@ -18,9 +18,11 @@ import errno as _errno
 import mmap
 import os
 import struct
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, List, Optional, Tuple
 
+from mltools._record import record
 from mltools.elf.files import ELFMAG, is_linker_script
 from mltools.errors import InputError
 
@@ -111,7 +113,7 @@ class ElfFormatError(InputError):
         self.errno = errno
 
 
-@dataclass(frozen=True)
+@record
 class ElfInfo:
     """What the loader needs to know about one ELF file (cheap to compute)."""
     path: str
@@ -159,7 +161,7 @@ class ElfInfo:
         return bool(self.flags_1 & DF_1_NODEFLIB)
 
 
-@dataclass(frozen=True)
+@record
 class DynamicSymbol:
     name: str
     version: Optional[str]        # GLIBC_2.34, or None when unversioned
@@ -180,14 +182,14 @@ class DynamicSymbol:
         return f"{self.name}{sep}{self.version}"
 
 
-@dataclass(frozen=True)
+@record
 class VersionNeed:
     file: str                     # vn_file: a DT_NEEDED name
     versions: Tuple[str, ...]
     weak: Tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class VersionDef:
     name: str
     index: int
@@ -195,7 +197,7 @@ class VersionDef:
     parents: Tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class ElfSymbols:
     symbols: Tuple[DynamicSymbol, ...]
     version_needs: Tuple[VersionNeed, ...]
@@ -211,7 +213,7 @@ class ElfSymbols:
         return tuple(s for s in self.symbols if not s.defined)
 
 
-@dataclass(frozen=True)
+@record
 class ElfNotes:
     build_id: Optional[str] = None
     abi_tag: Optional[str] = None           # "Linux 3.2.0"
@@ -512,7 +514,7 @@ def _read_info(img: _Image) -> ElfInfo:
 
 
 def _new_elf_info(**values) -> ElfInfo:
-    """ElfInfo(**values) without the frozen dataclass's per-field setattr (runs for every file read)."""
+    """ElfInfo(**values) without the generated __init__ (runs for every file read)."""
     if len(values) != _ELF_INFO_NFIELDS:
         return ElfInfo(**values)
     info = object.__new__(ElfInfo)
@@ -520,7 +522,7 @@ def _new_elf_info(**values) -> ElfInfo:
     return info
 
 
-_ELF_INFO_NFIELDS = len(ElfInfo.__dataclass_fields__)
+_ELF_INFO_NFIELDS = len(ElfInfo.__record_fields__)
 
 
 def _iter_notes(img: _Image, p):

@@ -8,9 +8,11 @@ encoding each library shared between trees once.
 from __future__ import annotations
 
 import json
-from dataclasses import fields, is_dataclass
-from typing import Dict, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, Tuple
 
+from mltools._record import fields, is_record
 from mltools.elf.ldtree import ROOT_PLACEHOLDER, DepTree, Library, template_of
 
 __all__ = ["tree_json", "TreeJsonWriter"]
@@ -26,8 +28,8 @@ def _plain(obj):
     if t is str or t is int or t is bool or obj is None:
         return obj
     names = _FIELDS.get(t)
-    if names is None and is_dataclass(obj):
-        names = _FIELDS[t] = tuple(f.name for f in fields(obj) if not f.name.startswith("_"))
+    if names is None and is_record(obj):
+        names = _FIELDS[t] = tuple(n for n in fields(obj) if not n.startswith("_"))
     if names is not None:
         return {n: _plain(getattr(obj, n)) for n in names}
     if t is tuple or t is list:
