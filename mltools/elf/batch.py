@@ -12,14 +12,20 @@ if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-f
     from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 
 from mltools._record import record
-from mltools.elf.ldtree import DepTree, DepTreeSet, Resolver, resolve_tree
+from mltools.elf.ldtree import ROOT_PLACEHOLDER, DepTree, DepTreeSet, Resolver, resolve_tree
 from mltools.errors import InputError, UsageError
 from mltools.findings import ItemError, require_some_processed
 
 __all__ = ["TreeBatch", "resolve_batch", "loader_env"]
 
-# Below this many files one process is faster than starting a pool.
+# Below this many files one process is faster than starting a pool (with -j N).
 POOL_MIN_FILES = 64
+# Without -j, a worker per this many files (at most the usable CPUs): each worker
+# repeats the shared work (the cache, the libraries every program needs, the
+# memoized trees), so a pool costs CPU, and on a busy machine wall time too (on 2
+# loaded vCPUs, 1,881 files: 0.47 s CPU / 0.49 s wall in one process, 0.55 s /
+# 0.54 s in two; docs/benchmarks.md).
+FILES_PER_WORKER = 1000
 
 
 @record
@@ -89,20 +95,35 @@ def _worker_signals() -> None:
 
 def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
     """(kind, payload, ok) per path: ("ok", encoded tree, tree.ok) or ("error", message, False)."""
+    import os
+
     from mltools.elf.describe import render_tree
     from mltools.elf.treejson import TreeJsonWriter
 
     paths, kw, fmt, flat = job
+    kw.setdefault("cwd", os.getcwd())             # one getcwd for the chunk, not one per file
     writer = TreeJsonWriter()
+    # Programs that resolve as an earlier one did share its tree (Resolver's memo): it is
+    # rendered once, with a placeholder for the root, which each program's text then gets.
+    shared_texts: dict = {}
     resolver = Resolver(root=kw.pop("root", None), hwcaps_mask=kw.pop("hwcaps_mask", None))
     out = []
     for p in paths:
         try:
-            tree = resolve_tree(p, resolver=resolver, **kw)
+            tree = resolve_tree(p, resolver=resolver, shared=True, **kw)
         except (InputError, UsageError) as exc:
             out.append(("error", exc.message, False))
             continue
-        out.append(("ok", writer.tree_text(tree) if fmt == "json" else render_tree(tree, flat), tree.ok))
+        if fmt == "json":
+            text = writer.tree_text(tree) if tree.root != ROOT_PLACEHOLDER else writer.shared_tree_text(tree, p)
+        elif tree.root != ROOT_PLACEHOLDER:
+            text = render_tree(tree, flat)
+        else:
+            hit = shared_texts.get(id(tree))
+            if hit is None:
+                hit = shared_texts[id(tree)] = (tree, render_tree(tree, flat))
+            text = hit[1].replace(ROOT_PLACEHOLDER, p)
+        out.append(("ok", text, tree.ok))
     return out
 
 
@@ -112,9 +133,9 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
     """Resolve every file of ``paths`` as ``resolve_tree`` does and encode the trees as ``fmt``.
 
     With at least :data:`POOL_MIN_FILES` files, the files are split in
-    contiguous chunks over ``jobs`` forked processes (default: the usable
-    CPUs), each with its own Resolver (so each reuses its caches); the output
-    is the same. A file that cannot be resolved (not ELF, static, unreadable)
+    contiguous chunks over ``jobs`` forked processes (default: one per
+    :data:`FILES_PER_WORKER` files, at most the usable CPUs), each with its
+    own Resolver (so each reuses its caches); the output is the same. A file that cannot be resolved (not ELF, static, unreadable)
     is an ItemError and the others go on; when none can be, InputError.
     """
     from mltools._sysfs import usable_cpus
@@ -126,7 +147,9 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
         resolver = Resolver(root=root, hwcaps_mask=hwcaps_mask)
         tree = resolve_tree(paths[0], env=kw["env"], preload=kw["preload"], resolver=resolver)
         return TreeBatch(fmt, (_encode_one(tree, fmt, flat),), tree.ok, single=True)
-    n = max(1, min(jobs or usable_cpus(), len(paths))) if len(paths) >= POOL_MIN_FILES else 1
+    if jobs is None:
+        jobs = min(usable_cpus(), len(paths) // FILES_PER_WORKER)
+    n = max(1, min(jobs, len(paths))) if len(paths) >= POOL_MIN_FILES else 1
     size = -(-len(paths) // n)
     chunks = [(list(paths[i:i + size]), dict(kw), fmt, flat) for i in range(0, len(paths), size)]
     if n == 1:

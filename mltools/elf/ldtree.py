@@ -216,6 +216,7 @@ class Resolver:
         self._search_memo: Dict[tuple, tuple] = {}
         self._objmeta: Dict[tuple, Tuple[str, str]] = {}    # (real, origin) per found path
         self._realdirs: Dict[str, str] = {}                 # realpath per directory
+        self._link_depth = 0
         self._etc_preload: Optional[Tuple[str, ...]] = None
         self._tree_memo: Dict[tuple, "DepTree"] = {}
         self._siblings: Dict[str, "Resolver"] = {self.config.abi: self}
@@ -655,13 +656,25 @@ class Resolver:
             return os.path.realpath(path)
         try:
             if _S_ISLNK(os.lstat(path).st_mode):
-                return os.path.realpath(path)
+                # libfoo.so.1 -> libfoo.so.1.2.3 in the same directory: resolve the target the same
+                # way (a link chain is short; a loop or a longer target takes realpath's walk)
+                target = os.readlink(path)
+                if "/" in target or target in (".", "..") or self._link_depth > 8:
+                    return os.path.realpath(path)
+                self._link_depth += 1
+                try:
+                    return self._realpath(self._real_dir(head) + "/" + target)
+                finally:
+                    self._link_depth -= 1
         except OSError:
             return os.path.realpath(path)
+        return self._real_dir(head) + "/" + base
+
+    def _real_dir(self, head: str) -> str:
         real_head = self._realdirs.get(head)
         if real_head is None:
             real_head = self._realdirs[head] = os.path.realpath(head)
-        return real_head + "/" + base if real_head != "/" else "/" + base
+        return real_head if real_head != "/" else ""
 
     # -- the namespace ------------------------------------------------------------------------
     def new_object(self, info: ElfInfo, found_as: str, host_path: str, loader: Optional[_Obj], depth: int,
@@ -803,7 +816,7 @@ def _preload_names(env: Mapping[str, str], preload: Sequence[str], resolver: Res
 def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload: Sequence[str] = (),
                  main: Optional[str] = None, loaded: Sequence[str] = (), root: Optional[str] = None,
                  hwcaps_mask: Optional[Sequence[str]] = None, cwd: Optional[str] = None,
-                 use_etc_preload: bool = True, resolver: Optional[Resolver] = None) -> DepTree:
+                 use_etc_preload: bool = True, resolver: Optional[Resolver] = None, shared: bool = False) -> DepTree:
     """The libraries the loader maps for ``path``, in its order, each with where and why.
 
     ``path`` is the program (or library) to resolve. By default it is the main
@@ -818,14 +831,22 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
     caller's environment). ``resolver`` shares caches across calls (its root
     and hwcaps mask win over the arguments). Raises InputError/ElfFormatError
     when ``path`` itself cannot be read.
+
+    ``shared``: when ``path`` resolves as an earlier program did (same NEEDED,
+    search paths and flags: the resolver's memo), return that tree itself, with
+    :data:`ROOT_PLACEHOLDER` as its root, instead of a copy naming ``path``
+    (for writers of many trees, which put the root in the text).
     """
     r = resolver or Resolver(root=root, hwcaps_mask=hwcaps_mask)
     first = main or path
     host_p, _target = r.locate_input(first)
-    info = read_elf(host_p, truncated_ok=True)      # InputError / ElfFormatError name the problem
+    info = read_elf(host_p, truncated_ok=True, notes=False)      # InputError / ElfFormatError name the problem
     check_loadable(info, first)
     r = r.for_object(info, first)
-    return _Walk(r, path, dict(env or {}), cwd or os.getcwd()).run(
+    walk = _Walk(r, path, dict(env or {}), cwd or os.getcwd())
+    walk.read_first = (first, host_p, info)          # read once: it picked the loader, it starts the walk
+    walk.shared = shared
+    return walk.run(
         main=main, preload=preload, loaded=loaded, use_etc_preload=use_etc_preload)
 
 
@@ -850,13 +871,18 @@ class _Walk:
         self.main_obj: Optional[_Obj] = None
         self.root_obj: Optional[_Obj] = None
         self.interp_missing: Optional[_Obj] = None
+        self.read_first: Optional[tuple] = None      # (path, host path, ElfInfo) already read
+        self.shared = False
         self.env_dirs: Tuple[str, ...] = ()
 
     def load_root(self, p: str, kind: str) -> _Obj:
         r = self.r
         host_p, found_as = r.locate_input(p)
-        info = read_elf(host_p, truncated_ok=True)      # InputError / ElfFormatError name the problem
-        check_loadable(info, p)
+        if self.read_first is not None and self.read_first[:2] == (p, host_p):
+            info = self.read_first[2]
+        else:
+            info = read_elf(host_p, truncated_ok=True, notes=False)
+            check_loadable(info, p)
         if not r.config.accepts(info.elf_class, info.machine):
             from mltools.elf.machines import machine_name
             raise UsageError(f"{p} is ELF{info.elf_class} {info.machine_name}, but the loader of this process "
@@ -995,16 +1021,9 @@ class _Walk:
         # matches it: nothing is searched and nothing is loaded.
         ns.by_name.setdefault("", main_obj)
 
-        # the program interpreter is in the namespace from the start
         interp_path = main_obj.info.interp or r.config.interpreter
-        interp_obj = None
         host_interp = r.host(interp_path)
         outcome, iinfo, _reason = r.verify(host_interp)
-        if outcome == "ok":
-            interp_obj = r.new_object(iinfo, interp_path, host_interp, None, 0, "interpreter", cwd)
-            interp_obj.kind = "interpreter"
-            interp_obj.names.append(interp_path)
-            ns.add(interp_obj)
         env_dirs = self.env_dirs = _env_dirs(r, env, main_obj)
         for el in (env.get("LD_LIBRARY_PATH") or "").replace(";", ":").split(":") if env.get("LD_LIBRARY_PATH") else ():
             if el == "":
@@ -1027,7 +1046,15 @@ class _Walk:
                         interp_path, env_dirs, tuple(preload_names), cwd)
             hit = r.memoized_tree(memo_key)
             if hit is not None:
-                return _from_template(hit, path)
+                return hit if self.shared else _from_template(hit, path)
+
+        # the program interpreter is in the namespace from the start
+        interp_obj = None
+        if outcome == "ok":
+            interp_obj = r.new_object(iinfo, interp_path, host_interp, None, 0, "interpreter", cwd)
+            interp_obj.kind = "interpreter"
+            interp_obj.names.append(interp_path)
+            ns.add(interp_obj)
 
         tree_depth = self.tree_depth
         pre_objs: List[_Obj] = _Order()
@@ -1099,8 +1126,9 @@ class _Walk:
             findings.append(Finding("RPATH_IGNORED", Severity.INFO,
                                     f"{path} has both DT_RPATH and DT_RUNPATH: the loader ignores its RPATH",
                                     details={"rpath": rinfo.rpath, "runpath": rinfo.runpath}))
-        if (root_is_main and rinfo is not None and rinfo.interp and os.path.islink(r.host(os.path.abspath(path)))
-                and "$ORIGIN" in ((rinfo.rpath or "") + (rinfo.runpath or "")).replace("${ORIGIN}", "$ORIGIN")):
+        if (root_is_main and rinfo is not None and rinfo.interp
+                and "$ORIGIN" in ((rinfo.rpath or "") + (rinfo.runpath or "")).replace("${ORIGIN}", "$ORIGIN")
+                and os.path.islink(r.host(os.path.abspath(path)))):
             findings.append(Finding(
                 "ORIGIN_OF_SYMLINKED_PROGRAM", Severity.INFO,
                 f"{path} is a symlink: $ORIGIN is the directory of its realpath ({main_obj.origin}), which is what "
@@ -1164,9 +1192,9 @@ class _Walk:
 ROOT_PLACEHOLDER = "\0root\0"
 
 
-def template_of(lib: Library) -> Optional[Library]:
-    """The memoized library ``lib`` was copied from for another root, if it was."""
-    return lib.__dict__.get("_template")
+def template_of(obj):
+    """The memoized library (or tree) ``obj`` was copied from for another root, if it was."""
+    return obj.__dict__.get("_template")
 
 
 def _copy(obj, **changes):
@@ -1195,7 +1223,9 @@ def _from_template(tmpl: DepTree, path: str) -> DepTree:
         if new is not lib:
             new.__dict__["_template"] = lib     # not a field: lets TreeJsonWriter encode lib once
         libs.append(new)
-    return _copy(tmpl, root=path, libraries=tuple(libs))
+    tree = _copy(tmpl, root=path, libraries=tuple(libs))
+    tree.__dict__["_template"] = tmpl          # lets a batch render the shared tree once
+    return tree
 
 
 def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Library:

@@ -233,13 +233,15 @@ _STT = {0: "NOTYPE", 1: "OBJECT", 2: "FUNC", 3: "SECTION", 4: "FILE", 5: "COMMON
 class _Image:
     """An opened, bounds-checked view of one ELF file."""
 
-    __slots__ = ("path", "buf", "size", "e", "cls", "le", "ehdr", "phdrs", "loads", "overrun", "_st")
+    __slots__ = ("path", "buf", "fd", "size", "e", "cls", "le", "ehdr", "phdrs", "loads", "overrun", "_st")
 
-    def __init__(self, path: str, buf, st: os.stat_result, strict: bool = True):
+    def __init__(self, path: str, buf, st: os.stat_result, strict: bool = True, fd: Optional[int] = None):
+        """``buf`` is the whole file (mmap), or with ``fd`` its first bytes, the rest read on demand."""
         self.path = path
         self.overrun: Optional[str] = None      # why a PT_LOAD runs past the end (strict=False)
         self.buf = buf
-        self.size = len(buf)
+        self.fd = fd
+        self.size = len(buf) if fd is None else st.st_size
         self._st = st
         ident = bytes(buf[:16])
         if len(ident) < 4 or ident[:4] != ELFMAG:
@@ -273,10 +275,11 @@ class _Image:
                                      f"program headers end at byte {end}, past the end of the file "
                                      f"({self.size} bytes): truncated")
             pfmt = self.e + ("IIQQQQQQ" if self.cls == 64 else "IIIIIIII")
+            table = self.read(phoff, end - phoff)
             if phentsize == want_phent:     # the usual layout: one call for the whole table
-                raw = struct.iter_unpack(pfmt, buf[phoff:end])
+                raw = struct.iter_unpack(pfmt, table)
             else:
-                raw = (struct.unpack_from(pfmt, buf, phoff + i * phentsize) for i in range(phnum))
+                raw = (struct.unpack_from(pfmt, table, i * phentsize) for i in range(phnum))
             for p in raw:
                 if self.cls == 32:   # p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags, p_align
                     p = (p[0], p[6], p[1], p[2], p[3], p[4], p[5], p[7])
@@ -298,7 +301,7 @@ class _Image:
             off, fmt = shoff + 28, self.e + "I"
         if shoff == 0 or off + 4 > self.size:
             raise ElfFormatError(self.path, "corrupt", "e_phnum is PN_XNUM but section 0 is missing")
-        return struct.unpack_from(fmt, self.buf, off)[0]
+        return struct.unpack_from(fmt, self.read(off, 4))[0]
 
     def sections(self) -> List[tuple]:
         """(name, type, addr, offset, size, link, info, entsize, addralign) of every section, [] without a
@@ -312,32 +315,39 @@ class _Image:
         if shnum > 65536 * 16 or shoff + shnum * shentsize > self.size:
             return []
         fmt = self.e + ("IIQQQQIIQQ" if self.cls == 64 else "IIIIIIIIII")
-        raw = [struct.unpack_from(fmt, self.buf, shoff + i * shentsize) for i in range(shnum)]
+        table = self.read(shoff, shnum * shentsize)
+        raw = [struct.unpack_from(fmt, table, i * shentsize) for i in range(shnum)]
         if shstrndx == 0xFFFF:               # SHN_XINDEX: in section 0's sh_link
             shstrndx = raw[0][6] if raw else 0
-        names_off = names_end = None
-        if 0 < shstrndx < len(raw):
-            names_off = raw[shstrndx][4]
-            names_end = min(self.size, names_off + raw[shstrndx][5])
+        names = b""
+        if 0 < shstrndx < len(raw) and raw[shstrndx][4] < self.size:
+            names = self.read(raw[shstrndx][4], min(raw[shstrndx][5], self.size - raw[shstrndx][4]))
         out = []
         for r in raw:
             name = ""
-            if names_off is not None and names_off + r[0] < names_end:
-                end = self.buf.find(b"\0", names_off + r[0], names_end)
+            if r[0] < len(names):
+                end = names.find(b"\0", r[0])
                 if end >= 0:
-                    name = bytes(self.buf[names_off + r[0]:end]).decode("utf-8", "replace")
+                    name = names[r[0]:end].decode("utf-8", "replace")
             out.append((name, r[1], r[3], r[4], r[5], r[6], r[7], r[9], r[8]))
         return out
 
     def _section0(self) -> tuple:
         fmt = self.e + ("IIQQQQIIQQ" if self.cls == 64 else "IIIIIIIIII")
-        return struct.unpack_from(fmt, self.buf, self.ehdr[5])
+        return struct.unpack_from(fmt, self.read(self.ehdr[5], 64 if self.cls == 64 else 40))
 
     def section_bytes(self, sec: tuple) -> bytes:
         off, size = sec[3], sec[4]
         if sec[1] == SHT_NOBITS or off + size > self.size:
             return b""
-        return bytes(self.buf[off:off + size])
+        return self.read(off, size)
+
+    def read(self, off: int, size: int) -> bytes:
+        """``size`` bytes at ``off`` (fewer at the end of the file)."""
+        buf = self.buf
+        if self.fd is None or off + size <= len(buf):
+            return bytes(buf[off:off + size])
+        return os.pread(self.fd, size, off)
 
     # vaddr -> file offset through the PT_LOAD segments
     def offset_of(self, vaddr: int, what: str) -> int:
@@ -365,13 +375,12 @@ class _Image:
         if off + size > self.size:
             raise ElfFormatError(self.path, "truncated", "PT_DYNAMIC lies past the end of the file: truncated")
         entsize = 16 if self.cls == 64 else 8
-        fmt = self.e + ("qQ" if self.cls == 64 else "iI")
-        out = []
-        for tag, val in struct.iter_unpack(fmt, self.buf[off:off + size - size % entsize]):
-            if tag == DT_NULL:
-                break
-            out.append((tag, val))
-        return out
+        n = size // entsize
+        flat = struct.unpack(f"{self.e}{n * ('qQ' if self.cls == 64 else 'iI')}", self.read(off, n * entsize))
+        tags = flat[0::2]
+        if DT_NULL in tags:
+            n = tags.index(DT_NULL)
+        return list(zip(tags[:n], flat[1:2 * n:2]))
 
     def strtab(self, dyn) -> Tuple[int, int]:
         """(file offset, end offset) of the dynamic string table."""
@@ -401,8 +410,10 @@ def _not_elf_reason(ident: bytes, buf) -> str:
     return "invalid ELF header (not an ELF file)"
 
 
-def _open(path: str):
-    """mmap the file; returns (buffer, stat). Raises ElfFormatError / InputError."""
+def _open(path: str, mapped: bool = True):
+    """(buffer, stat, fd): the file mapped (fd None), or its first 8 KiB and the open fd
+    (``mapped=False``: a few preads cost less than setting up and tearing down a mapping).
+    Raises ElfFormatError / InputError."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except IsADirectoryError:
@@ -420,41 +431,61 @@ def _open(path: str):
             raise ElfFormatError(path, "unreadable", "not a regular file")
         if st.st_size == 0:
             raise ElfFormatError(path, "empty", "file too short: empty file")
+        if not mapped:
+            try:
+                head = os.pread(fd, 8192, 0)
+            except OSError as exc:
+                raise ElfFormatError(path, "unreadable", f"cannot read: {exc.strerror}", exc.errno) from None
+            keep, fd = fd, -1
+            return head, st, keep
         try:
             buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as exc:
             raise ElfFormatError(path, "unreadable", f"cannot map the file: {exc}") from None
-        return buf, st
+        return buf, st, None
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
-def _parse(path: str, parse, strict: bool = True):
-    """Map ``path`` and run ``parse(image)``; any malformed structure becomes ElfFormatError.
+def _parse(path: str, parse, strict: bool = True, mapped: bool = True):
+    """Open ``path`` and run ``parse(image)``; any malformed structure becomes ElfFormatError.
     ``strict=False`` reads a file whose PT_LOAD segments run past its end (a separate debug
-    file, or a truncated one): ``image.overrun`` says so."""
-    buf, st = _open(path)
+    file, or a truncated one): ``image.overrun`` says so. ``mapped=False`` reads it with
+    pread (the headers and dynamic section only: read_elf)."""
+    buf, st, fd = _open(path, mapped)
     try:
-        return parse(_Image(path, buf, st, strict))
+        return parse(_Image(path, buf, st, strict, fd))
     except ElfFormatError:
         raise
     except (struct.error, IndexError, ValueError, OverflowError) as exc:
         raise ElfFormatError(path, "corrupt", f"corrupt ELF file ({exc})") from None
+    except OSError as exc:
+        raise ElfFormatError(path, "unreadable", f"cannot read: {exc.strerror}", exc.errno) from None
     finally:
-        buf.close()
+        if fd is None:
+            buf.close()
+        else:
+            os.close(fd)
 
 
-def read_elf(path: str, *, truncated_ok: bool = False) -> ElfInfo:
+def read_elf(path: str, *, truncated_ok: bool = False, notes: bool = True) -> ElfInfo:
     """Read the header, PT_INTERP and PT_DYNAMIC of ``path``.
 
     Raises :class:`ElfFormatError` for a file that is not ELF, truncated or corrupt;
     with ``truncated_ok``, a file whose PT_LOAD segments run past its end is read and
-    ``ElfInfo.truncated`` says why.
+    ``ElfInfo.truncated`` says why. ``notes=False`` leaves the ABI tag and x86 ISA
+    level out (None): the loader checks them on the libraries it opens, not on the
+    program the kernel started.
     """
-    return _parse(path, _read_info, not truncated_ok)
+    return _parse(path, _read_info if notes else _read_info_without_notes, not truncated_ok, mapped=False)
 
 
-def _read_info(img: _Image) -> ElfInfo:
+def _read_info_without_notes(img: _Image) -> ElfInfo:
+    return _read_info(img, False)
+
+
+def _read_info(img: _Image, notes: bool = True) -> ElfInfo:
     buf = img.buf
     (etype, machine, e_version, _entry, _phoff, _shoff, e_flags, _ehsize,
      phentsize, _phnum, _shentsize, _shnum, _shstrndx) = img.ehdr
@@ -466,10 +497,10 @@ def _read_info(img: _Image) -> ElfInfo:
             off, size = p[2], p[5]
             if size and off + size > img.size:
                 raise ElfFormatError(img.path, "truncated", "PT_INTERP lies past the end of the file: truncated")
-            interp = bytes(buf[off:off + size]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if size else ""
+            interp = img.read(off, size).split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if size else ""
         elif p[0] == PT_DYNAMIC and dynamic_size is None:
             dynamic_size = p[5]
-        elif p[0] == PT_NOTE and p[5] >= 16 and p[7] >= 4:
+        elif p[0] == PT_NOTE and notes and p[5] >= 16 and p[7] >= 4:
             for ntype, name, desc in _iter_notes(img, p):
                 if name != b"GNU":
                     continue
@@ -483,12 +514,13 @@ def _read_info(img: _Image) -> ElfInfo:
     soname = rpath = runpath = None
     flags = flags_1 = 0
     if dyn:
-        str_off, str_end = None, None
+        strings = None
         for tag, val in dyn:
             if tag in (DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH):
-                if str_off is None:
+                if strings is None:
                     str_off, str_end = img.strtab(dyn)
-                s = img.cstr(str_off + val, str_end)
+                    strings = img.read(str_off, str_end - str_off)
+                s = _table_string(img, strings, val)
                 if tag == DT_NEEDED:
                     needed.append(s)
                 elif tag == DT_SONAME:
@@ -513,6 +545,15 @@ def _read_info(img: _Image) -> ElfInfo:
     )
 
 
+def _table_string(img: _Image, table: bytes, off: int) -> str:
+    if off < 0 or off >= len(table):
+        raise ElfFormatError(img.path, "corrupt", f"string offset {off:#x} outside the string table")
+    end = table.find(b"\0", off)
+    if end < 0:
+        raise ElfFormatError(img.path, "corrupt", "unterminated string in the string table")
+    return table[off:end].decode("utf-8", "surrogateescape")
+
+
 def _new_elf_info(**values) -> ElfInfo:
     """ElfInfo(**values) without the generated __init__ (runs for every file read)."""
     if len(values) != _ELF_INFO_NFIELDS:
@@ -527,23 +568,22 @@ _ELF_INFO_NFIELDS = len(ElfInfo.__record_fields__)
 
 def _iter_notes(img: _Image, p):
     off, size = p[2], p[5]
-    end = off + size
-    if end > img.size:
+    if off + size > img.size:
         return
+    seg = img.read(off, size)
     align = 8 if p[7] == 8 else 4
-    while off + 12 <= end:
-        namesz, descsz, ntype = struct.unpack_from(img.e + "III", img.buf, off)
-        name_off = off + 12
+    e = img.e
+    pos = 0
+    while pos + 12 <= size:
+        namesz, descsz, ntype = struct.unpack_from(e + "III", seg, pos)
         # The descriptor starts at the next ``align`` boundary after the name
         # (offsets within the segment, which starts aligned).
-        base = p[2]
-        desc_off = base + ((name_off + namesz - base + align - 1) & -align)
-        next_off = base + ((desc_off + descsz - base + align - 1) & -align)
-        if desc_off + descsz > end or next_off <= off:
+        desc = (pos + 12 + namesz + align - 1) & -align
+        nxt = (desc + descsz + align - 1) & -align
+        if desc + descsz > size or nxt <= pos:
             return
-        name = bytes(img.buf[name_off:name_off + namesz]).rstrip(b"\0")
-        yield ntype, name, bytes(img.buf[desc_off:desc_off + descsz])
-        off = next_off
+        yield ntype, seg[pos + 12:pos + 12 + namesz].rstrip(b"\0"), seg[desc:desc + descsz]
+        pos = nxt
 
 
 def read_notes(path: str, *, truncated_ok: bool = False) -> ElfNotes:

@@ -73,6 +73,15 @@ class TreeJsonWriter:
     def __init__(self):
         self._dumps = json.JSONEncoder(separators=(",", ":")).encode
         self._libs: Dict[int, Tuple[Library, str]] = {}   # id -> (library kept alive, its text)
+        self._shared: Dict[int, Tuple[DepTree, str]] = {}  # id -> (memoized tree kept alive, its text)
+
+    def shared_tree_text(self, tree: DepTree, root: str) -> str:
+        """The text of a memoized tree (its root is ROOT_PLACEHOLDER: ``resolve_tree(shared=True)``)
+        for the program ``root``: encoded once, the root put in by text replacement."""
+        hit = self._shared.get(id(tree))
+        if hit is None:
+            hit = self._shared[id(tree)] = (tree, self.tree_text(tree))
+        return hit[1].replace(_ROOT_TEXT, self._dumps(root)[1:-1])
 
     def _library_text(self, lib: Library, root_text: str) -> str:
         tmpl = template_of(lib)
