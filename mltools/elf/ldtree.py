@@ -1118,6 +1118,13 @@ class _Walk:
             gone.tried = (Candidate(interp_path, "absent", "interpreter", _reason),)
             self.interp_missing = gone
             order.append(gone)
+        elif not r.config.interpreter_found and self.interp_missing is None and root_is_main:
+            # a library of an ABI this machine has no loader for: nothing here can load it
+            findings.append(Finding(
+                "INTERPRETER_MISSING", Severity.ERROR,
+                f"{path} is an {r.config.abi} object and there is no {r.config.abi} loader here "
+                f"({r.config.interpreter}): nothing on this machine can load it",
+                fix=_no_loader_fix(r), details={"interpreter": r.config.interpreter, "abi": r.config.abi}))
         # The interpreter is always mapped, but ld.so keeps it in the list of
         # objects (and ldd shows it) only when some DT_NEEDED names it (rtld.c).
         libs = self.libraries(order, root_obj)
@@ -1159,14 +1166,14 @@ class _Walk:
                     "INTERPRETER_MISSING", Severity.ERROR,
                     f"{path} cannot start: its program interpreter {o.found_as} is not there "
                     f"({o.tried[0].reason or 'no such file'})",
-                    fix=f"install the C library for {r.config.abi} (the package that provides {o.found_as})"
-                        + (", or give --root a sysroot of that architecture" if not r.sysroot_prefix else ""),
+                    fix=_no_loader_fix(r),
                     details={"interpreter": o.found_as, "abi": r.config.abi}))
             elif o.kind == "missing":
                 findings.append(Finding(
                     "MISSING", Severity.ERROR,
                     f"{lib.soname} not found (needed by {', '.join(lib.needed_by) or path})",
-                    fix=_missing_fix(lib), details={"soname": lib.soname, "tried": len(lib.tried)}))
+                    fix=_missing_fix(lib) if r.config.interpreter_found else _no_loader_fix(r),
+                    details={"soname": lib.soname, "tried": len(lib.tried)}))
             elif o.kind == "fatal":
                 findings.append(Finding(
                     "FATAL_CANDIDATE", Severity.ERROR,
@@ -1259,6 +1266,14 @@ def _ident(o: Optional[_Obj], root_ident) -> Optional[str]:
     if o is None:
         return None
     return root_ident[1] if o is root_ident[0] else o.ident()
+
+
+def _no_loader_fix(r: Resolver) -> str:
+    cfg = r.config
+    if r.sysroot_prefix:
+        return f"the sysroot {cfg.root} has no {cfg.interpreter}: install its C library there"
+    return (f"install the {cfg.abi} C library (the package that provides {cfg.interpreter}), or resolve it "
+            f"inside an {cfg.abi} sysroot with --root")
 
 
 def _missing_fix(lib: Library) -> str:
