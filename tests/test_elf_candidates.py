@@ -107,6 +107,9 @@ CASES = {
     "pie": ("fatal", "cannot dynamically load position-independent executable"),
     "no_dynamic": ("fatal", "object file has no dynamic section"),
     "empty_dynamic": ("fatal", "object file has no dynamic section"),
+    "abi_note_other_os": ("on", None),
+    "abi_note_newer_kernel": ("on", None),
+    "abi_note_this_kernel": ("here", 0),
     "truncated_headers": ("fatal", "cannot read file data"),
     "truncated_segments": ("signal", -7),
 }
@@ -126,6 +129,13 @@ def base():
                       capture_output=True, text=True).returncode == 0:
         class32 = _gcc(src / "libc8_32.so", GOOD, "-m32", "-shared", "-fPIC", "-Wl,-soname,libc8.so")
     data = good_lib.read_bytes()
+    noted = {}
+    for kind, (os_id, major) in {"abi_note_other_os": (1, 3), "abi_note_newer_kernel": (0, 99),
+                                 "abi_note_this_kernel": (0, 3)}.items():
+        # an NT_GNU_ABI_TAG note (OS, kernel major.minor.sub), which gcc puts in programs only
+        note = (f'__asm__(".section .note.ABI-tag,\\"a\\",@note\\n.p2align 2\\n.long 4, 16, 1\\n'
+                f'.asciz \\"GNU\\"\\n.long {os_id}, {major}, 2, 0\\n.text\\n");\n')
+        noted[kind] = _gcc(src / f"libc8_{kind}.so", note + GOOD, "-shared", "-fPIC", "-Wl,-soname,libc8.so")
     made = {}
     for kind in CASES:
         d = top / kind
@@ -193,6 +203,8 @@ def base():
             bad.write_bytes(_no_dynamic(data))
         elif kind == "empty_dynamic":
             bad.write_bytes(_empty_dynamic(data))
+        elif kind in noted:
+            shutil.copy(noted[kind], bad)
         elif kind == "truncated_headers":
             bad.write_bytes(data[:100])
         elif kind == "truncated_segments":
