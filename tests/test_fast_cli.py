@@ -106,3 +106,21 @@ def test_interrupt_in_the_short_path_exits_130():
             "b.resolve_batch = slow\nimport mltools.__main__ as m\nm.main(['elf', 'tree', '/bin/ls'])\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
     assert proc.returncode == 130 and proc.stdout == "" and proc.stderr.strip() == "Interrupted (SIGINT)."
+
+
+@pytest.mark.parametrize("command", ["tree", "inspect"])
+def test_short_path_knows_only_options_the_click_command_has(command):
+    """Every option the short path parses exists on the click command with the same kind
+    (flag, value, repeatable); an option it does not know goes to click."""
+    import mltools.__main__ as entry
+    from mltools.cli.elf import elf
+
+    cmd = elf.commands[command]
+    kinds = {}
+    for param in cmd.params:
+        if param.param_type_name != "option":
+            continue
+        kind = "flag" if param.is_flag else "multi" if param.multiple else "value"
+        for opt in param.opts + param.secondary_opts:
+            kinds[opt] = kind
+    assert {o: kinds.get(o) for o in entry._OPTIONS[command]} == entry._OPTIONS[command]
