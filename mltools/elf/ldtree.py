@@ -266,13 +266,6 @@ class Resolver:
                 return path
         return prefix + path
 
-    def target(self, host_path: str) -> str:
-        """The inverse of :meth:`host`: the path a target process would see."""
-        prefix = self.sysroot_prefix
-        if prefix and host_path.startswith(prefix + "/"):
-            return host_path[len(prefix):]
-        return host_path
-
     def add_outside(self, host_dir: str) -> None:
         d = host_dir.rstrip("/") or "/"
         if d != "/" and d not in self._outside:

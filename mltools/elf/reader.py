@@ -54,7 +54,7 @@ DF_1_NOW, DF_1_GLOBAL, DF_1_NODELETE, DF_1_ORIGIN, DF_1_NODEFLIB, DF_1_PIE = (
     0x1, 0x2, 0x8, 0x80, 0x800, 0x08000000)
 
 NT_GNU_ABI_TAG, NT_GNU_BUILD_ID, NT_GNU_PROPERTY_TYPE_0 = 1, 3, 5
-SHT_STRTAB, SHT_NOTE, SHT_NOBITS, SHT_DYNSYM = 3, 7, 8, 11
+SHT_STRTAB, SHT_NOTE, SHT_DYNSYM = 3, 7, 11
 SHT_GNU_VERDEF, SHT_GNU_VERNEED, SHT_GNU_VERSYM = 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
 DT_REL, DT_RELSZ, DT_RELENT, DT_RELA, DT_RELASZ, DT_RELAENT = 17, 18, 19, 7, 8, 9
 DT_PLTRELSZ, DT_PLTREL, DT_JMPREL = 2, 20, 23
@@ -311,7 +311,7 @@ class _Image:
         if not shoff or shentsize < want or shoff >= self.size:
             return []
         if shnum == 0:                       # SHN_UNDEF: the count is in section 0's sh_size
-            shnum = self._section0()[4]
+            shnum = self._section0()[5]
         if shnum > 65536 * 16 or shoff + shnum * shentsize > self.size:
             return []
         fmt = self.e + ("IIQQQQIIQQ" if self.cls == 64 else "IIIIIIIIII")
@@ -335,12 +335,6 @@ class _Image:
     def _section0(self) -> tuple:
         fmt = self.e + ("IIQQQQIIQQ" if self.cls == 64 else "IIIIIIIIII")
         return struct.unpack_from(fmt, self.read(self.ehdr[5], 64 if self.cls == 64 else 40))
-
-    def section_bytes(self, sec: tuple) -> bytes:
-        off, size = sec[3], sec[4]
-        if sec[1] == SHT_NOBITS or off + size > self.size:
-            return b""
-        return self.read(off, size)
 
     def read(self, off: int, size: int) -> bytes:
         """``size`` bytes at ``off`` (fewer at the end of the file)."""
