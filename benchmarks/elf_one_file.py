@@ -9,11 +9,12 @@ floor no Python tool goes under. With --instructions it also counts the
 user-space instructions of one run of each under valgrind (cachegrind), which
 the load does not change at all.
 
-    python benchmarks/elf_one_file.py [--file /bin/ls] [--rounds 30] [--mltools PATH] [--instructions]
+    python benchmarks/elf_one_file.py [--file /bin/ls] [--rounds 30] [--mltools PATH]... [--instructions]
 
---mltools names the console script to measure (default: the `mltools` next to
-this interpreter); its interpreter is read from its first line. mltools is
-byte-compiled first, as pip does on install.
+--mltools names a console script to measure (default: the `mltools` next to
+this interpreter), repeatable to compare installs (an editable development
+install pays for its import finder at every start); its interpreter is read
+from its first line. mltools is byte-compiled first, as pip does on install.
 """
 from __future__ import annotations
 
@@ -51,28 +52,34 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--file", default="/bin/ls")
     ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--mltools", default=os.path.join(os.path.dirname(sys.executable), "mltools"))
+    ap.add_argument("--mltools", action="append",
+                    help="a console script to measure (repeatable: installs measured side by side); "
+                         "default: the mltools next to this interpreter")
     ap.add_argument("--instructions", action="store_true", help="also count instructions under valgrind")
     args = ap.parse_args()
-    with open(args.mltools) as fh:
-        python = fh.readline()[2:].strip()
+    scripts = args.mltools or [os.path.join(os.path.dirname(sys.executable), "mltools")]
     import compileall
-    import importlib.util
 
-    spec = importlib.util.find_spec("mltools") if python == sys.executable else None
-    pkg = os.path.dirname(spec.origin) if spec else subprocess.run(
-        [python, "-c", "import mltools, os; print(os.path.dirname(mltools.__file__))"],
-        capture_output=True, text=True, cwd="/").stdout.strip()
-    compileall.compile_dir(pkg, quiet=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_", "MLTOOLS_"))}
     env["LC_ALL"] = "C"
-    runs = {
-        "python -c pass (floor)": [python, "-c", "pass"],
-        "mltools elf tree FILE": [args.mltools, "elf", "tree", args.file],
-        "mltools elf tree --json FILE": [args.mltools, "elf", "tree", "--json", args.file],
-        "mltools elf inspect FILE": [args.mltools, "elf", "inspect", args.file],
-        "mltools elf inspect --json FILE": [args.mltools, "elf", "inspect", "--json", args.file],
-    }
+    runs = {}
+    installs = {}
+    for script in scripts:
+        with open(script) as fh:
+            python = fh.readline()[2:].strip()
+        probe = ("import mltools, os, sys; print(os.path.dirname(mltools.__file__)); "
+                 "print(any(m.startswith('__editable__') for m in sys.modules))")
+        pkg, editable = subprocess.run([python, "-c", probe], capture_output=True, text=True,
+                                       cwd="/").stdout.split()
+        editable = editable == "True"               # setuptools' editable finder, loaded at every start
+        compileall.compile_dir(pkg, quiet=1)        # as pip does on install
+        tag = f"[{'editable' if editable else 'installed'}: {script}]"
+        installs[tag] = {"python": python, "package": pkg, "editable": editable}
+        runs[f"python -c pass (floor) {tag}"] = [python, "-c", "pass"]
+        runs[f"mltools elf tree FILE {tag}"] = [script, "elf", "tree", args.file]
+        runs[f"mltools elf tree --json FILE {tag}"] = [script, "elf", "tree", "--json", args.file]
+        runs[f"mltools elf inspect FILE {tag}"] = [script, "elf", "inspect", args.file]
+        runs[f"mltools elf inspect --json FILE {tag}"] = [script, "elf", "inspect", "--json", args.file]
     if shutil.which("libtree"):
         runs["libtree FILE"] = ["libtree", args.file]
     if shutil.which("ldd"):
@@ -88,10 +95,7 @@ def main() -> int:
             cpus[name].append(c)
     load.append(os.getloadavg())
     doc = {"schema": "mltools.bench.elf_one_file", "version": 1, "file": args.file, "rounds": args.rounds,
-           "mltools": args.mltools, "python": python,
-           "editable_install": any("__editable__" in n for n in os.listdir(
-               os.path.dirname(pkg)) if n.endswith(".pth")) if os.path.isdir(os.path.dirname(pkg)) else None,
-           "load_average_before_after": load, "ms": {}}
+           "installs": installs, "load_average_before_after": load, "ms": {}}
     try:
         from mltools.env import describe_machine
         doc["machine"] = describe_machine()

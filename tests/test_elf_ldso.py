@@ -182,3 +182,24 @@ def test_cpu_rules_match_the_loader_on_other_x86_64_cpus(probe, model):
     assert platform == ours_platform
     level = isa_level_from_flags(flags)
     assert [f"x86-64-v{n}" for n in (4, 3, 2) if n <= level] == supported, (model, sorted(flags))
+
+
+def test_glibc_tunables_are_what_the_loader_makes_of_them():
+    """GLIBC_TUNABLES can mask CPU features (glibc.cpu.hwcaps=-AVX2 drops x86-64-v3 and v4): with
+    it set, the configuration is the loader's own answer in that environment."""
+    import json
+    import os
+    import sys
+
+    env = {**os.environ, "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2"}
+    code = ("import json; from mltools.elf.ldso import host_loader_config as h; c = h(); "
+            "print(json.dumps([c.hwcaps_subdirs, c.platform, c.legacy_subdirs, c.isa_level, c.source]))")
+    ours = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                     check=True).stdout)
+    helptext = subprocess.run([LDSO, "--help"], capture_output=True, text=True, env=env).stdout
+    _dirs, hwcaps, supported, legacy, platform = help_sections(helptext)
+    assert ours[0] == hwcaps and ours[1] == platform
+    assert tuple(ours[2]) == legacy_subdir_combinations(platform, legacy)
+    assert "GLIBC_TUNABLES" in ours[4]
+    if "x86-64-v3" in CFG.hwcaps_subdirs:
+        assert "x86-64-v3" not in ours[0]          # the tunable took effect, and we saw it

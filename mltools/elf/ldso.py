@@ -9,8 +9,10 @@ host's loader, the i386 loader beside it, or an aarch64 loader inside a
 sysroot. What depends on the CPU (``$PLATFORM``, the legacy hwcap names, the
 x86-64 levels of ``glibc-hwcaps``) follows glibc's own rules
 (``sysdeps/x86/cpu-features.c``, ``elf/dl-hwcaps.c``) applied to
-/proc/cpuinfo; for a CPU that is not this one (an aarch64 sysroot on an x86-64
-host) the usual CPU of that architecture is assumed and ``source`` says so.
+/proc/cpuinfo, unless GLIBC_TUNABLES is set (it can mask CPU features): then
+the loader is asked (``--help``, ``--list-diagnostics``). For a CPU that is not
+this one (an aarch64 sysroot on an x86-64 host) the usual CPU of that
+architecture is assumed and ``source`` says so.
 
 Three loaders are modelled: x86-64, i386 and aarch64 (:data:`ABIS`). An
 object for any other machine is refused with the loader it would need
@@ -386,13 +388,25 @@ def _build(abi: str, root: str, interpreter: Optional[str]) -> LoaderConfig:
 
         isa_level = isa_level_from_flags(set(cpu.get("flags", "").split())) if native else 0
         hwcaps = tuple(f"x86-64-v{n}" for n in (4, 3, 2) if n <= (isa_level or 1))
+    tuned = False
+    if native and static is not None and os.environ.get("GLIBC_TUNABLES"):
+        # tunables (glibc.cpu.hwcaps=-AVX2, glibc.cpu.x86_...) change what the loader
+        # sees of the CPU: then it is asked, as it would decide in this environment
+        asked = _ask_cpu_traits(host_path)
+        if asked is not None:
+            tuned = True
+            hwcaps, platform, hw_names, asked_level = asked
+            isa_level = asked_level if abi == "x86-64" else 0
+            if abi != "x86-64":
+                hwcaps = ()
     if static is not None:
         dirs, dst_lib = static["system_dirs"], static["dst_lib"]
         legacy = legacy_subdir_combinations(platform, hw_names) if static["legacy"] else ()
         if not static["glibc_hwcaps"]:
             hwcaps = ()
         cache, preload, version = static["cache_path"], static["preload_path"], static["glibc_version"]
-        source = f"read from {interp}" + (f" in {root}" if base else "")
+        source = f"read from {interp}" + (f" in {root}" if base else "") + (
+            "; the CPU as it answers under GLIBC_TUNABLES" if tuned else "")
     else:
         if os.path.isdir(f"{base}/usr/lib/{triplet}") or os.path.isdir(f"{base}/lib/{triplet}"):
             dirs, dst_lib = (f"/lib/{triplet}", f"/usr/lib/{triplet}", "/lib", "/usr/lib"), f"lib/{triplet}"
@@ -411,6 +425,39 @@ def _build(abi: str, root: str, interpreter: Optional[str]) -> LoaderConfig:
         cache_path=cache, preload_path=preload, root=root, glibc_version=version, source=source,
         kernel_version=_kernel_version() if native else None, isa_level=isa_level, abi=abi,
         cache_flags=cache_flags, interpreter_found=static is not None)
+
+
+def _ask_cpu_traits(loader: str):
+    """(glibc-hwcaps searched, $PLATFORM, legacy hwcap names, x86-64 level) from the loader's
+    own ``--help`` and ``--list-diagnostics`` in this environment; None if it cannot be asked."""
+    from mltools import _proc
+
+    helptext = _proc.run([loader, "--help"], timeout=10, lc_all_c=True)
+    diag = _proc.run([loader, "--list-diagnostics"], timeout=10, lc_all_c=True)
+    if helptext.returncode != 0 or diag.returncode != 0:
+        return None
+    platform = None
+    for line in diag.stdout.splitlines():
+        if line.startswith("dl_platform="):
+            platform = line.split("=", 1)[1].strip('"')
+    hwcaps, hw_names, levels = [], [], [1]
+    section = None
+    for line in helptext.stdout.splitlines():
+        if line.startswith("Subdirectories of glibc-hwcaps"):
+            section = "hwcaps"
+        elif line.startswith("Legacy HWCAP subdirectories"):
+            section = "legacy"
+        elif not line.startswith("  "):
+            section = None
+        elif section is not None:
+            name = line.split()[0]
+            if section == "hwcaps" and "searched" in line:
+                hwcaps.append(name)
+            if section == "hwcaps" and "supported" in line and name.startswith("x86-64-v"):
+                levels.append(int(name[len("x86-64-v"):]))
+            if section == "legacy" and "searched" in line and "AT_PLATFORM" not in line and name != "tls":
+                hw_names.append(name)
+    return tuple(hwcaps), platform or "", tuple(hw_names), max(levels)
 
 
 # --- dynamic string tokens --------------------------------------------------------------------
