@@ -558,3 +558,21 @@ def test_an_unmodelled_machine_is_refused_in_one_line_naming_its_loader(cli, fx3
     doc = res.json()
     assert [t["root"] for t in doc["trees"]] == ["/bin/true"]
     assert doc["errors"][0]["path"] == str(armhf) and "ld-linux-armhf.so.3" in doc["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("arch", ["arm64", "i386"])
+def test_the_sysroot_caches_read_as_their_own_ldconfig_lists_them(cli, arch):
+    """elf ldcache --root: the same entries, names and flags (libc6,AArch64) as the root's ldconfig -p."""
+    root = ROOTS / arch
+    ldconfig = root / "sbin/ldconfig"
+    runner = ["qemu-aarch64"] if arch == "arm64" else []
+    if not ldconfig.exists() or (runner and shutil.which(runner[0]) is None):
+        pytest.skip("needs tests/make_sysroots.sh (and qemu-user)")
+    out = subprocess.run([*runner, str(ldconfig), "-p", "-C", str(root / "etc/ld.so.cache")], capture_output=True,
+                         text=True, env={"LC_ALL": "C"}).stdout
+    theirs = [m.groups() for line in out.splitlines() if (m := re.match(r"\s+(\S+) \(([^)]*)\) => (\S+)", line))]
+    res = cli("elf", "ldcache", "--root", str(root), "--json")
+    assert res.exit_code == 0, (res.stderr, res.stdout[-500:])
+    from mltools.elf.ldcache import flags_description
+    ours = [(e["name"], flags_description(e["flags"]), e["path"]) for e in res.json()["entries"]]
+    assert ours == theirs and len(ours) > 10
