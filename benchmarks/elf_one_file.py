@@ -103,7 +103,8 @@ def main() -> int:
         doc["machine"] = f"unknown ({exc})"
     for name in names:
         doc["ms"][name] = {
-            "wall_best": round(min(walls[name]) * 1000, 1), "wall_median": round(statistics.median(walls[name]) * 1000, 1),
+            "wall_best": round(min(walls[name]) * 1000, 1),
+            "wall_median": round(statistics.median(walls[name]) * 1000, 1),
             "cpu_best": round(min(cpus[name]) * 1000, 1), "cpu_median": round(statistics.median(cpus[name]) * 1000, 1)}
     if args.instructions and shutil.which("valgrind"):
         doc["instructions_millions"] = {name: round((instructions(argv, env) or 0) / 1e6, 1)

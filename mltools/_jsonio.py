@@ -5,6 +5,7 @@ import enum
 import json
 import math
 import os
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
     from typing import Any

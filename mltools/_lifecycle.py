@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 import time
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
     from typing import Dict, Iterator, Optional, Set

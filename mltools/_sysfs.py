@@ -8,11 +8,13 @@ ends in NUL bytes, means the same thing everywhere.
 from __future__ import annotations
 
 import os
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
     from typing import Dict, Optional
 
-__all__ = ["read_bytes", "read_text", "cpuinfo_fields", "first_cpuinfo_block", "isa_level_from_flags", "usable_cpus"]
+__all__ = ["read_bytes", "read_text", "cpuinfo_fields", "first_cpuinfo_block", "isa_level_from_flags",
+           "usable_cpus"]
 
 # x86-64 psABI micro-architecture levels, as /proc/cpuinfo spells the flags.
 # (OSXSAVE is not a cpuinfo flag; the kernel only lists AVX when the OS saves its state.)

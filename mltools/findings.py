@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import enum
 import re
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
-    from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 from mltools._record import record, factory
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 class Severity(str, enum.Enum):
     INFO = "info"

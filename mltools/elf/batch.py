@@ -7,14 +7,15 @@ result, :class:`TreeBatch`, is the whole document the command prints.
 """
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
-    from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 
 from mltools._record import record
 from mltools.elf.ldtree import ROOT_PLACEHOLDER, DepTree, DepTreeSet, Resolver, resolve_tree
 from mltools.errors import InputError, UsageError
 from mltools.findings import ItemError, require_some_processed
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = ["TreeBatch", "resolve_batch", "loader_env"]
 
@@ -135,8 +136,10 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
     With at least :data:`POOL_MIN_FILES` files, the files are split in
     contiguous chunks over ``jobs`` forked processes (default: one per
     :data:`FILES_PER_WORKER` files, at most the usable CPUs), each with its
-    own Resolver (so each reuses its caches); the output is the same. A file that cannot be resolved (not ELF, static, unreadable)
-    is an ItemError and the others go on; when none can be, InputError.
+    own Resolver (so each reuses its caches); the output is the same. A file
+    that cannot be resolved (not ELF, static, unreadable, a machine no
+    modelled loader loads) is an ItemError and the others go on; when none
+    can be, InputError.
     """
     from mltools._sysfs import usable_cpus
 

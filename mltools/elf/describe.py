@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
-    from typing import Optional
 
 from mltools._text import Table, findings_text, key_values
 from mltools.elf.ldtree import via_label
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Optional
 
 __all__ = ["render_inspect", "render_tree", "render_ldcache", "render_scan", "render_check", "render_trace"]
 

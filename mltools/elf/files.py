@@ -16,13 +16,14 @@ from __future__ import annotations
 import os
 import re
 import stat
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
-    from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from mltools._record import record, factory
 from mltools._files import read_head, sha256_file
 from mltools.findings import ItemError, require_some_processed
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 __all__ = ["ELFMAG", "looks_like_elf", "is_linker_script", "is_linker_script_file", "is_shared_object_name",
            "is_extension_name", "is_tagged_extension_name", "identical_groups", "IdenticalFiles",

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
-    from typing import ClassVar, List, Optional, Sequence, Tuple
 
 from mltools._record import record
 from mltools._files import sha256_file
@@ -15,6 +12,10 @@ from mltools.elf.reader import (
 from mltools.elf.machines import machine_name
 from mltools.errors import InputError
 from mltools.findings import Finding, ItemError, Severity, require_some_processed
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, List, Optional, Sequence, Tuple
 
 __all__ = ["SearchPath", "SymbolEntry", "VersionNeedEntry", "ElfInspection", "InspectReport",
            "inspect_file", "inspect_files", "demangle"]

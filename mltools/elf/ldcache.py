@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import os
 import struct
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
-    from typing import ClassVar, List, Optional, Sequence, Tuple, Union
 
 from mltools._record import record
 from mltools.errors import InputError
 from mltools.findings import Finding, Severity
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, List, Optional, Sequence, Tuple, Union
 
 __all__ = ["CacheEntry", "LdCache", "read_ld_cache", "parse_ld_cache", "read_ld_so_conf",
            "LdCacheReport", "ldcache_report", "flags_description", "X86_64_CACHE_FLAGS"]

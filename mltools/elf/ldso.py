@@ -24,12 +24,13 @@ Also here: dynamic string token expansion (``$ORIGIN``, ``$LIB``,
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
-    from typing import Dict, Optional, Sequence, Tuple
 
 from mltools._record import record, replace
 from mltools.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, Optional, Sequence, Tuple
 
 __all__ = ["LoaderConfig", "host_loader_config", "loader_config", "loader_config_for_root", "abi_for",
            "expand_dst", "split_search_path", "legacy_subdir_combinations", "read_loader_file", "ABIS",

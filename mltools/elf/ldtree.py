@@ -34,9 +34,6 @@ import os
 import re
 import struct
 from stat import S_ISLNK as _S_ISLNK
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
-    from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from mltools._record import record
 from mltools.elf.ldcache import LdCache, read_ld_cache, read_ld_so_conf
@@ -45,6 +42,10 @@ from mltools.elf.ldso import (LoaderConfig, abi_for, expand_dst, loader_config, 
 from mltools.elf.reader import DF_1_PIE, ET_DYN, ET_EXEC, ElfFormatError, ElfInfo, read_elf
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, Severity
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "Candidate", "NearMiss", "Library", "DepTree", "DepTreeSet", "Resolver", "resolve_tree", "VIA_LABELS", "via_label",

@@ -18,13 +18,14 @@ import errno as _errno
 import mmap
 import os
 import struct
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
-    from typing import Dict, List, Optional, Tuple
 
 from mltools._record import record
 from mltools.elf.files import ELFMAG, is_linker_script
 from mltools.errors import InputError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, List, Optional, Tuple
 
 __all__ = [
     "ElfFormatError", "ElfInfo", "DynamicSymbol", "VersionNeed", "VersionDef",

@@ -8,12 +8,13 @@ encoding each library shared between trees once.
 from __future__ import annotations
 
 import json
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
-    from typing import Dict, Tuple
 
 from mltools._record import fields, is_record
 from mltools.elf.ldtree import ROOT_PLACEHOLDER, DepTree, Library, template_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, Tuple
 
 __all__ = ["tree_json", "TreeJsonWriter"]
 
