@@ -3,8 +3,9 @@
 
 All three run in one process of this script, interleaved round by round (the
 order rotates), and the best time of each is compared: our machines are shared
-and noisy. mltools and libtree get every file in one process; ldd is a shell
-script that runs the loader once per file, so it runs once per file.
+and noisy. mltools (its console script, as people run it) and libtree get every
+file in one process; ldd is a shell script that runs the loader once per file,
+so it runs once per file.
 
     python benchmarks/elf_tree_vs_ldd_libtree.py [--dir /usr/bin] [--rounds 3]
 
@@ -74,11 +75,13 @@ def main() -> int:
                            quiet=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
     env["LC_ALL"] = "C"
+    script = os.path.join(os.path.dirname(sys.executable), "mltools")      # as people run it
+    mlt = [script] if os.path.exists(script) else [sys.executable, "-m", "mltools"]
     runners = {
-        "mltools elf tree --json": [[sys.executable, "-m", "mltools", "elf", "tree", "--json", "--clean-env", *files]],
-        "mltools elf tree --flat": [[sys.executable, "-m", "mltools", "elf", "tree", "--flat", "--clean-env", *files]],
-        "mltools elf tree --json -j 2": [[sys.executable, "-m", "mltools", "elf", "tree", "--json", "-j", "2",
-                                          "--clean-env", *files]],
+        "mltools elf tree": [[*mlt, "elf", "tree", "--clean-env", *files]],
+        "mltools elf tree --json": [[*mlt, "elf", "tree", "--json", "--clean-env", *files]],
+        "mltools elf tree --flat": [[*mlt, "elf", "tree", "--flat", "--clean-env", *files]],
+        "mltools elf tree --json -j 2": [[*mlt, "elf", "tree", "--json", "-j", "2", "--clean-env", *files]],
         "ldd loop": [["ldd", f] for f in files],
     }
     if shutil.which("libtree"):
@@ -118,8 +121,8 @@ def main() -> int:
         "cpu_ratios": {"ldd loop / mltools": round(best_cpu["ldd loop"] / best_cpu["mltools elf tree --json"], 1)},
     }
     if "libtree" in best_cpu:
-        doc["cpu_ratios"]["mltools / libtree"] = round(best_cpu["mltools elf tree --json"]
-                                                       / max(best_cpu["libtree"], 1e-3), 1)
+        for name in ("mltools elf tree", "mltools elf tree --json"):
+            doc["cpu_ratios"][f"{name} / libtree"] = round(best_cpu[name] / max(best_cpu["libtree"], 1e-3), 1)
     if "libtree" in best:
         doc["ratios"]["mltools / libtree"] = round(ours / best["libtree"], 1)
         doc["ratios"]["mltools / libtree -p -vvv"] = round(ours / best["libtree -p -vvv"], 1)

@@ -1,21 +1,27 @@
 """Turning result objects into the JSON every ``--json`` prints."""
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import math
 import os
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Any
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, enums, paths, tuples, sets and numpy scalars to plain JSON types.
+    """Records (mltools._record), dataclasses, enums, paths, tuples, sets and numpy scalars to plain JSON types.
 
     Non-finite floats become strings ("inf", "-inf", "nan") so the output stays
     strict JSON that every parser accepts.
     """
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    names = getattr(type(obj), "__record_fields__", None)      # mltools._record
+    if names is not None:
+        return {n: to_jsonable(getattr(obj, n)) for n in names if not n.startswith("_")}
+    if hasattr(obj, "__dataclass_fields__") and not isinstance(obj, type):
+        import dataclasses
         return {f.name: to_jsonable(getattr(obj, f.name))
                 for f in dataclasses.fields(obj) if not f.name.startswith("_")}
     if isinstance(obj, enum.Enum):

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
-from typing import Dict, Iterator, Optional, Set
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, Iterator, Optional, Set
 
 __all__ = ["Interrupted", "signals_handled", "owned_process", "temp_dir", "thread_pool", "received_signal",
            "interrupt_exit_status", "end_owned_processes", "check_interrupt"]
@@ -194,6 +195,9 @@ def _alive(pid: int, pgid: int) -> bool:
 @contextlib.contextmanager
 def temp_dir(prefix: str = "mltools-", dir: Optional[str] = None) -> Iterator[str]:
     """A private temporary directory, removed when the block ends or the run is interrupted."""
+    import shutil
+    import tempfile
+
     path = tempfile.mkdtemp(prefix=prefix, dir=dir)
     with _lock:
         _temp_dirs.add(path)
@@ -209,6 +213,8 @@ def _remove_temp_dirs() -> None:
     with _lock:
         paths = list(_temp_dirs)
         _temp_dirs.clear()
+    if paths:
+        import shutil        # here, not at the top: every command imports this module at start-up
     for p in paths:
         shutil.rmtree(p, ignore_errors=True)
 

@@ -8,9 +8,23 @@ ends in NUL bytes, means the same thing everywhere.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
 
-__all__ = ["read_bytes", "read_text", "cpuinfo_fields", "usable_cpus"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, Optional
+
+__all__ = ["read_bytes", "read_text", "cpuinfo_fields", "first_cpuinfo_block", "isa_level_from_flags",
+           "usable_cpus"]
+
+# x86-64 psABI micro-architecture levels, as /proc/cpuinfo spells the flags.
+# (OSXSAVE is not a cpuinfo flag; the kernel only lists AVX when the OS saves its state.)
+ISA_LEVEL_FLAGS = (
+    (1, {"cmov", "cx8", "fpu", "fxsr", "mmx", "syscall", "sse", "sse2"}),
+    (2, {"cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"}),
+    (3, {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}),
+    (4, {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
+)
+
 
 
 def read_bytes(path: str, root: str = "/") -> Optional[bytes]:
@@ -47,6 +61,35 @@ def cpuinfo_fields(text: str, all_blocks: bool = False) -> Dict[str, str]:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     return fields
+
+
+def first_cpuinfo_block(path: str = "/proc/cpuinfo") -> Dict[str, str]:
+    """:func:`cpuinfo_fields` of the first processor only, reading no further than it.
+
+    The kernel writes /proc/cpuinfo a CPU at a time; on a machine with hundreds
+    of CPUs reading all of it takes milliseconds that a one-file command should
+    not spend."""
+    chunks = []
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(8192)
+                chunks.append(chunk)
+                if not chunk or b"\n\n" in chunk:
+                    break
+    except OSError:
+        return {}
+    return cpuinfo_fields(b"".join(chunks).decode("utf-8", "replace"))
+
+
+def isa_level_from_flags(flags: set) -> int:
+    """The highest x86-64 level whose flags (and all lower levels') are present; 0 if not even v1."""
+    level = 0
+    for lvl, needed in ISA_LEVEL_FLAGS:
+        if not needed <= flags:
+            break
+        level = lvl
+    return level
 
 
 def usable_cpus() -> int:

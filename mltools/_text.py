@@ -5,7 +5,9 @@ prints what they return. Nothing here prints.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Any, Iterable, Optional, Sequence
 
 __all__ = ["Table", "key_values", "findings_text", "cell"]
 

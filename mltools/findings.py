@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
+from mltools._record import record, factory
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 class Severity(str, enum.Enum):
     INFO = "info"
@@ -28,13 +31,13 @@ class Severity(str, enum.Enum):
             raise ValueError(f"unknown severity {text!r} (use info, warning or error)") from None
 
 
-@dataclass(frozen=True)
+@record
 class Finding:
     code: str                       # stable, UPPER_SNAKE or a rule id such as CYP001
     severity: Severity
     message: str                    # one line, says what is wrong
     fix: Optional[str] = None       # one line, says what to do
-    details: Mapping[str, object] = field(default_factory=dict)
+    details: Mapping[str, object] = factory(dict)
 
 
 def worst(findings: Iterable[Finding]) -> Optional[Severity]:
@@ -42,7 +45,7 @@ def worst(findings: Iterable[Finding]) -> Optional[Severity]:
     return max(ranked, key=lambda s: s.rank) if ranked else None
 
 
-@dataclass(frozen=True)
+@record
 class FailOn:
     """When a run has "found problems" (exit status 1): a finding at or above ``threshold``,
     or one whose code is in ``codes``. The one decision every command makes the same way."""
@@ -87,7 +90,7 @@ def parse_fail_on(text: str, examples: Sequence[str] = ("MISSING", "UNDEFINED"))
     return FailOn(threshold, tuple(codes), tokens)
 
 
-@dataclass(frozen=True)
+@record
 class ItemError:
     """One input of many that could not be processed (the others still were)."""
     path: str

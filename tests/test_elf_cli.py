@@ -123,3 +123,23 @@ def test_tree_many_files_in_processes_matches_one_process(cli):
     two = cli("elf", "tree", "--json", "--clean-env", "-j", "2", *files)
     assert one.exit_code == two.exit_code
     assert one.json() == two.json() and len(one.json()["trees"]) == 70
+
+
+def test_a_separate_debug_file_is_named_for_what_it_is(cli, cbuild, tmp_path):
+    """objcopy --only-keep-debug leaves a PT_DYNAMIC of size 0: tree says so, inspect reads the
+    build-id from the note it keeps (readelf -n agrees)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("objcopy") is None:
+        import pytest
+        pytest.skip("needs objcopy (binutils)")
+    lib = cbuild.build("libdbg.so", "int f(void){return 1;}", shared=True, flags=["-Wl,--build-id"])
+    debug = tmp_path / "libdbg.so.debug"
+    subprocess.run(["objcopy", "--only-keep-debug", lib, str(debug)], check=True)
+    res = cli("elf", "tree", str(debug))
+    assert res.exit_code == 2 and "PT_DYNAMIC is empty (a separate debug-info file?)" in res.stderr
+    notes = subprocess.run(["readelf", "-n", str(debug)], capture_output=True, text=True).stdout
+    build_id = notes.split("Build ID: ")[1].split()[0]
+    doc = cli("elf", "inspect", "--json", str(debug)).json()
+    assert doc["files"][0]["build_id"] == build_id

@@ -657,10 +657,27 @@ def test_tree_json_writer_equals_json_dumps_of_tree_json(lay):
         assert writer.tree_text(t) == json.dumps(tree_json(t), separators=(",", ":"))
 
 
-def test_read_elf_builds_the_same_info_as_the_dataclass():
-    import dataclasses
-
+def test_read_elf_builds_the_same_info_as_the_record():
+    from mltools._record import fields
     from mltools.elf.reader import ElfInfo, read_elf
     info = read_elf(os.path.realpath("/bin/ls"))
-    again = ElfInfo(**{f.name: getattr(info, f.name) for f in dataclasses.fields(ElfInfo)})
+    again = ElfInfo(**{n: getattr(info, n) for n in fields(ElfInfo)})
     assert info == again and hash(info) == hash(again) and vars(info) == vars(again)
+
+
+def test_an_empty_needed_name_is_the_main_program(lay):
+    """DT_NEEDED "" matches the main program's link-map name (""): the loader loads nothing for it."""
+    lay.so("emptyneeded/libzz.so")
+    exe = lay.exe("emptyneeded/main", deps=["emptyneeded/libzz.so"])
+    data = bytearray(exe.read_bytes())
+    data[data.find(b"libzz.so\0")] = 0
+    patched = lay.p("emptyneeded/main2")
+    patched.write_bytes(bytes(data))
+    patched.chmod(0o755)
+    assert run(patched)[0] == 0
+    listing, _err, status = ld_list(patched)
+    assert status == 0 and "" not in listing and None not in listing.values()
+    tree = tree_of(patched)
+    assert tree.ok and all(lib.soname != "" for lib in tree.libraries)
+    assert [f.code for f in tree.findings] == ["EMPTY_NEEDED"]
+    assert only_fixture(ours(tree), lay.base) == only_fixture(listing, lay.base)

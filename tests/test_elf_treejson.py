@@ -73,3 +73,18 @@ def test_batch_document_is_the_envelope_of_the_single_documents():
         assert doc == single
     text1 = resolve_batch(paths, fmt="text", jobs=1).document()
     assert text1 == resolve_batch(paths, fmt="text", jobs=2).document()
+
+
+@pytest.mark.skipif(len(CORPUS) < 100, reason="needs a /usr/bin and a venv with ELF files")
+def test_batch_of_shared_trees_equals_each_tree_written_alone():
+    """resolve_batch writes a memoized tree once and puts each root in; every tree of the batch
+    must still be what that program's own tree is, as JSON and as text."""
+    from mltools.elf.describe import render_tree
+
+    batch_json = json.loads(resolve_batch(CORPUS, fmt="json", jobs=1).document())
+    batch_text = resolve_batch(CORPUS, fmt="text", jobs=1).document().split("\n\n")
+    resolver = Resolver()
+    trees = [resolve_tree(p, resolver=resolver) for p in CORPUS]
+    assert batch_json["trees"] == [_jsonio.document(t, t.SCHEMA, t.SCHEMA_VERSION) for t in trees]
+    assert "\n\n".join(batch_text) == "\n\n".join(render_tree(t) for t in trees)
+    assert sum(template_of(t) is not None for t in trees) > 100

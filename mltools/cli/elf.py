@@ -45,22 +45,6 @@ def inspect_cmd(files, symbols: bool, as_json: bool) -> None:
 
 # --- tree ------------------------------------------------------------------------------------
 
-def _parse_env(pairs, ld_library_path, inherit: bool) -> dict:
-    import os
-
-    from mltools.errors import UsageError
-
-    env = {k: v for k, v in os.environ.items() if k in ("LD_LIBRARY_PATH", "LD_PRELOAD")} if inherit else {}
-    for item in pairs:
-        if "=" not in item:
-            raise UsageError(f"--env expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        env[k] = v
-    if ld_library_path is not None:
-        env["LD_LIBRARY_PATH"] = ld_library_path
-    return env
-
-
 @elf.command("tree")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
@@ -88,9 +72,9 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
 
     Exit status 1 when a library is missing or the loader would fail.
     """
-    from mltools.elf.batch import resolve_batch
+    from mltools.elf.batch import loader_env, resolve_batch
 
-    env = _parse_env(env_pairs, ld_library_path, inherit=not clean_env)
+    env = loader_env(env_pairs, ld_library_path, inherit=not clean_env)
     mask = None if hwcaps_mask is None else tuple(x for x in hwcaps_mask.split(":") if x)
     batch = resolve_batch(list(files), fmt="json" if as_json else "text", flat=flat, jobs=jobs, env=env,
                           preload=preload, root=root, hwcaps_mask=mask)
@@ -149,9 +133,11 @@ def scan_cmd(paths, list_files, jobs, root, fail_on, as_json) -> None:
     is not a valid ELF (a Git LFS pointer named libfoo.so). The output does not
     depend on the order of PATHs.
     """
+    from mltools.cli._output import Progress
     from mltools.elf.describe import render_scan
     from mltools.elf.scan import scan_paths
-    report = scan_paths(list(paths), jobs=jobs, root=root)
+    with Progress("elf scan") as bar:
+        report = scan_paths(list(paths), jobs=jobs, root=root, progress=bar)
     emit(report, as_json, lambda r: render_scan(r, list_files))
     if fail_on.matches(report.findings):
         click.get_current_context().exit(1)

@@ -7,21 +7,29 @@ result, :class:`TreeBatch`, is the whole document the command prints.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 
-from mltools.elf.ldtree import DepTree, DepTreeSet, Resolver, resolve_tree
+from mltools._record import record
+from mltools.elf.ldtree import ROOT_PLACEHOLDER, DepTree, DepTreeSet, Resolver, resolve_tree
 from mltools.errors import InputError, UsageError
 from mltools.findings import ItemError, require_some_processed
 
-__all__ = ["TreeBatch", "resolve_batch"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 
-# Below this many files one process is faster than starting a pool.
+__all__ = ["TreeBatch", "resolve_batch", "loader_env"]
+
+# Below this many files one process is faster than starting a pool (with -j N).
 POOL_MIN_FILES = 64
+# Without -j, a worker per this many files (at most the usable CPUs): each worker
+# repeats the shared work (the cache, the libraries every program needs, the
+# memoized trees), so a pool costs CPU, and on a busy machine wall time too (on 2
+# loaded vCPUs, 1,881 files: 0.47 s CPU / 0.49 s wall in one process, 0.55 s /
+# 0.54 s in two; docs/benchmarks.md).
+FILES_PER_WORKER = 1000
 
 
-@dataclass(frozen=True)
+@record
 class TreeBatch:
     """The dependency trees of one or more files, already encoded.
 
@@ -43,37 +51,80 @@ class TreeBatch:
             return "\n\n".join(self.items)
         if self.single:
             return self.items[0]
+        import json
+
         errors = json.dumps([{"path": e.path, "message": e.message} for e in self.errors], separators=(",", ":"))
         return '{"schema":"%s","version":%d,"trees":[%s]%s}' % (
             self.SCHEMA, self.SCHEMA_VERSION, ",".join(self.items),
             f',"errors":{errors}' if self.errors else "")
 
 
-def _encode_one(tree: DepTree, fmt: str, flat: bool) -> str:
-    from mltools import _jsonio
-    from mltools.elf.describe import render_tree
+def loader_env(pairs: Sequence[str] = (), ld_library_path: Optional[str] = None, inherit: bool = True) -> dict:
+    """LD_LIBRARY_PATH and LD_PRELOAD as the program would see them: this process's (unless
+    ``inherit`` is false), then ``KEY=VALUE`` pairs, then ``ld_library_path`` ('' for none).
+    UsageError for a pair without '='."""
+    import os
 
+    env = {k: v for k, v in os.environ.items() if k in ("LD_LIBRARY_PATH", "LD_PRELOAD")} if inherit else {}
+    for item in pairs:
+        if "=" not in item:
+            raise UsageError(f"--env expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        env[k] = v
+    if ld_library_path is not None:
+        env["LD_LIBRARY_PATH"] = ld_library_path
+    return env
+
+
+def _encode_one(tree: DepTree, fmt: str, flat: bool) -> str:
     if fmt == "json":
+        from mltools import _jsonio
         return _jsonio.dumps(tree, tree.SCHEMA, tree.SCHEMA_VERSION)
+    from mltools.elf.describe import render_tree
     return render_tree(tree, flat)
+
+
+def _worker_signals() -> None:
+    """A forked worker leaves interrupts to the parent: it ignores SIGINT (the terminal sends
+    it to the whole group; the parent stops the pool) and dies of SIGTERM, which is how the
+    pool ends its workers, without the parent's handler (a traceback per worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
     """(kind, payload, ok) per path: ("ok", encoded tree, tree.ok) or ("error", message, False)."""
+    import os
+
     from mltools.elf.describe import render_tree
     from mltools.elf.treejson import TreeJsonWriter
 
     paths, kw, fmt, flat = job
+    kw.setdefault("cwd", os.getcwd())             # one getcwd for the chunk, not one per file
     writer = TreeJsonWriter()
+    # Programs that resolve as an earlier one did share its tree (Resolver's memo): it is
+    # rendered once, with a placeholder for the root, which each program's text then gets.
+    shared_texts: dict = {}
     resolver = Resolver(root=kw.pop("root", None), hwcaps_mask=kw.pop("hwcaps_mask", None))
     out = []
     for p in paths:
         try:
-            tree = resolve_tree(p, resolver=resolver, **kw)
+            tree = resolve_tree(p, resolver=resolver, shared=True, **kw)
         except (InputError, UsageError) as exc:
             out.append(("error", exc.message, False))
             continue
-        out.append(("ok", writer.tree_text(tree) if fmt == "json" else render_tree(tree, flat), tree.ok))
+        if fmt == "json":
+            text = writer.tree_text(tree) if tree.root != ROOT_PLACEHOLDER else writer.shared_tree_text(tree, p)
+        elif tree.root != ROOT_PLACEHOLDER:
+            text = render_tree(tree, flat)
+        else:
+            hit = shared_texts.get(id(tree))
+            if hit is None:
+                hit = shared_texts[id(tree)] = (tree, render_tree(tree, flat))
+            text = hit[1].replace(ROOT_PLACEHOLDER, p)
+        out.append(("ok", text, tree.ok))
     return out
 
 
@@ -83,10 +134,12 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
     """Resolve every file of ``paths`` as ``resolve_tree`` does and encode the trees as ``fmt``.
 
     With at least :data:`POOL_MIN_FILES` files, the files are split in
-    contiguous chunks over ``jobs`` forked processes (default: the usable
-    CPUs), each with its own Resolver (so each reuses its caches); the output
-    is the same. A file that cannot be resolved (not ELF, static, unreadable)
-    is an ItemError and the others go on; when none can be, InputError.
+    contiguous chunks over ``jobs`` forked processes (default: one per
+    :data:`FILES_PER_WORKER` files, at most the usable CPUs), each with its
+    own Resolver (so each reuses its caches); the output is the same. A file
+    that cannot be resolved (not ELF, static, unreadable, a machine no
+    modelled loader loads) is an ItemError and the others go on; when none
+    can be, InputError.
     """
     from mltools._sysfs import usable_cpus
 
@@ -97,14 +150,16 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
         resolver = Resolver(root=root, hwcaps_mask=hwcaps_mask)
         tree = resolve_tree(paths[0], env=kw["env"], preload=kw["preload"], resolver=resolver)
         return TreeBatch(fmt, (_encode_one(tree, fmt, flat),), tree.ok, single=True)
-    n = max(1, min(jobs or usable_cpus(), len(paths))) if len(paths) >= POOL_MIN_FILES else 1
+    if jobs is None:
+        jobs = min(usable_cpus(), len(paths) // FILES_PER_WORKER)
+    n = max(1, min(jobs, len(paths))) if len(paths) >= POOL_MIN_FILES else 1
     size = -(-len(paths) // n)
     chunks = [(list(paths[i:i + size]), dict(kw), fmt, flat) for i in range(0, len(paths), size)]
     if n == 1:
         results = _resolve_chunk(chunks[0])
     else:
         import multiprocessing
-        with multiprocessing.get_context("fork").Pool(n) as pool:
+        with multiprocessing.get_context("fork").Pool(n, initializer=_worker_signals) as pool:
             results = [x for part in pool.map(_resolve_chunk, chunks, chunksize=1) for x in part]
     errors = [ItemError(path, payload) for path, (kind, payload, _ok) in zip(paths, results) if kind == "error"]
     require_some_processed(errors, len(paths), "files")

@@ -6,12 +6,14 @@ module is only the text view. Nothing here prints.
 from __future__ import annotations
 
 import os
-import shlex
 from collections import Counter
-from typing import Optional
 
 from mltools._text import Table, findings_text, key_values
 from mltools.elf.ldtree import via_label
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Optional
 
 __all__ = ["render_inspect", "render_tree", "render_ldcache", "render_scan", "render_check", "render_trace"]
 
@@ -32,7 +34,8 @@ def render_inspect(report) -> str:
                "x86-64-baseline" if f.x86_isa_level == 1 else f"x86-64-v{f.x86_isa_level}")
         pairs = [
             ("file", f.path + ("" if f.realpath == f.path else f"  ->  {f.realpath}")),
-            ("class", f"ELF{f.elf_class}, {f.byte_order} endian, {f.machine}, OS/ABI {f.osabi}"),
+            ("class", f"ELF{f.elf_class}, {f.byte_order} endian, {f.machine}"
+                      + (f" ({f.machine_name})" if f.machine_name != f.machine else "") + f", OS/ABI {f.osabi}"),
             ("type", f.type),
             ("interpreter", f.interpreter),
             ("soname", f.soname),
@@ -52,6 +55,8 @@ def render_inspect(report) -> str:
             ("size", f"{f.size_bytes} bytes"),
             ("sha256", f.sha256),
         ]
+        if f.from_sections:
+            pairs.append(("from sections", ", ".join(f.from_sections) + " (no program header has them)"))
         text = key_values(pairs)
         if f.version_needs:
             t = Table(["library", "versions needed"], title="\nversion needs")
@@ -333,7 +338,7 @@ def _render_program(p, verbose: bool, symbol_patterns=()) -> str:
 def render_trace(r, verbose: bool = False, symbol_patterns=()) -> str:
     status = str(r.exit_status) + (f" ({r.signal})" if r.signal else "")
     out = [key_values([
-        ("command", shlex.join(r.command)),
+        ("command", _shell_join(r.command)),
         ("target", f"{r.target.path} ({r.target.kind}"
                    + (f", {r.target.interpreter}" if r.target.interpreter else "") + ")"),
         ("exit status", status),
@@ -350,3 +355,9 @@ def render_trace(r, verbose: bool = False, symbol_patterns=()) -> str:
         out.append("\nFindings")
         out.append(findings_text(r.findings))
     return "\n".join(out)
+
+
+def _shell_join(argv) -> str:
+    import shlex
+
+    return shlex.join(argv)

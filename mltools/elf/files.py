@@ -16,11 +16,14 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from mltools._record import record, factory
 from mltools._files import read_head, sha256_file
 from mltools.findings import ItemError, require_some_processed
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 __all__ = ["ELFMAG", "looks_like_elf", "is_linker_script", "is_linker_script_file", "is_shared_object_name",
            "is_extension_name", "is_tagged_extension_name", "identical_groups", "IdenticalFiles",
@@ -75,7 +78,7 @@ def is_extension_name(name: str) -> bool:
 # --------------------------------------------------------------------------
 # Identical files
 
-@dataclass(frozen=True)
+@record
 class IdenticalFiles:
     groups: Tuple[Tuple[str, Tuple[str, ...]], ...]   # (sha256, sorted paths), sorted by sha256
     digests: Mapping[str, str]                        # path -> sha256 of every file that was hashed
@@ -138,18 +141,18 @@ _TEXT_SUFFIXES = frozenset(
     ".png .jpg .svg .gz .zip .whl .tar .xml .f90 .f .mod .ptx .cubin".split())
 
 
-@dataclass(frozen=True)
+@record
 class ElfCandidate:
     path: str            # as found under the walked dir (not resolved)
     root: str            # the walked dir (or file argument) it was found under
     is_extension: bool   # a Python extension module by its name (see is_extension_name)
 
 
-@dataclass(frozen=True)
+@record
 class WalkResult:
     candidates: Tuple[ElfCandidate, ...]              # sorted by path
     walked: Tuple[str, ...]                           # the top directories walked, each real one once
-    aliases: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)   # TREE: realpath -> symlinks
+    aliases: Mapping[str, Tuple[str, ...]] = factory(dict)   # TREE: realpath -> symlinks
     unreadable: Tuple[ItemError, ...] = ()            # directories and files that could not be read
     missing: Tuple[ItemError, ...] = ()               # TREE: top-level paths that do not exist
 

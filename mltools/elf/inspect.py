@@ -2,29 +2,32 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import ClassVar, List, Optional, Sequence, Tuple
 
+from mltools._record import record
 from mltools._files import sha256_file
-from mltools import _proc
-from mltools.elf.ldso import LoaderConfig, expand_dst, host_loader_config
+from mltools.elf.ldso import ABIS, LoaderConfig, expand_dst, host_loader_config, loader_config
 from mltools.elf.reader import (
-    DF_TEXTREL, ElfInfo, dt_flags_1_names, dt_flags_names, read_elf, read_notes, read_symbols,
+    DF_1_PIE, DF_TEXTREL, ElfInfo, dt_flags_1_names, dt_flags_names, read_elf, read_notes, read_symbols,
 )
+from mltools.elf.machines import machine_name
 from mltools.errors import InputError
 from mltools.findings import Finding, ItemError, Severity, require_some_processed
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, List, Optional, Sequence, Tuple
 
 __all__ = ["SearchPath", "SymbolEntry", "VersionNeedEntry", "ElfInspection", "InspectReport",
            "inspect_file", "inspect_files", "demangle"]
 
 
-@dataclass(frozen=True)
+@record
 class SearchPath:
     raw: str                        # as stored in DT_RPATH / DT_RUNPATH
     expanded: Tuple[Optional[str], ...]   # each element with $ORIGIN/$LIB/$PLATFORM expanded (None: dropped)
 
 
-@dataclass(frozen=True)
+@record
 class SymbolEntry:
     name: str
     demangled: str
@@ -36,13 +39,13 @@ class SymbolEntry:
     library: Optional[str] = None   # for undefined versioned symbols: the library verneed names
 
 
-@dataclass(frozen=True)
+@record
 class VersionNeedEntry:
     file: str
     versions: Tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class ElfInspection:
     path: str
     realpath: str
@@ -50,7 +53,9 @@ class ElfInspection:
     sha256: str
     elf_class: int
     byte_order: str
-    machine: str
+    machine: str                    # a short name (x86-64, i386, aarch64...), else readelf's
+    machine_code: int               # e_machine
+    machine_name: str               # as readelf -h prints it ("Advanced Micro Devices X86-64")
     type: str
     osabi: int
     interpreter: Optional[str]
@@ -73,9 +78,10 @@ class ElfInspection:
     undefined_symbols: int
     symbols: Optional[Tuple[SymbolEntry, ...]]
     findings: Tuple[Finding, ...]
+    from_sections: Tuple[str, ...] = ()     # fields read from section headers (no program header has them)
 
 
-@dataclass(frozen=True)
+@record
 class InspectReport:
     SCHEMA: ClassVar[str] = "mltools.elf.inspect"
     SCHEMA_VERSION: ClassVar[int] = 1
@@ -90,6 +96,8 @@ def demangle(names: Sequence[str]) -> List[str]:
     """
     if not any(n.startswith("_Z") for n in names):
         return list(names)
+    from mltools import _proc
+
     if _proc.which("c++filt") is None:
         return list(names)
     res = _proc.run(["c++filt"], input="\n".join(names) + "\n", timeout=60, lc_all_c=True)
@@ -129,18 +137,59 @@ def _path_findings(info: ElfInfo, path: str) -> List[Finding]:
     return out
 
 
+def _name_findings(info: ElfInfo, path: str) -> List[Finding]:
+    out: List[Finding] = []
+    if "" in info.needed:
+        out.append(Finding("EMPTY_NEEDED", Severity.WARNING,
+                           f"{path} has an empty DT_NEEDED name: the loader matches it to the main program and "
+                           "loads nothing (the file is corrupt or was edited)",
+                           fix="rebuild the object, or remove the entry (patchelf --remove-needed '')",
+                           details={"needed": list(info.needed)}))
+    if info.soname == "":
+        out.append(Finding("EMPTY_SONAME", Severity.WARNING,
+                           f"{path} has an empty DT_SONAME: ldconfig cannot list it and no DT_NEEDED can name it "
+                           "(the file is corrupt or was edited)", fix="relink with -Wl,-soname,NAME"))
+    if info.truncated:
+        debug = info.dynamic_size == 0
+        out.append(Finding(
+            "TRUNCATED", Severity.INFO if debug else Severity.ERROR,
+            f"{path}: {info.truncated}"
+            + (": a separate debug-info file (its PT_DYNAMIC is empty), not something to load" if debug
+               else ": the loader dies of SIGBUS mapping it"),
+            fix=None if debug else "replace the file with a complete copy"))
+    if info.interp == "":
+        out.append(Finding("EMPTY_INTERP", Severity.WARNING,
+                           f"{path} has a PT_INTERP with no name: the kernel refuses to start it (ENOEXEC); "
+                           "a separate debug-info file?"))
+    return out
+
+
+def _config_for(info: ElfInfo) -> LoaderConfig:
+    """The loader configuration whose $LIB and $PLATFORM apply to ``info`` (the host's when no
+    modelled loader loads it)."""
+    for abi, (elf_class, machine, *_rest) in ABIS.items():
+        if (elf_class, machine) == (info.elf_class, info.machine):
+            return loader_config(abi)
+    return host_loader_config()
+
+
 def inspect_file(path: str, *, symbols: bool = False, cfg: Optional[LoaderConfig] = None) -> ElfInspection:
-    """Everything ``inspect`` shows for one file. Raises ElfFormatError for a bad file."""
-    cfg = cfg or host_loader_config()
-    info = read_elf(path)
-    notes = read_notes(path)
-    syms = read_symbols(path)
+    """Everything ``inspect`` shows for one file. Raises ElfFormatError for a bad file.
+
+    Fields come from the program headers, as the loader sees the file; what only
+    section headers hold (a build-id no PT_NOTE covers, the version needs and
+    symbols of an object without PT_DYNAMIC) is read from them, as readelf
+    does, and ``from_sections`` names it."""
+    info = read_elf(path, truncated_ok=True)
+    cfg = cfg if cfg is not None and cfg.accepts(info.elf_class, info.machine) else _config_for(info)
+    notes = read_notes(path, truncated_ok=True)
+    syms = read_symbols(path, truncated_ok=True)
     abspath = os.path.abspath(path)
     real = os.path.realpath(path)
     # $ORIGIN: the realpath's directory for a program the kernel starts, the
     # directory of the path as given for a library (what the loader records).
     origin = os.path.dirname(real if info.interp else abspath)
-    findings = _path_findings(info, path)
+    findings = _name_findings(info, path) + _path_findings(info, path)
     needed = set(info.needed)
     for vn in syms.version_needs:
         if vn.file not in needed:
@@ -150,7 +199,7 @@ def inspect_file(path: str, *, symbols: bool = False, cfg: Optional[LoaderConfig
                 "the loader fails its version check",
                 fix="rename the verneed file too (patchelf --replace-needed does both)",
                 details={"file": vn.file, "versions": list(vn.versions)}))
-    if cfg.isa_level and notes.x86_isa_needed and notes.x86_isa_needed > cfg.isa_level:
+    if info.machine == 62 and cfg.isa_level and notes.x86_isa_needed and notes.x86_isa_needed > cfg.isa_level:
         findings.append(Finding(
             "ISA_LEVEL_ABOVE_CPU", Severity.ERROR,
             f"{path} needs x86-64-v{notes.x86_isa_needed}, this CPU is x86-64-v{cfg.isa_level}: the loader "
@@ -175,8 +224,10 @@ def inspect_file(path: str, *, symbols: bool = False, cfg: Optional[LoaderConfig
     return ElfInspection(
         path=path, realpath=real, size_bytes=info.size, sha256=sha256_file(path),
         elf_class=info.elf_class, byte_order="little" if info.little_endian else "big",
-        machine=info.machine_name, type=info.type_name + (" (PIE)" if info.type == 3 and info.interp else ""),
-        osabi=info.osabi, interpreter=info.interp, soname=info.soname, needed=info.needed,
+        machine=info.machine_name, machine_code=info.machine, machine_name=machine_name(info.machine),
+        # readelf 2.40: a DYN object is a position-independent executable when DF_1_PIE says so
+        type=info.type_name + (" (PIE)" if info.type == 3 and info.flags_1 & DF_1_PIE else ""),
+        osabi=info.osabi, interpreter=info.interp or None, soname=info.soname, needed=info.needed,
         rpath=_search_path(info.rpath, origin, cfg), runpath=_search_path(info.runpath, origin, cfg),
         flags=dt_flags_names(info.flags), flags_1=dt_flags_1_names(info.flags_1),
         build_id=notes.build_id, abi_tag=notes.abi_tag, x86_isa_level=notes.x86_isa_needed,
@@ -187,17 +238,17 @@ def inspect_file(path: str, *, symbols: bool = False, cfg: Optional[LoaderConfig
         defined_symbols=sum(1 for s in syms.symbols if s.defined and s.name),
         undefined_symbols=sum(1 for s in syms.symbols if not s.defined and s.name),
         symbols=entries, findings=tuple(findings),
+        from_sections=tuple(dict.fromkeys(notes.from_sections + syms.from_sections)),
     )
 
 
 def inspect_files(paths: Sequence[str], *, symbols: bool = False) -> InspectReport:
     """Every file that can be read; one that cannot is an ItemError, unless none can (InputError)."""
-    cfg = host_loader_config()
     files: List[ElfInspection] = []
     errors: List[ItemError] = []
     for p in paths:
         try:
-            files.append(inspect_file(p, symbols=symbols, cfg=cfg))
+            files.append(inspect_file(p, symbols=symbols))
         except InputError as exc:
             errors.append(ItemError(p, exc.message))
     require_some_processed(errors, len(paths), "files")

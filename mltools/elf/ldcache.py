@@ -11,21 +11,24 @@ Formats (glibc ``sysdeps/generic/dl-cache.h``):
 - combined: the old table followed by the new one (8-byte aligned); the loader
   reads the new part.
 
-Lookup follows ``elf/dl-cache.c``: among the entries for a name (file order),
-those with the wrong flags are skipped, glibc-hwcaps entries are kept by
-priority of their active subdirectory, and the first regular entry ends the
-search; a usable hwcaps entry wins over it.
+Lookup follows ``elf/dl-cache.c``: a binary search of the sorted entry table,
+then among the entries for a name (file order) those with flags the loader
+does not accept are skipped, glibc-hwcaps entries are kept by priority of their
+active subdirectory, and the first accepted regular entry ends the search; a
+usable hwcaps entry wins over it.
 """
 from __future__ import annotations
 
-import glob as _glob
 import os
 import struct
-from dataclasses import dataclass, field
-from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
+from mltools._record import record
 from mltools.errors import InputError
 from mltools.findings import Finding, Severity
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, List, Optional, Sequence, Tuple, Union
 
 __all__ = ["CacheEntry", "LdCache", "read_ld_cache", "parse_ld_cache", "read_ld_so_conf",
            "LdCacheReport", "ldcache_report", "flags_description", "X86_64_CACHE_FLAGS"]
@@ -36,22 +39,22 @@ EXT_MAGIC = 0xEAA42174
 HWCAP_EXTENSION = 1 << 62
 X86_64_CACHE_FLAGS = 0x0303          # FLAG_ELF_LIBC6 | FLAG_X8664_LIB64
 
+# As ``ldconfig -p`` prints them (glibc 2.36 elf/cache.c print_entry).
 _TYPE = {0: "libc4", 1: "ELF", 2: "libc5", 3: "libc6"}
-_ARCH = {0x0000: "", 0x0100: "SPARC 64-bit", 0x0300: "x86-64", 0x0400: "64bit", 0x0500: "64bit",
-         0x0600: "IA-64", 0x0700: "MIPS 64-bit", 0x0800: "x32", 0x0900: "hard-float",
-         0x0a00: "AArch64", 0x0b00: "N32", 0x0c00: "soft-float", 0x0d00: "nan2008",
-         0x0e00: "nan2008, N32", 0x0f00: "nan2008, 64bit", 0x1000: "double-float",
-         0x1100: "double-float, 64bit", 0x1200: "double-float, N32"}
+_ARCH = {0x0000: "", 0x0100: "64bit", 0x0200: "IA-64", 0x0300: "x86-64", 0x0400: "64bit",
+         0x0500: "64bit", 0x0600: "N32", 0x0700: "64bit", 0x0800: "x32", 0x0900: "hard-float",
+         0x0a00: "AArch64", 0x0b00: "soft-float", 0x0c00: "nan2008", 0x0d00: "N32,nan2008",
+         0x0e00: "64bit,nan2008", 0x0f00: "soft-float", 0x1000: "double-float"}
 
 
 def flags_description(flags: int) -> str:
     """As ``ldconfig -p`` prints it: ``libc6,x86-64``."""
     kind = _TYPE.get(flags & 0xFF, "unknown")
-    arch = _ARCH.get(flags & 0xFF00, f"{flags & 0xFF00:#x}")
+    arch = _ARCH.get(flags & 0xFF00, str(flags & 0xFF00))
     return f"{kind},{arch}" if arch else kind
 
 
-@dataclass(frozen=True)
+@record
 class CacheEntry:
     name: str                      # the key: a SONAME (or a link name ldconfig made)
     path: str                      # the value: where the loader opens it
@@ -64,48 +67,158 @@ class CacheEntry:
         return flags_description(self.flags)
 
 
-@dataclass(frozen=True)
-class LdCache:
-    path: str
-    format: str                    # "new", "old", "combined"
-    entries: Tuple[CacheEntry, ...]
-    generator: Optional[str] = None
-    hwcaps_subdirs: Tuple[str, ...] = ()
-    _by_name: Dict[str, List[CacheEntry]] = field(default_factory=dict, repr=False, compare=False)
+def _libcmp(p1: bytes, p2: bytes) -> int:
+    """``_dl_cache_libcmp``: byte order, except that runs of digits compare as numbers."""
+    i = j = 0
+    n1, n2 = len(p1), len(p2)
+    while i < n1:
+        c1 = p1[i]
+        c2 = p2[j] if j < n2 else 0
+        if 48 <= c1 <= 57:
+            if not 48 <= c2 <= 57:
+                return 1
+            v1 = v2 = 0
+            while i < n1 and 48 <= p1[i] <= 57:
+                v1 = v1 * 10 + p1[i] - 48
+                i += 1
+            while j < n2 and 48 <= p2[j] <= 57:
+                v2 = v2 * 10 + p2[j] - 48
+                j += 1
+            if v1 != v2:
+                return v1 - v2
+        elif 48 <= c2 <= 57:
+            return -1
+        elif c1 != c2:
+            return c1 - c2
+        else:
+            i += 1
+            j += 1
+    return 0 - (p2[j] if j < n2 else 0)
 
-    def candidates(self, name: str) -> List[CacheEntry]:
-        if not self._by_name and self.entries:
-            for e in self.entries:
-                self._by_name.setdefault(e.name, []).append(e)
-        return self._by_name.get(name, [])
+
+class LdCache:
+    """A parsed ld.so cache: its format, generator, glibc-hwcaps names and entries.
+
+    ``lookup`` binary-searches the entry table as ``elf/dl-cache.c`` does (the
+    table is sorted by ``_dl_cache_libcmp``, descending), decoding only the
+    names it compares; ``entries`` decodes the whole table on first use.
+    """
+
+    __slots__ = ("path", "format", "generator", "hwcaps_subdirs", "_data", "_table", "_nlibs", "_size",
+                 "_strings", "_entries")
+
+    def __init__(self, path: str, format: str, data: bytes, table: int, nlibs: int, size: int, strings: int,
+                 generator: Optional[str] = None, hwcaps_subdirs: Tuple[str, ...] = ()):
+        self.path = path
+        self.format = format              # "new", "old", "combined"
+        self.generator = generator
+        self.hwcaps_subdirs = hwcaps_subdirs
+        self._data = data
+        self._table = table               # offset of entry 0
+        self._nlibs = nlibs
+        self._size = size                 # 24 (new) or 12 (old)
+        self._strings = strings           # string offsets count from here
+        self._entries: Optional[Tuple[CacheEntry, ...]] = None
+
+    def __len__(self) -> int:
+        return self._nlibs
+
+    def _raw(self, i: int) -> Tuple[int, int, int, int]:
+        """(flags, key offset, value offset, hwcap) of entry ``i``."""
+        if self._size == 24:
+            flags, key, value, _osv, hwcap = struct.unpack_from("<iIIIQ", self._data, self._table + 24 * i)
+            return flags & 0xFFFFFFFF, key, value, hwcap
+        flags, key, value = struct.unpack_from("<iII", self._data, self._table + 12 * i)
+        return flags & 0xFFFFFFFF, key, value, 0
+
+    def _bytes(self, off: int) -> Optional[bytes]:
+        start = self._strings + off
+        if off < 0 or start >= len(self._data):
+            return None
+        end = self._data.find(b"\0", start)
+        return None if end < 0 else self._data[start:end]
+
+    def _subdir(self, hwcap: int) -> Optional[str]:
+        if hwcap & HWCAP_EXTENSION and not ((hwcap >> 32) & ~((1 << 30) | 0x3FF)):
+            idx = hwcap & 0xFFFFFFFF
+            return self.hwcaps_subdirs[idx] if idx < len(self.hwcaps_subdirs) else f"#{idx}"
+        return None
+
+    def _entry(self, i: int) -> CacheEntry:
+        flags, key, value, hwcap = self._raw(i)
+        k, v = self._bytes(key), self._bytes(value)
+        if k is None or v is None:
+            raise InputError(f"{self.path}: malformed ld.so cache (entry {i} points outside the cache)")
+        return CacheEntry(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"),
+                          flags, hwcap, self._subdir(hwcap))
+
+    @property
+    def entries(self) -> Tuple[CacheEntry, ...]:
+        if self._entries is None:
+            self._entries = tuple(self._entry(i) for i in range(self._nlibs))
+        return self._entries
 
     def lookup(self, name: str, active_hwcaps: Sequence[str] = (),
-               flags: int = X86_64_CACHE_FLAGS) -> Optional[CacheEntry]:
-        """The entry the loader uses for ``name``, or None."""
+               flags: Union[int, Sequence[int]] = X86_64_CACHE_FLAGS) -> Optional[CacheEntry]:
+        """The entry the loader uses for ``name``, or None.
+
+        ``flags``: the flags the loader accepts, its default one first (one
+        value, or several: i386 also takes plain ``ELF`` entries). Among the
+        entries for the name (flags descending), a usable glibc-hwcaps entry of
+        the best active level wins; otherwise the first accepted regular entry
+        (legacy hwcap entries are skipped, as glibc 2.37+ does)."""
+        accepted = (flags,) if isinstance(flags, int) else tuple(flags)
+        default = accepted[0]
+        key = name.encode("utf-8", "surrogateescape")
+        lo, hi = 0, self._nlibs - 1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            k = self._bytes(self._raw(mid)[1])
+            if k is None:
+                return None
+            cmp = _libcmp(key, k)
+            if cmp == 0:
+                return self._pick(key, mid, accepted, default, active_hwcaps)
+            if cmp < 0:
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        return None
+
+    def _pick(self, key: bytes, found: int, accepted, default: int, active_hwcaps) -> Optional[CacheEntry]:
+        first = found
+        while first > 0:
+            k = self._bytes(self._raw(first - 1)[1])
+            if k is None or _libcmp(key, k) != 0:
+                break
+            first -= 1
         best = None
         best_prio = None
-        for e in self.candidates(name):
-            if e.flags != flags:
+        for i in range(first, self._nlibs):
+            flags, kof, vof, hwcap = self._raw(i)
+            if i > found:
+                k = self._bytes(kof)
+                if k is None or _libcmp(key, k) != 0:
+                    break
+            if flags not in accepted or self._bytes(vof) is None:
                 continue
-            if e.hwcaps_subdir is not None:
-                if e.hwcaps_subdir in active_hwcaps:
-                    prio = active_hwcaps.index(e.hwcaps_subdir)
-                    if best_prio is None or prio < best_prio:
-                        best, best_prio = e, prio
+            sub = self._subdir(hwcap)
+            if sub is not None:
+                if sub not in active_hwcaps:
+                    continue
+                prio = active_hwcaps.index(sub)
+                if best is not None and prio >= best_prio:
+                    continue
+                best, best_prio = i, prio
                 continue
-            if e.hwcap:          # legacy hwcaps entries: the loader ignores them since 2.40
+            if best is not None:
+                break
+            if hwcap:            # legacy hwcap entries: the loader ignores them since 2.37
                 continue
-            return best or e
-        return best
-
-
-def _cstr(data: bytes, off: int) -> str:
-    if off < 0 or off >= len(data):
-        raise ValueError(f"string offset {off} outside the cache")
-    end = data.find(b"\0", off)
-    if end < 0:
-        raise ValueError("unterminated string")
-    return data[off:end].decode("utf-8", "surrogateescape")
+            best = i
+            if flags == default:
+                break
+        return None if best is None else self._entry(best)
 
 
 def parse_ld_cache(data: bytes, path: str = "/etc/ld.so.cache") -> LdCache:
@@ -128,19 +241,13 @@ def _parse(data: bytes, path: str) -> LdCache:
     new_off = (table_end + 7) & ~7
     if data[new_off:new_off + len(NEW_MAGIC)] == NEW_MAGIC:
         return _parse_new(data, new_off, path, "combined")
-    entries = []
-    strings = data[table_end:]
-    for i in range(nlibs):
-        flags, key, value = struct.unpack_from("<iII", data, 16 + i * 12)
-        entries.append(CacheEntry(_cstr(strings, key), _cstr(strings, value), flags & 0xFFFFFFFF, 0))
-    return LdCache(path=path, format="old", entries=tuple(entries))
+    return LdCache(path, "old", data, 16, nlibs, 12, table_end)
 
 
 def _parse_new(data: bytes, base: int, path: str, fmt: str) -> LdCache:
     nlibs, len_strings, _flags, ext_off = struct.unpack_from("<IIB3xI", data, base + 20)
     if base + 48 + nlibs * 24 > len(data):
         raise InputError(f"{path}: truncated ld.so cache ({nlibs} entries do not fit)")
-    view = data[base:]
     generator = None
     subdirs: List[str] = []
     # The extension directory and its sections are addressed from the start of
@@ -153,17 +260,17 @@ def _parse_new(data: bytes, base: int, path: str, fmt: str) -> LdCache:
                 if tag == 0:
                     generator = data[off:off + size].decode("utf-8", "replace")
                 elif tag == 1:
-                    subdirs = [_cstr(view, o) for o in struct.unpack_from(f"<{size // 4}I", data, off)]
-    entries = []
-    for i in range(nlibs):
-        flags, key, value, _osv, hwcap = struct.unpack_from("<iIIIQ", view, 48 + i * 24)
-        sub = None
-        if hwcap & HWCAP_EXTENSION and not ((hwcap >> 32) & ~((1 << 30) | 0x3FF)):
-            idx = hwcap & 0xFFFFFFFF
-            sub = subdirs[idx] if idx < len(subdirs) else f"#{idx}"
-        entries.append(CacheEntry(_cstr(view, key), _cstr(view, value), flags & 0xFFFFFFFF, hwcap, sub))
-    return LdCache(path=path, format=fmt, entries=tuple(entries), generator=generator,
-                   hwcaps_subdirs=tuple(subdirs))
+                    subdirs = [_cstr(data, base + o) for o in struct.unpack_from(f"<{size // 4}I", data, off)]
+    return LdCache(path, fmt, data, base + 48, nlibs, 24, base, generator, tuple(subdirs))
+
+
+def _cstr(data: bytes, off: int) -> str:
+    if off < 0 or off >= len(data):
+        raise ValueError(f"string offset {off} outside the cache")
+    end = data.find(b"\0", off)
+    if end < 0:
+        raise ValueError("unterminated string")
+    return data[off:end].decode("utf-8", "surrogateescape")
 
 
 def read_ld_cache(path: str = "/etc/ld.so.cache") -> Optional[LdCache]:
@@ -205,7 +312,8 @@ def read_ld_so_conf(path: str = "/etc/ld.so.conf", root: str = "/") -> Tuple[str
                 for pat in words[1:]:
                     if not pat.startswith("/"):
                         pat = os.path.join(os.path.dirname(fname), pat)
-                    for inc in sorted(_glob.glob(rootp + pat if rootp else pat)):
+                    import glob
+                    for inc in sorted(glob.glob(rootp + pat if rootp else pat)):
                         parse(inc[len(rootp):] if rootp else inc, depth + 1)
             elif words[0] == "hwcap":
                 continue
@@ -223,7 +331,7 @@ def read_ld_so_conf(path: str = "/etc/ld.so.conf", root: str = "/") -> Tuple[str
 
 # --- the ``elf ldcache`` report ----------------------------------------------------------------
 
-@dataclass(frozen=True)
+@record
 class LdCacheReport:
     SCHEMA: ClassVar[str] = "mltools.elf.ldcache"
     SCHEMA_VERSION: ClassVar[int] = 1
@@ -318,7 +426,8 @@ def ldcache_report(cache_path: Optional[str] = None, conf_path: Optional[str] = 
     # lib64 and usr/lib64 elsewhere (never plain /lib and /usr/lib then).
     trusted = cfg.system_dirs[:2]
     all_dirs = tuple(dict.fromkeys(dirs + trusted))
-    findings = stale_findings(cache, all_dirs, root=cfg.root) if check_stale else []
+    findings = (stale_findings(cache, all_dirs, root=cfg.root, elf_class=cfg.elf_class, machine=cfg.machine)
+                if check_stale else [])
     return LdCacheReport(path=cache_path, format=cache.format, generator=cache.generator,
                          hwcaps_subdirs=cache.hwcaps_subdirs, entries=cache.entries,
                          configured_dirs=dirs, findings=tuple(findings))

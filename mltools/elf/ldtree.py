@@ -17,8 +17,10 @@ The rules (glibc 2.36, ``elf/dl-load.c``, ``elf/dl-deps.c``, ``elf/rtld.c``):
   directories (skipped under DF_1_NODEFLIB).
 - In every directory, ``glibc-hwcaps/<level>/`` for each active level, then
   (glibc <= 2.36) the legacy ``tls``/platform subdirectories, then the directory.
-- A candidate of the wrong ELF class or machine is skipped; one that is not an
-  ELF file, too short, or otherwise malformed stops the loader (fatal).
+- A candidate of the wrong ELF class or machine is skipped, and so is one the
+  process may not open (EACCES); one that is not an ELF file, too short, or
+  otherwise malformed stops the loader (fatal); any other open error (ELOOP...)
+  ends that search list.
 - ``$ORIGIN`` is the directory of the path an object was found under (symlinks
   not resolved), and for the executable the directory of its realpath.
 
@@ -30,15 +32,20 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
+import struct
 from stat import S_ISLNK as _S_ISLNK
-from dataclasses import dataclass
-from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from mltools.elf.ldcache import LdCache, X86_64_CACHE_FLAGS, read_ld_cache, read_ld_so_conf
-from mltools.elf.ldso import LoaderConfig, expand_dst, loader_config_for_root
-from mltools.elf.reader import DF_1_PIE, ET_DYN, ET_EXEC, MACHINE_NAMES, ElfFormatError, ElfInfo, read_elf
+from mltools._record import record
+from mltools.elf.ldcache import LdCache, read_ld_cache, read_ld_so_conf
+from mltools.elf.ldso import (LoaderConfig, abi_for, expand_dst, loader_config, loader_config_for_root,
+                              root_realpath)
+from mltools.elf.reader import DF_1_PIE, ET_DYN, ET_EXEC, ElfFormatError, ElfInfo, read_elf
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, Severity
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "Candidate", "NearMiss", "Library", "DepTree", "DepTreeSet", "Resolver", "resolve_tree", "VIA_LABELS", "via_label",
@@ -66,7 +73,7 @@ def via_label(via: str, short: bool = False) -> str:
     return via if labels is None else labels[1 if short else 0]
 
 
-@dataclass(frozen=True)
+@record
 class Candidate:
     """One file the loader tries for a name, and what it made of it."""
     path: str
@@ -75,13 +82,13 @@ class Candidate:
     reason: Optional[str] = None
 
 
-@dataclass(frozen=True)
+@record
 class NearMiss:
     path: str
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class Library:
     """One distinct object the loader maps (or would fail to find)."""
     soname: str                          # DT_SONAME, or the requested name when it has none / is missing
@@ -104,7 +111,7 @@ class Library:
         return self.path is not None and self.error is None
 
 
-@dataclass(frozen=True)
+@record
 class DepTree:
     SCHEMA: ClassVar[str] = "mltools.elf.tree"
     SCHEMA_VERSION: ClassVar[int] = 1
@@ -131,7 +138,7 @@ class DepTree:
         return {lib.soname: lib for lib in self.libraries}
 
 
-@dataclass(frozen=True)
+@record
 class DepTreeSet:
     """Several trees, for ``elf tree A B C --json``."""
     SCHEMA: ClassVar[str] = "mltools.elf.trees"
@@ -193,12 +200,14 @@ class Resolver:
                  use_cache: bool = True):
         cfg = config or loader_config_for_root(root)
         self.config = cfg.with_hwcaps_mask(hwcaps_mask)
+        self._hwcaps_mask = hwcaps_mask
         # the sysroot as a prefix of host paths: "" for the real root
         self.sysroot_prefix = "" if self.config.root in ("", "/") else self.config.root.rstrip("/")
         if cache is not None or not use_cache:
             self.cache = cache
         else:
             self.cache = read_ld_cache(self.sysroot_prefix + self.config.cache_path)
+        self._use_cache = use_cache
         self._listing: Dict[str, object] = {}
         self._verdicts: Dict[str, tuple] = {}
         self._subdirs = tuple(f"glibc-hwcaps/{s}/" for s in self.config.hwcaps_subdirs) + tuple(
@@ -208,8 +217,36 @@ class Resolver:
         self._search_memo: Dict[tuple, tuple] = {}
         self._objmeta: Dict[tuple, Tuple[str, str]] = {}    # (real, origin) per found path
         self._realdirs: Dict[str, str] = {}                 # realpath per directory
+        self._link_depth = 0
         self._etc_preload: Optional[Tuple[str, ...]] = None
         self._tree_memo: Dict[tuple, "DepTree"] = {}
+        self._siblings: Dict[str, "Resolver"] = {self.config.abi: self}
+        # with a sysroot: host directories of the files named outside it (see load_root)
+        self._outside: List[str] = []
+
+    def for_abi(self, abi: str, interp: Optional[str] = None) -> "Resolver":
+        """The resolver of the ``abi`` loader in the same root, sharing what can be shared
+        (an i386 program on an x86-64 host: the i386 loader, the same ld.so.cache file)."""
+        sib = self._siblings.get(abi)
+        if sib is None:
+            cfg = loader_config(abi, self.config.root, interp)
+            if cfg.cache_path == self.config.cache_path:     # the same file: parsed once
+                sib = Resolver(config=cfg, hwcaps_mask=self._hwcaps_mask, cache=self.cache, use_cache=False)
+            else:
+                sib = Resolver(config=cfg, hwcaps_mask=self._hwcaps_mask, use_cache=self._use_cache)
+            sib._use_cache = self._use_cache
+            sib._siblings = self._siblings
+            sib._outside = self._outside
+            self._siblings[abi] = sib
+        return sib
+
+    def for_object(self, info: ElfInfo, path: str) -> "Resolver":
+        """The resolver whose loader loads ``info`` (UsageError naming the loader it
+        needs for a machine no modelled loader loads)."""
+        if self.config.accepts(info.elf_class, info.machine):
+            return self
+        abi = abi_for(info.elf_class, info.machine, info.e_flags, info.interp, what=path)
+        return self.for_abi(abi, info.interp)
 
     # -- trees of programs with the same needs, kept as templates (see resolve_tree) -------
     def memoized_tree(self, key: tuple) -> Optional["DepTree"]:
@@ -220,14 +257,60 @@ class Resolver:
 
     # -- file system, with the sysroot applied ---------------------------------------------
     def host(self, path: str) -> str:
-        return self.sysroot_prefix + path if (self.sysroot_prefix and path.startswith("/")) else path
+        """The host path of ``path`` as the target sees it (the sysroot prefixed; files
+        named outside the sysroot, and what lies under their directories, stay host paths)."""
+        prefix = self.sysroot_prefix
+        if not prefix or not path.startswith("/"):
+            return path
+        for d in self._outside:
+            if path.startswith(d) and (len(path) == len(d) or path[len(d)] == "/"):
+                return path
+        return prefix + path
+
+    def add_outside(self, host_dir: str) -> None:
+        d = host_dir.rstrip("/") or "/"
+        if d != "/" and d not in self._outside:
+            self._outside.append(d)
+
+    def locate_input(self, p: str) -> Tuple[str, str]:
+        """(host path, path as the target sees it) of a file named on the command line.
+
+        With a sysroot, FILE may be a host path inside the root, a path as the
+        target sees it (looked up in the root), or a host path outside the root:
+        such a file is read where it lies, and its directory stays on the host
+        (its ``$ORIGIN`` paths find its neighbours there); every other search
+        (system directories, the cache, LD_LIBRARY_PATH, absolute RPATHs) is in
+        the root.
+        """
+        prefix = self.sysroot_prefix
+        if not prefix:
+            return p, p
+        ap = os.path.abspath(p)
+        if ap.startswith(prefix + "/") and os.path.lexists(ap):
+            return ap, ap[len(prefix):]
+        if os.path.lexists(self.host(ap)) or not os.path.lexists(ap):
+            return self.host(ap), ap
+        self.add_outside(os.path.dirname(ap))
+        self.add_outside(os.path.dirname(os.path.realpath(ap)))
+        return ap, ap
+
+    def _in_root(self, host_path: str) -> str:
+        """With a sysroot, a host path whose symlinks lead out of the root (an absolute
+        link) is resolved inside the root instead, as the target resolves it."""
+        prefix = self.sysroot_prefix
+        if not prefix or not host_path.startswith(prefix + "/"):
+            return host_path
+        real = os.path.realpath(host_path)
+        if real == prefix or real.startswith(prefix + "/"):
+            return host_path
+        return root_realpath(prefix, host_path[len(prefix):])
 
     def _list(self, d: str):
         hit = self._listing.get(d, None)
         if hit is not None or d in self._listing:
             return hit
         try:
-            names = frozenset(os.listdir(d or "."))
+            names = frozenset(os.listdir(self._in_root(d) if self.sysroot_prefix else (d or ".")))
         except (FileNotFoundError, NotADirectoryError):
             names = None
         except OSError:
@@ -249,14 +332,14 @@ class Resolver:
         hit = self._verdicts.get(path)
         if hit is not None:
             return hit
-        verdict = self._verify(path)
+        verdict = self._verify(self._in_root(path) if self.sysroot_prefix else path)
         self._verdicts[path] = verdict
         return verdict
 
     def _verify(self, path: str) -> tuple:
         cfg = self.config
         try:
-            info = read_elf(path)
+            info = read_elf(path, truncated_ok=True)
         except ElfFormatError as exc:
             if exc.kind == "unreadable" and exc.errno in (_errno.ENOENT, _errno.EACCES, _errno.ENOTDIR, None):
                 return ("absent", None, exc.reason)
@@ -265,37 +348,32 @@ class Resolver:
             return self._classify_bad(path, exc)
         except InputError as exc:          # vanished / dangling symlink
             return ("absent", None, exc.message)
-        if info.elf_class != cfg.elf_class:
-            return ("skip", info, f"wrong ELF class: ELFCLASS{info.elf_class}")
-        if not info.little_endian:
-            return ("fatal", info, "ELF file data encoding not little-endian")
-        if info.osabi not in (0, 3) or (info.osabi == 0 and info.abiversion != 0) or info.abiversion > 4:
-            return ("fatal", info, "ELF file OS ABI invalid")
-        if info.machine != cfg.machine:
-            return ("skip", info, f"wrong machine: {info.machine_name}")
-        if info.type not in (ET_DYN, ET_EXEC):
-            return ("fatal", info, "only ET_DYN and ET_EXEC can be loaded")
-        if info.type == ET_EXEC:
-            return ("fatal", info, "cannot dynamically load executable")
-        if not info.phentsize_ok:
-            return ("fatal", info, "ELF file's phentsize not the expected size")
+        bad = header_verdict(info.ident, info.e_version, info.machine, info.type, info.phentsize_ok, cfg)
+        if bad is not None:
+            return (bad[0], info, bad[1])
+        # open_verify: the PT_NOTE ABI tag
         if info.abi_note_os not in (None, 0):
             return ("skip", info, f"ABI note for another OS ({info.abi_note_os})")
         if (info.abi_note_kernel is not None and cfg.kernel_version is not None
                 and info.abi_note_kernel > cfg.kernel_version):
             return ("skip", info, "needs a newer kernel ({}.{}.{})".format(*info.abi_note_kernel))
-        if cfg.isa_level and info.x86_isa_needed and info.x86_isa_needed > cfg.isa_level:
-            # sysdeps/x86/dl-prop.h: checked once mapped, and fatal
-            return ("fatal", info, f"CPU ISA level is lower than required (x86-64-v{info.x86_isa_needed}, "
-                                   f"this CPU: x86-64-v{cfg.isa_level})")
-        if info.flags_1 & DF_1_PIE:       # _dl_map_object_from_fd refuses it after the search
-            return ("fatal", info, "cannot dynamically load position-independent executable")
+        # _dl_map_object_from_fd, once the search has chosen the file: every failure is fatal
+        if info.type == ET_EXEC:
+            return ("fatal", info, "cannot dynamically load executable")
         if not info.has_dynamic:
             return ("fatal", info, "object file has no dynamic section")
+        if info.truncated:
+            return ("fatal", info, f"the file is truncated ({info.truncated}): the loader dies of SIGBUS mapping it")
+        if cfg.isa_level and info.x86_isa_needed and info.x86_isa_needed > cfg.isa_level:
+            # sysdeps/x86/dl-prop.h: checked once mapped
+            return ("fatal", info, f"CPU ISA level is lower than required (x86-64-v{info.x86_isa_needed}, "
+                                   f"this CPU: x86-64-v{cfg.isa_level})")
+        if info.flags_1 & DF_1_PIE:
+            return ("fatal", info, "cannot dynamically load position-independent executable")
         return ("ok", info, None)
 
     def _classify_bad(self, path: str, exc: ElfFormatError) -> tuple:
-        """Map a reader error to what open_verify does with such a file."""
+        """What open_verify does with a file the reader refused (not ELF, truncated, ...)."""
         cfg = self.config
         if exc.kind == "directory":
             return ("fatal", None, "cannot read file data: Is a directory")
@@ -304,19 +382,25 @@ class Resolver:
                 head = fh.read(64)
         except OSError as e:
             return ("absent", None, e.strerror)
-        ehsize = 64 if cfg.elf_class == 64 else 52
-        if len(head) < ehsize:
+        if len(head) < (64 if cfg.elf_class == 64 else 52):     # one read() of the header
             return ("fatal", None, "file too short")
         if head[:4] != b"\x7fELF":
-            return ("fatal", None, exc.reason if "Git LFS" in exc.reason or "ld script" in exc.reason
-                    else "invalid ELF header")
-        if head[4] != (2 if cfg.elf_class == 64 else 1):
-            return ("skip", None, f"wrong ELF class: ELFCLASS{32 if head[4] == 1 else 64}")
-        machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
-        if head[5] == 1 and machine != cfg.machine:
-            return ("skip", None, f"wrong machine ({machine})")
+            return ("fatal", None, exc.reason if exc.reason.startswith("invalid ELF header") else "invalid ELF header")
+        if head[4] in (1, 2) and head[5] in (1, 2):
+            e = "<" if head[5] == 1 else ">"
+            etype, machine, version = struct.unpack_from(e + "HHI", head, 16)
+            phentsize = struct.unpack_from(e + "H", head, 54 if head[4] == 2 else 42)[0]
+            ok_size = phentsize == (56 if head[4] == 2 else 32)
+        else:
+            etype = machine = version = 0
+            ok_size = False
+        bad = header_verdict(head[:16], version, machine, etype, ok_size, cfg)
+        if bad is not None:
+            return (bad[0], None, bad[1])
+        if exc.kind == "truncated" and exc.reason.startswith("program headers"):
+            return ("fatal", None, f"cannot read file data ({exc.reason})")
         if exc.kind == "truncated":
-            return ("fatal", None, f"truncated file ({exc.reason}); the loader fails or crashes (SIGBUS) on it")
+            return ("fatal", None, f"the file is truncated ({exc.reason}): the loader dies of SIGBUS mapping it")
         return ("fatal", None, exc.reason)
 
     # -- search path pieces ------------------------------------------------------------------
@@ -377,6 +461,7 @@ class Resolver:
                 cand = d + sub + name
                 if names is not _ALL and name not in names:
                     tried.append(Candidate(cand, "absent", source))
+                    stop = False             # open() failed with ENOENT
                     continue
                 outcome, info, reason = self.verify(hd + name if hd else name)
                 if outcome == "ok":
@@ -386,8 +471,9 @@ class Resolver:
                     tried.append(Candidate(cand, "fatal", source, reason))
                     return "fatal", cand, reason, None
                 tried.append(Candidate(cand, "skipped" if outcome == "skip" else "absent", source, reason))
-                if outcome == "stop":
-                    stop = True
+                # open_path gives up on this list when, after a directory, errno (set by its last
+                # open) is neither ENOENT nor EACCES
+                stop = outcome == "stop"
             if stop:
                 return "stop", None, None, None
         return "none", None, None, None
@@ -467,10 +553,8 @@ class Resolver:
                 return (st, found_as, x, "system_dir", None, sub, tuple(tried))
         return ("none", None, None, None, None, None, tuple(tried))
 
-    def _cache_flags(self) -> int:
-        cfg = self.config
-        return {62: X86_64_CACHE_FLAGS, 183: 0x0A03, 3: 0x0003, 40: 0x0903, 21: 0x0503,
-                22: 0x0303 if cfg.elf_class == 64 else 0x0003, 243: 0x1103}.get(cfg.machine, 0x0003)
+    def _cache_flags(self) -> Tuple[int, ...]:
+        return self.config.cache_flags
 
     def etc_preload(self) -> Tuple[str, ...]:
         """The names in /etc/ld.so.preload (read once)."""
@@ -526,7 +610,7 @@ class Resolver:
             for e in self.cache.entries:
                 if e.name != name and e.name.startswith(stem) and e.name != stem:
                     add(e.path, f"another version in the ld.so cache: {e.name}")
-                elif e.name == name and e.flags != self._cache_flags():
+                elif e.name == name and e.flags not in self._cache_flags():
                     add(e.path, f"in the ld.so cache for another ABI ({e.description})")
         for d in sorted(searched):
             names = self._list(d + "/" if d != "/" else d)
@@ -566,13 +650,25 @@ class Resolver:
             return os.path.realpath(path)
         try:
             if _S_ISLNK(os.lstat(path).st_mode):
-                return os.path.realpath(path)
+                # libfoo.so.1 -> libfoo.so.1.2.3 in the same directory: resolve the target the same
+                # way (a link chain is short; a loop or a longer target takes realpath's walk)
+                target = os.readlink(path)
+                if "/" in target or target in (".", "..") or self._link_depth > 8:
+                    return os.path.realpath(path)
+                self._link_depth += 1
+                try:
+                    return self._realpath(self._real_dir(head) + "/" + target)
+                finally:
+                    self._link_depth -= 1
         except OSError:
             return os.path.realpath(path)
+        return self._real_dir(head) + "/" + base
+
+    def _real_dir(self, head: str) -> str:
         real_head = self._realdirs.get(head)
         if real_head is None:
             real_head = self._realdirs[head] = os.path.realpath(head)
-        return real_head + "/" + base if real_head != "/" else "/" + base
+        return real_head if real_head != "/" else ""
 
     # -- the namespace ------------------------------------------------------------------------
     def new_object(self, info: ElfInfo, found_as: str, host_path: str, loader: Optional[_Obj], depth: int,
@@ -591,6 +687,36 @@ class Resolver:
                 origin = os.path.dirname(tf) or "/"
             meta = self._objmeta[key] = (real, origin)
         return _Obj(info, found_as, meta[0], meta[1], loader, depth, via)
+
+
+def header_verdict(ident: bytes, e_version: int, machine: int, etype: int, phentsize_ok: bool,
+                   cfg: LoaderConfig) -> Optional[Tuple[str, str]]:
+    """("skip" or "fatal", the loader's words) for an ELF header ``open_verify`` refuses,
+    checked in its order (glibc 2.36 elf/dl-load.c); None for one it takes."""
+    if ident[4:5] != (b"\x02" if cfg.elf_class == 64 else b"\x01"):
+        cls = {1: "ELFCLASS32", 2: "ELFCLASS64"}.get(ident[4], f"class {ident[4]}")
+        return ("skip", f"wrong ELF class: {cls}")
+    if ident[5] != 1:                                   # every modelled loader is little-endian
+        return ("fatal", "ELF file data encoding not little-endian")
+    if ident[6] != 1:
+        return ("fatal", "ELF file version ident does not match current one")
+    osabi, abiversion = ident[7], ident[8]
+    if osabi not in (0, 3):                             # ELFOSABI_SYSV, ELFOSABI_GNU
+        return ("fatal", "ELF file OS ABI invalid")
+    if abiversion and not (osabi == 3 and abiversion < 4):     # LIBC_ABI_MAX is 4 in 2.36
+        return ("fatal", "ELF file ABI version invalid")
+    if any(ident[9:16]):
+        return ("fatal", "nonzero padding in e_ident")
+    if e_version != 1:
+        return ("fatal", "ELF file version does not match current one")
+    if machine != cfg.machine:
+        from mltools.elf.machines import machine_name
+        return ("skip", f"wrong machine: {machine_name(machine)}")
+    if etype not in (ET_DYN, ET_EXEC):
+        return ("fatal", "only ET_DYN and ET_EXEC can be loaded")
+    if not phentsize_ok:
+        return ("fatal", "ELF file's phentsize not the expected size")
+    return None
 
 
 class _Order(list):
@@ -647,6 +773,18 @@ class _Namespace:
         return o
 
 
+def check_loadable(info: ElfInfo, path: str) -> None:
+    """InputError unless ``info`` is something ld.so can start or load (it has a dynamic section)."""
+    if info.has_dynamic:
+        if info.truncated:
+            raise InputError(f"{path}: {info.truncated}")
+        return
+    if info.dynamic_size == 0:
+        raise InputError(f"{path}: PT_DYNAMIC is empty (a separate debug-info file?): the loader refuses it "
+                         "(object file has no dynamic section)")
+    raise InputError(f"{path}: not a dynamic executable or shared object (no PT_DYNAMIC)")
+
+
 def _env_dirs(resolver: Resolver, env: Mapping[str, str], main: _Obj) -> Tuple[str, ...]:
     llp = env.get("LD_LIBRARY_PATH")
     if not llp:
@@ -672,7 +810,7 @@ def _preload_names(env: Mapping[str, str], preload: Sequence[str], resolver: Res
 def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload: Sequence[str] = (),
                  main: Optional[str] = None, loaded: Sequence[str] = (), root: Optional[str] = None,
                  hwcaps_mask: Optional[Sequence[str]] = None, cwd: Optional[str] = None,
-                 use_etc_preload: bool = True, resolver: Optional[Resolver] = None) -> DepTree:
+                 use_etc_preload: bool = True, resolver: Optional[Resolver] = None, shared: bool = False) -> DepTree:
     """The libraries the loader maps for ``path``, in its order, each with where and why.
 
     ``path`` is the program (or library) to resolve. By default it is the main
@@ -687,9 +825,22 @@ def resolve_tree(path: str, *, env: Optional[Mapping[str, str]] = None, preload:
     caller's environment). ``resolver`` shares caches across calls (its root
     and hwcaps mask win over the arguments). Raises InputError/ElfFormatError
     when ``path`` itself cannot be read.
+
+    ``shared``: when ``path`` resolves as an earlier program did (same NEEDED,
+    search paths and flags: the resolver's memo), return that tree itself, with
+    :data:`ROOT_PLACEHOLDER` as its root, instead of a copy naming ``path``
+    (for writers of many trees, which put the root in the text).
     """
     r = resolver or Resolver(root=root, hwcaps_mask=hwcaps_mask)
-    return _Walk(r, path, dict(env or {}), cwd or os.getcwd()).run(
+    first = main or path
+    host_p, _target = r.locate_input(first)
+    info = read_elf(host_p, truncated_ok=True, notes=False)      # InputError / ElfFormatError name the problem
+    check_loadable(info, first)
+    r = r.for_object(info, first)
+    walk = _Walk(r, path, dict(env or {}), cwd or os.getcwd())
+    walk.read_first = (first, host_p, info)          # read once: it picked the loader, it starts the walk
+    walk.shared = shared
+    return walk.run(
         main=main, preload=preload, loaded=loaded, use_etc_preload=use_etc_preload)
 
 
@@ -733,30 +884,28 @@ class _Walk:
         self.tree_depth: Dict[int, int] = {}     # breadth-first level within the root's traversal
         self.main_obj: Optional[_Obj] = None
         self.root_obj: Optional[_Obj] = None
+        self.interp_missing: Optional[_Obj] = None
         self.interp_obj: Optional[_Obj] = None
         self.interp_path: Optional[str] = None
+        self.interp_verdict: tuple = ("absent", None, None)
+        self.read_first: Optional[tuple] = None      # (path, host path, ElfInfo) already read
+        self.shared = False
         self.env_dirs: Tuple[str, ...] = ()
         self.preload_names: List[Tuple[str, str]] = []
 
     def load_root(self, p: str, kind: str) -> _Obj:
         r = self.r
-        found_as = p
-        host_p = p
-        prefix = r.sysroot_prefix
-        if prefix:
-            # FILE may be given as the target sees it (/usr/bin/x) or as a host path inside the root
-            ap = os.path.abspath(p)
-            if ap.startswith(prefix + "/") and os.path.exists(ap):
-                host_p, found_as = ap, ap[len(prefix):]
-            else:
-                host_p, found_as = r.host(ap), ap
-        info = read_elf(host_p)      # InputError / ElfFormatError name the problem
-        if not info.has_dynamic:
-            raise InputError(f"{p}: not a dynamic executable or shared object (no PT_DYNAMIC)")
-        if info.elf_class != r.config.elf_class or info.machine != r.config.machine:
-            want = MACHINE_NAMES.get(r.config.machine, str(r.config.machine))
-            raise UsageError(f"{p}: ELF{info.elf_class} {info.machine_name}, but the loader here loads "
-                             f"ELF{r.config.elf_class} {want} objects only")
+        host_p, found_as = r.locate_input(p)
+        if self.read_first is not None and self.read_first[:2] == (p, host_p):
+            info = self.read_first[2]
+        else:
+            info = read_elf(host_p, truncated_ok=True, notes=False)
+            check_loadable(info, p)
+        if not r.config.accepts(info.elf_class, info.machine):
+            from mltools.elf.machines import machine_name
+            raise UsageError(f"{p} is ELF{info.elf_class} {info.machine_name}, but the loader of this process "
+                             f"({r.config.interpreter}) loads ELF{r.config.elf_class} "
+                             f"{machine_name(r.config.machine)} objects only")
         exe = kind == "main" and info.interp is not None
         obj = r.new_object(info, found_as, host_p, None, 0, None, self.cwd, is_exe_origin=exe)
         obj.kind = kind
@@ -836,6 +985,8 @@ class _Walk:
             who = (obj.ident() if obj is not self.root_obj else self.path) if record else None
             level = tree_depth.get(id(obj), 0) + 1
             for name in obj.info.needed:
+                if not name and record:
+                    self.empty_needed(obj)
                 dep = by_name.get(name)              # already loaded: reused, nothing searched
                 if dep is None:
                     dep = map_name(name, obj, obj.depth + 1, traversal)
@@ -856,6 +1007,14 @@ class _Walk:
                     traversal.append(dep)        # an _Order: appends once
                     queue.append(dep)
 
+    def empty_needed(self, obj: _Obj) -> None:
+        who = obj.ident() if obj is not self.root_obj else self.path
+        self.findings.append(Finding(
+            "EMPTY_NEEDED", Severity.WARNING,
+            f"{who} has an empty DT_NEEDED name: the loader matches it to the main program and loads nothing "
+            "(the file is corrupt or was edited)",
+            fix="rebuild the object, or remove the entry (patchelf --remove-needed '')", details={"object": who}))
+
     def check_order(self, name: str, requester: _Obj, dep: _Obj) -> None:
         """LOAD_ORDER_DEPENDENT when ``requester``'s own search path would not find ``dep``."""
         st = self.r.search(name, requester, self.main_obj, self.env_dirs, self.cwd)
@@ -869,22 +1028,18 @@ class _Walk:
                 details={"requester": requester.ident(), "name": name, "provider": dep.real}))
 
     def start_process(self, main: str, preload: Sequence[str], use_etc_preload: bool) -> None:
-        """Map the main program, its interpreter and the preloads (not yet their dependencies)."""
+        """Map the main program; find its interpreter (mapped by ``map_interpreter``) and the
+        names to preload (mapped by ``map_preloads``)."""
         r, ns, cwd, env, findings = self.r, self.ns, self.cwd, self.env, self.findings
         main_obj = self.main_obj = self.load_root(main, "main")
         main_obj.is_main = True
         ns.add(main_obj)
+        # The main program's link-map name is "" (rtld.c), so an empty DT_NEEDED
+        # matches it: nothing is searched and nothing is loaded.
+        ns.by_name.setdefault("", main_obj)
 
-        # the program interpreter is in the namespace from the start
-        interp_path = main_obj.info.interp or r.config.interpreter
-        self.interp_path = interp_path
-        host_interp = r.host(interp_path)
-        outcome, iinfo, _reason = r.verify(host_interp)
-        if outcome == "ok":
-            interp_obj = self.interp_obj = r.new_object(iinfo, interp_path, host_interp, None, 0, "interpreter", cwd)
-            interp_obj.kind = "interpreter"
-            interp_obj.names.append(interp_path)
-            ns.add(interp_obj)
+        self.interp_path = main_obj.info.interp or r.config.interpreter
+        self.interp_verdict = r.verify(r.host(self.interp_path))
         self.env_dirs = _env_dirs(r, env, main_obj)
         for el in (env.get("LD_LIBRARY_PATH") or "").replace(";", ":").split(":") if env.get("LD_LIBRARY_PATH") else ():
             if el == "":
@@ -894,6 +1049,17 @@ class _Walk:
                                         details={"variable": "LD_LIBRARY_PATH"}))
                 break
         self.preload_names = _preload_names(env, preload, r, use_etc_preload)
+
+    def map_interpreter(self) -> None:
+        """The program interpreter is in the namespace from the start (when it is there)."""
+        outcome, iinfo, _reason = self.interp_verdict
+        if outcome == "ok":
+            r = self.r
+            interp_obj = self.interp_obj = r.new_object(iinfo, self.interp_path, r.host(self.interp_path), None, 0,
+                                                        "interpreter", self.cwd)
+            interp_obj.kind = "interpreter"
+            interp_obj.names.append(self.interp_path)
+            self.ns.add(interp_obj)
 
     def map_preloads(self) -> List[_Obj]:
         """The preloads, searched with the main program as the loader, in order."""
@@ -958,9 +1124,8 @@ class _Walk:
         root_is_main = main is None
         self.start_process(path if root_is_main else main, preload, use_etc_preload)
         main_obj, interp_path, env_dirs = self.main_obj, self.interp_path, self.env_dirs
-        interp_obj = self.interp_obj
+        _reason = self.interp_verdict[2]
         self.root_obj = main_obj if root_is_main else None
-        preload_names = self.preload_names
 
         # Programs with the same NEEDED list, search paths and flags get the same
         # tree (many of /usr/bin need only libc.so.6): reuse it, renaming the root.
@@ -968,11 +1133,13 @@ class _Walk:
         if root_is_main and not findings:
             mi = main_obj.info
             memo_key = (mi.needed, r.rpath_dirs(main_obj), r.runpath_dirs(main_obj), mi.nodeflib, mi.soname,
-                        interp_path, env_dirs, tuple(preload_names), cwd)
+                        interp_path, env_dirs, tuple(self.preload_names), cwd)
             hit = r.memoized_tree(memo_key)
             if hit is not None:
-                return _from_template(hit, path)
+                return hit if self.shared else _from_template(hit, path)
 
+        self.map_interpreter()
+        interp_obj = self.interp_obj
         pre_objs = self.map_preloads()
         if root_is_main:
             root_obj = main_obj
@@ -984,6 +1151,21 @@ class _Walk:
             order = _Order()
             self.bfs([root_obj], order, True)
 
+        if root_is_main and interp_obj is None and main_obj.info.interp:
+            # the kernel cannot start the program: its interpreter is not there
+            gone = _Obj(None, interp_path, None, None, None, 1, None, kind="missing")
+            gone.names.append(interp_path)
+            gone.needed_by.append(path)
+            gone.tried = (Candidate(interp_path, "absent", "interpreter", _reason),)
+            self.interp_missing = gone
+            order.append(gone)
+        elif not r.config.interpreter_found and self.interp_missing is None and root_is_main:
+            # a library of an ABI this machine has no loader for: nothing here can load it
+            findings.append(Finding(
+                "INTERPRETER_MISSING", Severity.ERROR,
+                f"{path} is an {r.config.abi} object and there is no {r.config.abi} loader here "
+                f"({r.config.interpreter}): nothing on this machine can load it",
+                fix=_no_loader_fix(r), details={"interpreter": r.config.interpreter, "abi": r.config.abi}))
         # The interpreter is always mapped, but ld.so keeps it in the list of
         # objects (and ldd shows it) only when some DT_NEEDED names it (rtld.c).
         libs = self.libraries(order, root_obj)
@@ -992,8 +1174,9 @@ class _Walk:
             findings.append(Finding("RPATH_IGNORED", Severity.INFO,
                                     f"{path} has both DT_RPATH and DT_RUNPATH: the loader ignores its RPATH",
                                     details={"rpath": rinfo.rpath, "runpath": rinfo.runpath}))
-        if (root_is_main and rinfo is not None and rinfo.interp and os.path.islink(r.host(os.path.abspath(path)))
-                and "$ORIGIN" in ((rinfo.rpath or "") + (rinfo.runpath or "")).replace("${ORIGIN}", "$ORIGIN")):
+        if (root_is_main and rinfo is not None and rinfo.interp
+                and "$ORIGIN" in ((rinfo.rpath or "") + (rinfo.runpath or "")).replace("${ORIGIN}", "$ORIGIN")
+                and os.path.islink(r.host(os.path.abspath(path)))):
             findings.append(Finding(
                 "ORIGIN_OF_SYMLINKED_PROGRAM", Severity.INFO,
                 f"{path} is a symlink: $ORIGIN is the directory of its realpath ({main_obj.origin}), which is what "
@@ -1013,6 +1196,7 @@ class _Walk:
     def run_dlopen(self, name: str, *, main: str, loaded: Sequence[str], use_etc_preload: bool) -> DepTree:
         """``dlopen(name)`` called from ``self.path`` (already loaded) in a process of ``main`` + ``loaded``."""
         self.start_process(main, (), use_etc_preload)
+        self.map_interpreter()
         self.load_context(self.map_preloads(), loaded)
         caller = self.root_obj = self.dlopen_root(self.path)
         if not caller.context:            # the caller's own NEEDED tree is mapped before it runs
@@ -1048,15 +1232,23 @@ class _Walk:
                 continue
             lib = _library(o, r, self.tree_depth.get(id(o), o.depth), (root_obj, path))
             libs.append(lib)
-            if o.kind == "missing":
+            if o is self.interp_missing:
+                findings.append(Finding(
+                    "INTERPRETER_MISSING", Severity.ERROR,
+                    f"{path} cannot start: its program interpreter {o.found_as} is not there "
+                    f"({o.tried[0].reason or 'no such file'})",
+                    fix=_no_loader_fix(r),
+                    details={"interpreter": o.found_as, "abi": r.config.abi}))
+            elif o.kind == "missing":
                 findings.append(Finding(
                     "MISSING", Severity.ERROR,
                     f"{lib.soname} not found (needed by {', '.join(lib.needed_by) or path})",
-                    fix=_missing_fix(lib), details={"soname": lib.soname, "tried": len(lib.tried)}))
+                    fix=_missing_fix(lib) if r.config.interpreter_found else _no_loader_fix(r),
+                    details={"soname": lib.soname, "tried": len(lib.tried)}))
             elif o.kind == "fatal":
                 findings.append(Finding(
                     "FATAL_CANDIDATE", Severity.ERROR,
-                    f"{lib.soname}: the loader stops at {o.found_as}: {o.error}",
+                    f"{lib.soname}: the loader fails on {o.found_as}: {o.error} (it does not search further)",
                     fix="remove or replace that file (a Git LFS pointer needs `git lfs pull`)",
                     details={"soname": lib.soname, "path": o.found_as, "error": o.error}))
             elif lib.hwcaps_subdir and lib.hwcaps_subdir.startswith("glibc-hwcaps/"):
@@ -1078,13 +1270,13 @@ class _Walk:
 ROOT_PLACEHOLDER = "\0root\0"
 
 
-def template_of(lib: Library) -> Optional[Library]:
-    """The memoized library ``lib`` was copied from for another root, if it was."""
-    return lib.__dict__.get("_template")
+def template_of(obj):
+    """The memoized library (or tree) ``obj`` was copied from for another root, if it was."""
+    return obj.__dict__.get("_template")
 
 
 def _copy(obj, **changes):
-    """dataclasses.replace without re-running __init__ (the values are already checked)."""
+    """replace() without re-running __init__ (the values are already checked)."""
     new = object.__new__(type(obj))
     new.__dict__.update(obj.__dict__)
     new.__dict__.update(changes)
@@ -1109,7 +1301,9 @@ def _from_template(tmpl: DepTree, path: str) -> DepTree:
         if new is not lib:
             new.__dict__["_template"] = lib     # not a field: lets TreeJsonWriter encode lib once
         libs.append(new)
-    return _copy(tmpl, root=path, libraries=tuple(libs))
+    tree = _copy(tmpl, root=path, libraries=tuple(libs))
+    tree.__dict__["_template"] = tmpl          # lets a batch render the shared tree once
+    return tree
 
 
 def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Library:
@@ -1121,7 +1315,7 @@ def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Libra
             for c in o.tried:
                 searched_dirs.add(os.path.dirname(r.host(c.path) if c.path.startswith("/") else c.path))
             nodeflib = bool(o.loader is not None and o.loader.info is not None and o.loader.info.nodeflib)
-            near = r.near_misses(name, searched_dirs, nodeflib)
+            near = r.near_misses(name, searched_dirs, nodeflib) if "/" not in name else ()
         else:
             near = ()
         return Library(soname=name, path=o.real if o.kind == "fatal" else None,
@@ -1143,6 +1337,14 @@ def _ident(o: Optional[_Obj], root_ident) -> Optional[str]:
     if o is None:
         return None
     return root_ident[1] if o is root_ident[0] else o.ident()
+
+
+def _no_loader_fix(r: Resolver) -> str:
+    cfg = r.config
+    if r.sysroot_prefix:
+        return f"the sysroot {cfg.root} has no {cfg.interpreter}: install its C library there"
+    return (f"install the {cfg.abi} C library (the package that provides {cfg.interpreter}), or resolve it "
+            f"inside an {cfg.abi} sysroot with --root")
 
 
 def _missing_fix(lib: Library) -> str:

@@ -18,11 +18,14 @@ import errno as _errno
 import mmap
 import os
 import struct
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
 
+from mltools._record import record
 from mltools.elf.files import ELFMAG, is_linker_script
 from mltools.errors import InputError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, List, Optional, Tuple
 
 __all__ = [
     "ElfFormatError", "ElfInfo", "DynamicSymbol", "VersionNeed", "VersionDef",
@@ -52,13 +55,19 @@ DF_1_NOW, DF_1_GLOBAL, DF_1_NODELETE, DF_1_ORIGIN, DF_1_NODEFLIB, DF_1_PIE = (
     0x1, 0x2, 0x8, 0x80, 0x800, 0x08000000)
 
 NT_GNU_ABI_TAG, NT_GNU_BUILD_ID, NT_GNU_PROPERTY_TYPE_0 = 1, 3, 5
+SHT_STRTAB, SHT_NOTE, SHT_DYNSYM = 3, 7, 11
+SHT_GNU_VERDEF, SHT_GNU_VERNEED, SHT_GNU_VERSYM = 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
+DT_REL, DT_RELSZ, DT_RELENT, DT_RELA, DT_RELASZ, DT_RELAENT = 17, 18, 19, 7, 8, 9
+DT_PLTRELSZ, DT_PLTREL, DT_JMPREL = 2, 20, 23
 GNU_PROPERTY_X86_ISA_1_NEEDED = 0xC0008002
 GNU_PROPERTY_X86_FEATURE_1_AND = 0xC0000002
 
+# Short names for messages; readelf's full names are in mltools.elf.machines.
 MACHINE_NAMES = {
-    0: "none", 3: "i386", 8: "mips", 20: "ppc", 21: "ppc64", 22: "s390", 40: "arm",
-    42: "superh", 43: "sparcv9", 50: "ia64", 62: "x86-64", 183: "aarch64", 243: "riscv",
-    247: "bpf", 258: "loongarch",
+    0: "none", 2: "sparc", 3: "i386", 4: "m68k", 8: "mips", 15: "hppa", 18: "sparc32plus", 20: "ppc",
+    21: "ppc64", 22: "s390", 40: "arm", 42: "superh", 43: "sparcv9", 50: "ia64", 62: "x86-64",
+    183: "aarch64", 190: "cuda", 224: "amdgpu", 243: "riscv", 247: "bpf", 258: "loongarch",
+    0x9026: "alpha",
 }
 TYPE_NAMES = {0: "none", 1: "relocatable", 2: "executable", 3: "shared object", 4: "core"}
 _DF_NAMES = [(DF_ORIGIN, "ORIGIN"), (DF_SYMBOLIC, "SYMBOLIC"), (DF_TEXTREL, "TEXTREL"),
@@ -105,7 +114,7 @@ class ElfFormatError(InputError):
         self.errno = errno
 
 
-@dataclass(frozen=True)
+@record
 class ElfInfo:
     """What the loader needs to know about one ELF file (cheap to compute)."""
     path: str
@@ -129,10 +138,20 @@ class ElfInfo:
     abi_note_os: Optional[int] = None     # NT_GNU_ABI_TAG OS (0 = Linux), if present
     abi_note_kernel: Optional[Tuple[int, int, int]] = None
     x86_isa_needed: Optional[int] = None  # GNU_PROPERTY_X86_ISA_1_NEEDED as a level (1..4)
+    e_flags: int = 0
+    dynamic_size: Optional[int] = None    # PT_DYNAMIC's p_filesz; None without PT_DYNAMIC
+    ident: bytes = b""                    # e_ident (16 bytes)
+    e_version: int = 1
+    truncated: Optional[str] = None       # read with truncated_ok: why PT_LOAD runs past the end
 
     @property
     def machine_name(self) -> str:
-        return MACHINE_NAMES.get(self.machine, f"machine {self.machine}")
+        """A short name (x86-64, i386, aarch64...), else readelf's."""
+        name = MACHINE_NAMES.get(self.machine)
+        if name is None:
+            from mltools.elf.machines import machine_name
+            name = machine_name(self.machine)
+        return name
 
     @property
     def type_name(self) -> str:
@@ -143,7 +162,7 @@ class ElfInfo:
         return bool(self.flags_1 & DF_1_NODEFLIB)
 
 
-@dataclass(frozen=True)
+@record
 class DynamicSymbol:
     name: str
     version: Optional[str]        # GLIBC_2.34, or None when unversioned
@@ -164,14 +183,14 @@ class DynamicSymbol:
         return f"{self.name}{sep}{self.version}"
 
 
-@dataclass(frozen=True)
+@record
 class VersionNeed:
     file: str                     # vn_file: a DT_NEEDED name
     versions: Tuple[str, ...]
     weak: Tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class VersionDef:
     name: str
     index: int
@@ -179,11 +198,12 @@ class VersionDef:
     parents: Tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class ElfSymbols:
     symbols: Tuple[DynamicSymbol, ...]
     version_needs: Tuple[VersionNeed, ...]
     version_defs: Tuple[VersionDef, ...]
+    from_sections: Tuple[str, ...] = ()    # what came from section headers: symbols, version_needs, ...
 
     @property
     def defined(self) -> Tuple[DynamicSymbol, ...]:
@@ -194,7 +214,7 @@ class ElfSymbols:
         return tuple(s for s in self.symbols if not s.defined)
 
 
-@dataclass(frozen=True)
+@record
 class ElfNotes:
     build_id: Optional[str] = None
     abi_tag: Optional[str] = None           # "Linux 3.2.0"
@@ -203,6 +223,7 @@ class ElfNotes:
     gnu_stack: Optional[str] = None          # "RW" or "RWX" (executable stack)
     relro: bool = False
     tls_memsz: Optional[int] = None
+    from_sections: Tuple[str, ...] = ()     # build_id, notes: read from SHT_NOTE sections
 
 
 _STB = {0: "LOCAL", 1: "GLOBAL", 2: "WEAK", 10: "GNU_UNIQUE"}
@@ -213,12 +234,15 @@ _STT = {0: "NOTYPE", 1: "OBJECT", 2: "FUNC", 3: "SECTION", 4: "FILE", 5: "COMMON
 class _Image:
     """An opened, bounds-checked view of one ELF file."""
 
-    __slots__ = ("path", "buf", "size", "e", "cls", "le", "ehdr", "phdrs", "loads", "dyn", "_st")
+    __slots__ = ("path", "buf", "fd", "size", "e", "cls", "le", "ehdr", "phdrs", "loads", "overrun", "_st")
 
-    def __init__(self, path: str, buf, st: os.stat_result):
+    def __init__(self, path: str, buf, st: os.stat_result, strict: bool = True, fd: Optional[int] = None):
+        """``buf`` is the whole file (mmap), or with ``fd`` its first bytes, the rest read on demand."""
         self.path = path
+        self.overrun: Optional[str] = None      # why a PT_LOAD runs past the end (strict=False)
         self.buf = buf
-        self.size = len(buf)
+        self.fd = fd
+        self.size = len(buf) if fd is None else st.st_size
         self._st = st
         ident = bytes(buf[:16])
         if len(ident) < 4 or ident[:4] != ELFMAG:
@@ -252,20 +276,22 @@ class _Image:
                                      f"program headers end at byte {end}, past the end of the file "
                                      f"({self.size} bytes): truncated")
             pfmt = self.e + ("IIQQQQQQ" if self.cls == 64 else "IIIIIIII")
+            table = self.read(phoff, end - phoff)
             if phentsize == want_phent:     # the usual layout: one call for the whole table
-                raw = struct.iter_unpack(pfmt, buf[phoff:end])
+                raw = struct.iter_unpack(pfmt, table)
             else:
-                raw = (struct.unpack_from(pfmt, buf, phoff + i * phentsize) for i in range(phnum))
+                raw = (struct.unpack_from(pfmt, table, i * phentsize) for i in range(phnum))
             for p in raw:
                 if self.cls == 32:   # p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags, p_align
                     p = (p[0], p[6], p[1], p[2], p[3], p[4], p[5], p[7])
                 # normalized: type, flags, offset, vaddr, paddr, filesz, memsz, align
                 self.phdrs.append(p)
                 if p[0] == PT_LOAD:
-                    if p[2] + p[5] > self.size:
-                        raise ElfFormatError(path, "truncated",
-                                             f"a PT_LOAD segment ends at byte {p[2] + p[5]}, past the end "
-                                             f"of the file ({self.size} bytes): truncated")
+                    if p[2] + p[5] > self.size and self.overrun is None:
+                        self.overrun = (f"a PT_LOAD segment ends at byte {p[2] + p[5]}, past the end "
+                                        f"of the file ({self.size} bytes): truncated")
+                        if strict:
+                            raise ElfFormatError(path, "truncated", self.overrun)
                     self.loads.append(p)
 
     def _xnum_phnum(self) -> int:
@@ -276,7 +302,47 @@ class _Image:
             off, fmt = shoff + 28, self.e + "I"
         if shoff == 0 or off + 4 > self.size:
             raise ElfFormatError(self.path, "corrupt", "e_phnum is PN_XNUM but section 0 is missing")
-        return struct.unpack_from(fmt, self.buf, off)[0]
+        return struct.unpack_from(fmt, self.read(off, 4))[0]
+
+    def sections(self) -> List[tuple]:
+        """(name, type, addr, offset, size, link, info, entsize, addralign) of every section, [] without a
+        usable section header table (stripped of it, or corrupt: the loader never needs it)."""
+        shoff, shentsize, shnum, shstrndx = self.ehdr[5], self.ehdr[10], self.ehdr[11], self.ehdr[12]
+        want = 64 if self.cls == 64 else 40
+        if not shoff or shentsize < want or shoff >= self.size:
+            return []
+        if shnum == 0:                       # SHN_UNDEF: the count is in section 0's sh_size
+            shnum = self._section0()[5]
+        if shnum > 65536 * 16 or shoff + shnum * shentsize > self.size:
+            return []
+        fmt = self.e + ("IIQQQQIIQQ" if self.cls == 64 else "IIIIIIIIII")
+        table = self.read(shoff, shnum * shentsize)
+        raw = [struct.unpack_from(fmt, table, i * shentsize) for i in range(shnum)]
+        if shstrndx == 0xFFFF:               # SHN_XINDEX: in section 0's sh_link
+            shstrndx = raw[0][6] if raw else 0
+        names = b""
+        if 0 < shstrndx < len(raw) and raw[shstrndx][4] < self.size:
+            names = self.read(raw[shstrndx][4], min(raw[shstrndx][5], self.size - raw[shstrndx][4]))
+        out = []
+        for r in raw:
+            name = ""
+            if r[0] < len(names):
+                end = names.find(b"\0", r[0])
+                if end >= 0:
+                    name = names[r[0]:end].decode("utf-8", "replace")
+            out.append((name, r[1], r[3], r[4], r[5], r[6], r[7], r[9], r[8]))
+        return out
+
+    def _section0(self) -> tuple:
+        fmt = self.e + ("IIQQQQIIQQ" if self.cls == 64 else "IIIIIIIIII")
+        return struct.unpack_from(fmt, self.read(self.ehdr[5], 64 if self.cls == 64 else 40))
+
+    def read(self, off: int, size: int) -> bytes:
+        """``size`` bytes at ``off`` (fewer at the end of the file)."""
+        buf = self.buf
+        if self.fd is None or off + size <= len(buf):
+            return bytes(buf[off:off + size])
+        return os.pread(self.fd, size, off)
 
     # vaddr -> file offset through the PT_LOAD segments
     def offset_of(self, vaddr: int, what: str) -> int:
@@ -299,16 +365,17 @@ class _Image:
             return []
         p = dyn[0]
         off, size = p[2], p[5]
+        if size == 0:
+            return []
         if off + size > self.size:
             raise ElfFormatError(self.path, "truncated", "PT_DYNAMIC lies past the end of the file: truncated")
         entsize = 16 if self.cls == 64 else 8
-        fmt = self.e + ("qQ" if self.cls == 64 else "iI")
-        out = []
-        for tag, val in struct.iter_unpack(fmt, self.buf[off:off + size - size % entsize]):
-            if tag == DT_NULL:
-                break
-            out.append((tag, val))
-        return out
+        n = size // entsize
+        flat = struct.unpack(f"{self.e}{n * ('qQ' if self.cls == 64 else 'iI')}", self.read(off, n * entsize))
+        tags = flat[0::2]
+        if DT_NULL in tags:
+            n = tags.index(DT_NULL)
+        return list(zip(tags[:n], flat[1:2 * n:2]))
 
     def strtab(self, dyn) -> Tuple[int, int]:
         """(file offset, end offset) of the dynamic string table."""
@@ -338,8 +405,10 @@ def _not_elf_reason(ident: bytes, buf) -> str:
     return "invalid ELF header (not an ELF file)"
 
 
-def _open(path: str):
-    """mmap the file; returns (buffer, stat). Raises ElfFormatError / InputError."""
+def _open(path: str, mapped: bool = True):
+    """(buffer, stat, fd): the file mapped (fd None), or its first 8 KiB and the open fd
+    (``mapped=False``: a few preads cost less than setting up and tearing down a mapping).
+    Raises ElfFormatError / InputError."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except IsADirectoryError:
@@ -357,49 +426,76 @@ def _open(path: str):
             raise ElfFormatError(path, "unreadable", "not a regular file")
         if st.st_size == 0:
             raise ElfFormatError(path, "empty", "file too short: empty file")
+        if not mapped:
+            try:
+                head = os.pread(fd, 8192, 0)
+            except OSError as exc:
+                raise ElfFormatError(path, "unreadable", f"cannot read: {exc.strerror}", exc.errno) from None
+            keep, fd = fd, -1
+            return head, st, keep
         try:
             buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as exc:
             raise ElfFormatError(path, "unreadable", f"cannot map the file: {exc}") from None
-        return buf, st
+        return buf, st, None
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
-def _parse(path: str, parse):
-    """Map ``path`` and run ``parse(image)``; any malformed structure becomes ElfFormatError."""
-    buf, st = _open(path)
+def _parse(path: str, parse, strict: bool = True, mapped: bool = True):
+    """Open ``path`` and run ``parse(image)``; any malformed structure becomes ElfFormatError.
+    ``strict=False`` reads a file whose PT_LOAD segments run past its end (a separate debug
+    file, or a truncated one): ``image.overrun`` says so. ``mapped=False`` reads it with
+    pread (the headers and dynamic section only: read_elf)."""
+    buf, st, fd = _open(path, mapped)
     try:
-        return parse(_Image(path, buf, st))
+        return parse(_Image(path, buf, st, strict, fd))
     except ElfFormatError:
         raise
     except (struct.error, IndexError, ValueError, OverflowError) as exc:
         raise ElfFormatError(path, "corrupt", f"corrupt ELF file ({exc})") from None
+    except OSError as exc:
+        raise ElfFormatError(path, "unreadable", f"cannot read: {exc.strerror}", exc.errno) from None
     finally:
-        buf.close()
+        if fd is None:
+            buf.close()
+        else:
+            os.close(fd)
 
 
-def read_elf(path: str) -> ElfInfo:
+def read_elf(path: str, *, truncated_ok: bool = False, notes: bool = True) -> ElfInfo:
     """Read the header, PT_INTERP and PT_DYNAMIC of ``path``.
 
-    Raises :class:`ElfFormatError` for a file that is not ELF, truncated or corrupt.
+    Raises :class:`ElfFormatError` for a file that is not ELF, truncated or corrupt;
+    with ``truncated_ok``, a file whose PT_LOAD segments run past its end is read and
+    ``ElfInfo.truncated`` says why. ``notes=False`` leaves the ABI tag and x86 ISA
+    level out (None): the loader checks them on the libraries it opens, not on the
+    program the kernel started.
     """
-    return _parse(path, _read_info)
+    return _parse(path, _read_info if notes else _read_info_without_notes, not truncated_ok, mapped=False)
 
 
-def _read_info(img: _Image) -> ElfInfo:
+def _read_info_without_notes(img: _Image) -> ElfInfo:
+    return _read_info(img, False)
+
+
+def _read_info(img: _Image, notes: bool = True) -> ElfInfo:
     buf = img.buf
-    (etype, machine, _version, _entry, _phoff, _shoff, _flags, _ehsize,
+    (etype, machine, e_version, _entry, _phoff, _shoff, e_flags, _ehsize,
      phentsize, _phnum, _shentsize, _shnum, _shstrndx) = img.ehdr
     interp = None
+    dynamic_size = None
     abi_os = abi_kernel = isa_needed = None
     for p in img.phdrs:
         if p[0] == PT_INTERP:
             off, size = p[2], p[5]
-            if off + size > img.size:
+            if size and off + size > img.size:
                 raise ElfFormatError(img.path, "truncated", "PT_INTERP lies past the end of the file: truncated")
-            interp = bytes(buf[off:off + size]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        elif p[0] == PT_NOTE and p[5] >= 16 and p[7] >= 4:
+            interp = img.read(off, size).split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if size else ""
+        elif p[0] == PT_DYNAMIC and dynamic_size is None:
+            dynamic_size = p[5]
+        elif p[0] == PT_NOTE and notes and p[5] >= 16 and p[7] >= 4:
             for ntype, name, desc in _iter_notes(img, p):
                 if name != b"GNU":
                     continue
@@ -413,12 +509,13 @@ def _read_info(img: _Image) -> ElfInfo:
     soname = rpath = runpath = None
     flags = flags_1 = 0
     if dyn:
-        str_off, str_end = None, None
+        strings = None
         for tag, val in dyn:
             if tag in (DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH):
-                if str_off is None:
+                if strings is None:
                     str_off, str_end = img.strtab(dyn)
-                s = img.cstr(str_off + val, str_end)
+                    strings = img.read(str_off, str_end - str_off)
+                s = _table_string(img, strings, val)
                 if tag == DT_NEEDED:
                     needed.append(s)
                 elif tag == DT_SONAME:
@@ -435,14 +532,25 @@ def _read_info(img: _Image) -> ElfInfo:
         path=img.path, size=img.size, file_id=(img._st.st_dev, img._st.st_ino),
         elf_class=img.cls, little_endian=img.le, osabi=buf[7], abiversion=buf[8],
         machine=machine, type=etype, phentsize_ok=phentsize == (56 if img.cls == 64 else 32),
-        interp=interp, has_dynamic=bool(dyn), needed=tuple(needed), soname=soname,
+        interp=interp, has_dynamic=bool(dynamic_size), needed=tuple(needed), soname=soname,
         rpath=rpath, runpath=runpath, flags=flags, flags_1=flags_1,
         abi_note_os=abi_os, abi_note_kernel=abi_kernel, x86_isa_needed=isa_needed,
+        e_flags=e_flags, dynamic_size=dynamic_size, ident=bytes(buf[:16]), e_version=e_version,
+        truncated=img.overrun,
     )
 
 
+def _table_string(img: _Image, table: bytes, off: int) -> str:
+    if off < 0 or off >= len(table):
+        raise ElfFormatError(img.path, "corrupt", f"string offset {off:#x} outside the string table")
+    end = table.find(b"\0", off)
+    if end < 0:
+        raise ElfFormatError(img.path, "corrupt", "unterminated string in the string table")
+    return table[off:end].decode("utf-8", "surrogateescape")
+
+
 def _new_elf_info(**values) -> ElfInfo:
-    """ElfInfo(**values) without the frozen dataclass's per-field setattr (runs for every file read)."""
+    """ElfInfo(**values) without the generated __init__ (runs for every file read)."""
     if len(values) != _ELF_INFO_NFIELDS:
         return ElfInfo(**values)
     info = object.__new__(ElfInfo)
@@ -450,65 +558,85 @@ def _new_elf_info(**values) -> ElfInfo:
     return info
 
 
-_ELF_INFO_NFIELDS = len(ElfInfo.__dataclass_fields__)
+_ELF_INFO_NFIELDS = len(ElfInfo.__record_fields__)
 
 
 def _iter_notes(img: _Image, p):
     off, size = p[2], p[5]
-    end = off + size
-    if end > img.size:
+    if off + size > img.size:
         return
+    seg = img.read(off, size)
     align = 8 if p[7] == 8 else 4
-    while off + 12 <= end:
-        namesz, descsz, ntype = struct.unpack_from(img.e + "III", img.buf, off)
-        name_off = off + 12
+    e = img.e
+    pos = 0
+    while pos + 12 <= size:
+        namesz, descsz, ntype = struct.unpack_from(e + "III", seg, pos)
         # The descriptor starts at the next ``align`` boundary after the name
         # (offsets within the segment, which starts aligned).
-        base = p[2]
-        desc_off = base + ((name_off + namesz - base + align - 1) & -align)
-        next_off = base + ((desc_off + descsz - base + align - 1) & -align)
-        if desc_off + descsz > end or next_off <= off:
+        desc = (pos + 12 + namesz + align - 1) & -align
+        nxt = (desc + descsz + align - 1) & -align
+        if desc + descsz > size or nxt <= pos:
             return
-        name = bytes(img.buf[name_off:name_off + namesz]).rstrip(b"\0")
-        yield ntype, name, bytes(img.buf[desc_off:desc_off + descsz])
-        off = next_off
+        yield ntype, seg[pos + 12:pos + 12 + namesz].rstrip(b"\0"), seg[desc:desc + descsz]
+        pos = nxt
 
 
-def read_notes(path: str) -> ElfNotes:
+def read_notes(path: str, *, truncated_ok: bool = False) -> ElfNotes:
     """Build-id, ABI tag, x86 ISA level and CET properties, GNU_STACK, RELRO, TLS size."""
-    return _parse(path, _read_notes)
+    return _parse(path, _read_notes, not truncated_ok)
 
 
 def _read_notes(img: _Image) -> ElfNotes:
-    build_id = abi_tag = None
-    isa = None
-    feats: List[str] = []
     stack = None
     relro = False
     tls = None
+    note_segments = []
     for p in img.phdrs:
         if p[0] == PT_NOTE:
-            for ntype, name, desc in _iter_notes(img, p):
-                if name != b"GNU":
-                    continue
-                if ntype == NT_GNU_BUILD_ID:
-                    build_id = desc.hex()
-                elif ntype == NT_GNU_ABI_TAG and len(desc) >= 16:
-                    w = struct.unpack_from(img.e + "IIII", desc)
-                    osname = {0: "Linux", 1: "Hurd", 2: "Solaris", 3: "FreeBSD"}.get(w[0], f"OS {w[0]}")
-                    abi_tag = f"{osname} {w[1]}.{w[2]}.{w[3]}"
-                elif ntype == NT_GNU_PROPERTY_TYPE_0:
-                    isa2, f2 = _gnu_properties(img, desc)
-                    isa = isa if isa2 is None else isa2
-                    feats.extend(x for x in f2 if x not in feats)
+            note_segments.append(p)
         elif p[0] == PT_GNU_STACK:
             stack = "RW" + ("X" if p[1] & 1 else "")
         elif p[0] == PT_GNU_RELRO:
             relro = True
         elif p[0] == PT_TLS:
             tls = p[6]
-    return ElfNotes(build_id=build_id, abi_tag=abi_tag, x86_isa_needed=isa,
-                    x86_features=tuple(feats), gnu_stack=stack, relro=relro, tls_memsz=tls)
+    notes = _gnu_notes(img, note_segments)
+    from_sections: List[str] = []
+    if notes[0] is None or not note_segments:
+        # a build-id no PT_NOTE covers (separate debug files), or an object without program
+        # headers (ET_REL): the SHT_NOTE sections hold them, as readelf -n shows
+        sec = _gnu_notes(img, [(PT_NOTE, 0, x[3], x[2], x[2], x[4], x[4], x[8])
+                               for x in img.sections() if x[1] == SHT_NOTE])
+        if notes[0] is None and sec[0] is not None:
+            from_sections.append("build_id")
+        if not note_segments and any(v for v in sec[1:]):
+            from_sections.append("notes")
+            notes = (notes[0],) + sec[1:]
+        notes = (notes[0] or sec[0],) + notes[1:]
+    build_id, abi_tag, isa, feats = notes
+    return ElfNotes(build_id=build_id, abi_tag=abi_tag, x86_isa_needed=isa, x86_features=tuple(feats),
+                    gnu_stack=stack, relro=relro, tls_memsz=tls, from_sections=tuple(from_sections))
+
+
+def _gnu_notes(img: _Image, segments) -> tuple:
+    """(build-id, ABI tag, x86 ISA level, x86 features) from the GNU notes of ``segments``."""
+    build_id = abi_tag = isa = None
+    feats: List[str] = []
+    for p in segments:
+        for ntype, name, desc in _iter_notes(img, p):
+            if name != b"GNU":
+                continue
+            if ntype == NT_GNU_BUILD_ID:
+                build_id = desc.hex()
+            elif ntype == NT_GNU_ABI_TAG and len(desc) >= 16:
+                w = struct.unpack_from(img.e + "IIII", desc)
+                osname = {0: "Linux", 1: "Hurd", 2: "Solaris", 3: "FreeBSD"}.get(w[0], f"OS {w[0]}")
+                abi_tag = f"{osname} {w[1]}.{w[2]}.{w[3]}"
+            elif ntype == NT_GNU_PROPERTY_TYPE_0:
+                isa2, f2 = _gnu_properties(img, desc)
+                isa = isa if isa2 is None else isa2
+                feats.extend(x for x in f2 if x not in feats)
+    return build_id, abi_tag, isa, feats
 
 
 def _gnu_properties(img: _Image, desc: bytes):
@@ -536,12 +664,14 @@ def _gnu_properties(img: _Image, desc: bytes):
     return isa, feats
 
 
-def read_symbols(path: str) -> ElfSymbols:
+def read_symbols(path: str, *, truncated_ok: bool = False) -> ElfSymbols:
     """The dynamic symbols with their GNU versions, the version needs and definitions.
 
-    The symbol count comes from DT_HASH or DT_GNU_HASH, as the loader sees it.
+    Read through PT_DYNAMIC, as the loader sees them; the count comes from DT_HASH or
+    DT_GNU_HASH (or, when a GNU hash table hashes no symbol, from the .dynsym section or the
+    relocations). An object without PT_DYNAMIC is read through its section headers.
     """
-    return _parse(path, _read_symbols)
+    return _parse(path, _read_symbols, not truncated_ok)
 
 
 def _symbol_count(img: _Image, d: Dict[int, int]) -> int:
@@ -572,23 +702,101 @@ def _symbol_count(img: _Image, d: Dict[int, int]) -> int:
     return 0
 
 
-def _read_symbols(img: _Image) -> ElfSymbols:
+def _reloc_symbol_count(img: _Image, d: Dict[int, int]) -> int:
+    """1 + the highest symbol index the dynamic relocations use (0 without relocations)."""
+    top = 0
+    shift = 32 if img.cls == 64 else 8
+    word = 8 if img.cls == 64 else 4
+    fmt = img.e + ("Q" if img.cls == 64 else "I")
+    for addr_tag, size_tag, ent_tag, rela in ((DT_RELA, DT_RELASZ, DT_RELAENT, True),
+                                             (DT_REL, DT_RELSZ, DT_RELENT, False),
+                                             (DT_JMPREL, DT_PLTRELSZ, None, d.get(DT_PLTREL) == DT_RELA)):
+        if addr_tag not in d or not d.get(size_tag):
+            continue
+        ent = (d.get(ent_tag) if ent_tag else None) or word * (3 if rela else 2)
+        off = img.offset_of(d[addr_tag], "relocations")
+        size = min(d[size_tag], img.size - off)
+        for i in range(size // ent):
+            top = max(top, struct.unpack_from(fmt, img.buf, off + i * ent + word)[0] >> shift)
+    return top + 1 if top else 0
+
+
+def _gnu_hash_symoffset(img: _Image, d: Dict[int, int]) -> int:
+    if DT_GNU_HASH not in d:
+        return 0
+    off = img.offset_of(d[DT_GNU_HASH], "DT_GNU_HASH")
+    return struct.unpack_from(img.e + "II", img.buf, off)[1]
+
+
+def _symbol_layout(img: _Image) -> Optional[dict]:
+    """Where the dynamic symbols, their versions and string table are (file offsets), from
+    PT_DYNAMIC as the loader finds them, else from the section headers (an object without
+    PT_DYNAMIC: ET_REL, some test files); None when there are none."""
     dyn = img.dynamic()
-    if not dyn:
+    if dyn:
+        d: Dict[int, int] = {}
+        for tag, val in dyn:
+            d.setdefault(tag, val)
+        str_off, str_end = img.strtab(dyn)
+        count = _symbol_count(img, d)
+        from_sections: List[str] = []
+        if DT_HASH not in d and DT_SYMTAB in d and count <= _gnu_hash_symoffset(img, d):
+            # A GNU hash table that hashes no symbol says nothing about how many there are (some
+            # linkers write symoffset 1 for programs whose symbols are all undefined): the
+            # .dynsym section says, as readelf uses it, else the relocations do.
+            dynsym = next((x for x in img.sections() if x[1] == SHT_DYNSYM and x[2] == d[DT_SYMTAB] and x[7]),
+                          None)
+            if dynsym is not None:
+                count = dynsym[4] // dynsym[7]
+                from_sections.append("symbols")
+            else:
+                count = max(count, _reloc_symbol_count(img, d))
+        return {
+            "strtab": (str_off, str_end),
+            "verdef": (img.offset_of(d[DT_VERDEF], "DT_VERDEF"), d.get(DT_VERDEFNUM, 0)) if DT_VERDEF in d else None,
+            "verneed": ((img.offset_of(d[DT_VERNEED], "DT_VERNEED"), d.get(DT_VERNEEDNUM, 0))
+                        if DT_VERNEED in d else None),
+            "symtab": (img.offset_of(d[DT_SYMTAB], "DT_SYMTAB") if DT_SYMTAB in d else None, count,
+                       d.get(DT_SYMENT, 24 if img.cls == 64 else 16)),
+            "versym": img.offset_of(d[DT_VERSYM], "DT_VERSYM") if DT_VERSYM in d else None,
+            "from_sections": tuple(from_sections),
+        }
+    secs = img.sections()
+    dynsym = next((x for x in secs if x[1] == SHT_DYNSYM and x[7]), None)
+    vneed = next((x for x in secs if x[1] == SHT_GNU_VERNEED), None)
+    vdef = next((x for x in secs if x[1] == SHT_GNU_VERDEF), None)
+    anchor = dynsym or vneed or vdef
+    if anchor is None or not 0 < anchor[5] < len(secs) or secs[anchor[5]][1] != SHT_STRTAB:
+        return None
+    strsec = secs[anchor[5]]
+    if strsec[3] + strsec[4] > img.size:
+        return None
+    versym = next((x for x in secs if x[1] == SHT_GNU_VERSYM), None)
+    used = [name for name, sec in (("symbols", dynsym), ("version_needs", vneed), ("version_defs", vdef)) if sec]
+    return {
+        "strtab": (strsec[3], strsec[3] + strsec[4]),
+        "verdef": (vdef[3], vdef[6]) if vdef else None,
+        "verneed": (vneed[3], vneed[6]) if vneed else None,
+        "symtab": (dynsym[3], dynsym[4] // dynsym[7], dynsym[7]) if dynsym else (None, 0, 0),
+        "versym": versym[3] if versym and dynsym else None,
+        "from_sections": tuple(used),
+    }
+
+
+def _read_symbols(img: _Image) -> ElfSymbols:
+    layout = _symbol_layout(img)
+    if layout is None:
         return ElfSymbols((), (), ())
-    d: Dict[int, int] = {}
-    for tag, val in dyn:
-        d.setdefault(tag, val)
-    str_off, str_end = img.strtab(dyn)
+    str_off, str_end = layout["strtab"]
     e = img.e
     buf = img.buf
 
     # version definitions: index -> name
     vdefs: List[VersionDef] = []
     def_names: Dict[int, str] = {}
-    if DT_VERDEF in d:
-        off = img.offset_of(d[DT_VERDEF], "DT_VERDEF")
-        for _ in range(min(d.get(DT_VERDEFNUM, 0), 65535)):
+    if layout["verdef"] is not None:
+        off, num = layout["verdef"]
+        for _ in range(min(num, 65535)):
             vd_version, vd_flags, vd_ndx, vd_cnt, _hash, vd_aux, vd_next = struct.unpack_from(e + "HHHHIII", buf, off)
             names = []
             aoff = off + vd_aux
@@ -609,9 +817,9 @@ def _read_symbols(img: _Image) -> ElfSymbols:
     # version needs: index -> (name, file)
     vneeds: List[VersionNeed] = []
     need_names: Dict[int, Tuple[str, str]] = {}
-    if DT_VERNEED in d:
-        off = img.offset_of(d[DT_VERNEED], "DT_VERNEED")
-        for _ in range(min(d.get(DT_VERNEEDNUM, 0), 65535)):
+    if layout["verneed"] is not None:
+        off, num = layout["verneed"]
+        for _ in range(min(num, 65535)):
             vn_version, vn_cnt, vn_file, vn_aux, vn_next = struct.unpack_from(e + "HHIII", buf, off)
             fname = img.cstr(str_off + vn_file, str_end)
             vers, weak = [], []
@@ -629,16 +837,14 @@ def _read_symbols(img: _Image) -> ElfSymbols:
                 break
             off += vn_next
 
-    count = _symbol_count(img, d)
+    symoff, count, entsize = layout["symtab"]
     syms: List[DynamicSymbol] = []
-    if count and DT_SYMTAB in d:
-        symoff = img.offset_of(d[DT_SYMTAB], "DT_SYMTAB")
-        entsize = d.get(DT_SYMENT, 24 if img.cls == 64 else 16)
+    if count and symoff is not None:
         if entsize < (24 if img.cls == 64 else 16):
             raise ElfFormatError(img.path, "corrupt", f"DT_SYMENT {entsize} is too small")
         if symoff + count * entsize > img.size:
             raise ElfFormatError(img.path, "truncated", "the dynamic symbol table runs past the end of the file")
-        versym_off = img.offset_of(d[DT_VERSYM], "DT_VERSYM") if DT_VERSYM in d else None
+        versym_off = layout["versym"]
         if versym_off is not None and versym_off + 2 * count > img.size:
             raise ElfFormatError(img.path, "truncated", "DT_VERSYM runs past the end of the file")
         if img.cls == 64:
@@ -691,7 +897,7 @@ def _read_symbols(img: _Image) -> ElfSymbols:
                 type=_STT.get(st_info & 0xF) or str(st_info & 0xF),
                 value=value, size=size, version_file=vfile)
             syms.append(sym)
-    return ElfSymbols(tuple(syms), tuple(vneeds), tuple(vdefs))
+    return ElfSymbols(tuple(syms), tuple(vneeds), tuple(vdefs), layout["from_sections"])
 
 
 def errno_name(code: int) -> str:

@@ -18,14 +18,14 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from mltools.elf.ldtree import DepTree, Resolver, resolve_tree
 from mltools.elf.runtimes import duplicate_family
 from mltools.elf.files import (TREE, identical_groups, is_linker_script_file, is_shared_object_name,
                                is_tagged_extension_name, looks_like_elf, walk_elf_candidates)
 from mltools.elf.reader import ElfFormatError, ElfInfo, read_elf, read_notes
-from mltools.errors import InputError
+from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, ItemError, Severity
 
 __all__ = ["ScannedFile", "DuplicateGroup", "RuntimeCopies", "ScanReport", "scan_paths"]
@@ -111,16 +111,25 @@ def _kind(path: str, info: ElfInfo) -> str:
 
 
 def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, root: Optional[str] = None,
-               jobs: Optional[int] = None) -> ScanReport:
-    """Scan files and directory trees; see the module docstring."""
+               jobs: Optional[int] = None, progress: Optional[Callable[..., None]] = None) -> ScanReport:
+    """Scan files and directory trees; see the module docstring.
+
+    ``progress(done, total)`` is called as the work goes: one unit per file read,
+    then one per dependency tree resolved (the total grows once the files that
+    can be loaded are known)."""
     if not paths:
         raise InputError("nothing to scan")
+    report = progress or (lambda done, total=None, detail="": None)
     walk = walk_elf_candidates(paths, mode=TREE)
     files, aliases = [c.path for c in walk.candidates], walk.aliases
     jobs = jobs or min(8, (os.cpu_count() or 1) + 2)
-    chunks = [files[i:i + 128] for i in range(0, len(files), 128)]
+    chunks = [files[i:i + 64] for i in range(0, len(files), 64)]
+    report(0, len(files), "reading")
+    probed = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        probed = [x for part in pool.map(lambda ch: [_probe(f) for f in ch], chunks) for x in part]
+        for part in pool.map(lambda ch: [_probe(f) for f in ch], chunks):
+            probed.extend(part)
+            report(len(probed), len(files), "reading")
     findings: List[Finding] = [
         Finding("NO_SUCH_PATH", Severity.ERROR, e.message, details={"path": e.path}) for e in walk.missing]
     findings += [_unreadable(e) for e in walk.unreadable]
@@ -148,16 +157,27 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
             groups.append(DuplicateGroup(f"build-id:{b}", tuple(sorted(ps)), False))
 
     resolver = Resolver(root=root)
-    loadable = {p: v for p, v in elves.items()
-                if v[0].has_dynamic and v[0].elf_class == resolver.config.elf_class
-                and v[0].machine == resolver.config.machine}
+    loadable = {}
+    for p, v in sorted(elves.items()):
+        if not v[0].has_dynamic:
+            continue
+        try:
+            resolver.for_object(v[0], p)          # i386 next to x86-64: each with its own loader
+        except UsageError as exc:
+            findings.append(Finding("NOT_RESOLVED", Severity.INFO, f"{exc.message}: its dependencies are not checked",
+                                    details={"path": p}))
+            continue
+        loadable[p] = v
     kinds = {p: _kind(p, info) for p, (info, _b) in loadable.items()}
     trees: Dict[str, DepTree] = {}
-    for p in sorted(loadable):
+    total = len(files) + len(loadable)
+    for done, p in enumerate(sorted(loadable), 1):
         try:
             trees[p] = resolve_tree(p, env=env or {}, resolver=resolver, use_etc_preload=False)
         except (InputError, ElfFormatError) as exc:
             findings.append(Finding("MALFORMED_ELF", Severity.ERROR, exc.message, details={"path": p}))
+        if done % 16 == 0 or done == len(loadable):
+            report(len(files) + done, total, "resolving")
 
     scanned: List[ScannedFile] = []
     for p in sorted(loadable):
@@ -173,7 +193,7 @@ def scan_paths(paths: Sequence[str], *, env: Optional[Dict[str, str]] = None, ro
         for lib in t.libraries:
             if lib.error:
                 findings.append(Finding("FATAL_CANDIDATE", Severity.ERROR,
-                                        f"{p}: the loader stops at {lib.found_as} for {lib.soname}: {lib.error}",
+                                        f"{p}: for {lib.soname} the loader fails on {lib.found_as}: {lib.error} (it does not search further)",
                                         details={"path": p, "soname": lib.soname, "candidate": lib.found_as}))
         own_missing = [lib for lib in t.libraries if lib.path is None]
         if not own_missing:

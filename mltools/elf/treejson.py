@@ -8,10 +8,13 @@ encoding each library shared between trees once.
 from __future__ import annotations
 
 import json
-from dataclasses import fields, is_dataclass
-from typing import Dict, Tuple
 
+from mltools._record import fields, is_record
 from mltools.elf.ldtree import ROOT_PLACEHOLDER, DepTree, Library, template_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
+    from typing import Dict, Tuple
 
 __all__ = ["tree_json", "TreeJsonWriter"]
 
@@ -26,8 +29,8 @@ def _plain(obj):
     if t is str or t is int or t is bool or obj is None:
         return obj
     names = _FIELDS.get(t)
-    if names is None and is_dataclass(obj):
-        names = _FIELDS[t] = tuple(f.name for f in fields(obj) if not f.name.startswith("_"))
+    if names is None and is_record(obj):
+        names = _FIELDS[t] = tuple(n for n in fields(obj) if not n.startswith("_"))
     if names is not None:
         return {n: _plain(getattr(obj, n)) for n in names}
     if t is tuple or t is list:
@@ -71,6 +74,15 @@ class TreeJsonWriter:
     def __init__(self):
         self._dumps = json.JSONEncoder(separators=(",", ":")).encode
         self._libs: Dict[int, Tuple[Library, str]] = {}   # id -> (library kept alive, its text)
+        self._shared: Dict[int, Tuple[DepTree, str]] = {}  # id -> (memoized tree kept alive, its text)
+
+    def shared_tree_text(self, tree: DepTree, root: str) -> str:
+        """The text of a memoized tree (its root is ROOT_PLACEHOLDER: ``resolve_tree(shared=True)``)
+        for the program ``root``: encoded once, the root put in by text replacement."""
+        hit = self._shared.get(id(tree))
+        if hit is None:
+            hit = self._shared[id(tree)] = (tree, self.tree_text(tree))
+        return hit[1].replace(_ROOT_TEXT, self._dumps(root)[1:-1])
 
     def _library_text(self, lib: Library, root_text: str) -> str:
         tmpl = template_of(lib)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Mapping, Optional, Tuple
 
 from mltools import __version__
-from mltools._sysfs import cpuinfo_fields, read_text, usable_cpus
+from mltools._sysfs import cpuinfo_fields, isa_level_from_flags, read_text, usable_cpus
 from mltools.findings import Finding, Severity
 
 # Variables worth showing: the loader's, the allocator's, and the thread-count
@@ -25,16 +25,6 @@ ENV_PREFIXES = ("LD_", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "BLIS_", "C
 ENV_NAMES = ("PYTHONMALLOC", "PYTHONPATH", "PYTHONHOME", "GLIBC_TUNABLES", "NVIDIA_VISIBLE_DEVICES")
 THREAD_COUNT_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                      "BLIS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
-
-# x86-64 psABI micro-architecture levels, as /proc/cpuinfo spells the flags.
-# (OSXSAVE is not a cpuinfo flag; the kernel only lists AVX when the OS saves its state.)
-_ISA_LEVEL_FLAGS = (
-    (1, {"cmov", "cx8", "fpu", "fxsr", "mmx", "syscall", "sse", "sse2"}),
-    (2, {"cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"}),
-    (3, {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}),
-    (4, {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
-)
-
 
 @dataclass(frozen=True)
 class PythonInfo:
@@ -130,16 +120,6 @@ class EnvReport:
 
 
 # --------------------------------------------------------------------------- readers
-
-def isa_level_from_flags(flags: set) -> int:
-    """The highest x86-64 level whose flags (and all lower levels') are present; 0 if not even v1."""
-    level = 0
-    for lvl, needed in _ISA_LEVEL_FLAGS:
-        if not needed <= flags:
-            break
-        level = lvl
-    return level
-
 
 def cpu_model_name() -> str:
     """The CPU's model name as /proc/cpuinfo gives it (what every benchmark figure names)."""
