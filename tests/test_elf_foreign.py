@@ -16,13 +16,11 @@ part skips when its tool or root is missing.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from mltools._record import record
 from mltools.cythoncheck.rules import RULES, expand_codes
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, ItemError, Severity, require_some_processed
@@ -42,7 +43,7 @@ class CythonFinding:
                        {"path": self.path, "line": self.line, "col": self.col, "verified": self.verified})
 
 
-@dataclass(frozen=True)
+@record          # as ItemError, its base
 class FileError(ItemError):
     """A file that could not be checked (it does not parse, cannot be read, or the process
     checking it died); ``message`` starts with the path and the position Cython gave (line and
