@@ -92,12 +92,15 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
     mltools malloc-fail --min-size 1MB --fail-at 1 -- python3 train.py
     mltools malloc-fail --sweep ./a.out             fail 1, 2, … and classify each outcome
 
-    The target's stdout and stderr are passed on when it has exited, then the
-    report for people follows on stderr. With --json, stdout holds only the
-    report document and the target's stdout goes to stderr. Exit status: the target's own (128+N for
-    signal N; 124 on --timeout), 125 when malloc-fail could not run it, 127
-    when PROGRAM does not exist. --sweep exits 1 when a point crashed,
-    aborted, hung or leaked, else 0.
+    The target runs in the current directory with our stdin; its stdout and
+    stderr are passed on when it has exited, then the report for people
+    follows on stderr. With --json, stdout holds only the report document and
+    the target's stdout goes to stderr. A sweep reads stdin once (unless it is
+    a terminal) and gives every point the same bytes. Exit status: the
+    target's own (128+N for signal N; 124 on --timeout), 125 when malloc-fail
+    could not run it, 127 when PROGRAM does not exist. --sweep exits 1 when a
+    point crashed, aborted, hung or leaked, else 0; 130 when interrupted,
+    after printing the points it had finished.
     """
     from mltools import _jsonio
     from mltools.cli._output import emit, note
@@ -126,21 +129,27 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
 
     try:
         if sweep:
-            from mltools.cli._output import Progress
+            from mltools.cli._output import Progress, warn
             from mltools.mallocfail.describe import render_sweep
+            from mltools.mallocfail.outcome import BUG_CLASSES
             from mltools.mallocfail.sweep import sweep as run_sweep
+            from mltools.preload.runner import stdin_for_sweep
+            stdin = stdin_for_sweep(sys.stdin)
             with Progress("sweep") as bar:
                 rep = run_sweep(list(command), spec, options, persistent=persistent, jobs=jobs, fork=fork,
                                 unique_stacks=unique_stacks, max_points=max_points,
-                                point_timeout_s=point_timeout,
-                                progress=lambda done, total: bar.advance())
+                                point_timeout_s=point_timeout, progress=bar, stdin=stdin)
+            for w in rep.warnings:
+                warn(w)
             write_report(rep)
             emit(rep, as_json, render_sweep)
-            ctx.exit(1 if any(rep.by_class.get(c) for c in ("crash", "abort", "hang", "leak")) else 0)
+            ctx.exit(1 if any(rep.by_class.get(c) for c in BUG_CLASSES) else 0)
 
         from mltools.mallocfail.describe import render_report
         from mltools.mallocfail.run import run_target
-        report, raw = run_target(list(command), spec, options)
+        from mltools.preload.runner import stdin_for_single_run
+        report, raw = run_target(list(command), spec, options,
+                                 stdin=stdin_for_single_run(sys.stdin))
     except TargetStartError as exc:       # the program itself: 127 or 126, as a shell says
         click.echo(f"Error: {exc.message}", err=True)
         ctx.exit(exc.exit_status)
