@@ -603,6 +603,8 @@ static void zygote_serve(void) {
             pl_put_u64(&l, (uint64_t)(unsigned)status);
             pl_put_str(&l, " ");
             pl_put_u64(&l, (uint64_t)timed_out);
+            pl_put_str(&l, " ");
+            pl_put_u64(&l, (uint64_t)(pid > 0 ? pid : 0));
             pl_put_str(&l, "\n");
             line[l.len] = '\0';
             ack(ack_fd, line);

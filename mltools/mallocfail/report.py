@@ -5,14 +5,13 @@ shims write are in :mod:`mltools.preload.records`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Set, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from mltools.preload.records import (Frame, ProcessRecord, Records, parse_frame, parse_frames,
                                      user_frame)
 from mltools.preload.symbols import symbolize, with_symbols
 
-__all__ = ["InjectedFailure", "TracedCall", "failures_of", "traces_of", "live_blocks", "symbolize_failures",
-           "crash_location"]
+__all__ = ["InjectedFailure", "TracedCall", "failures_of", "traces_of", "live_blocks", "symbolize_failures"]
 
 
 @dataclass(frozen=True)
@@ -83,14 +82,3 @@ def symbolize_failures(failures: Sequence[InjectedFailure]) -> List[InjectedFail
         out.append(InjectedFailure(f.function, f.size, f.index, f.pid, f.tid, f.exe, caller,
                                    user_frame(frames or (caller,)), frames))
     return out
-
-
-def crash_location(records: Records, pids: Iterable[int]) -> Tuple[Optional[Frame], Tuple[Frame, ...]]:
-    """The symbolized user frame (and stack) where an injecting process died."""
-    wanted: Set[int] = set(pids)
-    for k in records.crashes:
-        if k.pid in wanted:
-            table = symbolize(k.frames[1:], exact=k.frames[:1])     # the first frame is the faulting pc
-            frames = tuple(with_symbols(f, table) for f in k.frames)
-            return user_frame(frames), frames
-    return None, ()

@@ -10,11 +10,12 @@ from mltools import _native
 from mltools.errors import MltoolsError, UsageError
 from mltools.mallocfail.config import FUNCTIONS, FailSpec, RunOptions
 from mltools.mallocfail.outcome import Outcome, classify
-from mltools.mallocfail.report import InjectedFailure, crash_location, failures_of, symbolize_failures
+from mltools.mallocfail.report import InjectedFailure, failures_of, symbolize_failures
 from mltools.preload.outcome import signal_name
 from mltools.preload.records import Frame, ProcessRecord
 from mltools.preload.runner import (RawRun, Shim, ShimNotLoaded, Stdin, lost_shim_messages, private_dir,
                                     require_handshake, run_under_shim)
+from mltools.preload.symbols import crash_location
 from mltools.preload.target import Target, resolve_target
 
 __all__ = ["SHIM_NAME", "shim_path", "shim", "build_env", "run_raw", "run_target", "RunReport", "CallCounts",

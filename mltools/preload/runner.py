@@ -108,15 +108,18 @@ _run_ids = itertools.count(1)
 
 def run_under_shim(shim: Shim, argv: Sequence[str], target: Target, extra_env: Mapping[str, str], *,
                    folder: str, timeout_s: float, cwd: Optional[str] = None, stdin: Stdin = Stdin(),
-                   base_env: Optional[Mapping[str, str]] = None, poll=None) -> RawRun:
+                   base_env: Optional[Mapping[str, str]] = None, poll=None, on_start=None) -> RawRun:
     """Run ``argv`` (its program replaced by the target's path) once under ``shim``.
     ``folder`` is a private folder (:func:`private_dir`); ``poll(records_path)``,
-    when given, is called about every 0.2 s while the target runs."""
+    when given, is called about every 0.2 s while the target runs, and
+    ``on_start(records_path)`` before it starts."""
     n = next(_run_ids)
     records_path = os.path.join(folder, f"records.{n}")
     state_path = os.path.join(folder, f"state.{n}")
     create_channel(records_path)
     create_state_page(state_path)
+    if on_start is not None:
+        on_start(records_path)
     try:
         channel = {shim.env_prefix + "RECORDS": records_path, shim.env_prefix + "STATE": state_path}
         env, added = shim_environment(shim, target, channel, extra_env, base_env)

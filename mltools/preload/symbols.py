@@ -30,7 +30,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from mltools.preload.records import Frame
+from mltools.preload.records import Frame, Records, user_frame
 
 DEFAULT_DEBUG_DIRS = ("/usr/lib/debug",)
 _FUNC_TYPES = ("STT_FUNC", "STT_GNU_IFUNC")
@@ -470,3 +470,14 @@ def with_symbols(frame: Optional[Frame], table: Dict[Tuple[str, int], Frame]) ->
     if frame is None:
         return None
     return table.get((frame.module, frame.offset), frame)
+
+
+def crash_location(records: Records, pids: Iterable[int]) -> Tuple[Optional[Frame], Tuple[Frame, ...]]:
+    """The symbolized user frame (and stack) where one of ``pids`` died of a signal (its K record)."""
+    wanted = set(pids)
+    for k in records.crashes:
+        if k.pid in wanted:
+            table = symbolize(k.frames[1:], exact=k.frames[:1])     # the first frame is the faulting pc
+            frames = tuple(with_symbols(f, table) for f in k.frames)
+            return user_frame(frames), frames
+    return None, ()
