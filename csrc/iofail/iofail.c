@@ -576,6 +576,7 @@ static void zygote_serve(void) {
             *nl = '\0';
             if (cmd[0] != 'P') _exit(0);      /* "Q": the sweep is over */
             uint64_t k = pl_parse_u64(cmd + 2, 0);
+            off_t stdin_offset = pl_stdin_offset();
             in_zygote_fork = 1;
             pid_t pid = fork();
             in_zygote_fork = 0;
@@ -587,7 +588,7 @@ static void zygote_serve(void) {
                 role = "sweep-child";
                 zygote_child = 1;
                 for (int i = 0; i < n_saved_fds; i++) pl_sys_lseek(saved_fds[i].fd, saved_fds[i].off, SEEK_SET);
-                pl_child_stdio(cfg.zygote_dir, k);
+                pl_child_stdio(cfg.zygote_dir, k, stdin_offset);
                 cfg.first = k;
                 cfg.count = cfg.persistent ? 0 : 1;
                 return;

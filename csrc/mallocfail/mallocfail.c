@@ -460,6 +460,7 @@ static int fork_point(uint64_t idx, uintptr_t caller) {
     sigaddset(&block, SIGCHLD);
     /* one child at a time: keep the target's SIGCHLD handler out of our wait */
     if (!parallel) sigprocmask(SIG_BLOCK, &block, &old);
+    off_t stdin_offset = pl_stdin_offset();   /* before fork: the parent reads on while children run */
     in_fork_point = 1;
     pid_t pid = fork();
     in_fork_point = 0;
@@ -472,7 +473,7 @@ static int fork_point(uint64_t idx, uintptr_t caller) {
         role = "sweep-child";
         pl_process_forked();
         atomic_store(&f_records, 0);
-        pl_child_stdio(cfg.fork_dir, idx);
+        pl_child_stdio(cfg.fork_dir, idx, stdin_offset);
         /* persistent: every later counted call fails too; else only this one */
         cfg.count = pl_parse_u64(getenv("MLTOOLS_MF_PERSISTENT"), 0) ? 0 : 1;
         cfg.first = idx;

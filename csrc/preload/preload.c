@@ -583,7 +583,9 @@ int pl_count_threads(void) {
     return (int)pl_parse_u64(p, 0);
 }
 
-void pl_child_stdio(const char *dir, uint64_t idx) {
+off_t pl_stdin_offset(void) { return pl_sys_lseek(0, 0, SEEK_CUR); }
+
+void pl_child_stdio(const char *dir, uint64_t idx, off_t off) {
     char path[700];
     struct pl_buf b = {path, 0, sizeof path};
     pl_put_str(&b, dir);
@@ -598,7 +600,6 @@ void pl_child_stdio(const char *dir, uint64_t idx) {
     if (err >= 0) { pl_sys_dup2(err, 2); pl_sys_close(err); }
     /* stdin: a description of our own at the parent's offset, so the child reads
      * what the parent would read next and the parent's offset does not move */
-    off_t off = pl_sys_lseek(0, 0, SEEK_CUR);
     int in = off >= 0 ? pl_sys_open("/proc/self/fd/0", O_RDONLY | O_CLOEXEC, 0) : -1;
     if (in >= 0 && pl_sys_lseek(in, off, SEEK_SET) != off) { pl_sys_close(in); in = -1; }
     if (in < 0) in = pl_sys_open("/dev/null", O_RDONLY | O_CLOEXEC, 0);   /* a pipe cannot be shared */

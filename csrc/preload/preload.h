@@ -111,8 +111,11 @@ void pl_exec_init(void);
 /* ---- fork helpers ---- */
 int pl_count_threads(void);
 /* A sweep's child: stdout to /dev/null, stderr to DIR/IDX.err, stdin re-opened
- * privately at the parent's offset (a regular file: reads do not move the parent's). */
-void pl_child_stdio(const char *dir, uint64_t idx);
+ * privately at `stdin_offset`, the parent's offset taken before fork (a regular
+ * file: the child's reads do not move the parent's, nor the parent's, running on,
+ * the child's); -1: /dev/null. */
+off_t pl_stdin_offset(void);
+void pl_child_stdio(const char *dir, uint64_t idx, off_t stdin_offset);
 /* Wait for `pid` at most timeout_ms (then SIGKILL it, *timed_out = 1). *status: waitpid's, -1 when lost. */
 void pl_wait_child(pid_t pid, uint64_t timeout_ms, int *status, int *timed_out);
 /* "S"/"C" records of a sweep point: skipped (with a reason) or run in child `child`. */
