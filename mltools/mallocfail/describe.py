@@ -77,7 +77,7 @@ def render_sweep(rep: "SweepReport") -> str:
              + f"; {rep.elapsed_s:.2f} s",
              "  " + ", ".join(f"{k} {v}" for k, v in rep.by_class.items())]
     if rep.fork_fallbacks:
-        lines.append("  re-run instead of forked: " + ", ".join(
+        lines.append("  not forked (re-run instead): " + ", ".join(
             f"{n} ({_FALLBACK.get(k, k)})" for k, n in sorted(rep.fork_fallbacks.items())))
     lines.append("")
     t = Table(["class", "reason", "points", "first", "call site"])
