@@ -21,7 +21,7 @@ def _check(c) -> str:
 
 def _call(function, path, path2) -> str:
     if not function:
-        return "?"
+        return "-"
     where = os.path.basename(path) if path else ""
     if path2:
         where += f" -> {os.path.basename(path2)}"
@@ -94,7 +94,8 @@ def render_sweep(rep: "IoSweepReport") -> str:
     for p in rep.points:
         pts.add(p.index, _call(p.function, p.path, p.path2) + (" short" if p.short else ""),
                 p.outcome.class_name, p.exit_status,
-                "-" if p.check is None else ("ok" if p.check.passed else "FAILS"), p.site)
+                "-" if p.check is None else ("ok" if p.check.passed else "FAILS"),
+                "(past the last eligible call)" if p.outcome.class_name == "not-reached" else p.site)
     lines.append(pts.render())
     replays = [s for s in rep.sites if s.replay]
     if replays:
