@@ -11,9 +11,10 @@ interleaved round by round; best and median of ROUNDS per variant, and the
 median of the per-round ratios to the plain run of the same round.
 
 Part 2, sweeps: a Python checkpoint writer (temporary file, fsync, rename, fsync
-of the folder) swept with fork mode and with re-runs, interleaved, wall time.
+of the folder) swept with fork mode and with re-runs, interleaved, wall time;
+with --torch also a torch.save writer, one sweep each.
 
-Run: python benchmarks/iofail_bench.py [--rounds 15] [--calls 1000000]
+Run: python benchmarks/iofail_bench.py [--rounds 15] [--calls 1000000] [--torch]
 """
 from __future__ import annotations
 
@@ -41,6 +42,19 @@ with open(tmp, "wb") as f:
 os.replace(tmp, path)
 fd = os.open(folder, os.O_RDONLY); os.fsync(fd); os.close(fd)
 '''
+TORCH_WRITER = '''import os, sys
+import torch
+folder = sys.argv[1]
+path = os.path.join(folder, "ckpt.pt"); tmp = path + ".tmp"
+with open(tmp, "wb") as f:
+    torch.save({"step": int(sys.argv[2]), "w": torch.full((200_000,), 1.0)}, f)
+    f.flush(); os.fsync(f.fileno())
+os.replace(tmp, path)
+'''
+TORCH_CHECK = '''import sys, torch
+d = torch.load(sys.argv[1] + "/ckpt.pt")
+sys.exit(0 if d["w"].shape == (200_000,) else 1)
+'''
 CHECK = '''import sys
 data = open(sys.argv[1] + "/ckpt.bin", "rb").read()
 sys.exit(0 if len(data) == 32 * 65536 and len(set(data)) == 1 else 1)
@@ -66,6 +80,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--calls", type=int, default=1_000_000)
     ap.add_argument("--sweep-rounds", type=int, default=3)
+    ap.add_argument("--torch", action="store_true", help="also sweep a torch.save writer (slow: torch imports)")
     args = ap.parse_args()
     from mltools.iofail.run import shim_path
 
@@ -136,7 +151,36 @@ def main() -> None:
     print(f"\nsweep of a Python checkpoint writer, {points} points (best of {args.sweep_rounds}): "
           f"fork mode {best['--fork']:.2f} s, re-runs {best['--no-fork']:.2f} s, "
           f"x{best['--no-fork'] / best['--fork']:.2f}")
+    if args.torch:
+        sweep_torch(work)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def sweep_torch(work: str) -> None:
+    """A torch.save writer: fork mode saves the writer's `import torch` for every point but the
+    first (the checks import torch in both modes). One round each, fork mode first. The writer
+    runs with OMP_NUM_THREADS=1: torch's OpenMP pool would make it multi-threaded, and fork mode
+    is not used for a multi-threaded process."""
+    folder = os.path.join(work, "tckpt")
+    os.mkdir(folder)
+    for name, text in (("twriter.py", TORCH_WRITER), ("tcheck.py", TORCH_CHECK)):
+        with open(os.path.join(work, name), "w") as fh:
+            fh.write(text)
+    subprocess.run([sys.executable, os.path.join(work, "twriter.py"), folder, "0"], check=True)
+    common = ["--path", os.path.join(folder, "*"), "--state", folder,
+              "--check", f"{sys.executable} {os.path.join(work, 'tcheck.py')} {folder}"]
+    times = {}
+    for mode in ("--fork", "--no-fork"):
+        t0 = time.perf_counter()
+        out = subprocess.run(mltools_cmd() + ["io-fail", "--sweep", "--json", mode, *common, "--", sys.executable,
+                                              os.path.join(work, "twriter.py"), folder, "1"],
+                             capture_output=True, text=True, timeout=7200,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        times[mode] = time.perf_counter() - t0
+        doc = json.loads(out.stdout)
+        print(f"torch.save sweep {mode}: {doc['points_run']} points ({doc['forked']} forked), "
+              f"{times[mode]:.1f} s, {doc['by_class']}")
+    print(f"torch.save sweep: re-runs / fork mode = x{times['--no-fork'] / times['--fork']:.2f}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ shim does not see, so the k-th eligible call is always the k-th operation.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import re
 import shutil

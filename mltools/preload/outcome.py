@@ -9,6 +9,7 @@ calls made) and ``harness-error`` (no handshake from the shim).
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 from dataclasses import dataclass
@@ -67,7 +68,6 @@ def common_outcome(returncode: int, timed_out: bool, injected: bool) -> Optional
 
 def decode_wait_status(status: int) -> int:
     """A waitpid status as a Popen return code (-N for signal N)."""
-    import os
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     if os.WIFEXITED(status):

@@ -266,8 +266,3 @@ def parse_records(lines: Sequence[str], dropped: int = 0) -> Records:
             hello={k: v for k, v in h.items() if k not in ("pid", "ppid", "exe", "role", "version")},
             exit_values=dict(x["values"]) if x else {}))
     return Records(processes, execs, crashes, forks, exits, tool, dropped)
-
-
-def lost_shim_execs(records: Records) -> List[ExecRecord]:
-    """Execs whose new image ran without the shim (its environment dropped it)."""
-    return [e for e in records.execs if not e.keeps_shim]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from mltools.errors import MltoolsError
 from mltools.preload.records import ChannelReader
@@ -144,8 +144,3 @@ def run_points(indices: Sequence[int], run_one: Callable[[int], P], *, jobs: int
 
 def _until(results: Dict[int, P], stop: Optional[int]) -> Dict[int, P]:
     return results if stop is None else {i: p for i, p in results.items() if i <= stop}
-
-
-def first_not_reached(points: Iterable) -> Optional[int]:
-    found = [p.index for p in points if p.outcome.class_name == "not-reached"]
-    return min(found) if found else None
