@@ -366,32 +366,30 @@ def sweep(argv: Sequence[str], spec: IoFailSpec, options: IoRunOptions, *, persi
 
 def _report(run: _Sweep, baseline: IoBaseline, points: Dict[int, _Point], traced, persistent: bool,
             fork_mode: str, interrupted: bool, elapsed: float) -> IoSweepReport:
+    # the frames shown (the caller, the first frame outside libc and the shims, where it died),
+    # named in one pass; none when interrupted: leave at once, with module+offset
+    shown = {}
+    for i, p in points.items():
+        call = traced.get(i)
+        caller = p.failure.caller if p.failure else (call.caller if call else None)
+        frames = p.failure.frames if p.failure else ()
+        shown[i] = (caller, user_frame(frames or ((caller,) if caller else ())),
+                    user_frame(p.crash_frames) if p.crash_frames else None)
     table: Dict = {}
-    if not interrupted:          # interrupted: leave at once, with module+offset
-        frames: List[Frame] = []
-        exact: List[Frame] = []
-        for p in points.values():
-            if p.failure:
-                frames.append(p.failure.caller)
-                frames.extend(p.failure.frames)
-            elif p.index in traced:
-                frames.append(traced[p.index].caller)
-            frames.extend(p.crash_frames[1:])
-            exact.extend(p.crash_frames[:1])
-        table = symbolize(frames, exact=exact)
+    if not interrupted:
+        faulting = [p.crash_frames[0] for p in points.values() if p.crash_frames]
+        table = symbolize([f for trio in shown.values() for f in trio], exact=faulting)
     out: List[IoSweepPoint] = []
     for i in sorted(points):
         p = points[i]
         f = p.failure
         call = traced.get(i)
-        caller = with_symbols(f.caller if f else (call.caller if call else None), table)
-        frames = tuple(with_symbols(x, table) for x in f.frames) if f else ()
+        caller, user_site, crash_site = (with_symbols(x, table) for x in shown[i])
         stack = f.python_stack if f else ()
-        site = site_of(stack, user_frame(frames or ((caller,) if caller else ())), caller)
+        site = site_of(stack, user_site, caller)
         replay = None
         if p.outcome.class_name in BUG_CLASSES:
             replay = replay_command(_point_spec(run.spec, i, persistent), run.options, run.argv)
-        crash_site = user_frame(tuple(with_symbols(x, table) for x in p.crash_frames)) if p.crash_frames else None
         out.append(IoSweepPoint(
             i, f.function if f else (call.function if call else None), f.path if f else (call.path if call else None),
             f.path2 if f else (call.path2 if call else None), f.errno_name if f else None, f.short if f else False,

@@ -319,29 +319,26 @@ def sweep(argv: Sequence[str], spec: FailSpec, options: RunOptions, *, persisten
 
 def _report(run: _Sweep, points: Dict[int, _Point], trace_frames, baseline: Baseline, duplicates: int,
             unique_stacks: bool, persistent: bool, jobs: int, interrupted: bool, elapsed: float) -> SweepReport:
-    # one symbolization for every site (none when interrupted: leave at once, with module+offset)
+    # which frames are shown: the caller, the site (the first frame outside libc and the shims,
+    # chosen by module) and where it died; one symbolization for them all (none when
+    # interrupted: leave at once, with module+offset)
+    shown = {}
+    for i, p in points.items():
+        frames = p.frames or trace_frames.get(i, ())
+        site = user_frame(frames) if frames else (user_frame((p.caller,)) if p.caller else None)
+        shown[i] = (p.caller, site, user_frame(p.crash_frames) if p.crash_frames else None)
     table: Dict = {}
     if not interrupted:
-        frames: List[Frame] = []
-        exact: List[Frame] = []
-        for p in points.values():
-            if p.caller:
-                frames.append(p.caller)
-            frames.extend(p.frames or trace_frames.get(p.index, ()))
-            frames.extend(p.crash_frames[1:])
-            exact.extend(p.crash_frames[:1])
-        table = symbolize(frames, exact=exact)
+        faulting = [p.crash_frames[0] for p in points.values() if p.crash_frames]
+        table = symbolize([f for trio in shown.values() for f in trio], exact=faulting)
     out: List[SweepPoint] = []
     for i in sorted(points):
         p = points[i]
-        frames = tuple(with_symbols(f, table) for f in (p.frames or trace_frames.get(i, ())))
-        caller = with_symbols(p.caller, table)
-        site = user_frame(frames) if frames else (user_frame((caller,)) if caller else None)
+        caller, site, crash_site = (with_symbols(f, table) for f in shown[i])
         oc = p.outcome or Outcome("harness-error", None, "no result")
         replay = None
         if oc.class_name in BUG_CLASSES:
             replay = replay_command(_point_spec(run.spec, i, persistent), run.options, run.argv)
-        crash_site = user_frame(tuple(with_symbols(f, table) for f in p.crash_frames)) if p.crash_frames else None
         out.append(SweepPoint(i, p.function, p.size, site, caller, oc, p.exit_status, p.method, replay, crash_site))
     by_class = {c: 0 for c in CLASSES}
     for p in out:

@@ -33,8 +33,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from mltools.preload.records import Frame, Records, user_frame
 
 DEFAULT_DEBUG_DIRS = ("/usr/lib/debug",)
-_FUNC_TYPES = ("STT_FUNC", "STT_GNU_IFUNC")
-_BIND_RANK = {"STB_GLOBAL": 0, "STB_WEAK": 1, "STB_GNU_UNIQUE": 1, "STB_LOCAL": 2}
+_STT_NOTYPE, _STT_FUNC, _STT_GNU_IFUNC = 0, 2, 10
+_BIND_RANK = {1: 0, 2: 1, 10: 1, 0: 2}           # GLOBAL, WEAK, GNU_UNIQUE, LOCAL
 _SCOPE_TAGS = ("DW_TAG_namespace", "DW_TAG_class_type", "DW_TAG_structure_type", "DW_TAG_union_type",
                "DW_TAG_module")
 _BLOCK_TAGS = ("DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block")
@@ -65,6 +65,31 @@ class _Module:
     aranges: object = False            # pyelftools re-parses .debug_aranges on every call: once
     cu_ranges: Optional[List[Tuple[int, int, int]]] = None
     line_rows: Dict[int, Tuple[List[int], list]] = field(default_factory=dict)
+
+
+def _raw_symbols(elf, sec):
+    """(name, value, size, type, bind, section index) of every entry of a symbol table, unpacked
+    in one pass (pyelftools' per-symbol parsing takes seconds on a large library)."""
+    import struct
+    data = sec.data()
+    strtab = elf.get_section(sec["sh_link"]).data()
+    little = elf.little_endian
+    if elf.elfclass == 64:
+        fmt, order = ("<" if little else ">") + "IBBHQQ", (0, 4, 5, 1, 3)
+    else:
+        fmt, order = ("<" if little else ">") + "IIIBBH", (0, 1, 2, 3, 5)
+    size = struct.calcsize(fmt)
+    out = []
+    names: Dict[int, str] = {}
+    for entry in struct.iter_unpack(fmt, data[:len(data) - len(data) % size]):
+        name_off, value, sym_size, info, shndx = (entry[i] for i in order)
+        name = names.get(name_off)
+        if name is None:
+            end = strtab.find(b"\0", name_off)
+            name = strtab[name_off:end if end >= 0 else None].decode("utf-8", "replace")
+            names[name_off] = name
+        out.append((name, value, sym_size, info & 0xF, info >> 4, shndx))
+    return out
 
 
 def _build_id(elf) -> Optional[str]:
@@ -164,26 +189,21 @@ class Symbolizer:
                 sec = src.get_section_by_name(secname)
                 if sec is None or sec["sh_type"] == "SHT_NOBITS":
                     continue
-                for s in sec.iter_symbols():
-                    name = s.name
+                for name, value, size, typ, bind, shndx in _raw_symbols(src, sec):
                     if not name:
                         continue
-                    typ = s["st_info"]["type"]
-                    shndx = s["st_shndx"]
-                    if (s["st_size"] == 0 and typ in _FUNC_TYPES + ("STT_NOTYPE",)
-                            and isinstance(shndx, int) and shndx in exec_secs
+                    if (size == 0 and typ in (_STT_FUNC, _STT_GNU_IFUNC, _STT_NOTYPE) and shndx in exec_secs
                             and not name.startswith((".L", "$"))):
-                        labels.append((s["st_value"], name))
-                    if typ not in _FUNC_TYPES or shndx == "SHN_UNDEF":
+                        labels.append((value, name))
+                    if typ not in (_STT_FUNC, _STT_GNU_IFUNC) or shndx == 0:
                         continue
-                    key = (s["st_value"], name)
+                    key = (value, name)
                     if key in seen:
                         continue
                     seen.add(key)
                     named.append(key)
-                    if s["st_size"] > 0:
-                        syms.append((s["st_value"], s["st_value"] + s["st_size"],
-                                     _BIND_RANK.get(s["st_info"]["bind"], 3), name))
+                    if size > 0:
+                        syms.append((value, value + size, _BIND_RANK.get(bind, 3), name))
         syms.sort()
         named.sort()
         labels.sort()
