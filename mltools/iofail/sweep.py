@@ -344,7 +344,7 @@ def sweep(argv: Sequence[str], spec: IoFailSpec, options: IoRunOptions, *, persi
             else:
                 indices.append(baseline.eligible_total + 1)      # the stop condition: must be not-reached
             total = len(indices)
-            if use_fork and indices:
+            if use_fork and baseline.eligible_total:
                 found, interrupted, fork_mode = run.fork_pass(indices, 0, total)
                 points.update(found)
                 if fork_mode != "used":

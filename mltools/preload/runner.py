@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
@@ -156,7 +155,7 @@ def stdin_for_single_run(stream) -> Stdin:
     what the stream holds (an in-memory stream, as in tests)."""
     try:
         return Stdin(fd=stream.fileno())
-    except (AttributeError, OSError, ValueError, subprocess.SubprocessError):
+    except (AttributeError, OSError, ValueError):
         pass
     return Stdin(data=_read_all(stream))
 
