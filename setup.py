@@ -66,12 +66,22 @@ plain_extensions = [
     # malloc-fail's LD_PRELOAD shim: initial-exec TLS (a replacement malloc must
     # not go through __tls_get_addr), only the allocation functions exported,
     # _Unwind_Backtrace from libgcc_s so that unwinding never dlopens.
+    # csrc/preload/ is what both shims share (the record channel, scope, call sites, exec records).
     Extension(
         "mltools.mallocfail._shim",
-        ["csrc/mallocfail/mallocfail.c"],
+        ["csrc/mallocfail/mallocfail.c", "csrc/preload/preload.c"],
+        include_dirs=["csrc/preload"],
         extra_compile_args=C_FLAGS + ["-ftls-model=initial-exec", "-fvisibility=hidden",
                                       "-fno-builtin-malloc", "-fno-builtin-free"],
         libraries=["gcc_s"],
+    ),
+    # io-fail's LD_PRELOAD shim: the file-system calls a checkpoint writer makes.
+    Extension(
+        "mltools.iofail._shim",
+        ["csrc/iofail/iofail.c", "csrc/preload/preload.c"],
+        include_dirs=["csrc/preload"],
+        extra_compile_args=C_FLAGS + ["-fvisibility=hidden"],
+        libraries=["gcc_s", "dl"],
     ),
 ]
 

@@ -116,7 +116,7 @@ def main() -> None:
                                                   str(args.sweep_n)], capture_output=True, text=True, timeout=3600)
             elapsed = time.perf_counter() - t0
             doc = json.loads(out.stdout)
-            points = doc["points_tested"]
+            points = doc["points_run"]
             sweep_best[mode] = min(sweep_best[mode], elapsed)
     print(f"sweep of {points} points (C target, {args.sweep_n} iterations): "
           f"fork {sweep_best['fork']:.2f} s ({points / sweep_best['fork']:.0f} points/s), "

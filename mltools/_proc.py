@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import IO, Callable, Mapping, Optional, Sequence, Union
 
 from mltools.errors import SubprocessError, ToolNotFoundError
 
@@ -66,6 +66,9 @@ def run(
     new_session: bool = True,
     pass_fds: Sequence[int] = (),
     lc_all_c: bool = False,
+    stdin: Union[None, int, IO] = None,
+    poll: Optional[Callable[[], None]] = None,
+    poll_s: float = 0.2,
 ) -> ProcResult:
     """Run ``argv`` and capture its output.
 
@@ -73,7 +76,10 @@ def run(
     is killed and ``timed_out`` is set; so it is when the run is interrupted
     (the child is registered with ``mltools._lifecycle`` meanwhile). ``check=True`` raises SubprocessError on
     a non-zero status or a timeout. A missing program raises ToolNotFoundError.
-    ``lc_all_c`` forces the C locale, for output that is parsed.
+    ``lc_all_c`` forces the C locale, for output that is parsed. The child's
+    stdin is ``input`` (a pipe), else ``stdin`` (a descriptor or file), else
+    /dev/null. ``poll`` is called about every ``poll_s`` seconds while the
+    child runs (progress of a long run).
     """
     from mltools._lifecycle import check_interrupt, owned_process
 
@@ -88,7 +94,7 @@ def run(
     try:
         proc = subprocess.Popen(
             argv,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if input is not None else (stdin if stdin is not None else subprocess.DEVNULL),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=run_env,
@@ -105,7 +111,7 @@ def run(
     timed_out = False
     with owned_process(proc.pid, own_group=new_session):
         try:
-            out, err = proc.communicate(input=input, timeout=timeout)
+            out, err = _communicate(proc, input, start + timeout, poll, poll_s)
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill(proc, new_session)
@@ -122,6 +128,21 @@ def run(
         detail = (err or "").strip().splitlines()[-1:] if text else []
         raise SubprocessError(f"{argv[0]} {what}" + (f": {detail[0]}" if detail else ""))
     return result
+
+
+def _communicate(proc: subprocess.Popen, input, deadline: float, poll, poll_s: float):
+    """``proc.communicate`` until ``deadline``, calling ``poll`` between waits."""
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, 0)
+        try:
+            return proc.communicate(input=input, timeout=min(left, poll_s) if poll else left)
+        except subprocess.TimeoutExpired:
+            if poll is None:
+                raise
+            input = None             # already handed over: communicate goes on with it
+            poll()
 
 
 def _kill(proc: subprocess.Popen, group: bool) -> None:

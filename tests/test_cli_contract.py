@@ -20,6 +20,10 @@ JSON_SMOKE = {
     "malloc-fail": lambda tmp_path, cbuild: [
         "malloc-fail", "--json", "--fail-at", "1",
         str(cbuild.build("mf_smoke", "#include <stdlib.h>\nint main(void){free(malloc(8));return 0;}\n"))],
+    "io-fail": lambda tmp_path, cbuild: [
+        "io-fail", "--json", "--fail-at", "1", "--path", str(tmp_path / "*"), "--",
+        str(cbuild.build("iof_smoke", "#include <stdio.h>\nint main(int c, char **v){FILE *f = fopen(v[1], \"w\");"
+                         "return f ? fclose(f) : 0;}\n")), str(tmp_path / "out")],
     "doctor": ["doctor", "--json"],
     "doctor diff": lambda tmp_path, cbuild: [
         "doctor", "diff", "--json",

@@ -127,7 +127,7 @@ def test_unique_stacks_tests_each_site_once(cli, cbuild):
     res, doc = sweep_json(cli, "--unique-stacks", prog)
     assert res.exit_code == 0
     assert doc["baseline"]["counted_total"] == 100
-    assert doc["points_tested"] == 2 and doc["duplicates_skipped"] == 98
+    assert doc["points_run"] == 2 and doc["duplicates_skipped"] == 98
     assert doc["forked"] == 2          # only the chosen indices fork
     assert {p["outcome"]["class_name"] for p in doc["points"]} == {"clean-error"}
     assert sorted(p["exit_status"] for p in doc["points"]) == [3, 4]

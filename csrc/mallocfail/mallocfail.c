@@ -5,10 +5,11 @@
  * failed and preserves errno). Configuration comes from MLTOOLS_MF_*
  * environment variables, read lazily on the first call or in the
  * constructor, whichever comes first (libstdc++ allocates before any
- * constructor of ours runs). Records go to the file descriptor named by
- * MLTOOLS_MF_FD, one line per write(): H (hello: the handshake), F (an
- * injected failure), T (trace of a counted call), S/C (fork-mode points),
- * X (exit counts). The format is parsed by mltools/mallocfail/report.py.
+ * constructor of ours runs). Records go to the mapped record file named by
+ * MLTOOLS_MF_RECORDS (csrc/preload/: no descriptor is kept): H (hello: the
+ * handshake), F (an injected failure), T (trace of a counted call), S/C
+ * (fork-mode points), K (where a process died), E (exec), X (exit counts).
+ * The format is parsed by mltools/mallocfail/report.py.
  *
  * Rules this file keeps (see docs/malloc-fail.md):
  *  - no dlsym recursion: forward to glibc's __libc_* entry points, or
@@ -20,40 +21,37 @@
  *  - the call index is one relaxed atomic (exact under threads), or a
  *    thread-local counter with MLTOOLS_MF_PER_THREAD=1;
  *  - reallocarray is implemented here on top of the real realloc, so it is
- *    counted once.
+ *    counted once;
+ *  - a process the target forks reports its own counts (an atfork handler
+ *    starts them afresh and writes its hello).
  */
 #define _GNU_SOURCE
+#include "preload.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <link.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <ucontext.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <unwind.h>
 
-#define MF_EXPORT __attribute__((visibility("default")))
-#define MF_LIKELY(x) __builtin_expect(!!(x), 1)
-#define MF_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define MF_PROTOCOL_VERSION 1
-#ifndef MF_CHECK_RECORD_FD
-#define MF_CHECK_RECORD_FD 1   /* 0 only to prove the test that needs it */
-#endif
+#define MF_EXPORT PL_EXPORT
+#define MF_LIKELY(x) PL_LIKELY(x)
+#define MF_UNLIKELY(x) PL_UNLIKELY(x)
 
 enum mf_fn { FN_MALLOC, FN_CALLOC, FN_REALLOC, FN_REALLOCARRAY, FN_POSIX_MEMALIGN,
              FN_ALIGNED_ALLOC, FN_MEMALIGN, FN_VALLOC, FN_PVALLOC, FN_COUNT };
@@ -84,21 +82,7 @@ struct real_fns {
 static struct real_fns real = {__libc_malloc, __libc_calloc, __libc_realloc, __libc_free,
                                __libc_memalign, NULL, NULL, __libc_valloc, __libc_pvalloc};
 
-/* State shared across the process tree through a MAP_SHARED page the parent
- * passes (MLTOOLS_MF_STATE_FD); a private copy when there is none. */
-struct shared_state {
-    _Atomic int root_pid;        /* the process that claimed "root" */
-    _Atomic uint64_t index;      /* tree scope: the one call counter */
-    _Atomic uint64_t failures;   /* tree scope: failures injected */
-    _Atomic uint64_t records;    /* F records written (all processes) */
-};
-static struct shared_state private_state;
-static struct shared_state *shared = &private_state;
-
-enum scope { SCOPE_ROOT, SCOPE_TREE, SCOPE_EACH };
-
 struct config {
-    int fd;                      /* report fd, -1 for none */
     uint64_t first;              /* first index that may fail; UINT64_MAX: never */
     uint64_t count;              /* failures from `first`; 0: unlimited */
     uint64_t last;               /* fork mode: last index to try; 0: no limit */
@@ -120,29 +104,22 @@ struct config {
     int ready;                   /* counting is on (init finished) */
     int simple;                  /* no filters, no trace: the fast path (1 global counter, 2 per thread) */
 };
-static struct config cfg = {.fd = -1, .first = UINT64_MAX, .max_size = UINT64_MAX,
+static struct config cfg = {.first = UINT64_MAX, .max_size = UINT64_MAX,
                             .funcs = (1u << FN_COUNT) - 1, .max_records = 64, .frames = 16};
 
 /* Fork mode may be limited to chosen indices (--unique-stacks): a bitmap
- * file the parent passes, bit i-1 for index i. */
+ * file named by MLTOOLS_MF_FORK_SET, bit i-1 for index i. */
 static const unsigned char *fork_set;
 static uint64_t fork_set_bits;
 
-/* Per-process facts, set at init. */
+/* Per-process facts, set at init (and again in a child the target forks). */
 static int injects;              /* this process may fail calls */
-static pid_t my_pid;
 static _Atomic uint64_t local_index, local_failures;
 static _Atomic uint64_t *index_ctr = &local_index, *failures_ctr = &local_failures;
-static char exe_path[1024];
 static const char *role = "passive";
-static uintptr_t main_base;     /* load bias of the executable; 0 when not PIE */
-static int n_main_ranges, phdr_seen;
-struct range { uintptr_t lo, hi; };
-#define MAX_MAIN_RANGES 8
-#define MAX_SYS_RANGES 16
-static struct range main_ranges[MAX_MAIN_RANGES];
-static struct range sys_ranges[MAX_SYS_RANGES];   /* libc, ld.so, this shim: "not user code" */
-static int n_sys_ranges;
+static _Atomic uint64_t f_records;   /* F records this process wrote */
+static int fork_point_child;         /* a sweep child made by fork_point */
+static int in_fork_point;            /* fork_point's own fork: the atfork handler leaves it alone */
 
 /* Per-thread counts (initial-exec TLS: no __tls_get_addr, no allocation). */
 struct tstats {
@@ -187,89 +164,6 @@ static void *bump_alloc(size_t size, size_t align) {
     return bump_buf + start;  /* static storage is zeroed: fine for calloc too */
 }
 
-/* ---- small allocation-free formatting ------------------------------------ */
-
-struct buf { char *p; size_t len, cap; };
-
-static void put_str(struct buf *b, const char *s) {
-    while (*s && b->len + 1 < b->cap) b->p[b->len++] = *s++;
-}
-
-/* A value from outside (a path): tabs and newlines would break the record. */
-static void put_val(struct buf *b, const char *s) {
-    while (*s && b->len + 1 < b->cap) {
-        char c = *s++;
-        b->p[b->len++] = (c == '\t' || c == '\n' || c == '|') ? ' ' : c;
-    }
-}
-
-static void put_u64(struct buf *b, uint64_t v) {
-    char tmp[24];
-    int n = 0;
-    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
-    while (n && b->len + 1 < b->cap) b->p[b->len++] = tmp[--n];
-}
-
-static void put_hex(struct buf *b, uint64_t v) {
-    char tmp[20];
-    int n = 0;
-    do { tmp[n++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v);
-    put_str(b, "0x");
-    while (n && b->len + 1 < b->cap) b->p[b->len++] = tmp[--n];
-}
-
-static void put_kv(struct buf *b, const char *key, uint64_t v) {
-    put_str(b, "\t");
-    put_str(b, key);
-    put_str(b, "=");
-    put_u64(b, v);
-}
-
-/* The record file's identity: a target that closes our descriptor and opens
- * a file of its own under the same number must never get our records. */
-static dev_t record_dev;
-static ino_t record_ino;
-
-static void emit_line(struct buf *b) {
-    if (cfg.fd < 0) return;
-    struct stat st;
-    if (MF_CHECK_RECORD_FD && (fstat(cfg.fd, &st) != 0 || st.st_dev != record_dev || st.st_ino != record_ino)) {
-        cfg.fd = -1;
-        return;
-    }
-    if (b->len + 1 >= b->cap) b->len = b->cap - 2;
-    b->p[b->len++] = '\n';
-    int saved = errno;
-    size_t off = 0;
-    while (off < b->len) {
-        ssize_t n = write(cfg.fd, b->p + off, b->len - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        off += (size_t)n;
-    }
-    errno = saved;
-}
-
-/* Own string helpers for init: an ASan runtime intercepts strcmp and friends
- * and may not be ready when the first allocation arrives. */
-static int str_eq(const char *a, const char *b) {
-    while (*a && *a == *b) { a++; b++; }
-    return *a == *b;
-}
-
-static size_t str_len(const char *s) {
-    size_t n = 0;
-    while (s[n]) n++;
-    return n;
-}
-
-static uint64_t parse_u64(const char *s, uint64_t dflt) {
-    if (!s || !*s) return dflt;
-    uint64_t v = 0;
-    for (; *s >= '0' && *s <= '9'; s++) v = v * 10 + (uint64_t)(*s - '0');
-    return v;
-}
-
 static uint64_t mix64(uint64_t x) {   /* splitmix64 finaliser */
     x += 0x9e3779b97f4a7c15ull;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -279,58 +173,12 @@ static uint64_t mix64(uint64_t x) {   /* splitmix64 finaliser */
 
 /* ---- init ----------------------------------------------------------------- */
 
-static int phdr_cb(struct dl_phdr_info *info, size_t size, void *data) {
-    (void)size;
-    const char *name = info->dlpi_name ? info->dlpi_name : "";
-    uintptr_t self = (uintptr_t)data;
-    int is_main = phdr_seen++ == 0;      /* the executable always comes first */
-    if (is_main) main_base = info->dlpi_addr;
-    int is_sys = strstr(name, "/libc.so") != NULL || strstr(name, "/ld-linux") != NULL
-                 || strstr(name, "/ld64.so") != NULL;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
-        uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
-        if (is_main && n_main_ranges < MAX_MAIN_RANGES) main_ranges[n_main_ranges++] = (struct range){lo, hi};
-        if ((is_sys || (self >= lo && self < hi)) && n_sys_ranges < MAX_SYS_RANGES)
-            sys_ranges[n_sys_ranges++] = (struct range){lo, hi};
-    }
-    return 0;
-}
-
-static int is_sys_addr(uintptr_t a) {
-    for (int i = 0; i < n_sys_ranges; i++)
-        if (a >= sys_ranges[i].lo && a < sys_ranges[i].hi) return 1;
-    return 0;
-}
-
-static int exe_matches(const char *spec, dev_t dev, ino_t ino) {
-    /* spec: "dev:ino[,dev:ino...]" */
-    while (spec && *spec) {
-        uint64_t d = parse_u64(spec, 0);
-        const char *colon = strchr(spec, ':');
-        if (!colon) return 0;
-        uint64_t i = parse_u64(colon + 1, 0);
-        if (d == (uint64_t)dev && i == (uint64_t)ino) return 1;
-        spec = strchr(colon, ',');
-        if (spec) spec++;
-    }
-    return 0;
-}
-
 static void write_hello(void) {
     char line[1600];
-    struct buf b = {line, 0, sizeof line};
-    put_str(&b, "H");
-    put_kv(&b, "version", MF_PROTOCOL_VERSION);
-    put_kv(&b, "pid", (uint64_t)my_pid);
-    put_kv(&b, "ppid", (uint64_t)getppid());
-    put_str(&b, "\trole=");
-    put_str(&b, role);
-    put_str(&b, cfg.forward_next ? "\tforward=next" : "\tforward=libc");
-    put_str(&b, "\texe=");
-    put_val(&b, exe_path);
-    emit_line(&b);
+    struct pl_buf b = {line, 0, sizeof line};
+    pl_hello_begin(&b, role);
+    pl_put_str(&b, cfg.forward_next ? "\tforward=next" : "\tforward=libc");
+    pl_hello_end(&b);
 }
 
 static void resolve_next(void) {
@@ -371,109 +219,75 @@ static void fold_stats(void *arg) {
 
 static void do_init(void) {
     const char *e;
-    cfg.fd = (int)parse_u64(getenv("MLTOOLS_MF_FD"), (uint64_t)-1);
-    if (getenv("MLTOOLS_MF_FD") == NULL) cfg.fd = -1;
-    struct stat rst;
-    if (cfg.fd >= 0 && fstat(cfg.fd, &rst) == 0) {
-        record_dev = rst.st_dev;
-        record_ino = rst.st_ino;
-    } else {
-        cfg.fd = -1;
-    }
-    cfg.first = parse_u64(getenv("MLTOOLS_MF_FIRST"), 0);
+    pl_setup("MLTOOLS_MF_", "malloc-fail");
+    cfg.first = pl_parse_u64(getenv("MLTOOLS_MF_FIRST"), 0);
     if (cfg.first == 0) cfg.first = UINT64_MAX;
-    cfg.count = parse_u64(getenv("MLTOOLS_MF_COUNT"), 0);
-    cfg.last = parse_u64(getenv("MLTOOLS_MF_LAST"), 0);
+    cfg.count = pl_parse_u64(getenv("MLTOOLS_MF_COUNT"), 0);
+    cfg.last = pl_parse_u64(getenv("MLTOOLS_MF_LAST"), 0);
     if ((e = getenv("MLTOOLS_MF_PROB_THRESHOLD")) && *e) {
         cfg.use_prob = 1;
-        cfg.prob_threshold = parse_u64(e, 0);
+        cfg.prob_threshold = pl_parse_u64(e, 0);
         if (cfg.first == UINT64_MAX) cfg.first = 1;
     }
-    cfg.seed = parse_u64(getenv("MLTOOLS_MF_SEED"), 0);
-    cfg.min_size = parse_u64(getenv("MLTOOLS_MF_MIN_SIZE"), 0);
-    cfg.max_size = parse_u64(getenv("MLTOOLS_MF_MAX_SIZE"), UINT64_MAX);
-    cfg.funcs = (unsigned)parse_u64(getenv("MLTOOLS_MF_FUNCS"), (1u << FN_COUNT) - 1);
-    cfg.per_thread = parse_u64(getenv("MLTOOLS_MF_PER_THREAD"), 0) != 0;
-    cfg.trace = parse_u64(getenv("MLTOOLS_MF_TRACE"), 0) != 0;
-    cfg.max_records = parse_u64(getenv("MLTOOLS_MF_MAX_RECORDS"), 64);
-    cfg.frames = (int)parse_u64(getenv("MLTOOLS_MF_FRAMES"), 16);
+    cfg.seed = pl_parse_u64(getenv("MLTOOLS_MF_SEED"), 0);
+    cfg.min_size = pl_parse_u64(getenv("MLTOOLS_MF_MIN_SIZE"), 0);
+    cfg.max_size = pl_parse_u64(getenv("MLTOOLS_MF_MAX_SIZE"), UINT64_MAX);
+    cfg.funcs = (unsigned)pl_parse_u64(getenv("MLTOOLS_MF_FUNCS"), (1u << FN_COUNT) - 1);
+    cfg.per_thread = pl_parse_u64(getenv("MLTOOLS_MF_PER_THREAD"), 0) != 0;
+    cfg.trace = pl_parse_u64(getenv("MLTOOLS_MF_TRACE"), 0) != 0;
+    cfg.max_records = pl_parse_u64(getenv("MLTOOLS_MF_MAX_RECORDS"), 64);
+    cfg.frames = (int)pl_parse_u64(getenv("MLTOOLS_MF_FRAMES"), 16);
     if (cfg.frames > 32) cfg.frames = 32;
     e = getenv("MLTOOLS_MF_FORWARD");
-    cfg.forward_next = e && str_eq(e, "next");
-    e = getenv("MLTOOLS_MF_SCOPE");
-    cfg.scope = !e ? SCOPE_ROOT : str_eq(e, "tree") ? SCOPE_TREE : str_eq(e, "each") ? SCOPE_EACH : SCOPE_ROOT;
-    if ((e = getenv("MLTOOLS_MF_FORK_DIR")) && *e && str_len(e) < sizeof cfg.fork_dir - 64) {
+    cfg.forward_next = e && pl_str_eq(e, "next");
+    cfg.scope = pl_scope_from_env();
+    if ((e = getenv("MLTOOLS_MF_FORK_DIR")) && *e && pl_str_len(e) < sizeof cfg.fork_dir - 64) {
         cfg.fork_mode = 1;
         for (size_t k = 0; e[k]; k++) cfg.fork_dir[k] = e[k];
-        cfg.fork_timeout_ms = parse_u64(getenv("MLTOOLS_MF_FORK_TIMEOUT_MS"), 10000);
-        cfg.fork_jobs = parse_u64(getenv("MLTOOLS_MF_FORK_JOBS"), 1);
+        cfg.fork_timeout_ms = pl_parse_u64(getenv("MLTOOLS_MF_FORK_TIMEOUT_MS"), 10000);
+        cfg.fork_jobs = pl_parse_u64(getenv("MLTOOLS_MF_FORK_JOBS"), 1);
     }
 
     if (cfg.forward_next) resolve_next();
 }
 
+static void after_fork_in_child(void);
+
 /* The part of init that calls into libc beyond getenv: in RTLD_NEXT mode an
  * ASan runtime may still be initialising (its interceptors are not set up
  * yet), so there it waits for our constructor, which runs after ASan's. */
 static void do_init_rest(void) {
-    my_pid = getpid();
-    ssize_t n = readlink("/proc/self/exe", exe_path, sizeof exe_path - 1);
-    exe_path[n > 0 ? n : 0] = '\0';
-    dl_iterate_phdr(phdr_cb, (void *)(uintptr_t)&do_init);
+    pl_process_init((uintptr_t)&do_init);
+    pl_records_open(getenv("MLTOOLS_MF_RECORDS"));
+    pl_state_open(getenv("MLTOOLS_MF_STATE"));
+    pl_exec_init();
 
-    if (cfg.fork_mode && getenv("MLTOOLS_MF_FORK_SET_FD")) {
-        int set_fd = (int)parse_u64(getenv("MLTOOLS_MF_FORK_SET_FD"), 0);
+    const char *set_path = getenv("MLTOOLS_MF_FORK_SET");
+    if (cfg.fork_mode && set_path && *set_path) {
+        int set_fd = pl_sys_open(set_path, O_RDONLY | O_CLOEXEC, 0);
         struct stat sst;
-        if (fstat(set_fd, &sst) == 0 && sst.st_size > 0) {
+        if (set_fd >= 0 && fstat(set_fd, &sst) == 0 && sst.st_size > 0) {
             void *p = mmap(NULL, (size_t)sst.st_size, PROT_READ, MAP_PRIVATE, set_fd, 0);
             if (p != MAP_FAILED) {
                 fork_set = p;
                 fork_set_bits = (uint64_t)sst.st_size * 8;
             }
         }
-    }
-    uint64_t state_fd = parse_u64(getenv("MLTOOLS_MF_STATE_FD"), (uint64_t)-1);
-    if (getenv("MLTOOLS_MF_STATE_FD")) {
-        void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, (int)state_fd, 0);
-        if (p != MAP_FAILED) shared = p;
+        if (set_fd >= 0) pl_sys_close(set_fd);
     }
 
-    /* Which processes inject: see "Scope" in docs/malloc-fail.md. */
-    struct stat st;
-    int exe_ok = stat("/proc/self/exe", &st) == 0;
-    const char *target = getenv("MLTOOLS_MF_TARGET");
-    const char *exclude = getenv("MLTOOLS_MF_EXCLUDE");
-    int eligible;
-    if (target && *target) eligible = exe_ok && exe_matches(target, st.st_dev, st.st_ino);
-    else eligible = !(exe_ok && exclude && exe_matches(exclude, st.st_dev, st.st_ino));
-    int root_before = atomic_load(&shared->root_pid);
-    if (cfg.scope == SCOPE_EACH) {
-        injects = eligible;
-        role = eligible ? "each" : "not-target";
-    } else if (root_before == 0 || root_before == my_pid) {
-        int expected = 0;
-        if (eligible && (root_before == my_pid || atomic_compare_exchange_strong(&shared->root_pid, &expected, my_pid))) {
-            injects = 1;
-            role = "root";
-        } else {
-            role = eligible ? "root-taken" : "not-target";
-        }
-    } else if (cfg.scope == SCOPE_TREE) {
-        injects = 1;       /* started after the root: in its tree */
-        role = "tree";
-    } else {
-        role = eligible ? "not-root" : "not-target";
-    }
+    injects = pl_claim_role(cfg.scope, &role);
     /* sweeps: hundreds of aborting runs must not each write a core file */
-    if (injects && parse_u64(getenv("MLTOOLS_MF_NO_CORE"), 0)) {
+    if (injects && pl_parse_u64(getenv("MLTOOLS_MF_NO_CORE"), 0)) {
         struct rlimit no_core = {0, 0};
         setrlimit(RLIMIT_CORE, &no_core);
     }
-    if (cfg.scope == SCOPE_TREE && injects) {
-        index_ctr = &shared->index;
-        failures_ctr = &shared->failures;
+    if (cfg.scope == PL_SCOPE_TREE && injects) {
+        index_ctr = &pl_shared->index;
+        failures_ctr = &pl_shared->failures;
     }
     if (pthread_key_create(&stats_key, fold_stats) == 0) stats_key_ok = 1;
+    pthread_atfork(NULL, NULL, after_fork_in_child);
     write_hello();
     cfg.simple = (!cfg.trace && cfg.min_size == 0 && cfg.max_size == UINT64_MAX
                   && cfg.funcs == (1u << FN_COUNT) - 1) ? (cfg.per_thread ? 2 : 1) : 0;
@@ -501,6 +315,8 @@ static __attribute__((noinline, cold)) int ensure_init(void) {
 }
 
 __attribute__((constructor)) static void mf_constructor(void) {
+    pl_enter = busy_on;
+    pl_leave = busy_off;
     constructed = 1;
     ensure_init();
     if (!cfg.ready) {   /* RTLD_NEXT mode, first called before this constructor */
@@ -522,218 +338,84 @@ static void register_thread(struct tstats *ts) {
     }
 }
 
-/* ---- stacks and records ---------------------------------------------------- */
-
-struct unwind_ctx { uintptr_t *ips; int n, max; };
-
-static _Unwind_Reason_Code unwind_cb(struct _Unwind_Context *uc, void *arg) {
-    struct unwind_ctx *c = arg;
-    uintptr_t ip = (uintptr_t)_Unwind_GetIP(uc);
-    if (ip == 0) return _URC_END_OF_STACK;
-    if (c->n >= c->max) return _URC_END_OF_STACK;
-    c->ips[c->n++] = ip;
-    return _URC_NO_REASON;
-}
-
-/* Frames of the current stack, starting at the caller of the interposed function. */
-static int capture(uintptr_t caller, uintptr_t *ips, int max) {
-    uintptr_t raw[48];
-    struct unwind_ctx c = {raw, 0, 48};
-    _Unwind_Backtrace(unwind_cb, &c);
-    int start = -1;
-    for (int i = 0; i < c.n; i++)
-        if (raw[i] == caller) { start = i; break; }
-    int n = 0;
-    if (start < 0) { ips[n++] = caller; start = c.n; }
-    for (int i = start; i < c.n && n < max; i++) ips[n++] = raw[i];
-    return n;
-}
-
-static void put_frame(struct buf *b, uintptr_t ip) {
-    for (int i = 0; i < n_main_ranges; i++) {
-        if (ip >= main_ranges[i].lo && ip < main_ranges[i].hi) {
-            /* the executable: offsets are link-time addresses (absolute when not PIE) */
-            put_val(b, exe_path);
-            put_str(b, "+");
-            put_hex(b, ip - main_base);
-            return;
-        }
+/* A process the target forked: its counts start afresh (the copied ones are
+ * the parent's), it says hello, and under scope root it is not the root. The
+ * sweep's own fork-mode children keep everything (their leak check needs the
+ * totals since the start). */
+static void after_fork_in_child(void) {
+    if (in_fork_point) return;
+    pl_process_forked();
+    struct tstats *own = &tls_stats;
+    for (int i = 0; i < MAX_SLOTS; i++) atomic_store(&slots[i], NULL);
+    for (int f = 0; f < FN_COUNT; f++) {
+        atomic_store(&folded_calls[f], 0);
+        atomic_store(&folded_counted[f], 0);
+        atomic_store(&folded_failed[f], 0);
+        own->calls[f] = own->counted[f] = own->failed[f] = 0;
     }
-    Dl_info info;
-    if (dladdr((void *)ip, &info) && info.dli_fbase) {
-        const char *name = info.dli_fname && *info.dli_fname ? info.dli_fname : "?";
-        uintptr_t base = (uintptr_t)info.dli_fbase;
-        put_val(b, name);
-        put_str(b, "+");
-        put_hex(b, ip - base);
-    } else {
-        put_str(b, "?+");
-        put_hex(b, ip);
+    atomic_store(&folded_adjust, 0);
+    atomic_store(&folded_frees, 0);
+    own->adjust = 0;
+    own->frees = 0;
+    if (own->registered) {
+        own->registered = 0;
+        register_thread(own);
     }
+    atomic_store(&f_records, 0);
+    if (injects) {
+        if (cfg.scope == PL_SCOPE_ROOT) { injects = 0; role = "not-root"; }
+        else if (cfg.scope == PL_SCOPE_TREE) role = "tree";
+    }
+    busy_on();
+    write_hello();
+    busy_off();
 }
+
+/* ---- records --------------------------------------------------------------- */
 
 static void record_failure(int fn, size_t size, uint64_t idx, uintptr_t caller) {
-    uint64_t seq = atomic_fetch_add_explicit(&shared->records, 1, memory_order_relaxed);
-    if (seq >= cfg.max_records || cfg.fd < 0) return;
+    /* a sweep child records its first failure (persistent ones fail many) */
+    uint64_t budget = fork_point_child ? 1 : cfg.max_records;
+    if (atomic_fetch_add_explicit(&f_records, 1, memory_order_relaxed) >= budget || !pl_records_ready()) return;
     char line[4096];   /* small: this runs on the target's thread stack */
-    struct buf b = {line, 0, sizeof line};
-    put_str(&b, "F");
-    put_kv(&b, "pid", (uint64_t)getpid());
-    put_kv(&b, "tid", (uint64_t)gettid());
-    put_str(&b, "\tfn=");
-    put_str(&b, fn_names[fn]);
-    put_kv(&b, "size", size);
-    put_kv(&b, "index", idx);
-    put_str(&b, "\tcaller=");
-    put_frame(&b, caller);
+    struct pl_buf b = {line, 0, sizeof line};
+    pl_put_str(&b, "F");
+    pl_put_kv(&b, "pid", (uint64_t)getpid());
+    pl_put_kv(&b, "tid", (uint64_t)gettid());
+    pl_put_ks(&b, "fn", fn_names[fn]);
+    pl_put_kv(&b, "size", size);
+    pl_put_kv(&b, "index", idx);
+    pl_put_str(&b, "\tcaller=");
+    pl_put_frame(&b, caller);
     uintptr_t ips[32];
-    int n = capture(caller, ips, cfg.frames);
-    put_str(&b, "\tframes=");
-    for (int i = 0; i < n; i++) {
-        if (i) put_str(&b, "|");
-        put_frame(&b, ips[i]);
-    }
-    put_str(&b, "\texe=");
-    put_val(&b, exe_path);
-    emit_line(&b);
+    int n = pl_capture(caller, ips, cfg.frames);
+    pl_put_frames(&b, ips, n);
+    pl_put_ks(&b, "exe", pl_exe);
+    pl_emit(&b);
 }
 
 static void record_trace(int fn, size_t size, uint64_t idx, uintptr_t caller) {
     uintptr_t ips[8];
-    int n = capture(caller, ips, 8);
+    int n = pl_capture(caller, ips, 8);
     char line[4096];
-    struct buf b = {line, 0, sizeof line};
-    put_str(&b, "T");
-    put_kv(&b, "pid", (uint64_t)getpid());
-    put_str(&b, "\tfn=");
-    put_str(&b, fn_names[fn]);
-    put_kv(&b, "size", size);
-    put_kv(&b, "index", idx);
-    put_str(&b, "\tframes=");
-    for (int i = 0; i < n; i++) {
-        if (i) put_str(&b, "|");
-        put_frame(&b, ips[i]);
-    }
-    emit_line(&b);
+    struct pl_buf b = {line, 0, sizeof line};
+    pl_put_str(&b, "T");
+    pl_put_kv(&b, "pid", (uint64_t)getpid());
+    pl_put_ks(&b, "fn", fn_names[fn]);
+    pl_put_kv(&b, "size", size);
+    pl_put_kv(&b, "index", idx);
+    pl_put_frames(&b, ips, n);
+    pl_emit(&b);
 }
 
-/* Crash sites: once a failure has been injected, a fatal signal records
- * where the program died (a K record), then the default action runs. Only
- * installed where the target left the default disposition. */
-static void on_fatal_signal(int sig, siginfo_t *info, void *uctx) {
-    uintptr_t pc = 0;
-#if defined(__x86_64__)
-    pc = (uintptr_t)((ucontext_t *)uctx)->uc_mcontext.gregs[REG_RIP];
-#else
-    (void)uctx;
-#endif
-    busy_on();
-    char line[4096];
-    struct buf b = {line, 0, sizeof line};
-    put_str(&b, "K");
-    put_kv(&b, "pid", (uint64_t)getpid());
-    put_kv(&b, "signal", (uint64_t)sig);
-    put_str(&b, "\taddr=");
-    put_hex(&b, (uint64_t)(uintptr_t)info->si_addr);
-    uintptr_t ips[16];
-    int n = pc ? capture(pc, ips, 16) : 0;
-    put_str(&b, "\tframes=");
-    for (int i = 0; i < n; i++) {
-        if (i) put_str(&b, "|");
-        put_frame(&b, ips[i]);
-    }
-    emit_line(&b);
-    /* SA_RESETHAND restored the default: returning re-executes the faulting
-     * instruction (SIGSEGV/SIGBUS/SIGFPE/SIGILL); abort() raises again itself */
-}
+/* ---- fork mode --------------------------------------------------------------- */
 
-static _Atomic int crash_handlers_installed;
-
-static void install_crash_handlers(void) {
-    if (atomic_exchange(&crash_handlers_installed, 1)) return;
-    static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
-        struct sigaction old, sa;
-        if (sigaction(sigs[i], NULL, &old) != 0) continue;
-        if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler != SIG_DFL) continue;
-        if ((old.sa_flags & SA_SIGINFO) && old.sa_sigaction != NULL) continue;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_sigaction = on_fatal_signal;
-        sa.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_NODEFER;
-        sigemptyset(&sa.sa_mask);
-        sigaction(sigs[i], &sa, NULL);
-    }
-}
-
-static int count_threads(void) {
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    char s[1024];
-    ssize_t n = read(fd, s, sizeof s - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    s[n] = '\0';
-    char *p = strrchr(s, ')');   /* comm may contain spaces */
-    if (!p) return -1;
-    /* fields after ')': state(3) ... num_threads is field 20 */
-    int field = 2;
-    for (; *p && field < 20; p++)
-        if (*p == ' ') field++;
-    return (int)parse_u64(p, 0);
-}
-
-static void fork_record(const char *kind, uint64_t idx, const char *reason, pid_t child,
-                        int status, int timed_out) {
-    char line[256];
-    struct buf b = {line, 0, sizeof line};
-    put_str(&b, kind);
-    put_kv(&b, "pid", (uint64_t)my_pid);
-    put_kv(&b, "index", idx);
-    if (reason) { put_str(&b, "\treason="); put_str(&b, reason); }
-    if (child > 0) {
-        put_kv(&b, "child", (uint64_t)child);
-        put_kv(&b, "status", (uint64_t)(unsigned)status);
-        put_kv(&b, "timed_out", (uint64_t)timed_out);
-    }
-    emit_line(&b);
-}
-
-static void child_redirect(uint64_t idx) {
-    char path[600];
-    struct buf b = {path, 0, sizeof path};
-    put_str(&b, cfg.fork_dir);
-    put_str(&b, "/");
-    put_u64(&b, idx);
-    size_t stem = b.len;
-    /* stdout is not compared in fork mode: /dev/null; stderr is kept for the outcome */
-    int out = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (out >= 0) { dup2(out, 1); close(out); }
-    put_str(&b, ".err");
-    path[b.len] = '\0';
-    int err = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (err >= 0) { dup2(err, 2); close(err); }
-    b.len = stem;
-    put_str(&b, ".d");
-    path[b.len] = '\0';
-    if (mkdir(path, 0700) == 0 && chdir(path) != 0) { /* keep the parent's cwd */ }
-    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (devnull >= 0) { dup2(devnull, 0); close(devnull); }
-}
-
-/* Fork mode: the child gets the failure, the parent waits for it and goes on.
- * Returns 1 in the child (fail this call), 0 in the parent. */
 /* Children in flight (MLTOOLS_MF_FORK_JOBS > 1, with pidfds): the parent
  * goes on while up to that many children run, and collects them as they end. */
 #define MAX_FLIGHTS 32
 struct flight { pid_t pid; int pidfd; uint64_t idx; struct timespec start; };
 static struct flight flights[MAX_FLIGHTS];
 static int n_flights;
-
-static uint64_t ms_since(const struct timespec *t0) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)(now.tv_sec - t0->tv_sec) * 1000 + (uint64_t)((now.tv_nsec - t0->tv_nsec) / 1000000);
-}
 
 /* Wait until at most `keep` children are in flight. */
 static void reap_flights(int keep) {
@@ -742,7 +424,7 @@ static void reap_flights(int keep) {
         uint64_t wait_ms = cfg.fork_timeout_ms;
         for (int i = 0; i < n_flights; i++) {
             pfd[i] = (struct pollfd){flights[i].pidfd, POLLIN, 0};
-            uint64_t used = ms_since(&flights[i].start);
+            uint64_t used = pl_ms_since(&flights[i].start);
             uint64_t left = used >= cfg.fork_timeout_ms ? 0 : cfg.fork_timeout_ms - used;
             if (left < wait_ms) wait_ms = left;
         }
@@ -750,47 +432,16 @@ static void reap_flights(int keep) {
         if (r < 0 && errno == EINTR) continue;
         for (int i = n_flights - 1; i >= 0; i--) {
             int done = r > 0 && pfd[i].revents != 0;
-            if (!done && ms_since(&flights[i].start) < cfg.fork_timeout_ms) continue;
+            if (!done && pl_ms_since(&flights[i].start) < cfg.fork_timeout_ms) continue;
             int status = 0, timed_out = 0;
             if (!done) { kill(flights[i].pid, SIGKILL); timed_out = 1; }
             while (waitpid(flights[i].pid, &status, 0) < 0) {
                 if (errno != EINTR) { status = -1; break; }   /* the target reaped it: re-run */
             }
-            close(flights[i].pidfd);
-            fork_record("C", flights[i].idx, NULL, flights[i].pid, status, timed_out);
+            pl_sys_close(flights[i].pidfd);
+            pl_fork_record("C", flights[i].idx, NULL, flights[i].pid, status, timed_out);
             flights[i] = flights[--n_flights];
         }
-    }
-}
-
-static void wait_synchronously(pid_t pid, int *status, int *timed_out) {
-#ifdef SYS_pidfd_open
-    /* wait with a timeout: poll a pidfd (Linux >= 5.3), else poll waitpid */
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd >= 0) {
-        struct pollfd pfd = {pidfd, POLLIN, 0};
-        int r;
-        do r = poll(&pfd, 1, (int)cfg.fork_timeout_ms); while (r < 0 && errno == EINTR);
-        close(pidfd);
-        if (r == 0) { kill(pid, SIGKILL); *timed_out = 1; }
-        while (waitpid(pid, status, 0) < 0 && errno == EINTR) {}
-        return;
-    }
-#endif
-    struct timespec t0, nap = {0, 20000};
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        pid_t r = waitpid(pid, status, WNOHANG);
-        if (r == pid) break;
-        if (r < 0 && errno != EINTR) { *status = -1; break; }
-        if (ms_since(&t0) >= cfg.fork_timeout_ms) {
-            kill(pid, SIGKILL);
-            waitpid(pid, status, 0);
-            *timed_out = 1;
-            break;
-        }
-        nanosleep(&nap, NULL);
-        if (nap.tv_nsec < 2000000) nap.tv_nsec *= 2;
     }
 }
 
@@ -801,30 +452,36 @@ static int fork_point(uint64_t idx, uintptr_t caller) {
     if (cfg.last && idx > cfg.last) return 0;
     if (fork_set && (idx - 1 >= fork_set_bits || !((fork_set[(idx - 1) >> 3] >> ((idx - 1) & 7)) & 1)))
         return 0;
-    if (is_sys_addr(caller)) { fork_record("S", idx, "libc-caller", 0, 0, 0); return 0; }
-    if (count_threads() != 1) { fork_record("S", idx, "threads", 0, 0, 0); return 0; }
+    if (pl_is_sys_addr(caller)) { pl_fork_record("S", idx, "libc-caller", 0, 0, 0); return 0; }
+    if (pl_count_threads() != 1) { pl_fork_record("S", idx, "threads", 0, 0, 0); return 0; }
     int parallel = cfg.fork_jobs > 1;
     sigset_t block, old;
     sigemptyset(&block);
     sigaddset(&block, SIGCHLD);
     /* one child at a time: keep the target's SIGCHLD handler out of our wait */
     if (!parallel) sigprocmask(SIG_BLOCK, &block, &old);
+    off_t stdin_offset = pl_stdin_offset();   /* before fork: the parent reads on while children run */
+    in_fork_point = 1;
     pid_t pid = fork();
+    in_fork_point = 0;
     if (pid == 0) {
         if (!parallel) sigprocmask(SIG_SETMASK, &old, NULL);
-        for (int i = 0; i < n_flights; i++) close(flights[i].pidfd);
+        for (int i = 0; i < n_flights; i++) pl_sys_close(flights[i].pidfd);
         n_flights = 0;
         cfg.fork_mode = 0;
-        my_pid = getpid();
-        child_redirect(idx);
+        fork_point_child = 1;
+        role = "sweep-child";
+        pl_process_forked();
+        atomic_store(&f_records, 0);
+        pl_child_stdio(cfg.fork_dir, idx, stdin_offset);
         /* persistent: every later counted call fails too; else only this one */
-        cfg.count = parse_u64(getenv("MLTOOLS_MF_PERSISTENT"), 0) ? 0 : 1;
+        cfg.count = pl_parse_u64(getenv("MLTOOLS_MF_PERSISTENT"), 0) ? 0 : 1;
         cfg.first = idx;
         return 1;
     }
     if (pid < 0) {
         if (!parallel) sigprocmask(SIG_SETMASK, &old, NULL);
-        fork_record("S", idx, "fork-failed", 0, 0, 0);
+        pl_fork_record("S", idx, "fork-failed", 0, 0, 0);
         return 0;
     }
     if (parallel) {
@@ -844,9 +501,9 @@ static int fork_point(uint64_t idx, uintptr_t caller) {
         }
     }
     int status = 0, timed_out = 0;
-    wait_synchronously(pid, &status, &timed_out);
+    pl_wait_child(pid, cfg.fork_timeout_ms, &status, &timed_out);
     if (!parallel) sigprocmask(SIG_SETMASK, &old, NULL);
-    fork_record("C", idx, NULL, pid, status, timed_out);
+    pl_fork_record("C", idx, NULL, pid, status, timed_out);
     return 0;
 }
 
@@ -858,7 +515,7 @@ static __attribute__((noinline)) int slow_decide(int fn, size_t size, uint64_t i
     if (!cfg.fork_mode && !cfg.use_prob && cfg.count && idx - cfg.first >= cfg.count) return 0;
     if (cfg.use_prob && !cfg.fork_mode && mix64(cfg.seed ^ mix64(idx)) >= cfg.prob_threshold) return 0;
     /* root scope: a forked child of the root is not the root (getpid only here, off the fast path) */
-    if (cfg.scope == SCOPE_ROOT && getpid() != my_pid) return 0;
+    if (cfg.scope == PL_SCOPE_ROOT && getpid() != pl_pid) return 0;
     int fail = 1;
     busy_on();
     if (cfg.fork_mode)
@@ -868,7 +525,7 @@ static __attribute__((noinline)) int slow_decide(int fn, size_t size, uint64_t i
     if (fail) {
         tls_stats.failed[fn]++;
         record_failure(fn, size, idx, caller);
-        if (cfg.fd >= 0) install_crash_handlers();
+        pl_install_crash_handlers();
     }
     busy_off();
     return fail;
@@ -1038,8 +695,8 @@ MF_EXPORT void *pvalloc(size_t size) {
 /* ---- exit report ----------------------------------------------------------- */
 
 __attribute__((destructor)) static void mf_destructor(void) {
-    if (atomic_load(&init_state) != 2 || cfg.fd < 0) return;
-    if (n_flights && getpid() == my_pid) {
+    if (atomic_load(&init_state) != 2 || !pl_records_ready()) return;
+    if (n_flights && getpid() == pl_pid) {
         busy_on();
         reap_flights(0);
         busy_off();
@@ -1067,27 +724,26 @@ __attribute__((destructor)) static void mf_destructor(void) {
     if (cfg.simple)
         for (int f = 0; f < FN_COUNT; f++) counted[f] = calls[f];
     char line[2048];
-    struct buf b = {line, 0, sizeof line};
-    put_str(&b, "X");
-    put_kv(&b, "pid", (uint64_t)getpid());
-    put_str(&b, "\trole=");
-    put_str(&b, getpid() == my_pid ? role : "forked");
+    struct pl_buf b = {line, 0, sizeof line};
+    pl_put_str(&b, "X");
+    pl_put_kv(&b, "pid", (uint64_t)getpid());
+    pl_put_ks(&b, "role", getpid() == pl_pid ? role : "forked");
     for (int f = 0; f < FN_COUNT; f++) {
-        put_str(&b, "\tfn=");
-        put_str(&b, fn_names[f]);
-        put_str(&b, ":");
-        put_u64(&b, calls[f]);
-        put_str(&b, ":");
-        put_u64(&b, counted[f]);
-        put_str(&b, ":");
-        put_u64(&b, failed[f]);
+        pl_put_str(&b, "\tfn=");
+        pl_put_str(&b, fn_names[f]);
+        pl_put_str(&b, ":");
+        pl_put_u64(&b, calls[f]);
+        pl_put_str(&b, ":");
+        pl_put_u64(&b, counted[f]);
+        pl_put_str(&b, ":");
+        pl_put_u64(&b, failed[f]);
     }
-    put_kv(&b, "index", atomic_load(index_ctr));
+    pl_put_kv(&b, "index", atomic_load(index_ctr));
     /* blocks handed out: successful calls, less reallocs of an existing block */
     uint64_t allocs = 0;
     for (int f = 0; f < FN_COUNT; f++) allocs += calls[f] - failed[f];
     allocs = (uint64_t)((int64_t)allocs + adjust);
-    put_kv(&b, "allocs", allocs);
-    put_kv(&b, "frees", frees);
-    emit_line(&b);
+    pl_put_kv(&b, "allocs", allocs);
+    pl_put_kv(&b, "frees", frees);
+    pl_emit(&b);
 }

@@ -152,6 +152,7 @@ class LazyGroup(MltoolsGroup):
                  "doctor": "mltools.cli.doctor:doctor_cmd",
                  "elf": "mltools.cli.elf:elf",
                  "env": "mltools.cli.env:env_cmd",
+                 "io-fail": "mltools.cli.iofail:io_fail_cmd",
                  "malloc-fail": "mltools.cli.mallocfail:malloc_fail_cmd",
              })
 @click.version_option(__version__, "--version", prog_name="mltools",

@@ -9,18 +9,6 @@ from mltools.cli import TargetCommand
 from mltools.cli._options import jobs_option, json_option, quiet_option
 
 
-def _write_bytes(stream, data: bytes) -> None:
-    """Pass the target's output on unchanged (bytes where the stream allows)."""
-    if not data:
-        return
-    stream.flush()
-    if hasattr(stream, "buffer"):
-        stream.buffer.write(data)
-    else:
-        stream.write(data.decode("utf-8", "replace"))
-    stream.flush()
-
-
 def _size(ctx, param, value):
     if value is None:
         return None
@@ -92,18 +80,21 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
     mltools malloc-fail --min-size 1MB --fail-at 1 -- python3 train.py
     mltools malloc-fail --sweep ./a.out             fail 1, 2, … and classify each outcome
 
-    The target's stdout and stderr are passed on when it has exited, then the
-    report for people follows on stderr. With --json, stdout holds only the
-    report document and the target's stdout goes to stderr. Exit status: the target's own (128+N for
-    signal N; 124 on --timeout), 125 when malloc-fail could not run it, 127
-    when PROGRAM does not exist. --sweep exits 1 when a point crashed,
-    aborted, hung or leaked, else 0.
+    The target runs in the current directory with our stdin; its stdout and
+    stderr are passed on when it has exited, then the report for people
+    follows on stderr. With --json, stdout holds only the report document and
+    the target's stdout goes to stderr. A sweep reads stdin once (unless it is
+    a terminal) and gives every point the same bytes. Exit status: the
+    target's own (128+N for signal N; 124 on --timeout), 125 when malloc-fail
+    could not run it, 127 when PROGRAM does not exist. --sweep exits 1 when a
+    point crashed, aborted, hung or leaked, else 0; 130 when interrupted,
+    after printing the points it had finished.
     """
-    from mltools import _jsonio
-    from mltools.cli._output import emit, note
-    from mltools._target import TargetStartError
-    from mltools.errors import ToolNotFoundError, UsageError
+    from mltools.cli._output import Progress, emit, note
+    from mltools.cli._shimcmd import finish_sweep, pass_output, program_errors, write_report
+    from mltools.errors import UsageError
     from mltools.mallocfail.config import FailSpec, RunOptions
+    from mltools.preload.runner import stdin_for_single_run, stdin_for_sweep
 
     if report_file:
         from mltools._files import check_writable
@@ -119,38 +110,23 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
     if spec.count is not None and not spec.injects:
         raise UsageError("--count needs --after, --fail-at or --probability")
 
-    def write_report(result) -> None:
-        if report_file:
-            with open(report_file, "w") as fh:
-                fh.write(_jsonio.dumps(result, result.SCHEMA, result.SCHEMA_VERSION) + "\n")
-
-    try:
+    with program_errors(ctx):
         if sweep:
-            from mltools.cli._output import Progress
             from mltools.mallocfail.describe import render_sweep
+            from mltools.mallocfail.outcome import BUG_CLASSES
             from mltools.mallocfail.sweep import sweep as run_sweep
+            stdin = stdin_for_sweep(sys.stdin)
             with Progress("sweep") as bar:
                 rep = run_sweep(list(command), spec, options, persistent=persistent, jobs=jobs, fork=fork,
                                 unique_stacks=unique_stacks, max_points=max_points,
-                                point_timeout_s=point_timeout,
-                                progress=lambda done, total: bar.advance())
-            write_report(rep)
-            emit(rep, as_json, render_sweep)
-            ctx.exit(1 if any(rep.by_class.get(c) for c in ("crash", "abort", "hang", "leak")) else 0)
+                                point_timeout_s=point_timeout, progress=bar, stdin=stdin)
+            finish_sweep(ctx, rep, as_json, render_sweep, report_file, BUG_CLASSES)
 
         from mltools.mallocfail.describe import render_report
         from mltools.mallocfail.run import run_target
-        report, raw = run_target(list(command), spec, options)
-    except TargetStartError as exc:       # the program itself: 127 or 126, as a shell says
-        click.echo(f"Error: {exc.message}", err=True)
-        ctx.exit(exc.exit_status)
-    except ToolNotFoundError as exc:      # its #! interpreter
-        click.echo(f"Error: {exc.message}", err=True)
-        ctx.exit(127)
-    # the target's own output, after it exited: stdout to stdout (stderr with --json)
-    _write_bytes(sys.stderr if as_json else sys.stdout, raw.stdout)
-    _write_bytes(sys.stderr, raw.stderr)
-    write_report(report)
+        report, raw = run_target(list(command), spec, options, stdin=stdin_for_single_run(sys.stdin))
+    pass_output(raw, as_json)
+    write_report(report_file, report)
     if as_json:
         emit(report, True)
     else:

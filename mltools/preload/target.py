@@ -1,5 +1,6 @@
 """The target program: where it is, whether LD_PRELOAD can reach it, and which
-processes of its tree count as "the target" for the shim's scope."""
+processes of its tree count as "the target" for the shim's scope (the same
+for malloc-fail and io-fail)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,9 @@ from mltools.errors import InputError, ToolNotFoundError, UsageError
 
 #: Interpreters that are wrappers, never the program under test.
 SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "mksh", "busybox", "env")
+#: Programs that only run another program (given as PROGRAM, they are never the target).
+EXEC_WRAPPERS = ("env", "nice", "timeout", "stdbuf", "setsid", "taskset", "numactl", "chrt", "ionice",
+                 "nohup", "setpriv", "unshare", "prlimit", "flock", "time")
 
 
 class TargetRefused(UsageError):
@@ -28,6 +32,7 @@ class Target:
     exclude: Tuple[str, ...]         # "dev:ino" of wrappers that never inject
     description: str
     allocator_libs: Tuple[str, ...] = ()   # ASan, jemalloc, tcmalloc, mimalloc in DT_NEEDED
+    direct_io: Tuple[str, ...] = ()        # why some of its system calls bypass libc (Go, io_uring)
 
 
 _OTHER_ALLOCATORS = ("libasan", "libjemalloc", "libtcmalloc", "libmimalloc")
@@ -40,6 +45,30 @@ def allocator_libs(path: str) -> Tuple[str, ...]:
         return tuple(n for n in read_elf(path).needed if n.startswith(_OTHER_ALLOCATORS))
     except (ElfFormatError, OSError):
         return ()
+
+
+def direct_io(path: str) -> Tuple[str, ...]:
+    """Why a preload misses some of this program's I/O: a Go program makes its system
+    calls itself (only cgo's go through libc), an io_uring user submits writes
+    through a ring, never through write()."""
+    from mltools.elf.reader import ElfFormatError, read_elf, read_symbols
+    reasons = []
+    try:
+        info = read_elf(path)
+        imports = {s.name for s in read_symbols(path).symbols if not s.defined}
+    except (ElfFormatError, OSError):
+        return ()
+    if any(n.startswith("liburing") for n in info.needed) or any(n.startswith("io_uring_") for n in imports):
+        reasons.append("it uses io_uring (liburing): writes submitted through the ring bypass write()")
+    try:
+        from elftools.elf.elffile import ELFFile
+        with open(path, "rb") as fh:
+            names = {sec.name for sec in ELFFile(fh).iter_sections()}
+    except Exception:      # pyelftools on a damaged file: the reader above already accepted it
+        names = set()
+    if names & {".go.buildinfo", ".note.go.buildid", ".gopclntab"}:
+        reasons.append("it is a Go program: Go makes its system calls itself (only cgo calls go through libc)")
+    return tuple(reasons)
 
 
 def _identity(path: str) -> str:
@@ -72,9 +101,9 @@ def check_preloadable(path: str) -> None:
                             "link it dynamically to test it")
 
 
-def _shell_identities() -> Tuple[str, ...]:
+def _shell_identities(names=SHELLS) -> Tuple[str, ...]:
     seen = []
-    for name in SHELLS:
+    for name in names:
         for cand in (_proc.which(name), f"/bin/{name}", f"/usr/bin/{name}"):
             if cand and os.path.exists(cand):
                 ident = _identity(cand)
@@ -106,11 +135,14 @@ def _version_manager_target(path: str) -> Optional[str]:
 def resolve_target(program: str, target_exe: Optional[str] = None) -> Target:
     """Locate PROGRAM, refuse what cannot be injected, and decide the target image.
 
-    An ELF program is its own target. A script is followed through its
-    ``#!`` line (and ``/usr/bin/env NAME``): when the interpreter is not a
-    shell (a Python script), the interpreter is the target; when it is a
-    shell, shells and ``env`` are excluded and the first other process
-    becomes the target. ``target_exe`` names the target explicitly.
+    An ELF program is its own target, unless it only runs another program
+    (``env``, ``nice``, ``timeout``, ... :data:`EXEC_WRAPPERS`): then those
+    wrappers and shells are excluded and the first other process becomes
+    the target. A script is followed through its ``#!`` line (and
+    ``/usr/bin/env NAME``): when the interpreter is not a shell (a Python
+    script), the interpreter is the target; when it is a shell, shells and
+    ``env`` are excluded and the first other process becomes the target.
+    ``target_exe`` names the target explicitly.
     """
     path = resolve_program(program)
     if target_exe is None:
@@ -146,15 +178,20 @@ def resolve_target(program: str, target_exe: Optional[str] = None) -> Target:
         exe = resolve_program(target_exe)
         check_preloadable(exe)
         return Target(path, "elf" if len(chain) == 1 else "script", tuple(chain), (_identity(exe),), (),
-                      f"processes running {exe}", allocator_libs(exe))
+                      f"processes running {exe}", allocator_libs(exe), direct_io(exe))
+    if len(chain) == 1 and os.path.basename(path) in EXEC_WRAPPERS:
+        check_preloadable(path)
+        return Target(path, "wrapper", (path,), (), _shell_identities(SHELLS + EXEC_WRAPPERS),
+                      f"the first process that is not {os.path.basename(path)}, a shell or another "
+                      "program that only runs a program")
     if len(chain) == 1:
         check_preloadable(path)
         return Target(path, "elf", (path,), (_identity(path),), (), f"processes running {path}",
-                      allocator_libs(path))
+                      allocator_libs(path), direct_io(path))
     if interpreter_is_shell:
         check_preloadable(chain[-1])
         return Target(path, "script", tuple(chain), (), _shell_identities(),
                       "the first process that is not a shell or env (a shell wrapper is never injected)")
     check_preloadable(current)
     return Target(path, "script", tuple(chain), (_identity(current),), (),
-                  f"processes running the interpreter {current}", allocator_libs(current))
+                  f"processes running the interpreter {current}", allocator_libs(current), direct_io(current))
