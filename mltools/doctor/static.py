@@ -83,7 +83,8 @@ def _bad_elf_finding(path: str, reason: str, owners: OwnerIndex) -> Finding:
     if owner is not None and owner.manager == "pip":
         fix += f" (pip install --force-reinstall --no-deps {owner.name}=={owner.version})"
     return Finding("BAD_ELF", Severity.ERROR,
-                   f"{path}: {reason}: the loader refuses it (and stops searching)", fix=fix,
+                   f"{path}: {reason}: a search of the loader that reaches this file fails there "
+                   "(it does not search further)", fix=fix,
                    details={"path": path, "package": str(owner) if owner else None, "git_lfs_pointer": lfs})
 
 
