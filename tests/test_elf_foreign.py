@@ -2,7 +2,7 @@
 
 Oracles:
 - i386 on this host: Debian's i386 loader (``/lib/ld-linux.so.2``, from
-  gcc-multilib's libc6-i386) listing the fixture in trace mode, and the fixture
+  gcc-12-multilib's libc6-i386) listing the fixture in trace mode, and the fixture
   program run natively;
 - i386 multiarch (``libc6:i386`` unpacked in ``.sysroots/i386``): the same
   loader in trace mode under ``chroot`` (qemu-i386 ``-L`` does not redirect the
@@ -47,7 +47,7 @@ def _can_m32() -> bool:
 
 HAVE_M32 = _can_m32()
 HAVE_ARM = shutil.which("aarch64-linux-gnu-gcc") is not None and shutil.which("qemu-aarch64") is not None
-need_m32 = pytest.mark.skipif(not HAVE_M32, reason="needs gcc -m32 (gcc-multilib) and the i386 loader")
+need_m32 = pytest.mark.skipif(not HAVE_M32, reason="needs gcc -m32 (gcc-12-multilib) and the i386 loader")
 need_arm = pytest.mark.skipif(not HAVE_ARM or not (ARM64 / "lib/ld-linux-aarch64.so.1").exists(),
                               reason="needs aarch64-linux-gnu-gcc, qemu-aarch64 and tests/make_sysroots.sh")
 need_i386_root = pytest.mark.skipif(not HAVE_M32 or not (I386 / "lib/ld-linux.so.2").exists() or os.geteuid() != 0,

@@ -2,7 +2,7 @@
 
 The corpus: ELF files written here for many machines, both classes and byte
 orders, with and without section headers (tests/elfgen.py); real files of this
-machine (x86-64, i386 from gcc-multilib, aarch64 from the cross toolchain and
+machine (x86-64, i386 from gcc-12-multilib, aarch64 from the cross toolchain and
 the test sysroot); and pyelftools' own test corpus of odd and foreign files
 (ARM, MIPS, PowerPC64, S/390, SPARC, RISC-V, LoongArch, TI DSPs...), which
 tests/fetch_elf_corpus.sh unpacks into .corpus/ from pyelftools' sdist.
