@@ -5,8 +5,6 @@ SIGINT/SIGTERM to a run with worker processes.
 """
 import json
 import os
-import pty
-import select
 import signal
 import subprocess
 import sys
@@ -222,24 +220,12 @@ def _python_env():
 
 
 def test_progress_line_on_a_terminal_only(fused_project):
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "mltools", "cython", "check", "--json", "-j", "1", "pkg"],
-                            stdout=subprocess.PIPE, stderr=slave, env=_python_env())
-    os.close(slave)
-    out, _ = proc.communicate(timeout=300)
-    err = b""
-    while select.select([master], [], [], 0.5)[0]:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        err += chunk
-    os.close(master)
+    from terminal import run_on_terminal
+
+    proc, err = run_on_terminal(["cython", "check", "--json", "-j", "1", "pkg"], env=_python_env())
     assert proc.returncode == 1
-    assert json.loads(out)["files_checked"] == 3            # stdout: only the document
-    assert b"cython check: 3/3 (100%)" in err
+    assert json.loads(proc.stdout)["files_checked"] == 3            # stdout: only the document
+    assert "cython check: 3/3 (100%)" in err
 
 
 def _tree_of_files(root: Path, n: int) -> Path:

@@ -4,12 +4,9 @@ packages, and the static pass's progress."""
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -155,35 +152,14 @@ def test_progress_callback(tmp_path, cbuild):
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
-def _run_on_terminal(argv, timeout=300.0) -> str:
-    """Run ``argv`` with stderr on a pseudo-terminal (stdout a pipe); return what the terminal got."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
-    os.close(slave)
-    chunks = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        ready, _, _ = select.select([master], [], [], 0.5)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    proc.communicate(timeout=60)
-    os.close(master)
-    return b"".join(chunks).decode(errors="replace")
-
-
 def test_progress_on_a_terminal_only(tmp_path):
-    argv = [sys.executable, "-m", "mltools", "doctor", "--fail-on", "none"]
-    shown = _run_on_terminal(argv)
-    assert re.search(r"doctor: \d+/\d+ \(\d+%\)", shown), shown[-300:]
-    quiet = _run_on_terminal(argv + ["--quiet"])
-    assert "static pass" not in quiet
-    piped = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert "static pass" not in piped.stderr
+    from terminal import run_on_terminal
+
+    progress = re.compile(r"doctor: \d+/\d+ \(\d+%\)")
+    _, shown = run_on_terminal(["doctor", "--fail-on", "none"])
+    assert progress.search(shown), shown[-300:]
+    _, quiet = run_on_terminal(["doctor", "--fail-on", "none", "--quiet"])
+    assert not progress.search(quiet)
+    piped = subprocess.run([sys.executable, "-m", "mltools", "doctor", "--fail-on", "none"], capture_output=True,
+                           text=True, timeout=300)
+    assert not progress.search(piped.stderr)

@@ -118,42 +118,18 @@ def test_real_numpy_install_has_no_errors():
     assert r.files and not [f for f in r.findings if f.severity.value == "error"]
 
 
-def _stderr_on_a_terminal(argv):
-    """Run argv with stderr on a pseudo-terminal: (stderr bytes, exit status, stdout text)."""
-    import pty
-    import subprocess
-    import tempfile
-
-    master, slave = pty.openpty()
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=slave)
-        os.close(slave)
-        data = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:          # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            data += chunk
-        proc.wait(timeout=300)
-        os.close(master)
-        out.seek(0)
-        return data, proc.returncode, out.read().decode()
-
-
 def test_scan_shows_progress_on_a_terminal_only():
     import json
     import re
-    import sys
 
-    argv = [sys.executable, "-m", "mltools", "elf", "scan", "--json", "--fail-on", "none", "/usr/bin"]
-    err, status, out = _stderr_on_a_terminal(argv)
-    assert status == 0 and json.loads(out)["schema"] == "mltools.elf.scan"     # stdout: the document only
-    lines = [x for x in err.decode().split("\r\x1b[K") if x]
+    from terminal import run_on_terminal
+
+    args = ["elf", "scan", "--json", "--fail-on", "none", "/usr/bin"]
+    proc, err = run_on_terminal(args)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["schema"] == "mltools.elf.scan"   # stdout: the document
+    lines = [x for x in err.split("\r\x1b[K") if x]
     counts = [tuple(map(int, m.groups())) for m in (re.match(r"elf scan: (\d+)/(\d+) \(\d+%\)", x) for x in lines) if m]
     assert counts and counts[-1][0] == counts[-1][1] > 100, lines      # done/total, ending complete
     assert any(re.search(r", \d+[smh]\S* left$", x) for x in lines), lines
-    quiet, _status, _out = _stderr_on_a_terminal(argv + ["--quiet"])
-    assert b"elf scan" not in quiet
+    _, quiet = run_on_terminal(args + ["--quiet"])
+    assert "elf scan" not in quiet

@@ -273,7 +273,7 @@ def test_progress_counts_every_measurement():
 def test_interrupted_run_prints_the_pairs_that_finished(tmp_path):
     import signal
 
-    from interrupting import interrupt_after_progress
+    from terminal import interrupt_after_progress
 
     out = tmp_path / "partial.json"
     proc, stderr = interrupt_after_progress(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import signal
 import subprocess
 import sys
@@ -117,28 +115,10 @@ def test_an_interrupted_io_fail_sweep_puts_the_state_back(tmp_path):
 
 
 def _progress_on_a_terminal(*argv, quiet=False):
-    """stderr on a pty (stdout a pipe): what the terminal shows."""
-    master, slave = pty.openpty()
-    argv = [argv[0], "--quiet", *argv[1:]] if quiet else list(argv)
-    proc = subprocess.Popen([sys.executable, "-m", "mltools", *argv],
-                            stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
-    os.close(slave)
-    seen = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=120)
-    os.close(master)
-    return proc, seen.decode("utf-8", "replace")
+    """stderr on a pty (stdout to a file): the process and what the terminal shows."""
+    from terminal import run_on_terminal
+
+    return run_on_terminal([argv[0], "--quiet", *argv[1:]] if quiet else list(argv), timeout=120)
 
 
 LOOP = r"""#include <stdlib.h>

@@ -215,7 +215,7 @@ def test_interrupted_run_prints_the_rounds_that_finished(tmp_path):
     import re
     import signal
 
-    from interrupting import interrupt_after_progress
+    from terminal import interrupt_after_progress
 
     out = tmp_path / "ss.json"
     # the first round is 20 of the 100 steps

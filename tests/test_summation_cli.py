@@ -93,7 +93,7 @@ def test_bench_sum_checks_output_files_before_running(cli, tmp_path, option):
 def test_bench_sum_interrupted_prints_what_finished(tmp_path):
     import signal
 
-    from interrupting import interrupt_after_progress
+    from terminal import interrupt_after_progress
 
     out = tmp_path / "partial.json"
     proc, stderr = interrupt_after_progress(

@@ -61,3 +61,17 @@ def finish_sweep(ctx: click.Context, rep, as_json: bool, render, report_file: Op
     write_report(report_file, rep)
     emit(rep, as_json, render)
     ctx.exit(1 if any(rep.by_class.get(c) for c in bug_classes) else 0)
+
+
+def finish_run(ctx: click.Context, report, raw, as_json: bool, render, report_file: Optional[str]) -> None:
+    """One run: the target's own output first, then the report (stdout with --json, stderr
+    for people, as the target's stdout stays on stdout), then the target's exit status."""
+    from mltools.cli._output import emit, note
+
+    pass_output(raw, as_json)
+    write_report(report_file, report)
+    if as_json:
+        emit(report, True)
+    else:
+        note(render(report))
+    ctx.exit(report.exit_status)

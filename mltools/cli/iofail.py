@@ -84,8 +84,8 @@ def io_fail_cmd(ctx, after, fail_at, count, only, path_glob, errno_name, short_w
     """
     import shlex
 
-    from mltools.cli._output import Progress, emit, note
-    from mltools.cli._shimcmd import finish_sweep, pass_output, program_errors, write_report
+    from mltools.cli._output import Progress
+    from mltools.cli._shimcmd import finish_run, finish_sweep, program_errors
     from mltools.errors import UsageError
     from mltools.iofail.config import IoFailSpec, IoRunOptions
     from mltools.preload.runner import stdin_for_single_run, stdin_for_sweep
@@ -125,10 +125,4 @@ def io_fail_cmd(ctx, after, fail_at, count, only, path_glob, errno_name, short_w
         from mltools.iofail.describe import render_report
         from mltools.iofail.run import run_target
         report, raw = run_target(list(command), spec, options, stdin=stdin_for_single_run(sys.stdin))
-    pass_output(raw, as_json)
-    write_report(report_file, report)
-    if as_json:
-        emit(report, True)
-    else:
-        note(render_report(report))
-    ctx.exit(report.exit_status)
+    finish_run(ctx, report, raw, as_json, render_report, report_file)

@@ -90,8 +90,8 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
     point crashed, aborted, hung or leaked, else 0; 130 when interrupted,
     after printing the points it had finished.
     """
-    from mltools.cli._output import Progress, emit, note
-    from mltools.cli._shimcmd import finish_sweep, pass_output, program_errors, write_report
+    from mltools.cli._output import Progress
+    from mltools.cli._shimcmd import finish_run, finish_sweep, program_errors
     from mltools.errors import UsageError
     from mltools.mallocfail.config import FailSpec, RunOptions
     from mltools.preload.runner import stdin_for_single_run, stdin_for_sweep
@@ -125,10 +125,4 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
         from mltools.mallocfail.describe import render_report
         from mltools.mallocfail.run import run_target
         report, raw = run_target(list(command), spec, options, stdin=stdin_for_single_run(sys.stdin))
-    pass_output(raw, as_json)
-    write_report(report_file, report)
-    if as_json:
-        emit(report, True)
-    else:
-        note(render_report(report))
-    ctx.exit(report.exit_status)
+    finish_run(ctx, report, raw, as_json, render_report, report_file)

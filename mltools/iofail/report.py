@@ -5,13 +5,12 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mltools.preload.records import Frame, Records, parse_frame, parse_frames, user_frame
-from mltools.preload.symbols import symbolize, with_symbols
 
-__all__ = ["IoFailure", "EligibleCall", "failures_of", "calls_of", "read_python_stack", "symbolize_failures",
+__all__ = ["IoFailure", "EligibleCall", "failures_of", "calls_of", "read_python_stack",
            "site_of"]
 
 _PY_FRAME = re.compile(r'^\s*File "(?P<file>.*)", line (?P<line>\d+) in (?P<func>.*)$')
@@ -88,20 +87,6 @@ def read_python_stack(folder: str, pid: int, index: int) -> Tuple[str, ...]:
         if m:
             out.append(f"{m['file']}:{m['line']} in {m['func']}")
     return tuple(out)
-
-
-def symbolize_failures(failures: Sequence[IoFailure]) -> List[IoFailure]:
-    todo: List[Frame] = []
-    for f in failures:
-        todo.append(f.caller)
-        todo.extend(f.frames)
-    table = symbolize(todo)
-    out = []
-    for f in failures:
-        frames = tuple(with_symbols(x, table) for x in f.frames)
-        caller = with_symbols(f.caller, table)
-        out.append(replace(f, caller=caller, frames=frames, user_site=user_frame(frames or (caller,))))
-    return out
 
 
 def site_of(python_stack: Sequence[str], user_site: Optional[Frame], caller: Optional[Frame]) -> str:

@@ -11,7 +11,8 @@ from mltools import _native, _proc
 from mltools.errors import MltoolsError, ToolNotFoundError
 from mltools.iofail.config import FAMILIES, IoFailSpec, IoRunOptions
 from mltools.iofail.outcome import CheckResult, Outcome, classify
-from mltools.iofail.report import IoFailure, failures_of, symbolize_failures
+from mltools.iofail.report import IoFailure, failures_of
+from mltools.preload.symbols import symbolize_failures
 from mltools.iofail.state import StateFolder
 from mltools.preload.outcome import last_line, signal_name
 from mltools.preload.records import Frame, ProcessRecord

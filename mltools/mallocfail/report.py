@@ -5,13 +5,12 @@ shims write are in :mod:`mltools.preload.records`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 from mltools.preload.records import (Frame, ProcessRecord, Records, parse_frame, parse_frames,
                                      user_frame)
-from mltools.preload.symbols import symbolize, with_symbols
 
-__all__ = ["InjectedFailure", "TracedCall", "failures_of", "traces_of", "live_blocks", "symbolize_failures"]
+__all__ = ["InjectedFailure", "TracedCall", "failures_of", "traces_of", "live_blocks"]
 
 
 @dataclass(frozen=True)
@@ -67,18 +66,3 @@ def live_blocks(process: ProcessRecord) -> Optional[int]:
     if not process.exited_normally or "allocs" not in v or "frees" not in v:
         return None
     return v["allocs"] - v["frees"]
-
-
-def symbolize_failures(failures: Sequence[InjectedFailure]) -> List[InjectedFailure]:
-    todo: List[Frame] = []
-    for f in failures:
-        todo.append(f.caller)
-        todo.extend(f.frames)
-    table = symbolize(todo)
-    out = []
-    for f in failures:
-        frames = tuple(with_symbols(x, table) for x in f.frames)
-        caller = with_symbols(f.caller, table)
-        out.append(InjectedFailure(f.function, f.size, f.index, f.pid, f.tid, f.exe, caller,
-                                   user_frame(frames or (caller,)), frames))
-    return out

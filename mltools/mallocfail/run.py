@@ -10,7 +10,8 @@ from mltools import _native
 from mltools.errors import MltoolsError, UsageError
 from mltools.mallocfail.config import FUNCTIONS, FailSpec, RunOptions
 from mltools.mallocfail.outcome import Outcome, classify
-from mltools.mallocfail.report import InjectedFailure, failures_of, symbolize_failures
+from mltools.mallocfail.report import InjectedFailure, failures_of
+from mltools.preload.symbols import symbolize_failures
 from mltools.preload.outcome import signal_name
 from mltools.preload.records import Frame, ProcessRecord
 from mltools.preload.runner import (RawRun, Shim, ShimNotLoaded, Stdin, lost_shim_messages, private_dir,

@@ -27,10 +27,12 @@ from __future__ import annotations
 import bisect
 import os
 import zlib
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 from mltools.preload.records import Frame, Records, user_frame
+
+_F = TypeVar("_F")
 
 DEFAULT_DEBUG_DIRS = ("/usr/lib/debug",)
 _STT_NOTYPE, _STT_FUNC, _STT_GNU_IFUNC = 0, 2, 10
@@ -490,6 +492,22 @@ def with_symbols(frame: Optional[Frame], table: Dict[Tuple[str, int], Frame]) ->
     if frame is None:
         return None
     return table.get((frame.module, frame.offset), frame)
+
+
+def symbolize_failures(failures: Sequence[_F]) -> List[_F]:
+    """Each recorded failure (malloc-fail's or io-fail's: any record with ``caller``, ``frames``
+    and ``user_site``) with its frames named, in one symbolizer pass over all of them."""
+    todo: List[Optional[Frame]] = []
+    for f in failures:
+        todo.append(f.caller)
+        todo.extend(f.frames)
+    table = symbolize(todo)
+    out = []
+    for f in failures:
+        frames = tuple(with_symbols(x, table) for x in f.frames)
+        caller = with_symbols(f.caller, table)
+        out.append(replace(f, caller=caller, frames=frames, user_site=user_frame(frames or (caller,))))
+    return out
 
 
 def crash_location(records: Records, pids: Iterable[int]) -> Tuple[Optional[Frame], Tuple[Frame, ...]]:
