@@ -11,9 +11,20 @@ __all__ = ["render_doctor"]
 _SEVERITY_TITLES = (("error", "Errors"), ("warning", "Warnings"), ("info", "Notes"))
 
 
+def _bases(base: str):
+    """The site dir as given and as resolved: the loader names objects by their real paths, so a
+    venv reached through a symlink (``/home`` -> ``/data``) has paths under either spelling."""
+    if not base:
+        return ()
+    spelled = base.rstrip("/") + "/"
+    real = os.path.realpath(base).rstrip("/") + "/"
+    return (spelled,) if real == spelled else (spelled, real)
+
+
 def _short(path: str, base: str) -> str:
-    if path and base and path.startswith(base.rstrip("/") + "/"):
-        return path[len(base.rstrip("/")) + 1:]
+    for prefix in _bases(base):
+        if path and path.startswith(prefix):
+            return path[len(prefix):]
     return path
 
 
@@ -23,7 +34,9 @@ def _n(count: int, noun: str) -> str:
 
 def _rel(text: str, base: str) -> str:
     """Paths under the first site dir, shown relative to it (JSON keeps them absolute)."""
-    return text.replace(base.rstrip("/") + "/", "") if base else text
+    for prefix in _bases(base):
+        text = text.replace(prefix, "")
+    return text
 
 
 def _needed_by_text(paths, base: str) -> str:
