@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """mltools doctor on stock ML environments (must be quiet) and broken variants of each (must not be).
 
-Stock environments (give them with --venv NAME=DIR; the defaults are the venvs
-built for this benchmark, see docs/benchmarks.md):
+Stock environments (give them with --venv NAME=DIR; by default NAME under
+$MLTOOLS_BENCH_VENVS, /opt/venvs when unset, see docs/benchmarks.md):
 
 - torch-cuda: ``pip install torch==2.14.1 torchvision==0.29.1`` (CUDA 13 build, 5.5 GB)
 - torch-cpu:  ``pip install torch==2.13.0`` (the CPU build) and numpy
@@ -42,8 +42,8 @@ from _harness import timed  # noqa: E402 (benchmarks/ is on sys.path as the scri
 
 from mltools.env import describe_machine  # noqa: E402
 
-DEFAULTS = {"torch-cuda": "/work/venvs/torch-cuda", "torch-cpu": "/work/venvs/torch-cpu",
-            "jax-cuda": "/work/venvs/jax-cuda", "cupy": "/work/venvs/cupy"}
+VENVS_DIR = os.environ.get("MLTOOLS_BENCH_VENVS", "/opt/venvs")
+DEFAULTS = {name: os.path.join(VENVS_DIR, name) for name in ("torch-cuda", "torch-cpu", "jax-cuda", "cupy")}
 
 
 def site(venv: str) -> str:
@@ -179,7 +179,12 @@ def main() -> None:
     for item in args.venv:
         k, _, v = item.partition("=")
         venvs[k] = v
-    venvs = {k: v for k, v in venvs.items() if os.path.exists(os.path.join(v, "bin", "python"))}
+    absent = sorted(k for k, v in venvs.items() if not os.path.exists(os.path.join(v, "bin", "python")))
+    if absent:
+        print(f"skipped (no bin/python): {', '.join(f'{k} ({venvs[k]})' for k in absent)}", file=sys.stderr)
+    venvs = {k: v for k, v in venvs.items() if k not in absent}
+    if not venvs:
+        sys.exit("no environment to measure: give --venv NAME=DIR or set MLTOOLS_BENCH_VENVS")
     print(describe_machine(), f"load average {os.getloadavg()[0]:.1f}", sep="; ")
     results = {"machine": describe_machine(), "stock": {}, "variants": []}
     best: Dict[str, Optional[dict]] = {k: None for k in venvs}

@@ -13,7 +13,7 @@
 
 Wall and CPU seconds, with the load average (the machine is shared).
 
-    python benchmarks/doctor_cuda_timing.py [--venv /work/venvs/torch-cuda] [--rounds 3] [--cuobjdump PATH]
+    python benchmarks/doctor_cuda_timing.py [--venv /opt/venvs/torch-cuda] [--rounds 3] [--cuobjdump PATH]
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def cuobjdump_listing(exe: str, path: str) -> collections.Counter:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--venv", default="/work/venvs/torch-cuda")
+    ap.add_argument("--venv", default=os.path.join(os.environ.get("MLTOOLS_BENCH_VENVS", "/opt/venvs"), "torch-cuda"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cuobjdump", default=shutil.which("cuobjdump"))
     ap.add_argument("--no-cold", action="store_true")

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def fixtures_dir() -> Optional[Path]:
     for cand in (os.environ.get("MLTOOLS_NUMA_FIXTURES"), REPO / "shared" / "fixtures" / "sysfs",
-                 REPO.parent / "shared" / "fixtures" / "sysfs", Path("/work/shared/fixtures/sysfs")):
+                 REPO.parent / "shared" / "fixtures" / "sysfs"):
         if cand and Path(cand).is_dir() and any(Path(cand).glob("*.tar.bz2")):
             return Path(cand)
     return None
