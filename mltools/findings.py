@@ -104,4 +104,4 @@ def require_some_processed(errors: Sequence[ItemError], total: int, noun: str = 
         from mltools.errors import InputError
 
         first = errors[0].message
-        raise InputError(first if total == 1 else f"none of the {total} {noun} could be read: {first}")
+        raise InputError(first if total == 1 else f"none of the {total} {noun} could be processed: {first}")

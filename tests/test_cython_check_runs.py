@@ -161,7 +161,7 @@ def test_exit_2_only_when_no_file_could_be_checked(cli, tmp_path):
     (tmp_path / "syntax.pyx").write_text((CASES / "broken" / "bad_syntax.pyx").read_text())
     res = cli("cython", "check", str(tmp_path))
     assert res.exit_code == 2 and res.stdout == ""
-    assert res.stderr.startswith("Error: none of the 2 files could be read: ")
+    assert res.stderr.startswith("Error: none of the 2 files could be processed: ")
     with pytest.raises(InputError):
         check_paths([str(tmp_path / "nope.pyx"), str(tmp_path / "env.pyx")])
     res = cli("cython", "check", "--json", str(tmp_path / "nope.pyx"), str(CASES / "rules" / "cyp003_good.pyx"))
