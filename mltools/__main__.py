@@ -107,7 +107,7 @@ def _short_path(command: str, args):
     parsed = _parse(command, args)
     if parsed is None:
         return None
-    from mltools._lifecycle import interrupt_exit_status, received_signal, signals_handled
+    from mltools._lifecycle import interrupt_exit_status, received_signal, signals_handled, write_stdout
 
     try:
         with signals_handled():
@@ -115,20 +115,18 @@ def _short_path(command: str, args):
                 done = (_tree if command == "tree" else _inspect)(*parsed)
             except Exception:      # noqa: BLE001 - click runs it again and reports it its own way
                 return None
+            if done is None:
+                return None
+            text, status = done
+            if text:               # as mltools.cli._output.emit: one newline at the end, never cut short
+                write_stdout(text + "\n")
+            return status
     except KeyboardInterrupt:
         import signal
 
         sig = received_signal() or signal.SIGINT
         sys.stderr.write(f"\nInterrupted ({signal.Signals(sig).name}).\n")
         return interrupt_exit_status(sig)
-    if done is None:
-        return None
-    text, status = done
-    if text:                       # as mltools.cli._output._write: one newline at the end
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    return status
-
 
 if __name__ == "__main__":
     main()

@@ -118,3 +118,42 @@ def test_forked_pool_workers_end_quietly(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode in (0, 1), proc.stderr
     assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr
+
+
+def test_a_first_signal_waits_for_the_end_of_a_deferred_block():
+    with _lifecycle.signals_handled():
+        with pytest.raises(_lifecycle.Interrupted) as raised:
+            with _lifecycle.signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)                   # the handler has run by now, and raised nothing
+                finished = True
+        assert finished and raised.value.signum == signal.SIGINT
+        with pytest.raises(_lifecycle.Interrupted):
+            with _lifecycle.signals_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                os.kill(os.getpid(), signal.SIGTERM)   # a second signal is not held back
+                time.sleep(0.05)
+                pytest.fail("the second signal did not interrupt")
+
+
+@pytest.mark.parametrize("command, schema", [(("elf", "tree"), "mltools.elf.trees"),          # the short path
+                                             (("elf", "check"), "mltools.elf.check")])        # click's
+def test_ctrl_c_while_the_json_is_written_leaves_one_whole_document(tmp_path, command, schema):
+    """The document is larger than a pipe holds, so mltools is blocked writing it when the
+    signal comes: the reader still gets all of it, and the run says it was interrupted.
+    (A plain ``sys.stdout.write`` delivers 64 KiB of it and drops the rest.)"""
+    import json
+    import select
+
+    files = sorted(str(p) for p in __import__("pathlib").Path("/usr/bin").iterdir()
+                   if p.is_file() and not p.is_symlink())[:240]
+    proc = _start(*command, "--json", *files, tmpdir=tmp_path)
+    ready, _, _ = select.select([proc.stdout], [], [], 120)
+    assert ready, "no output"
+    time.sleep(0.3)                                   # the pipe is full and the writer waits
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert len(out) > 300_000
+    assert json.loads(out)["schema"] == schema
+    assert proc.returncode == 130, err

@@ -25,30 +25,31 @@ def emit(result: Any, as_json: bool, render: Optional[Callable[[Any], str]] = No
     A result that is already encoded (it has a ``document()`` method, such as
     ``elf tree``'s batch of many trees) is written as it is. A result that was
     interrupted (``interrupted`` is true) is written, then the run ends as
-    interrupted (exit status 130 or 143).
+    interrupted (exit status 130 or 143). A first Ctrl-C while the result is being written
+    waits for the end of it: a JSON document is never cut in the middle.
     """
-    _write(result, as_json, render, schema, version)
+    text = _text(result, as_json, render, schema, version)
+    if text:
+        from mltools._lifecycle import write_stdout
+
+        write_stdout(text.rstrip("\n") + "\n")
     if getattr(result, "interrupted", False):
         from mltools._lifecycle import Interrupted, received_signal
         import signal
         raise Interrupted(received_signal() or signal.SIGINT)
 
 
-def _write(result: Any, as_json: bool, render: Optional[Callable[[Any], str]],
-           schema: Optional[str], version: Optional[int]) -> None:
+def _text(result: Any, as_json: bool, render: Optional[Callable[[Any], str]],
+          schema: Optional[str], version: Optional[int]) -> str:
     if callable(getattr(result, "document", None)):
-        click.echo(result.document())
-        return
+        return result.document()
     if as_json:
         schema = schema or getattr(result, "SCHEMA", None)
         version = version if version is not None else getattr(result, "SCHEMA_VERSION", None)
         if not schema or version is None:
             raise TypeError(f"{type(result).__name__} has no SCHEMA/SCHEMA_VERSION")
-        click.echo(_jsonio.dumps(result, schema, version))
-        return
-    text = render(result) if render is not None else str(result)
-    if text:
-        click.echo(text.rstrip("\n"))
+        return _jsonio.dumps(result, schema, version)
+    return render(result) if render is not None else str(result)
 
 
 _quiet = False

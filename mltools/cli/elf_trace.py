@@ -82,5 +82,7 @@ def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
             ctx.exit(125)
             return
     else:
-        click.echo(text.rstrip("\n"))
+        from mltools._lifecycle import write_stdout
+
+        write_stdout(text.rstrip("\n") + "\n")
     ctx.exit(report.exit_status)
