@@ -124,6 +124,22 @@ def test_owner_of_each_file_comes_from_record(numpy_venv):
     assert r.distributions >= 1 and r.elf_files > 10 and r.extension_modules > 5
 
 
+def test_a_venv_reached_through_a_symlink_counts_each_file_once(numpy_venv, tmp_path):
+    """The loader names what it reaches by real paths and the walk by the spelling given
+    (``/home`` -> ``/data`` on many clusters): each needer is one file, spelled as given."""
+    link = tmp_path / "link"
+    link.symlink_to(numpy_venv.parent.parent)
+    python = link / numpy_venv.relative_to(numpy_venv.parent.parent)
+    direct = diagnose(str(numpy_venv), environment_checks=False)
+    through = diagnose(str(python), environment_checks=False)
+    assert through.python.site_dirs[0].startswith(str(link))
+    by_soname = {c.soname: c for c in direct.runtimes}
+    assert through.runtimes
+    for copy in through.runtimes:
+        assert len(copy.needed_by) == len(by_soname[copy.soname].needed_by), copy
+        assert len({os.path.realpath(p) for p in copy.needed_by}) == len(copy.needed_by), copy
+
+
 # ----------------------------------------------------------------------------- runtimes
 
 def test_libgomp_and_renamed_intel_openmp_pulled_by_two_modules(openmp_dir):

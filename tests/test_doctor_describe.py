@@ -22,3 +22,16 @@ def test_site_dir_reached_through_a_symlink(tmp_path):
     # a path outside the site dir keeps its full spelling
     assert _short("/usr/lib/libm.so.6", spelled_site) == "/usr/lib/libm.so.6"
     assert _needed_by_text(["/usr/lib/a.so", "/opt/b.so"], spelled_site) == "2 files under /opt, /usr/lib"
+
+
+def test_one_file_is_one_needer_however_it_is_spelled(tmp_path):
+    from mltools.doctor.static import _one_spelling
+
+    (tmp_path / "data" / "lib").mkdir(parents=True)
+    (tmp_path / "data" / "lib" / "libmid.so").write_bytes(b"")
+    (tmp_path / "home").symlink_to(tmp_path / "data")
+    walked = str(tmp_path / "home" / "lib" / "libmid.so")
+    spelled = _one_spelling([walked])
+    assert spelled(str(tmp_path / "data" / "lib" / "libmid.so")) == walked     # the loader's real path
+    assert spelled(walked) == walked
+    assert spelled("/usr/lib/x86_64-linux-gnu/libc.so.6") == "/usr/lib/x86_64-linux-gnu/libc.so.6"

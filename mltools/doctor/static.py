@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from mltools.doctor import cuda
 from mltools.doctor.cuda_context import LOADER_VARS, PassContext, cuda_stack, framework_reach, retry_after_pathfinder
@@ -271,12 +271,30 @@ def _resolve(interp, candidates, infos, environ, resolver, ctx: "PassContext", s
     for path, info in infos.items():          # every environment library is a node, reached or not
         if info.type == 3 and path not in ext_roots:
             nodes.setdefault(os.path.realpath(path), _Node(info.soname or os.path.basename(path), path))
+    spelled = _one_spelling(infos)
     for t in trees.values():
         for lib in t.libraries:
             key = lib.path or "missing:" + lib.soname
             node = nodes.setdefault(key, _Node(lib.soname, lib.path))
-            node.needed_by.update(n for n in lib.needed_by if n)
+            node.needed_by.update(spelled(n) for n in lib.needed_by if n)
     return trees, tree_findings, nodes, after
+
+
+def _one_spelling(walked: Iterable[str]):
+    """path -> the path as the walk spelled it. A tree names its root as given and the objects
+    it reaches by the loader's paths, which are real paths: in a venv reached through a symlink
+    one file would otherwise be two needers."""
+    by_real: Dict[str, str] = {}
+    for path in walked:
+        by_real.setdefault(os.path.realpath(path), path)
+    cache: Dict[str, str] = {}
+
+    def spelled(path: str) -> str:
+        got = cache.get(path)
+        if got is None:
+            got = cache[path] = by_real.get(os.path.realpath(path), path)
+        return got
+    return spelled
 
 
 def _module_name(path: str, candidates: Sequence[ElfCandidate]) -> str:
@@ -376,12 +394,13 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str], programs: Set[st
     from mltools.doctor.fixes import missing_library_fix
 
     missing: Dict[str, dict] = {}
+    spelled = _one_spelling(trees)
     for root, t in trees.items():
         for lib in t.libraries:
             if lib.path is not None or lib.error:
                 continue
             m = missing.setdefault(lib.soname, {"needed_by": set(), "roots": set(), "near": None, "tried": 0})
-            m["needed_by"].update(lib.needed_by or (root,))
+            m["needed_by"].update(spelled(n) for n in (lib.needed_by or (root,)))
             m["roots"].add(root)
             m["tried"] = max(m["tried"], len(lib.tried))
             if lib.near_misses and m["near"] is None:
