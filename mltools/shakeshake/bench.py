@@ -104,7 +104,7 @@ class BenchConfig:
         if self.steps < 1 or self.warmup < 0:
             raise UsageError("--steps must be >= 1 and --warmup >= 0")
         if not self.impls or any(i not in IMPLEMENTATIONS for i in self.impls):
-            raise UsageError(f"--impl must be reference, fast or both")
+            raise UsageError("--impl must be reference, fast or both")
         if self.shake_level not in SHAKE_LEVELS:
             raise UsageError("--shake-level must be image or batch")
         if self.second_conv not in SECOND_CONV_MODES:
