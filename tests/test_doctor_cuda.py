@@ -106,6 +106,22 @@ def test_stale_ld_library_path_shadows_the_wheel(envs, cli):
     assert not {f["code"] for f in res.json()["findings"]} & {"SHADOWED", "VERSION_SKEW"}
 
 
+def test_a_shadowing_copy_is_named_as_the_loader_names_it(envs, tmp_path):
+    """LD_LIBRARY_PATH through a symlink (/home -> /data): the loader names the library by the
+    path it searched, and so does the finding."""
+    py, stale = envs["healthy"], envs["stale"]
+    link = tmp_path / "linked-stale"
+    link.symlink_to(stale)
+    env = {"LD_LIBRARY_PATH": str(link)}
+    listing = subprocess.run(["/lib64/ld-linux-x86-64.so.2", "--list", str(cusparse(py))], capture_output=True,
+                             text=True, timeout=60, env=dict(os.environ, **env)).stdout
+    assert f"libnvJitLink.so.12 => {link}/libnvJitLink.so.12 " in listing      # the real loader
+    r = diagnose(str(py), environment_checks=False, env_changes=env)
+    shadow = by_code(r, "SHADOWED")
+    assert shadow and f"resolves to {link}/libnvJitLink.so.12 " in shadow[0].message
+    assert str(link) in shadow[0].fix
+
+
 def test_bad_env_option_is_a_usage_error(cli):
     res = cli("doctor", "--env", "NOEQUALS")
     assert res.exit_code == 2 and "KEY=VALUE" in res.stderr

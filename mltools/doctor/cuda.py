@@ -204,7 +204,7 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
             lib = tree.libraries[0]
             preloaded = fw if (lib.via == "loaded" and fw and _is_preloaded(preloads[fw], lib.path)) else None
             dlopens.append(DlopenLibrary(
-                name=name, holder=holder, holder_package=pkg, path=lib.path, package=_pkg(owners, lib.path),
+                name=name, holder=holder, holder_package=pkg, path=_as_opened(lib), package=_pkg(owners, lib.path),
                 via=("preload" if preloaded else lib.via), how=(f"preloaded by {fw}" if preloaded else
                                                                (_how(lib) if lib.path else "not found")),
                 context=fw))
@@ -225,6 +225,12 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
 def _is_preloaded(preload, path: Optional[str]) -> bool:
     real = os.path.realpath(path) if path else None
     return any(os.path.realpath(p) == real for p in preload.paths)
+
+
+def _as_opened(lib: Library) -> Optional[str]:
+    """The path as the loader opens it, the one its messages name ("/home/u/..." where /home is a
+    link), rather than the real path the library is identified by."""
+    return lib.found_as or lib.path
 
 
 def _judge_dlopen(name, holder, pkg, tree: DepTree, lib: Library, fw, python, loaded, loader_env, environ,
@@ -325,7 +331,7 @@ def _shadow_finding(what: str, name: str, holder: str, pkg: Optional[str], lib: 
     exp_how = f" ({_how(expected)})" if expected is not None else ""
     missing = [x.soname for x in (tree.libraries[1:] if tree else ())
                if x.path is None and not cuda_libs.is_driver_library(x.soname)]
-    msg = (f"{what}: it resolves to {lib.path} ({_pkg(owners, lib.path) or 'outside this environment'}, through "
+    msg = (f"{what}: it resolves to {_as_opened(lib)} ({_pkg(owners, lib.path) or 'outside this environment'}, through "
            f"{responsible}), not to the environment's own {exp_path} "
            f"({exp_pkg or 'no package'}{exp_how.strip() and ', ' + exp_how.strip(' ()')})")
     if missing:
@@ -448,7 +454,7 @@ def version_skew(findings: Sequence[Finding], trees: Mapping[str, DepTree], owne
         ppkg = _pkg(owners, lib.path)
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         msg = (f"{needer} ({npkg or 'no package'}) needs {shown} from {vn_file}, but the copy that loads, "
-               f"{lib.path} ({ppkg or 'outside this environment'}, through {_how(lib)}), "
+               f"{_as_opened(lib)} ({ppkg or 'outside this environment'}, through {_how(lib)}), "
                + (f"stops at API {has[0]}.{has[1]}" if has else "does not define them")
                + (f" (it needs {want[0]}.{want[1]})" if want else "")
                + ": loading it fails with 'undefined symbol'")
