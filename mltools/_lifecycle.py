@@ -30,8 +30,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
     from typing import Dict, Iterator, Optional, Set
 
-__all__ = ["Interrupted", "signals_handled", "signals_deferred", "write_stdout", "owned_process", "temp_dir", "thread_pool", "received_signal",
-           "interrupt_exit_status", "end_owned_processes", "check_interrupt"]
+__all__ = ["Interrupted", "signals_handled", "signals_deferred", "write_stdout", "owned_process", "temp_dir",
+           "thread_pool", "received_signal", "interrupt_exit_status", "end_owned_processes", "check_interrupt"]
 
 
 class Interrupted(KeyboardInterrupt):
