@@ -28,7 +28,7 @@ def emit(result: Any, as_json: bool, render: Optional[Callable[[Any], str]] = No
     interrupted (exit status 130 or 143). A first Ctrl-C while the result is being written
     waits for the end of it: a JSON document is never cut in the middle.
     """
-    text = _text(result, as_json, render, schema, version)
+    text = render_result(result, as_json, render, schema=schema, version=version)
     if text:
         from mltools._lifecycle import write_stdout
 
@@ -39,8 +39,10 @@ def emit(result: Any, as_json: bool, render: Optional[Callable[[Any], str]] = No
         raise Interrupted(received_signal() or signal.SIGINT)
 
 
-def _text(result: Any, as_json: bool, render: Optional[Callable[[Any], str]],
-          schema: Optional[str], version: Optional[int]) -> str:
+def render_result(result: Any, as_json: bool, render: Optional[Callable[[Any], str]] = None,
+                  *, schema: Optional[str] = None, version: Optional[int] = None) -> str:
+    """The text :func:`emit` writes for ``result`` (a JSON document or ``render``'s text),
+    for a command that writes it somewhere other than stdout."""
     if callable(getattr(result, "document", None)):
         return result.document()
     if as_json:

@@ -47,7 +47,7 @@ def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
 
     Example: mltools elf trace --categories libs,bindings -- python -c 'import numpy'
     """
-    from mltools import _jsonio
+    from mltools.cli._output import emit, render_result
     from mltools.elf import lddebug
     from mltools.elf.describe import render_trace
     from mltools._target import TargetStartError
@@ -69,11 +69,11 @@ def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
         click.echo(f"Error: {exc.message}", err=True)
         ctx.exit(exc.exit_status)
         return
-    if as_json:
-        text = _jsonio.dumps(report, report.SCHEMA, report.SCHEMA_VERSION)
-    else:
-        text = render_trace(report, verbose, tuple(symbol_patterns))
+    def render(r):
+        return render_trace(r, verbose, tuple(symbol_patterns))
+
     if report_file:
+        text = render_result(report, as_json, render)
         try:
             with open(report_file, "w", encoding="utf-8") as fh:
                 fh.write(text.rstrip("\n") + "\n")
@@ -82,7 +82,5 @@ def trace_cmd(ctx: click.Context, categories: str, report_file: Optional[str],
             ctx.exit(125)
             return
     else:
-        from mltools._lifecycle import write_stdout
-
-        write_stdout(text.rstrip("\n") + "\n")
+        emit(report, as_json, render)
     ctx.exit(report.exit_status)
