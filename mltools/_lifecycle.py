@@ -31,7 +31,8 @@ if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-f
     from typing import Dict, Iterator, Optional, Set
 
 __all__ = ["Interrupted", "signals_handled", "signals_deferred", "write_stdout", "owned_process", "temp_dir",
-           "thread_pool", "received_signal", "interrupt_exit_status", "end_owned_processes", "check_interrupt"]
+           "thread_pool", "received_signal", "interrupt_exit_status", "end_owned_processes", "check_interrupt",
+           "worker_signals"]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -85,6 +86,14 @@ def _in_forked_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_in_forked_child)
+
+
+def worker_signals() -> None:
+    """A forked worker leaves interrupts to the parent: it ignores SIGINT (the terminal sends
+    it to the whole group; the parent stops the workers) and dies of SIGTERM, which is how the
+    parent ends its workers, without the parent's handler (a traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _on_signal(signum, _frame) -> None:

@@ -351,9 +351,8 @@ def _run_here(work: Sequence[str], opts, types: bool) -> Iterator[Tuple[int, _Ou
 
 def _worker_main(conn, work: Sequence[str], checker: "_Checker") -> None:
     """A worker process: check the file indices it is sent, answer with their outcomes."""
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)       # the parent decides; it ends us with SIGTERM
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from mltools._lifecycle import worker_signals
+    worker_signals()                                   # the parent decides; it ends us with SIGTERM
     while True:
         try:
             index = conn.recv()

@@ -98,10 +98,9 @@ def _forked(tasks, jobs: int, layouts):
     import contextlib
     import pickle
     import selectors
-    import signal
     import struct
 
-    from mltools._lifecycle import owned_process
+    from mltools._lifecycle import owned_process, worker_signals
 
     parts: List[list] = [[] for _ in range(jobs)]
     loads = [0] * jobs
@@ -119,8 +118,7 @@ def _forked(tasks, jobs: int, layouts):
             pid = os.fork()
             if pid == 0:                                   # the worker
                 os.close(r)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent ends the workers
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                worker_signals()                                  # the parent ends the workers
                 code = 0
                 try:
                     with os.fdopen(w, "wb") as out:

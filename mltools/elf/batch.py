@@ -84,16 +84,6 @@ def _encode_one(tree: DepTree, fmt: str, flat: bool) -> str:
     return render_tree(tree, flat)
 
 
-def _worker_signals() -> None:
-    """A forked worker leaves interrupts to the parent: it ignores SIGINT (the terminal sends
-    it to the whole group; the parent stops the pool) and dies of SIGTERM, which is how the
-    pool ends its workers, without the parent's handler (a traceback per worker)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
     """(kind, payload, ok) per path: ("ok", encoded tree, tree.ok) or ("error", message, False)."""
     import os
@@ -159,7 +149,9 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
         results = _resolve_chunk(chunks[0])
     else:
         import multiprocessing
-        with multiprocessing.get_context("fork").Pool(n, initializer=_worker_signals) as pool:
+
+        from mltools._lifecycle import worker_signals
+        with multiprocessing.get_context("fork").Pool(n, initializer=worker_signals) as pool:
             results = [x for part in pool.map(_resolve_chunk, chunks, chunksize=1) for x in part]
     errors = [ItemError(path, payload) for path, (kind, payload, _ok) in zip(paths, results) if kind == "error"]
     require_some_processed(errors, len(paths), "files")
