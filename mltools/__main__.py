@@ -87,7 +87,6 @@ def _tree(opts, files):
 
 def _inspect(opts, files):
     from mltools.elf.inspect import inspect_files
-    from mltools.findings import FailOn
 
     report = inspect_files(files, symbols="--symbols" in opts)
     if "--json" in opts:
@@ -98,8 +97,7 @@ def _inspect(opts, files):
         from mltools.elf.describe import render_inspect
 
         text = render_inspect(report).rstrip("\n")
-    failed = bool(report.errors) or FailOn().matches(f for fi in report.files for f in fi.findings)
-    return text, 1 if failed else 0
+    return text, 1 if report.failed else 0
 
 
 def _short_path(command: str, args):
@@ -107,7 +105,7 @@ def _short_path(command: str, args):
     parsed = _parse(command, args)
     if parsed is None:
         return None
-    from mltools._lifecycle import interrupt_exit_status, received_signal, signals_handled, write_stdout
+    from mltools._lifecycle import report_interrupt, signals_handled, write_stdout
 
     try:
         with signals_handled():
@@ -122,11 +120,7 @@ def _short_path(command: str, args):
                 write_stdout(text + "\n")
             return status
     except KeyboardInterrupt:
-        import signal
-
-        sig = received_signal() or signal.SIGINT
-        sys.stderr.write(f"\nInterrupted ({signal.Signals(sig).name}).\n")
-        return interrupt_exit_status(sig)
+        return report_interrupt()
 
 if __name__ == "__main__":
     main()

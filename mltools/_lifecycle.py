@@ -32,7 +32,7 @@ if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-f
 
 __all__ = ["Interrupted", "signals_handled", "signals_deferred", "write_stdout", "owned_process", "temp_dir",
            "thread_pool", "received_signal", "interrupt_exit_status", "end_owned_processes", "check_interrupt",
-           "worker_signals"]
+           "worker_signals", "report_interrupt"]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -67,6 +67,19 @@ def check_interrupt() -> None:
 def interrupt_exit_status(signum: Optional[int] = None) -> int:
     """128+N, as a shell reports a process ended by signal N (130 for SIGINT, 143 for SIGTERM)."""
     return 128 + int(signum or _received or signal.SIGINT)
+
+
+def report_interrupt() -> int:
+    """End a run that was interrupted: ``Interrupted (SIGINT).`` (or SIGTERM) on stderr, on a
+    line of its own, and the exit status for it (:func:`interrupt_exit_status`)."""
+    import sys
+
+    sig = received_signal() or signal.SIGINT
+    stream = sys.stderr
+    if stream is not None:
+        stream.write(f"\nInterrupted ({signal.Signals(sig).name}).\n")
+        stream.flush()
+    return interrupt_exit_status(sig)
 
 
 def _in_forked_child() -> None:

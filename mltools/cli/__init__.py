@@ -81,7 +81,7 @@ class MltoolsGroup(click.Group):
         return self._invoke(ctx)
 
     def _invoke_root(self, ctx: click.Context):
-        from mltools._lifecycle import interrupt_exit_status, received_signal, signals_handled
+        from mltools._lifecycle import report_interrupt, signals_handled
         from mltools.cli._output import set_quiet
 
         set_quiet(False)
@@ -89,10 +89,7 @@ class MltoolsGroup(click.Group):
             with signals_handled():
                 return self._invoke(ctx)
         except KeyboardInterrupt:
-            import signal as _signal
-            sig = received_signal() or _signal.SIGINT
-            click.echo(f"\nInterrupted ({_signal.Signals(sig).name}).", err=True)
-            raise click.exceptions.Exit(interrupt_exit_status(sig)) from None
+            raise click.exceptions.Exit(report_interrupt()) from None
 
     def _invoke(self, ctx: click.Context):
         try:

@@ -35,11 +35,10 @@ def inspect_cmd(files, symbols: bool, as_json: bool) -> None:
     """
     from mltools.elf.describe import render_inspect
     from mltools.elf.inspect import inspect_files
-    from mltools.findings import FailOn
 
     report = inspect_files(list(files), symbols=symbols)
     emit(report, as_json, render_inspect)
-    if report.errors or FailOn().matches(f for fi in report.files for f in fi.findings):
+    if report.failed:
         click.get_current_context().exit(1)
 
 

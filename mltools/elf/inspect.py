@@ -11,7 +11,7 @@ from mltools.elf.reader import (
 )
 from mltools.elf.machines import machine_name
 from mltools.errors import InputError
-from mltools.findings import Finding, ItemError, Severity, require_some_processed
+from mltools.findings import FailOn, Finding, ItemError, Severity, require_some_processed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
@@ -87,6 +87,11 @@ class InspectReport:
     SCHEMA_VERSION: ClassVar[int] = 1
     files: Tuple[ElfInspection, ...]
     errors: Tuple[ItemError, ...] = ()      # files that could not be read (the others still were)
+
+    @property
+    def failed(self) -> bool:
+        """Exit status 1: a file could not be read or has an error finding."""
+        return bool(self.errors) or FailOn().matches(f for fi in self.files for f in fi.findings)
 
 
 def demangle(names: Sequence[str]) -> List[str]:
