@@ -164,10 +164,12 @@ def find_sources(paths: Sequence[str], errors: Optional[List[FileError]] = None)
 _INCLUDE = re.compile(r"""^\s*include\s+["']([^"']+)["']""", re.M)
 
 
-def _included_files(files: Sequence[str], include_dirs: Sequence[str]) -> set:
-    """Real paths of the listed files that another listed file includes."""
+def _scan_sources(files: Sequence[str], include_dirs: Sequence[str]) -> Tuple[set, Dict[str, List[str]]]:
+    """Each listed file read once: the real paths of the listed files that another listed file
+    includes, and the names each listed file other than a .pxd cimports."""
     listed = {os.path.realpath(f) for f in files}
-    out = set()
+    included = set()
+    cimports: Dict[str, List[str]] = {}
     for f in files:
         try:
             with open(f, encoding="utf-8", errors="replace") as fh:
@@ -178,9 +180,11 @@ def _included_files(files: Sequence[str], include_dirs: Sequence[str]) -> set:
             for base in (os.path.dirname(f), *include_dirs):
                 cand = os.path.realpath(os.path.join(base, name))
                 if cand in listed and cand != os.path.realpath(f):
-                    out.add(cand)
+                    included.add(cand)
                     break
-    return out
+        if not f.endswith(".pxd"):
+            cimports[f] = _cimported_names(text)
+    return included, cimports
 
 
 def _display(path: str) -> str:
@@ -245,10 +249,10 @@ def check_paths(paths: Sequence[str], settings: Optional[CheckSettings] = None,
     runs = None
     try:
         files = find_sources(paths, errors)
-        included = _included_files(files, settings.include_dirs)
+        included, cimports = _scan_sources(files, settings.include_dirs)
         work = [p for p in files if os.path.realpath(p) not in included]   # included: checked through the includer
         jobs = settings.jobs if settings.jobs > 0 else _auto_jobs(len(work))
-        runs = _run_parallel(work, opts, settings.types, jobs) if jobs > 1 and len(work) > 1 \
+        runs = _run_parallel(work, cimports, opts, settings.types, jobs) if jobs > 1 and len(work) > 1 \
             else _run_here(work, opts, settings.types)
         for index, outcome in runs:
             outcomes[index] = outcome
@@ -315,9 +319,9 @@ class _Checker:
         self.opts = opts
         self.pool = typed.ContextPool(opts) if types else None
 
-    def warm_up(self, work: Sequence[str] = ()) -> None:
+    def warm_up(self, work: Sequence[str] = (), cimports: Optional[Dict[str, List[str]]] = None) -> None:
         """Build the shared state before workers are forked: Cython's tables, and the .pxd
-        files that more than one of ``work`` cimports."""
+        files that more than one of ``work`` cimports (``cimports``: the names by path)."""
         if self.pool is None:
             return
         self.pool.warm_up()
@@ -325,7 +329,7 @@ class _Checker:
         for path in work:
             if path.endswith(".pxd"):
                 continue
-            for name in _cimported_names(path):
+            for name in (cimports or {}).get(path, ()):
                 counts[name] = counts.get(name, 0) + 1
         self.pool.preload(sorted(n for n, c in counts.items() if c > 1))
 
@@ -363,7 +367,8 @@ def _worker_main(conn, work: Sequence[str], checker: "_Checker") -> None:
         conn.send((index, checker.check(work[index])))
 
 
-def _run_parallel(work: Sequence[str], opts, types: bool, jobs: int) -> Iterator[Tuple[int, _Outcome]]:
+def _run_parallel(work: Sequence[str], cimports: Dict[str, List[str]], opts, types: bool,
+                  jobs: int) -> Iterator[Tuple[int, _Outcome]]:
     """Check ``work`` in ``jobs`` forked worker processes, the largest files first, each worker
     taking the next file when it is done; yields (index, outcome) as files finish. A worker that
     dies costs only the file it was on (an error) and is replaced."""
@@ -374,7 +379,7 @@ def _run_parallel(work: Sequence[str], opts, types: bool, jobs: int) -> Iterator
 
     mp = multiprocessing.get_context("fork")
     checker = _Checker(opts, types)
-    checker.warm_up(work)       # built once here, inherited by every worker
+    checker.warm_up(work, cimports)       # built once here, inherited by every worker
     pending = deque(sorted(range(len(work)), key=lambda i: (-_size(work[i]), i)))
     workers: Dict[object, list] = {}       # connection -> [process, file index or None]
     with contextlib.ExitStack() as owned:
@@ -439,13 +444,8 @@ def _run_parallel(work: Sequence[str], opts, types: bool, jobs: int) -> Iterator
 _CIMPORT = re.compile(r"^[ \t]*(?:cimport[ \t]+([\w.]+(?:[ \t]*,[ \t]*[\w.]+)*)|from[ \t]+([\w.]+)[ \t]+cimport\b)", re.M)
 
 
-def _cimported_names(path: str) -> List[str]:
-    """The absolute module names a source cimports (relative cimports left out)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
-        return []
+def _cimported_names(text: str) -> List[str]:
+    """The absolute module names a source's ``text`` cimports (relative cimports left out)."""
     names = []
     for plain, from_name in _CIMPORT.findall(text):
         for name in (plain.split(",") if plain else [from_name]):
