@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Optional
 
 import click
 
 from mltools import _jsonio
-
-T = TypeVar("T")
 
 
 def emit(result: Any, as_json: bool, render: Optional[Callable[[Any], str]] = None,
@@ -63,10 +61,6 @@ def set_quiet(quiet: bool) -> None:
     _quiet = bool(quiet)
 
 
-def is_quiet() -> bool:
-    return _quiet
-
-
 def warn(message: str) -> None:
     if not _quiet:
         click.echo(f"warning: {message}", err=True)
@@ -94,11 +88,11 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """One line on stderr: ``label: done/total (pct), time left, detail``.
+    """One line on stderr: ``label: done/total (pct), time left``.
 
     Drawn only when stderr is a terminal and --quiet is not given; never on
     stdout. An instance is also the ``progress(done, total, detail)`` callback
-    the library's long loops take.
+    the library's long loops take (``detail`` is accepted and not drawn).
     """
 
     def __init__(self, label: str, total: Optional[int] = None, min_interval_s: float = 0.1):
@@ -167,13 +161,3 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def track(items: Iterable[T], label: str, total: Optional[int] = None) -> Iterator[T]:
-    """Iterate with a Progress line (a no-op off a terminal)."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    with Progress(label, total) as bar:
-        for i, item in enumerate(items, 1):
-            yield item
-            bar.update(i)
