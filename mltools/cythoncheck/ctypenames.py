@@ -80,29 +80,20 @@ def _is_plain_int(base) -> bool:
                 and type(base).__name__ != "CBIntType")
 
 
-def narrow_for_pointer(t) -> Optional[str]:
-    """The declared name of ``t`` when it cannot carry a pointer everywhere (int, long, their
-    typedefs such as uint32_t, or the signed Py_ssize_t), else None."""
+def narrow_int(t, llp64_only: bool = False) -> Optional[Tuple[str, str]]:
+    """(declared name, name under the typedefs) of ``t`` when it cannot carry a pointer
+    everywhere (int, long, their typedefs such as uint32_t, or the signed Py_ssize_t), else None.
+
+    ``llp64_only``: only the types that are 64 bits on Linux but not a safe home for an address
+    elsewhere: long / unsigned long (32 bits on 64-bit Windows) and Py_ssize_t (signed)."""
     if t is None or getattr(t, "is_error", False):
         return None
     names, base = declared_names(t)
     if not _is_plain_int(base) or any(n in POINTER_WIDE for n in names):
         return None
-    if names[-1] in LLP64_NARROW or names[-1] in ALWAYS_NARROW or names[-1] == SIGNED_SIZE:
-        return names[0]
-    return None
-
-
-def llp64_or_signed(t) -> Optional[str]:
-    """The declared name of ``t`` when it is 64 bits on Linux but not a safe home for an address
-    elsewhere: long / unsigned long (32 bits on 64-bit Windows) or Py_ssize_t (signed)."""
-    if t is None or getattr(t, "is_error", False):
-        return None
-    names, base = declared_names(t)
-    if not _is_plain_int(base) or any(n in POINTER_WIDE for n in names):
-        return None
-    if names[-1] in LLP64_NARROW or names[-1] == SIGNED_SIZE:
-        return names[0]
+    under = names[-1]
+    if under in LLP64_NARROW or under == SIGNED_SIZE or (not llp64_only and under in ALWAYS_NARROW):
+        return names[0], under
     return None
 
 

@@ -545,9 +545,10 @@ class TypedWalker:
             self._null_object_cast(node, operand)
             return
         if _is_ptr(op_t) and id(node) not in self._low_bits:
-            narrow = ctypenames.narrow_for_pointer(target)
-            if narrow:
-                why = ctypenames.why_narrow(ctypenames.declared_names(target)[0][-1])
+            found = ctypenames.narrow_int(target)
+            if found:
+                narrow, under = found
+                why = ctypenames.why_narrow(under)
                 self.sink.add(node.pos, "CYP010", f"<{narrow}>{_core.expr_text(operand)} keeps a pointer "
                               f"in {narrow}, which {why}", anchored=True)
 
@@ -556,7 +557,7 @@ class TypedWalker:
         if op_t is None or _is_constant(operand):
             return
         if cls(operand) == "TypecastNode" and _is_ptr(getattr(unwrap(operand.operand), "type", None)):
-            if ctypenames.narrow_for_pointer(op_t):
+            if ctypenames.narrow_int(op_t):
                 return     # the inner cast is CYP010 already
             via = ctypenames.round_trip_name(op_t)
             if via:
@@ -564,9 +565,10 @@ class TypedWalker:
                               f"{_core.expr_text(operand.operand)}: a pointer round trip through {via}, "
                               "which C does not promise to preserve a pointer", anchored=True)
             return
-        narrow = ctypenames.llp64_or_signed(op_t)
-        if narrow:
-            why = ctypenames.why_narrow(ctypenames.declared_names(op_t)[0][-1])
+        found = ctypenames.narrow_int(op_t, llp64_only=True)
+        if found:
+            narrow, under = found
+            why = ctypenames.why_narrow(under)
             self.sink.add(node.pos, "CYP014", f"<{str(target).replace(' *', '*')}>{_core.expr_text(operand)}: "
                           f"the address was kept in {narrow}, which {why}", anchored=True)
 
