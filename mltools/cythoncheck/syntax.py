@@ -8,7 +8,6 @@ type Cython might infer, gives at most an unverified warning.
 """
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -488,27 +487,21 @@ def check_file_syntax(path: str, options):
     from Cython.Compiler.Scanning import FileSourceDescriptor
     from Cython.Compiler.Symtab import ModuleScope
 
-    from mltools.cythoncheck.typed import FileResult, is_fatal_parse_message
+    from mltools.cythoncheck.typed import FileResult, held_errors, is_fatal_parse_message
 
     ctx = _context(options)
     abspath = os.path.abspath(path)
     desc = FileSourceDescriptor(abspath, path)
     module_name = os.path.splitext(os.path.basename(path))[0].replace("-", "_") or "m"
     result = FileResult()
-    Errors.init_thread()
-    Errors.open_listing_file(None, echo_to_stderr=False)
-    held = Errors.hold_errors()
-    Errors.threadlocal.cython_errors_echo_file = io.StringIO()
     tree = None
     fatal = None
-    try:
-        scope = ModuleScope(module_name, parent_module=None, context=ctx)
-        tree = ctx.parse(desc, scope, pxd=path.endswith(".pxd"), full_module_name=module_name)
-    except Errors.CompileError as exc:
-        fatal = exc
-    finally:
-        Errors.release_errors(ignore=True)
-        Errors.threadlocal.cython_errors_echo_file = None
+    with held_errors() as held:
+        try:
+            scope = ModuleScope(module_name, parent_module=None, context=ctx)
+            tree = ctx.parse(desc, scope, pxd=path.endswith(".pxd"), full_module_name=module_name)
+        except Errors.CompileError as exc:
+            fatal = exc
     fatal_held = [e for e in held if is_fatal_parse_message(e)]
     if fatal is not None or fatal_held:
         e = fatal_held[0] if fatal_held else fatal

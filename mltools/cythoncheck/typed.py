@@ -216,14 +216,8 @@ class ContextPool:
         """Analyse the .pxd files of ``module_names`` now (before worker processes are forked,
         so that each does not analyse them again). Their errors are kept on their scopes and
         charged to the files that cimport them, as when a file loads them."""
-        from Cython.Compiler import Errors
         ctx, _copts = self.context("pyx")
-        Errors.init_thread()
-        Errors.open_listing_file(None, echo_to_stderr=False)
-        Errors.hold_errors()
-        echo = io.StringIO()
-        Errors.threadlocal.cython_errors_echo_file = echo
-        try:
+        with held_errors():
             from Cython.Compiler.Scanning import FileSourceDescriptor
             for name in module_names:
                 try:
@@ -234,9 +228,6 @@ class ContextPool:
                         ctx.find_module(name, pos=(FileSourceDescriptor(path), 1, 0), need_pxd=1)
                 except Exception:  # noqa: BLE001 - a file that cimports it will meet the same error
                     continue
-        finally:
-            Errors.release_errors(ignore=True)
-            Errors.threadlocal.cython_errors_echo_file = None
 
 
 def _module_table(ctx, dotted: str):
@@ -250,6 +241,22 @@ def _module_table(ctx, dotted: str):
             return None, parts[-1]
         table = scope.module_entries
     return table, parts[-1]
+
+
+@contextlib.contextmanager
+def held_errors():
+    """For the block, Cython's errors are held, not reported: yields the list that holds them.
+    Its warnings go to a private buffer (its echo file), never to our stderr."""
+    from Cython.Compiler import Errors
+    Errors.init_thread()
+    Errors.open_listing_file(None, echo_to_stderr=False)
+    held = Errors.hold_errors()
+    Errors.threadlocal.cython_errors_echo_file = io.StringIO()
+    try:
+        yield held
+    finally:
+        Errors.release_errors(ignore=True)
+        Errors.threadlocal.cython_errors_echo_file = None
 
 
 @contextlib.contextmanager
@@ -330,20 +337,14 @@ def check_file_typed(path: str, pool: ContextPool) -> FileResult:
 
     pipe.append(RunRules(ctx))
 
-    Errors.init_thread()
-    Errors.open_listing_file(None, echo_to_stderr=False)
-    held = Errors.hold_errors()
-    echo = io.StringIO()
-    Errors.threadlocal.cython_errors_echo_file = echo   # warnings go only there
-    frames = ctx.__dict__.setdefault("_mltools_frames", [])
-    frames.append([])
-    try:
-        with _own_module_scope(ctx, module_name):
-            err, _tree = Pipeline.run_pipeline(pipe, src, printtree=False)
-    finally:
-        cimported = frames.pop()
-        Errors.release_errors(ignore=True)
-        Errors.threadlocal.cython_errors_echo_file = None
+    with held_errors() as held:
+        frames = ctx.__dict__.setdefault("_mltools_frames", [])
+        frames.append([])
+        try:
+            with _own_module_scope(ctx, module_name):
+                err, _tree = Pipeline.run_pipeline(pipe, src, printtree=False)
+        finally:
+            cimported = frames.pop()
 
     parse_errors = [e for e in held[:state["held_after_parse"]] if is_fatal_parse_message(e)]
     if state["parse_failed"] is not None or parse_errors:
