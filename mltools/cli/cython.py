@@ -73,7 +73,7 @@ def check_cmd(paths, include_dirs, env, cplus, select, ignore, fmt, as_json, fai
         types=not no_types,
         jobs=jobs or 0,
     )
-    fail_on = fail_on or parse_fail_on(cfg.fail_on or "warning")
+    fail_on = fail_on or cfg.fail_on or parse_fail_on("warning")
     with Progress("cython check") as bar:
         report = check_paths(paths, settings, progress=bar if bar.enabled else None)
     for n in report.notes:

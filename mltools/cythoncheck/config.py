@@ -12,6 +12,10 @@ from typing import Optional, Sequence, Tuple
 
 from mltools.errors import InputError, MissingDependencyError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from mltools.findings import FailOn
+
 _KEYS = {"include-dirs", "compile-time-env", "cplus", "select", "ignore", "fail-on"}
 
 
@@ -23,7 +27,7 @@ class FileConfig:
     cplus: bool = False
     select: Tuple[str, ...] = ()
     ignore: Tuple[str, ...] = ()
-    fail_on: Optional[str] = None
+    fail_on: Optional[FailOn] = None        # parsed; None: not set (or set to "")
 
 
 def find_pyproject(paths: Sequence[str]) -> Optional[str]:
@@ -91,13 +95,15 @@ def load_config(paths: Sequence[str]) -> FileConfig:
     cplus = table.get("cplus", False)
     if not isinstance(cplus, bool):
         raise InputError(f"{where}: cplus must be true or false")
-    fail_on = table.get("fail-on")
-    if fail_on is not None:
+    raw_fail_on = table.get("fail-on")
+    fail_on = None
+    if raw_fail_on is not None:
         from mltools.findings import parse_fail_on
         try:
-            parse_fail_on(str(fail_on))
+            parsed = parse_fail_on(str(raw_fail_on))
         except ValueError as exc:
             raise InputError(f"{where}: fail-on: {exc}") from None
+        fail_on = parsed if raw_fail_on else None      # fail-on = "" leaves the default
     return FileConfig(
         path=path,
         include_dirs=tuple(os.path.join(base, d) for d in _str_list(table.get("include-dirs", []), "include-dirs", where)),
