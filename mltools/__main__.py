@@ -66,7 +66,7 @@ def _parse(command: str, args):
 def _tree(opts, files):
     import os
 
-    from mltools.elf.batch import loader_env, resolve_batch
+    from mltools.elf.batch import tree_batch
 
     jobs = opts.get("--jobs", opts.get("-j"))
     if jobs is not None:
@@ -76,12 +76,10 @@ def _tree(opts, files):
     root = opts.get("--root")
     if root is not None and os.path.exists(root) and not os.path.isdir(root):
         return None                                 # click's "is a file" error
-    mask = opts.get("--hwcaps-mask")
-    env = loader_env(opts.get("--env", ()), opts.get("--ld-library-path"), inherit="--clean-env" not in opts)
-    as_json = "--json" in opts
-    batch = resolve_batch(files, fmt="json" if as_json else "text", flat="--flat" in opts, jobs=jobs, env=env,
-                          preload=opts.get("--preload", ()), root=root,
-                          hwcaps_mask=None if mask is None else tuple(x for x in mask.split(":") if x))
+    batch = tree_batch(files, env_pairs=opts.get("--env", ()), ld_library_path=opts.get("--ld-library-path"),
+                       clean_env="--clean-env" in opts, preload=opts.get("--preload", ()), root=root,
+                       hwcaps_mask=opts.get("--hwcaps-mask"), flat="--flat" in opts, jobs=jobs,
+                       as_json="--json" in opts)
     return batch.document(), 0 if batch.ok else 1
 
 
@@ -121,6 +119,7 @@ def _short_path(command: str, args):
             return status
     except KeyboardInterrupt:
         return report_interrupt()
+
 
 if __name__ == "__main__":
     main()

@@ -71,12 +71,10 @@ def tree_cmd(files, env_pairs, ld_library_path, clean_env, preload, root, hwcaps
 
     Exit status 1 when a library is missing or the loader would fail.
     """
-    from mltools.elf.batch import loader_env, resolve_batch
+    from mltools.elf.batch import tree_batch
 
-    env = loader_env(env_pairs, ld_library_path, inherit=not clean_env)
-    mask = None if hwcaps_mask is None else tuple(x for x in hwcaps_mask.split(":") if x)
-    batch = resolve_batch(list(files), fmt="json" if as_json else "text", flat=flat, jobs=jobs, env=env,
-                          preload=preload, root=root, hwcaps_mask=mask)
+    batch = tree_batch(files, env_pairs=env_pairs, ld_library_path=ld_library_path, clean_env=clean_env,
+                       preload=preload, root=root, hwcaps_mask=hwcaps_mask, flat=flat, jobs=jobs, as_json=as_json)
     emit(batch, as_json)
     if not batch.ok:
         click.get_current_context().exit(1)

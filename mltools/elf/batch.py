@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
     from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["TreeBatch", "resolve_batch", "loader_env"]
+__all__ = ["TreeBatch", "resolve_batch", "loader_env", "tree_batch"]
 
 # Below this many files one process is faster than starting a pool (with -j N).
 POOL_MIN_FILES = 64
@@ -162,3 +162,16 @@ def resolve_batch(paths: Sequence[str], *, fmt: str = "json", flat: bool = False
     else:
         items = tuple(p for k, p, _o in results if k == "ok")
     return TreeBatch(fmt, items, all(ok for _k, _p, ok in results), tuple(errors))
+
+
+def tree_batch(paths: Sequence[str], *, env_pairs: Sequence[str] = (), ld_library_path: Optional[str] = None,
+               clean_env: bool = False, preload: Sequence[str] = (), root: Optional[str] = None,
+               hwcaps_mask: Optional[str] = None, flat: bool = False, jobs: Optional[int] = None,
+               as_json: bool = False) -> TreeBatch:
+    """``elf tree``'s work from its options, for the click command and the short path alike:
+    the loader's variables (:func:`loader_env`), the hwcaps mask as typed ('a:b', '' for none),
+    then :func:`resolve_batch`."""
+    env = loader_env(env_pairs, ld_library_path, inherit=not clean_env)
+    mask = None if hwcaps_mask is None else tuple(x for x in hwcaps_mask.split(":") if x)
+    return resolve_batch(list(paths), fmt="json" if as_json else "text", flat=flat, jobs=jobs, env=env,
+                         preload=preload, root=root, hwcaps_mask=mask)
