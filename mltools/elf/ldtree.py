@@ -38,7 +38,7 @@ from stat import S_ISLNK as _S_ISLNK
 from mltools._record import record
 from mltools.elf.ldcache import LdCache, read_ld_cache, read_ld_so_conf
 from mltools.elf.ldso import (LoaderConfig, abi_for, expand_dst, loader_config, loader_config_for_root,
-                              root_realpath)
+                              root_realpath, split_search_path)
 from mltools.elf.reader import DF_1_PIE, ET_DYN, ET_EXEC, ElfFormatError, ElfInfo, read_elf
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, Severity
@@ -407,8 +407,7 @@ class Resolver:
     def expand_list(self, value: str, origin: Optional[str], seps: str = ":") -> Tuple[str, ...]:
         """fillin_rpath: DSTs expanded, trailing slashes dropped, duplicates removed; '' = cwd."""
         out: List[str] = []
-        elems = value.split(":") if seps == ":" else re.split("[:;]", value)
-        for el in elems:
+        for el in split_search_path(value, seps):
             if el:
                 d = expand_dst(el, origin, self.config)
                 if not d:
@@ -1041,7 +1040,7 @@ class _Walk:
         self.interp_path = main_obj.info.interp or r.config.interpreter
         self.interp_verdict = r.verify(r.host(self.interp_path))
         self.env_dirs = _env_dirs(r, env, main_obj)
-        for el in (env.get("LD_LIBRARY_PATH") or "").replace(";", ":").split(":") if env.get("LD_LIBRARY_PATH") else ():
+        for el in split_search_path(env["LD_LIBRARY_PATH"], ":;") if env.get("LD_LIBRARY_PATH") else ():
             if el == "":
                 findings.append(Finding("EMPTY_PATH_ELEMENT", Severity.WARNING,
                                         "LD_LIBRARY_PATH has an empty element: the loader searches the current "
