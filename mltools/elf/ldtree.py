@@ -300,7 +300,7 @@ class Resolver:
         prefix = self.sysroot_prefix
         if not prefix or not host_path.startswith(prefix + "/"):
             return host_path
-        real = os.path.realpath(host_path)
+        real = self._realpath(host_path)
         if real == prefix or real.startswith(prefix + "/"):
             return host_path
         return root_realpath(prefix, host_path[len(prefix):])
@@ -667,6 +667,7 @@ class Resolver:
         real_head = self._realdirs.get(head)
         if real_head is None:
             real_head = self._realdirs[head] = os.path.realpath(head)
+            self._realdirs.setdefault(real_head, real_head)     # a link's target is looked up by its real directory
         return real_head if real_head != "/" else ""
 
     # -- the namespace ------------------------------------------------------------------------
