@@ -5,7 +5,7 @@ import os
 
 from mltools._record import record
 from mltools._files import sha256_file
-from mltools.elf.ldso import ABIS, LoaderConfig, expand_dst, host_loader_config, loader_config
+from mltools.elf.ldso import LoaderConfig, abi_of, expand_dst, host_loader_config, loader_config
 from mltools.elf.reader import (
     DF_1_PIE, DF_TEXTREL, ElfInfo, dt_flags_1_names, dt_flags_names, read_elf, read_notes, read_symbols,
 )
@@ -167,10 +167,8 @@ def _name_findings(info: ElfInfo, path: str) -> List[Finding]:
 def _config_for(info: ElfInfo) -> LoaderConfig:
     """The loader configuration whose $LIB and $PLATFORM apply to ``info`` (the host's when no
     modelled loader loads it)."""
-    for abi, (elf_class, machine, *_rest) in ABIS.items():
-        if (elf_class, machine) == (info.elf_class, info.machine):
-            return loader_config(abi)
-    return host_loader_config()
+    abi = abi_of(info.elf_class, info.machine)
+    return loader_config(abi) if abi is not None else host_loader_config()
 
 
 def inspect_file(path: str, *, symbols: bool = False, cfg: Optional[LoaderConfig] = None) -> ElfInspection:
