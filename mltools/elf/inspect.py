@@ -18,7 +18,7 @@ if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-f
     from typing import ClassVar, List, Optional, Sequence, Tuple
 
 __all__ = ["SearchPath", "SymbolEntry", "VersionNeedEntry", "ElfInspection", "InspectReport",
-           "inspect_file", "inspect_files", "demangle"]
+           "inspect_file", "inspect_files", "demangle", "empty_needed_finding"]
 
 
 @record
@@ -137,14 +137,18 @@ def _path_findings(info: ElfInfo, path: str) -> List[Finding]:
     return out
 
 
+def empty_needed_finding(who: str, details: dict) -> Finding:
+    """EMPTY_NEEDED: ``who`` (a path, or an object as a tree names it) has a DT_NEEDED entry ""."""
+    return Finding("EMPTY_NEEDED", Severity.WARNING,
+                   f"{who} has an empty DT_NEEDED name: the loader matches it to the main program and "
+                   "loads nothing (the file is corrupt or was edited)",
+                   fix="rebuild the object, or remove the entry (patchelf --remove-needed '')", details=details)
+
+
 def _name_findings(info: ElfInfo, path: str) -> List[Finding]:
     out: List[Finding] = []
     if "" in info.needed:
-        out.append(Finding("EMPTY_NEEDED", Severity.WARNING,
-                           f"{path} has an empty DT_NEEDED name: the loader matches it to the main program and "
-                           "loads nothing (the file is corrupt or was edited)",
-                           fix="rebuild the object, or remove the entry (patchelf --remove-needed '')",
-                           details={"needed": list(info.needed)}))
+        out.append(empty_needed_finding(path, {"needed": list(info.needed)}))
     if info.soname == "":
         out.append(Finding("EMPTY_SONAME", Severity.WARNING,
                            f"{path} has an empty DT_SONAME: ldconfig cannot list it and no DT_NEEDED can name it "

@@ -1008,12 +1008,10 @@ class _Walk:
                     queue.append(dep)
 
     def empty_needed(self, obj: _Obj) -> None:
+        from mltools.elf.inspect import empty_needed_finding
+
         who = obj.ident() if obj is not self.root_obj else self.path
-        self.findings.append(Finding(
-            "EMPTY_NEEDED", Severity.WARNING,
-            f"{who} has an empty DT_NEEDED name: the loader matches it to the main program and loads nothing "
-            "(the file is corrupt or was edited)",
-            fix="rebuild the object, or remove the entry (patchelf --remove-needed '')", details={"object": who}))
+        self.findings.append(empty_needed_finding(who, {"object": who}))
 
     def check_order(self, name: str, requester: _Obj, dep: _Obj) -> None:
         """LOAD_ORDER_DEPENDENT when ``requester``'s own search path would not find ``dep``."""
