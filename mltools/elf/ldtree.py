@@ -1269,7 +1269,7 @@ ROOT_PLACEHOLDER = "\0root\0"
 
 
 def template_of(obj):
-    """The memoized library (or tree) ``obj`` was copied from for another root, if it was."""
+    """The memoized library ``obj`` was copied from for another root, if it was."""
     return obj.__dict__.get("_template")
 
 
@@ -1299,9 +1299,7 @@ def _from_template(tmpl: DepTree, path: str) -> DepTree:
         if new is not lib:
             new.__dict__["_template"] = lib     # not a field: lets TreeJsonWriter encode lib once
         libs.append(new)
-    tree = _copy(tmpl, root=path, libraries=tuple(libs))
-    tree.__dict__["_template"] = tmpl          # lets a batch render the shared tree once
-    return tree
+    return _copy(tmpl, root=path, libraries=tuple(libs))
 
 
 def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Library:
