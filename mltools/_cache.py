@@ -23,9 +23,8 @@ from typing import Any, Optional
 __all__ = ["cache_root", "ContentCache"]
 
 
-def cache_root(environ=None) -> str:
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME", "")
+def cache_root() -> str:
+    base = os.environ.get("XDG_CACHE_HOME", "")
     if not base or not os.path.isabs(base):
         base = os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "mltools")
@@ -49,8 +48,6 @@ class ContentCache:
     def __init__(self, kind: str, version: int, root: Optional[str] = None):
         self.dir = os.path.join(root or cache_root(), kind)
         self.version = version
-        self.hits = 0
-        self.misses = 0
 
     def _result_path(self, sha: str) -> str:
         return os.path.join(self.dir, f"v{self.version}", sha[:2], sha + ".json")
@@ -82,9 +79,7 @@ class ContentCache:
             with open(self._result_path(sha)) as fh:
                 value = json.load(fh)
         except (OSError, ValueError):
-            self.misses += 1
             return None
-        self.hits += 1
         return value
 
     def put(self, sha: str, value: Any) -> None:

@@ -89,7 +89,7 @@ def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
     import os
 
     from mltools.elf.describe import render_tree
-    from mltools.elf.treejson import TreeJsonWriter
+    from mltools.elf.treejson import TreeJsonWriter, shared_tree_text
 
     paths, kw, fmt, flat = job
     kw.setdefault("cwd", os.getcwd())             # one getcwd for the chunk, not one per file
@@ -110,10 +110,7 @@ def _resolve_chunk(job) -> List[Tuple[str, str, bool]]:
         elif tree.root != ROOT_PLACEHOLDER:
             text = render_tree(tree, flat)
         else:
-            hit = shared_texts.get(id(tree))
-            if hit is None:
-                hit = shared_texts[id(tree)] = (tree, render_tree(tree, flat))
-            text = hit[1].replace(ROOT_PLACEHOLDER, p)
+            text = shared_tree_text(shared_texts, tree, lambda t: render_tree(t, flat), ROOT_PLACEHOLDER, p)
         out.append(("ok", text, tree.ok))
     return out
 

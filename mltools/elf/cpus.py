@@ -131,13 +131,14 @@ def this_cpu(cpuinfo_text: Optional[str] = None) -> Optional[CpuTarget]:
     """This machine's CPU from /proc/cpuinfo; None when it is not x86-64 or has no flags."""
     import platform
 
-    from mltools._sysfs import cpuinfo_fields, read_text
+    from mltools._sysfs import cpuinfo_fields, first_cpuinfo_block
 
     if cpuinfo_text is None:
         if platform.machine() not in ("x86_64", "AMD64"):
             return None
-        cpuinfo_text = read_text("/proc/cpuinfo") or ""
-    fields = cpuinfo_fields(cpuinfo_text)
+        fields = first_cpuinfo_block()
+    else:
+        fields = cpuinfo_fields(cpuinfo_text)
     flags = fields.get("flags", "").split()
     if not flags:
         return None

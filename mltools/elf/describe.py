@@ -11,10 +11,6 @@ from collections import Counter
 from mltools._text import Table, findings_text, key_values
 from mltools.elf.ldtree import via_label
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
-    from typing import Optional
-
 __all__ = ["render_inspect", "render_tree", "render_ldcache", "render_scan", "render_check", "render_trace"]
 
 
@@ -247,12 +243,6 @@ def render_check(r) -> str:
 # --- trace -----------------------------------------------------------------------------------
 
 _TEXT_LIMIT = 20      # rows shown per list in the text report (--json lists all)
-
-
-def _short(path: Optional[str]) -> str:
-    if not path:
-        return "-"
-    return path
 
 
 def _search_text(lib) -> str:

@@ -5,7 +5,7 @@ import os
 
 from mltools._record import record
 from mltools._files import sha256_file
-from mltools.elf.ldso import ABIS, LoaderConfig, expand_dst, host_loader_config, loader_config
+from mltools.elf.ldso import LoaderConfig, abi_of, expand_dst, host_loader_config, loader_config
 from mltools.elf.reader import (
     DF_1_PIE, DF_TEXTREL, ElfInfo, dt_flags_1_names, dt_flags_names, read_elf, read_notes, read_symbols,
 )
@@ -18,7 +18,7 @@ if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-f
     from typing import ClassVar, List, Optional, Sequence, Tuple
 
 __all__ = ["SearchPath", "SymbolEntry", "VersionNeedEntry", "ElfInspection", "InspectReport",
-           "inspect_file", "inspect_files", "demangle"]
+           "inspect_file", "inspect_files", "demangle", "empty_needed_finding"]
 
 
 @record
@@ -142,14 +142,18 @@ def _path_findings(info: ElfInfo, path: str) -> List[Finding]:
     return out
 
 
+def empty_needed_finding(who: str, details: dict) -> Finding:
+    """EMPTY_NEEDED: ``who`` (a path, or an object as a tree names it) has a DT_NEEDED entry ""."""
+    return Finding("EMPTY_NEEDED", Severity.WARNING,
+                   f"{who} has an empty DT_NEEDED name: the loader matches it to the main program and "
+                   "loads nothing (the file is corrupt or was edited)",
+                   fix="rebuild the object, or remove the entry (patchelf --remove-needed '')", details=details)
+
+
 def _name_findings(info: ElfInfo, path: str) -> List[Finding]:
     out: List[Finding] = []
     if "" in info.needed:
-        out.append(Finding("EMPTY_NEEDED", Severity.WARNING,
-                           f"{path} has an empty DT_NEEDED name: the loader matches it to the main program and "
-                           "loads nothing (the file is corrupt or was edited)",
-                           fix="rebuild the object, or remove the entry (patchelf --remove-needed '')",
-                           details={"needed": list(info.needed)}))
+        out.append(empty_needed_finding(path, {"needed": list(info.needed)}))
     if info.soname == "":
         out.append(Finding("EMPTY_SONAME", Severity.WARNING,
                            f"{path} has an empty DT_SONAME: ldconfig cannot list it and no DT_NEEDED can name it "
@@ -172,10 +176,8 @@ def _name_findings(info: ElfInfo, path: str) -> List[Finding]:
 def _config_for(info: ElfInfo) -> LoaderConfig:
     """The loader configuration whose $LIB and $PLATFORM apply to ``info`` (the host's when no
     modelled loader loads it)."""
-    for abi, (elf_class, machine, *_rest) in ABIS.items():
-        if (elf_class, machine) == (info.elf_class, info.machine):
-            return loader_config(abi)
-    return host_loader_config()
+    abi = abi_of(info.elf_class, info.machine)
+    return loader_config(abi) if abi is not None else host_loader_config()
 
 
 def inspect_file(path: str, *, symbols: bool = False, cfg: Optional[LoaderConfig] = None) -> ElfInspection:

@@ -32,7 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
     from typing import Dict, Optional, Sequence, Tuple
 
-__all__ = ["LoaderConfig", "host_loader_config", "loader_config", "loader_config_for_root", "abi_for",
+__all__ = ["LoaderConfig", "host_loader_config", "loader_config", "loader_config_for_root", "abi_of", "abi_for",
            "expand_dst", "split_search_path", "legacy_subdir_combinations", "read_loader_file", "ABIS",
            "DEFAULT_INTERPRETER", "root_realpath"]
 
@@ -120,11 +120,16 @@ _OTHER_LOADERS = {
 }
 
 
+def abi_of(elf_class: int, machine: int) -> Optional[str]:
+    """The key of :data:`ABIS` whose loader loads objects of this class and machine; None if none does."""
+    return _ABI_BY_MACHINE.get((elf_class, machine))
+
+
 def abi_for(elf_class: int, machine: int, e_flags: int = 0, interp: Optional[str] = None,
             what: str = "object") -> str:
     """The key of :data:`ABIS` whose loader loads such an object; UsageError (one line,
     naming the loader it would need) for a machine no modelled loader loads."""
-    abi = _ABI_BY_MACHINE.get((elf_class, machine))
+    abi = abi_of(elf_class, machine)
     if abi is not None:
         return abi
     from mltools.elf.machines import machine_name

@@ -38,7 +38,7 @@ from stat import S_ISLNK as _S_ISLNK
 from mltools._record import record
 from mltools.elf.ldcache import LdCache, read_ld_cache, read_ld_so_conf
 from mltools.elf.ldso import (LoaderConfig, abi_for, expand_dst, loader_config, loader_config_for_root,
-                              root_realpath)
+                              root_realpath, split_search_path)
 from mltools.elf.reader import DF_1_PIE, ET_DYN, ET_EXEC, ElfFormatError, ElfInfo, read_elf
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, Severity
@@ -300,7 +300,7 @@ class Resolver:
         prefix = self.sysroot_prefix
         if not prefix or not host_path.startswith(prefix + "/"):
             return host_path
-        real = os.path.realpath(host_path)
+        real = self._realpath(host_path)
         if real == prefix or real.startswith(prefix + "/"):
             return host_path
         return root_realpath(prefix, host_path[len(prefix):])
@@ -407,8 +407,7 @@ class Resolver:
     def expand_list(self, value: str, origin: Optional[str], seps: str = ":") -> Tuple[str, ...]:
         """fillin_rpath: DSTs expanded, trailing slashes dropped, duplicates removed; '' = cwd."""
         out: List[str] = []
-        elems = value.split(":") if seps == ":" else re.split("[:;]", value)
-        for el in elems:
+        for el in split_search_path(value, seps):
             if el:
                 d = expand_dst(el, origin, self.config)
                 if not d:
@@ -668,6 +667,7 @@ class Resolver:
         real_head = self._realdirs.get(head)
         if real_head is None:
             real_head = self._realdirs[head] = os.path.realpath(head)
+            self._realdirs.setdefault(real_head, real_head)     # a link's target is looked up by its real directory
         return real_head if real_head != "/" else ""
 
     # -- the namespace ------------------------------------------------------------------------
@@ -1008,12 +1008,10 @@ class _Walk:
                     queue.append(dep)
 
     def empty_needed(self, obj: _Obj) -> None:
+        from mltools.elf.inspect import empty_needed_finding
+
         who = obj.ident() if obj is not self.root_obj else self.path
-        self.findings.append(Finding(
-            "EMPTY_NEEDED", Severity.WARNING,
-            f"{who} has an empty DT_NEEDED name: the loader matches it to the main program and loads nothing "
-            "(the file is corrupt or was edited)",
-            fix="rebuild the object, or remove the entry (patchelf --remove-needed '')", details={"object": who}))
+        self.findings.append(empty_needed_finding(who, {"object": who}))
 
     def check_order(self, name: str, requester: _Obj, dep: _Obj) -> None:
         """LOAD_ORDER_DEPENDENT when ``requester``'s own search path would not find ``dep``."""
@@ -1041,7 +1039,7 @@ class _Walk:
         self.interp_path = main_obj.info.interp or r.config.interpreter
         self.interp_verdict = r.verify(r.host(self.interp_path))
         self.env_dirs = _env_dirs(r, env, main_obj)
-        for el in (env.get("LD_LIBRARY_PATH") or "").replace(";", ":").split(":") if env.get("LD_LIBRARY_PATH") else ():
+        for el in split_search_path(env["LD_LIBRARY_PATH"], ":;") if env.get("LD_LIBRARY_PATH") else ():
             if el == "":
                 findings.append(Finding("EMPTY_PATH_ELEMENT", Severity.WARNING,
                                         "LD_LIBRARY_PATH has an empty element: the loader searches the current "
@@ -1271,7 +1269,7 @@ ROOT_PLACEHOLDER = "\0root\0"
 
 
 def template_of(obj):
-    """The memoized library (or tree) ``obj`` was copied from for another root, if it was."""
+    """The memoized library ``obj`` was copied from for another root, if it was."""
     return obj.__dict__.get("_template")
 
 
@@ -1301,9 +1299,7 @@ def _from_template(tmpl: DepTree, path: str) -> DepTree:
         if new is not lib:
             new.__dict__["_template"] = lib     # not a field: lets TreeJsonWriter encode lib once
         libs.append(new)
-    tree = _copy(tmpl, root=path, libraries=tuple(libs))
-    tree.__dict__["_template"] = tmpl          # lets a batch render the shared tree once
-    return tree
+    return _copy(tmpl, root=path, libraries=tuple(libs))
 
 
 def _library(o: _Obj, r: Resolver, depth: int, root_ident=(None, None)) -> Library:

@@ -22,8 +22,8 @@ from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from mltools.elf.ldtree import DepTree, Resolver, resolve_tree
 from mltools.elf.runtimes import duplicate_family
-from mltools.elf.files import (TREE, identical_groups, is_linker_script_file, is_shared_object_name,
-                               is_tagged_extension_name, looks_like_elf, walk_elf_candidates)
+from mltools.elf.files import (ELFMAG, TREE, identical_groups, is_linker_script_file, is_shared_object_name,
+                               is_tagged_extension_name, walk_elf_candidates)
 from mltools.elf.reader import ElfFormatError, ElfInfo, read_elf, read_notes
 from mltools.errors import InputError, UsageError
 from mltools.findings import Finding, ItemError, Severity
@@ -74,11 +74,15 @@ def _probe(path: str):
 
     error is an ElfFormatError, or an ItemError for a file that cannot be opened."""
     try:
-        with open(path, "rb"):
-            pass
+        fh = open(path, "rb")
     except OSError as exc:
         return path, None, ItemError(path, f"{path}: cannot read: {exc.strerror or exc}"), None
-    if not looks_like_elf(path):
+    with fh:
+        try:
+            magic = fh.read(4)
+        except OSError:
+            magic = b""
+    if magic != ELFMAG:
         if is_shared_object_name(path) and not is_linker_script_file(path):
             try:
                 read_elf(path)

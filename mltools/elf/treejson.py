@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing is a tenth of a one-file command
     from typing import Dict, Tuple
 
-__all__ = ["tree_json", "TreeJsonWriter"]
+__all__ = ["tree_json", "TreeJsonWriter", "shared_tree_text"]
 
 _FIELDS: Dict[type, Tuple[str, ...]] = {}
 # the placeholder for the root as it appears inside JSON text (no path holds a NUL)
@@ -62,6 +62,16 @@ def tree_json(tree: DepTree) -> dict:
     }
 
 
+def shared_tree_text(cache: dict, tree: DepTree, render, placeholder: str, root: str) -> str:
+    """The text of a memoized tree (its root is ROOT_PLACEHOLDER: ``resolve_tree(shared=True)``)
+    for the program ``root``: ``render(tree)`` once per tree (kept in ``cache``), then the root
+    put in by text replacement of ``placeholder``, the placeholder as ``render`` writes it."""
+    hit = cache.get(id(tree))
+    if hit is None:
+        hit = cache[id(tree)] = (tree, render(tree))
+    return hit[1].replace(placeholder, root)
+
+
 class TreeJsonWriter:
     """Compact JSON text of many trees, equal to ``json.dumps(tree_json(t), separators=(",", ":"))``.
 
@@ -77,12 +87,8 @@ class TreeJsonWriter:
         self._shared: Dict[int, Tuple[DepTree, str]] = {}  # id -> (memoized tree kept alive, its text)
 
     def shared_tree_text(self, tree: DepTree, root: str) -> str:
-        """The text of a memoized tree (its root is ROOT_PLACEHOLDER: ``resolve_tree(shared=True)``)
-        for the program ``root``: encoded once, the root put in by text replacement."""
-        hit = self._shared.get(id(tree))
-        if hit is None:
-            hit = self._shared[id(tree)] = (tree, self.tree_text(tree))
-        return hit[1].replace(_ROOT_TEXT, self._dumps(root)[1:-1])
+        """The JSON text of a memoized tree for the program ``root`` (:func:`shared_tree_text`)."""
+        return shared_tree_text(self._shared, tree, self.tree_text, _ROOT_TEXT, self._dumps(root)[1:-1])
 
     def _library_text(self, lib: Library, root_text: str) -> str:
         tmpl = template_of(lib)
