@@ -511,45 +511,45 @@ static size_t count_args(const char *arg, va_list ap) {
     return n;
 }
 
-PL_EXPORT int execl(const char *path, const char *arg, ...) {
-    va_list ap;
-    va_start(ap, arg);
+enum { EXEC_L, EXEC_LP, EXEC_LE };
+
+/* The array lives in this frame, which makes the exec call itself. */
+static int exec_list(int how, const char *path, const char *arg, va_list ap) {
     const char *volatile first = arg;
     size_t n = first ? count_args(arg, ap) : 0;
     char *argv[n + 1];
     if (n) argv[0] = (char *)arg;
     for (size_t i = 1; i < n; i++) argv[i] = va_arg(ap, char *);
     argv[n] = NULL;
+    if (how == EXEC_LP) return execvp(path, argv);
+    if (how == EXEC_L) return execv(path, argv);
+    if (first) (void)va_arg(ap, char *);            /* the NULL that ends the list */
+    char *const *envp = va_arg(ap, char *const *);
+    return execve(path, argv, envp);
+}
+
+PL_EXPORT int execl(const char *path, const char *arg, ...) {
+    va_list ap;
+    va_start(ap, arg);
+    int r = exec_list(EXEC_L, path, arg, ap);
     va_end(ap);
-    return execv(path, argv);
+    return r;
 }
 
 PL_EXPORT int execlp(const char *file, const char *arg, ...) {
     va_list ap;
     va_start(ap, arg);
-    const char *volatile first = arg;
-    size_t n = first ? count_args(arg, ap) : 0;
-    char *argv[n + 1];
-    if (n) argv[0] = (char *)arg;
-    for (size_t i = 1; i < n; i++) argv[i] = va_arg(ap, char *);
-    argv[n] = NULL;
+    int r = exec_list(EXEC_LP, file, arg, ap);
     va_end(ap);
-    return execvp(file, argv);
+    return r;
 }
 
 PL_EXPORT int execle(const char *path, const char *arg, ...) {
     va_list ap;
     va_start(ap, arg);
-    const char *volatile first = arg;
-    size_t n = first ? count_args(arg, ap) : 0;
-    char *argv[n + 1];
-    if (n) argv[0] = (char *)arg;
-    for (size_t i = 1; i < n; i++) argv[i] = va_arg(ap, char *);
-    argv[n] = NULL;
-    if (first) (void)va_arg(ap, char *);            /* the NULL that ends the list */
-    char *const *envp = va_arg(ap, char *const *);
+    int r = exec_list(EXEC_LE, path, arg, ap);
     va_end(ap);
-    return execve(path, argv, envp);
+    return r;
 }
 
 PL_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
