@@ -1019,20 +1019,10 @@ __attribute__((destructor)) static void io_destructor(void) {
     if (atomic_load(&init_state) != 2 || !pl_records_ready()) return;
     char line[2048];
     struct pl_buf b = {line, 0, sizeof line};
-    pl_put_str(&b, "X");
-    pl_put_kv(&b, "pid", (uint64_t)getpid());
-    pl_put_ks(&b, "role", getpid() == pl_pid ? role : "forked");
+    pl_exit_begin(&b, role);
     for (int f = 0; f < F_COUNT; f++) {
         uint64_t a = atomic_load(&calls[f]), e = atomic_load(&eligible[f]), x = atomic_load(&failed[f]);
-        if (!a) continue;
-        pl_put_str(&b, "\tfn=");
-        pl_put_str(&b, fn_names[f]);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, a);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, e);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, x);
+        if (a) pl_put_fn_counts(&b, fn_names[f], a, e, x);      /* functions never called: left out */
     }
     pl_put_kv(&b, "index", atomic_load(index_ctr));
     pl_emit(&b);

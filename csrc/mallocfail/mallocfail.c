@@ -725,19 +725,8 @@ __attribute__((destructor)) static void mf_destructor(void) {
         for (int f = 0; f < FN_COUNT; f++) counted[f] = calls[f];
     char line[2048];
     struct pl_buf b = {line, 0, sizeof line};
-    pl_put_str(&b, "X");
-    pl_put_kv(&b, "pid", (uint64_t)getpid());
-    pl_put_ks(&b, "role", getpid() == pl_pid ? role : "forked");
-    for (int f = 0; f < FN_COUNT; f++) {
-        pl_put_str(&b, "\tfn=");
-        pl_put_str(&b, fn_names[f]);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, calls[f]);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, counted[f]);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, failed[f]);
-    }
+    pl_exit_begin(&b, role);
+    for (int f = 0; f < FN_COUNT; f++) pl_put_fn_counts(&b, fn_names[f], calls[f], counted[f], failed[f]);
     pl_put_kv(&b, "index", atomic_load(index_ctr));
     /* blocks handed out: successful calls, less reallocs of an existing block */
     uint64_t allocs = 0;

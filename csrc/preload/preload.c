@@ -307,6 +307,23 @@ void pl_hello_end(struct pl_buf *b) {
     pl_emit(b);
 }
 
+void pl_exit_begin(struct pl_buf *b, const char *role) {
+    pl_put_str(b, "X");
+    pl_put_kv(b, "pid", (uint64_t)getpid());
+    pl_put_ks(b, "role", getpid() == pl_pid ? role : "forked");
+}
+
+void pl_put_fn_counts(struct pl_buf *b, const char *name, uint64_t calls, uint64_t counted, uint64_t failed) {
+    pl_put_str(b, "\tfn=");
+    pl_put_str(b, name);
+    pl_put_str(b, ":");
+    pl_put_u64(b, calls);
+    pl_put_str(b, ":");
+    pl_put_u64(b, counted);
+    pl_put_str(b, ":");
+    pl_put_u64(b, failed);
+}
+
 /* ---- call sites ---------------------------------------------------------------------------- */
 
 int pl_is_sys_addr(uintptr_t a) {

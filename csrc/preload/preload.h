@@ -90,6 +90,12 @@ int pl_claim_role(int scope, const char **role);
 void pl_hello_begin(struct pl_buf *b, const char *role);
 void pl_hello_end(struct pl_buf *b);                  /* exe=..., then emit */
 
+/* exit: "X pid role" (role "forked" in a process that has not said hello since
+ * a fork); the caller adds its own fields, then pl_emit */
+void pl_exit_begin(struct pl_buf *b, const char *role);
+void pl_put_fn_counts(struct pl_buf *b, const char *name,
+                      uint64_t calls, uint64_t counted, uint64_t failed);   /* "\tfn=name:calls:counted:failed" */
+
 /* ---- call sites ---- */
 int pl_is_sys_addr(uintptr_t a);                      /* libc, ld.so or the shim */
 void pl_put_frame(struct pl_buf *b, uintptr_t ip);    /* module+offset */
