@@ -53,7 +53,6 @@
 #include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -350,10 +349,6 @@ static void do_init(void) {
     pl_exec_init();
     injects = pl_claim_role(cfg.scope, &role);
     if (cfg.scope == PL_SCOPE_TREE && injects) index_ctr = &pl_shared->index;
-    if (injects && pl_parse_u64(pl_getenv("NO_CORE"), 0)) {
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-    }
     zygote_pending = injects && cfg.zygote_dir[0] && cfg.scope == PL_SCOPE_ROOT;
     pthread_atfork(NULL, NULL, after_fork_in_child);
     write_hello();
@@ -385,10 +380,7 @@ static void after_fork_in_child(void) {
     }
     atomic_store(&f_records, 0);
     zygote_pending = 0;
-    if (injects) {
-        if (cfg.scope == PL_SCOPE_ROOT) { injects = 0; role = "not-root"; }
-        else if (cfg.scope == PL_SCOPE_TREE) role = "tree";
-    }
+    injects = pl_role_forked(cfg.scope, injects, &role);
     write_hello();
 }
 

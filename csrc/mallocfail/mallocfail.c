@@ -41,7 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -277,11 +276,6 @@ static void do_init_rest(void) {
     }
 
     injects = pl_claim_role(cfg.scope, &role);
-    /* sweeps: hundreds of aborting runs must not each write a core file */
-    if (injects && pl_parse_u64(getenv("MLTOOLS_MF_NO_CORE"), 0)) {
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-    }
     if (cfg.scope == PL_SCOPE_TREE && injects) {
         index_ctr = &pl_shared->index;
         failures_ctr = &pl_shared->failures;
@@ -362,10 +356,7 @@ static void after_fork_in_child(void) {
         register_thread(own);
     }
     atomic_store(&f_records, 0);
-    if (injects) {
-        if (cfg.scope == PL_SCOPE_ROOT) { injects = 0; role = "not-root"; }
-        else if (cfg.scope == PL_SCOPE_TREE) role = "tree";
-    }
+    injects = pl_role_forked(cfg.scope, injects, &role);
     busy_on();
     write_hello();
     busy_off();

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -262,7 +263,7 @@ static int exe_matches(const char *spec, dev_t dev, ino_t ino) {
 }
 
 /* Which processes inject: see "Scope" in docs/malloc-fail.md. */
-int pl_claim_role(int scope, const char **role) {
+static int claim_role(int scope, const char **role) {
     struct stat st;
     int exe_ok = stat("/proc/self/exe", &st) == 0;
     const char *target = pl_getenv("TARGET");
@@ -291,6 +292,23 @@ int pl_claim_role(int scope, const char **role) {
     }
     *role = eligible ? "not-root" : "not-target";
     return 0;
+}
+
+int pl_claim_role(int scope, const char **role) {
+    int injects = claim_role(scope, role);
+    /* sweeps: hundreds of aborting runs must not each write a core file */
+    if (injects && pl_parse_u64(pl_getenv("NO_CORE"), 0)) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+    }
+    return injects;
+}
+
+int pl_role_forked(int scope, int injects, const char **role) {
+    if (!injects) return 0;
+    if (scope == PL_SCOPE_ROOT) { *role = "not-root"; return 0; }
+    if (scope == PL_SCOPE_TREE) *role = "tree";
+    return 1;
 }
 
 void pl_hello_begin(struct pl_buf *b, const char *role) {
