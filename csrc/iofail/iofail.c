@@ -53,7 +53,6 @@
 #include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -350,10 +349,6 @@ static void do_init(void) {
     pl_exec_init();
     injects = pl_claim_role(cfg.scope, &role);
     if (cfg.scope == PL_SCOPE_TREE && injects) index_ctr = &pl_shared->index;
-    if (injects && pl_parse_u64(pl_getenv("NO_CORE"), 0)) {
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-    }
     zygote_pending = injects && cfg.zygote_dir[0] && cfg.scope == PL_SCOPE_ROOT;
     pthread_atfork(NULL, NULL, after_fork_in_child);
     write_hello();
@@ -385,10 +380,7 @@ static void after_fork_in_child(void) {
     }
     atomic_store(&f_records, 0);
     zygote_pending = 0;
-    if (injects) {
-        if (cfg.scope == PL_SCOPE_ROOT) { injects = 0; role = "not-root"; }
-        else if (cfg.scope == PL_SCOPE_TREE) role = "tree";
-    }
+    injects = pl_role_forked(cfg.scope, injects, &role);
     write_hello();
 }
 
@@ -1019,20 +1011,10 @@ __attribute__((destructor)) static void io_destructor(void) {
     if (atomic_load(&init_state) != 2 || !pl_records_ready()) return;
     char line[2048];
     struct pl_buf b = {line, 0, sizeof line};
-    pl_put_str(&b, "X");
-    pl_put_kv(&b, "pid", (uint64_t)getpid());
-    pl_put_ks(&b, "role", getpid() == pl_pid ? role : "forked");
+    pl_exit_begin(&b, role);
     for (int f = 0; f < F_COUNT; f++) {
         uint64_t a = atomic_load(&calls[f]), e = atomic_load(&eligible[f]), x = atomic_load(&failed[f]);
-        if (!a) continue;
-        pl_put_str(&b, "\tfn=");
-        pl_put_str(&b, fn_names[f]);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, a);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, e);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, x);
+        if (a) pl_put_fn_counts(&b, fn_names[f], a, e, x);      /* functions never called: left out */
     }
     pl_put_kv(&b, "index", atomic_load(index_ctr));
     pl_emit(&b);

@@ -41,7 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -277,11 +276,6 @@ static void do_init_rest(void) {
     }
 
     injects = pl_claim_role(cfg.scope, &role);
-    /* sweeps: hundreds of aborting runs must not each write a core file */
-    if (injects && pl_parse_u64(getenv("MLTOOLS_MF_NO_CORE"), 0)) {
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-    }
     if (cfg.scope == PL_SCOPE_TREE && injects) {
         index_ctr = &pl_shared->index;
         failures_ctr = &pl_shared->failures;
@@ -362,10 +356,7 @@ static void after_fork_in_child(void) {
         register_thread(own);
     }
     atomic_store(&f_records, 0);
-    if (injects) {
-        if (cfg.scope == PL_SCOPE_ROOT) { injects = 0; role = "not-root"; }
-        else if (cfg.scope == PL_SCOPE_TREE) role = "tree";
-    }
+    injects = pl_role_forked(cfg.scope, injects, &role);
     busy_on();
     write_hello();
     busy_off();
@@ -725,19 +716,8 @@ __attribute__((destructor)) static void mf_destructor(void) {
         for (int f = 0; f < FN_COUNT; f++) counted[f] = calls[f];
     char line[2048];
     struct pl_buf b = {line, 0, sizeof line};
-    pl_put_str(&b, "X");
-    pl_put_kv(&b, "pid", (uint64_t)getpid());
-    pl_put_ks(&b, "role", getpid() == pl_pid ? role : "forked");
-    for (int f = 0; f < FN_COUNT; f++) {
-        pl_put_str(&b, "\tfn=");
-        pl_put_str(&b, fn_names[f]);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, calls[f]);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, counted[f]);
-        pl_put_str(&b, ":");
-        pl_put_u64(&b, failed[f]);
-    }
+    pl_exit_begin(&b, role);
+    for (int f = 0; f < FN_COUNT; f++) pl_put_fn_counts(&b, fn_names[f], calls[f], counted[f], failed[f]);
     pl_put_kv(&b, "index", atomic_load(index_ctr));
     /* blocks handed out: successful calls, less reallocs of an existing block */
     uint64_t allocs = 0;

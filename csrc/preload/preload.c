@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -262,7 +263,7 @@ static int exe_matches(const char *spec, dev_t dev, ino_t ino) {
 }
 
 /* Which processes inject: see "Scope" in docs/malloc-fail.md. */
-int pl_claim_role(int scope, const char **role) {
+static int claim_role(int scope, const char **role) {
     struct stat st;
     int exe_ok = stat("/proc/self/exe", &st) == 0;
     const char *target = pl_getenv("TARGET");
@@ -293,6 +294,23 @@ int pl_claim_role(int scope, const char **role) {
     return 0;
 }
 
+int pl_claim_role(int scope, const char **role) {
+    int injects = claim_role(scope, role);
+    /* sweeps: hundreds of aborting runs must not each write a core file */
+    if (injects && pl_parse_u64(pl_getenv("NO_CORE"), 0)) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+    }
+    return injects;
+}
+
+int pl_role_forked(int scope, int injects, const char **role) {
+    if (!injects) return 0;
+    if (scope == PL_SCOPE_ROOT) { *role = "not-root"; return 0; }
+    if (scope == PL_SCOPE_TREE) *role = "tree";
+    return 1;
+}
+
 void pl_hello_begin(struct pl_buf *b, const char *role) {
     pl_put_str(b, "H");
     pl_put_kv(b, "version", PL_PROTOCOL_VERSION);
@@ -305,6 +323,23 @@ void pl_hello_begin(struct pl_buf *b, const char *role) {
 void pl_hello_end(struct pl_buf *b) {
     pl_put_ks(b, "exe", pl_exe);
     pl_emit(b);
+}
+
+void pl_exit_begin(struct pl_buf *b, const char *role) {
+    pl_put_str(b, "X");
+    pl_put_kv(b, "pid", (uint64_t)getpid());
+    pl_put_ks(b, "role", getpid() == pl_pid ? role : "forked");
+}
+
+void pl_put_fn_counts(struct pl_buf *b, const char *name, uint64_t calls, uint64_t counted, uint64_t failed) {
+    pl_put_str(b, "\tfn=");
+    pl_put_str(b, name);
+    pl_put_str(b, ":");
+    pl_put_u64(b, calls);
+    pl_put_str(b, ":");
+    pl_put_u64(b, counted);
+    pl_put_str(b, ":");
+    pl_put_u64(b, failed);
 }
 
 /* ---- call sites ---------------------------------------------------------------------------- */
@@ -511,45 +546,45 @@ static size_t count_args(const char *arg, va_list ap) {
     return n;
 }
 
-PL_EXPORT int execl(const char *path, const char *arg, ...) {
-    va_list ap;
-    va_start(ap, arg);
+enum { EXEC_L, EXEC_LP, EXEC_LE };
+
+/* The array lives in this frame, which makes the exec call itself. */
+static int exec_list(int how, const char *path, const char *arg, va_list ap) {
     const char *volatile first = arg;
     size_t n = first ? count_args(arg, ap) : 0;
     char *argv[n + 1];
     if (n) argv[0] = (char *)arg;
     for (size_t i = 1; i < n; i++) argv[i] = va_arg(ap, char *);
     argv[n] = NULL;
+    if (how == EXEC_LP) return execvp(path, argv);
+    if (how == EXEC_L) return execv(path, argv);
+    if (first) (void)va_arg(ap, char *);            /* the NULL that ends the list */
+    char *const *envp = va_arg(ap, char *const *);
+    return execve(path, argv, envp);
+}
+
+PL_EXPORT int execl(const char *path, const char *arg, ...) {
+    va_list ap;
+    va_start(ap, arg);
+    int r = exec_list(EXEC_L, path, arg, ap);
     va_end(ap);
-    return execv(path, argv);
+    return r;
 }
 
 PL_EXPORT int execlp(const char *file, const char *arg, ...) {
     va_list ap;
     va_start(ap, arg);
-    const char *volatile first = arg;
-    size_t n = first ? count_args(arg, ap) : 0;
-    char *argv[n + 1];
-    if (n) argv[0] = (char *)arg;
-    for (size_t i = 1; i < n; i++) argv[i] = va_arg(ap, char *);
-    argv[n] = NULL;
+    int r = exec_list(EXEC_LP, file, arg, ap);
     va_end(ap);
-    return execvp(file, argv);
+    return r;
 }
 
 PL_EXPORT int execle(const char *path, const char *arg, ...) {
     va_list ap;
     va_start(ap, arg);
-    const char *volatile first = arg;
-    size_t n = first ? count_args(arg, ap) : 0;
-    char *argv[n + 1];
-    if (n) argv[0] = (char *)arg;
-    for (size_t i = 1; i < n; i++) argv[i] = va_arg(ap, char *);
-    argv[n] = NULL;
-    if (first) (void)va_arg(ap, char *);            /* the NULL that ends the list */
-    char *const *envp = va_arg(ap, char *const *);
+    int r = exec_list(EXEC_LE, path, arg, ap);
     va_end(ap);
-    return execve(path, argv, envp);
+    return r;
 }
 
 PL_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,

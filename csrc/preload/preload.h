@@ -83,12 +83,22 @@ void pl_process_forked(void);                         /* in a forked child: new 
 enum pl_scope { PL_SCOPE_ROOT, PL_SCOPE_TREE, PL_SCOPE_EACH };
 int pl_scope_from_env(void);                          /* <prefix>SCOPE */
 /* Does this process inject? Sets *role (root, tree, each, not-target,
- * not-root, root-taken) from <prefix>TARGET / <prefix>EXCLUDE (dev:ino lists). */
+ * not-root, root-taken) from <prefix>TARGET / <prefix>EXCLUDE (dev:ino lists).
+ * One that injects writes no core file when <prefix>NO_CORE is set. */
 int pl_claim_role(int scope, const char **role);
+/* In a process the target forked: does it still inject? Under scope root it
+ * no longer does (*role "not-root"); under scope tree *role becomes "tree". */
+int pl_role_forked(int scope, int injects, const char **role);
 
 /* hello: "H version pid ppid role shim" (the caller adds its own fields, then pl_hello_end) */
 void pl_hello_begin(struct pl_buf *b, const char *role);
 void pl_hello_end(struct pl_buf *b);                  /* exe=..., then emit */
+
+/* exit: "X pid role" (role "forked" in a process that has not said hello since
+ * a fork); the caller adds its own fields, then pl_emit */
+void pl_exit_begin(struct pl_buf *b, const char *role);
+void pl_put_fn_counts(struct pl_buf *b, const char *name,
+                      uint64_t calls, uint64_t counted, uint64_t failed);   /* "\tfn=name:calls:counted:failed" */
 
 /* ---- call sites ---- */
 int pl_is_sys_addr(uintptr_t a);                      /* libc, ld.so or the shim */
