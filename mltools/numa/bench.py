@@ -652,11 +652,12 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
                 cell = grid.lat[mode]
                 case = recorder.add(f"latency/{mode}/{pair}", "ns", LOWER, ns, spread_rule=True,
                                     params=dict(params, page_mode=mode, ring_bytes=lat_size, threads=1))
-                cell["median"][i][j] = statistics.median(ns)
+                if case is not None:
+                    cell["median"][i][j] = case.stats.median
+                    cell["min"][i][j] = case.stats.min
+                    cell["max"][i][j] = case.stats.max
                 cell["p10"][i][j] = _percentile(ns, 0.1)
                 cell["p90"][i][j] = _percentile(ns, 0.9)
-                cell["min"][i][j] = min(ns)
-                cell["max"][i][j] = max(ns)
                 cell["noisy"][i][j] = bool(case and case.stats.noisy)
                 cell["thp"][i][j] = _smaps_thp_fraction(ring.address, ring.size)
                 statuses += ring.page_nodes(_sample_offsets(ring.size, PLACEMENT_PAGES // 4))
