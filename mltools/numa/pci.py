@@ -300,11 +300,13 @@ def read_io(root: str, node_cpus: Dict[int, Tuple[int, ...]], online_cpus: Seque
         if cls is None or vendor is None:
             other += 1
             continue
-        os_devs, layers = _os_devices(full, by_class.get(busid.lower(), ()))
-        kind = device_kind(cls, vendor, layers)
-        if kind not in LISTED_KINDS:
+        # The link layers only tell class 0x0280 apart, and every kind of it is listed:
+        # a function can be counted as other before its OS devices are looked at.
+        if device_kind(cls, vendor) not in LISTED_KINDS:
             other += 1
             continue
+        os_devs, layers = _os_devices(full, by_class.get(busid.lower(), ()))
+        kind = device_kind(cls, vendor, layers)
         numa_text = (read_text(f"{d}/numa_node", root) or "").strip()
         try:
             numa_node: Optional[int] = int(numa_text)
