@@ -691,12 +691,11 @@ def _open_telemetry(config: BenchConfig, device: torch.device, rank0: bool):
 
 
 def _pci_bus_id(index: int) -> Optional[str]:
-    """The device's PCI address as NVML spells it, from torch's device properties."""
-    props = torch.cuda.get_device_properties(index)
-    try:
-        return f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-    except AttributeError:    # older torch: NVML's index order then has to match CUDA's
-        return None
+    """The device's PCI address as NVML spells it, from torch's device properties
+    (None with older torch: NVML's index order then has to match CUDA's)."""
+    from mltools.numa.pci import torch_busid
+
+    return torch_busid(torch.cuda.get_device_properties(index), domain_digits=8)
 
 
 def _set_backend_flags(device: torch.device, tf32: Optional[bool] = None) -> None:
