@@ -167,6 +167,8 @@ def test_edge_cases_are_flagged(synthetic):
     assert not power.packages_known and power.cpu.vendor == "IBM POWER"
     buggy = read_topology(str(synthetic["buggy_numa"]))
     assert any("listed in several nodes" in c for c in buggy.inconsistencies)
+    assert buggy.cpus_in_several_nodes == tuple(range(28))
+    assert off.cpus_in_several_nodes == () and conflict.cpus_in_several_nodes == ()
 
 
 # ------------------------------------------------------------------ inference

@@ -91,8 +91,9 @@ def test_spawned_processes_report_rank0():
     from mltools.shakeshake.bench import run_spawned
 
     cfg = BenchConfig(depth=8, width=4, batch_size=4, steps=2, warmup=1, device="cpu", impls=("fast",), rounds=1)
-    res = run_spawned(["cpu", "cpu"], cfg)
+    res = run_spawned(["cpu", "cpu"], cfg, ("mltools", "bench", "shakeshake", "--gpus", "0,1"))
     assert res.world_size == 2 and res.backend == "gloo" and res.global_batch_size == 8
+    assert res.run.command == ("mltools", "bench", "shakeshake", "--gpus", "0,1")
     assert res.implementations[0].scaling_efficiency > 0
 
 

@@ -148,11 +148,7 @@ def shakeshake_cmd(depth, width, batch_size, steps, warmup, max_warmup, impl, sh
         raise UsageError("--cuda-graphs is for one process: drop it with --gpus or torchrun")
 
     if gpu_list is not None and len(gpu_list) > 1:
-        import dataclasses
-
-        result = B.run_on_gpus(gpu_list, config)
-        if result.run is not None:     # the ranks do not know the command line; this process does
-            result = dataclasses.replace(result, run=dataclasses.replace(result.run, command=command_line()))
+        result = B.run_on_gpus(gpu_list, config, command_line())
     elif trun is not None:
         rank, world, _ = trun
         info = B.init_distributed("gloo" if on_cpu else "nccl", rank, world)

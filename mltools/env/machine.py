@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from mltools import __version__
-from mltools._sysfs import cpuinfo_fields, read_text
+from mltools._sysfs import read_text
 
 __all__ = ["Machine", "GpuState", "collect_machine", "describe_machine", "load_average", "now_iso",
            "machine_differences"]
@@ -188,19 +188,18 @@ def collect_machine(*, gpus: Tuple[GpuState, ...] = (), gpu_note: Optional[str] 
     ``gpus`` come from the caller (``mltools.shakeshake.telemetry.gpu_states``
     reads them through NVML), so describing a CPU benchmark's machine never
     touches a GPU driver."""
-    from mltools.env.report import _collect_cpu, _collect_libc, _meminfo_bytes
-    from mltools.numa.topology import format_cpulist
+    from mltools.env.report import _collect_libc, _cpu_identity, _meminfo_bytes
+    from mltools.numa.cpulist import format_cpulist
 
-    cpu = _collect_cpu()
     cpuinfo = read_text("/proc/cpuinfo") or ""
-    fields = cpuinfo_fields(cpuinfo)
-    flags = set(fields.get("flags", "").split())
+    cpu = _cpu_identity(cpuinfo)
+    online = os.sysconf("SC_NPROCESSORS_ONLN")
     try:
         usable = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        usable = list(range(cpu.logical_cpus))
+        usable = list(range(online))
     if cpu.isa_level:
-        vector = ",".join(f for f in ("avx2", "avx512f") if f in flags) or "no AVX2"
+        vector = ",".join(f for f in ("avx2", "avx512f") if f in cpu.flags) or "no AVX2"
         isa = f"x86-64-v{cpu.isa_level_runtime or cpu.isa_level} ({vector})"
     else:
         isa = cpu.architecture
@@ -212,7 +211,7 @@ def collect_machine(*, gpus: Tuple[GpuState, ...] = (), gpu_note: Optional[str] 
     return Machine(
         date=now_iso(), hostname=socket.gethostname(), platform=platform.platform(True, False),
         kernel=platform.release(), cpu_model_name=cpu.model_name, cpu_vendor=cpu.vendor,
-        architecture=cpu.architecture, isa=isa, hypervisor=cpu.hypervisor, cpu_count=cpu.logical_cpus,
+        architecture=cpu.architecture, isa=isa, hypervisor=cpu.hypervisor, cpu_count=online,
         cpu_affinity=format_cpulist(usable), usable_cpus=len(usable), cpu_freq=freq,
         cpu_freq_source=freq_source, cpu_config=config, governor=governor, load_avg_1min=load,
         runnable_threads=runnable, memory_total_bytes=mem,

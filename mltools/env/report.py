@@ -12,7 +12,7 @@ import platform
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, List, Mapping, Optional, Tuple
+from typing import ClassVar, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
 
 from mltools import __version__
 from mltools._sysfs import cpuinfo_fields, isa_level_from_flags, read_text, usable_cpus
@@ -150,10 +150,24 @@ def _cgroup_cpu_limit() -> Optional[float]:
     return None
 
 
-def _collect_cpu() -> CpuInfo:
-    text = read_text("/proc/cpuinfo") or ""
+class _CpuIdentity(NamedTuple):
+    """What /proc/cpuinfo's text and the running CPU say about the CPU (no counts, no cgroup)."""
+    model_name: Optional[str]
+    vendor: Optional[str]
+    family: Optional[int]
+    model: Optional[int]
+    stepping: Optional[int]
+    architecture: str
+    isa_level: Optional[int]
+    isa_level_runtime: Optional[int]
+    hypervisor: bool
+    flags: FrozenSet[str]
+
+
+def _cpu_identity(text: str) -> _CpuIdentity:
+    """The CPU as ``text`` (/proc/cpuinfo) and the compiled ISA check describe it."""
     fields = cpuinfo_fields(text)
-    flags = set(fields.get("flags", "").split())
+    flags = frozenset(fields.get("flags", "").split())
     arch = platform.machine()
     is_x86 = arch in ("x86_64", "AMD64")
     level = isa_level_from_flags(flags) if is_x86 and flags else None
@@ -164,14 +178,7 @@ def _collect_cpu() -> CpuInfo:
             runtime_level = _cpu.x86_64_level()
         except ImportError:
             runtime_level = None
-    packages = {m.group(1) for m in re.finditer(r"^physical id\s*:\s*(\d+)", text, re.M)}
-    try:
-        import psutil
-        physical = psutil.cpu_count(logical=False)
-    except Exception:  # psutil can fail in odd containers; the rest still stands
-        physical = None
-    usable = usable_cpus()
-    return CpuInfo(
+    return _CpuIdentity(
         model_name=fields.get("model name") or fields.get("Model") or None,
         vendor=fields.get("vendor_id") or fields.get("CPU implementer"),
         family=_int_or_none(fields.get("cpu family")),
@@ -180,11 +187,35 @@ def _collect_cpu() -> CpuInfo:
         architecture=arch,
         isa_level=level,
         isa_level_runtime=runtime_level,
+        hypervisor="hypervisor" in flags,
+        flags=flags,
+    )
+
+
+def _collect_cpu() -> CpuInfo:
+    text = read_text("/proc/cpuinfo") or ""
+    ident = _cpu_identity(text)
+    packages = {m.group(1) for m in re.finditer(r"^physical id\s*:\s*(\d+)", text, re.M)}
+    try:
+        import psutil
+        physical = psutil.cpu_count(logical=False)
+    except Exception:  # psutil can fail in odd containers; the rest still stands
+        physical = None
+    usable = usable_cpus()
+    return CpuInfo(
+        model_name=ident.model_name,
+        vendor=ident.vendor,
+        family=ident.family,
+        model=ident.model,
+        stepping=ident.stepping,
+        architecture=ident.architecture,
+        isa_level=ident.isa_level,
+        isa_level_runtime=ident.isa_level_runtime,
         logical_cpus=os.sysconf("SC_NPROCESSORS_ONLN"),
         usable_cpus=usable,
         physical_cores=physical,
         packages=max(1, len(packages)),
-        hypervisor="hypervisor" in flags,
+        hypervisor=ident.hypervisor,
         cgroup_cpu_limit=_cgroup_cpu_limit(),
     )
 

@@ -30,7 +30,7 @@ from mltools.env.machine import Machine
 from mltools.errors import UsageError
 from mltools.findings import Finding, Severity
 from mltools.results.run import HIGHER, LOWER, Case, Recorder, RunInfo
-from mltools.numa.binding import BindingPlan, plan_binding
+from mltools.numa.binding import BindingPlan, plan_with_findings
 from mltools.numa.gpu_transfer import GpuTransfers
 from mltools.numa.infer import Inference, infer_mode, measured_signature, refused
 from mltools.numa.topology import Topology, format_cpulist, parse_cpulist, read_topology
@@ -452,11 +452,8 @@ def run_numa_bench(opts: BenchOptions, progress=None, command: Sequence[str] = (
     if opts.gpu and not topo.live:
         raise UsageError(f"--gpu: --sysfs-root {opts.sysfs_root} describes another machine; GPU transfers are "
                          "measured on this one")
-    plan = plan_binding(topo, opts.plan_ranks) if opts.plan_ranks is not None else None
+    plan, extra = plan_with_findings(topo, opts.plan_ranks) if opts.plan_ranks is not None else (None, [])
     report = _run_numa_bench(opts, topo, progress, command)
-    extra: List[Finding] = []
-    if plan is not None:
-        extra += binding_findings(plan)
     transfers = None
     if opts.gpu:
         from mltools.numa.gpu_transfer import (DEFAULT_BYTES, DEFAULT_ROUNDS, QUICK_BYTES, QUICK_ROUNDS,
@@ -469,25 +466,6 @@ def run_numa_bench(opts: BenchOptions, progress=None, command: Sequence[str] = (
             extra.append(Finding("NUMA_GPU_SKIPPED", Severity.INFO, f"--gpu: nothing measured: {transfers.skipped}"))
     return dataclasses.replace(report, findings=report.findings + tuple(extra), binding_plan=plan,
                                gpu_transfers=transfers)
-
-
-def binding_findings(plan: BindingPlan) -> List[Finding]:
-    """A warning when GPUs, NICs and memory cannot all be local, with the plan's reasons."""
-    if plan.all_local or not plan.bindings:
-        return []
-    far = [b.rank for b in plan.bindings if b.nic and b.nic_relation in ("SYS", "unknown")]
-    unbound = [b.rank for b in plan.bindings if b.node is None]
-    why = []
-    if far:
-        why.append(f"rank(s) {format_cpulist(far)} reach their nearest NIC only across nodes or by an unknown path")
-    if unbound:
-        why.append(f"rank(s) {format_cpulist(unbound)} have a GPU whose node is unknown")
-    unallowed = [b.rank for b in plan.bindings if b.numactl and not any(a.startswith("--membind") for a in b.numactl)]
-    if unallowed:
-        why.append(f"rank(s) {format_cpulist(unallowed)} may not use their node's memory")
-    return [Finding("NUMA_PLAN_NOT_LOCAL", Severity.WARNING,
-                    f"--plan {plan.ranks}: " + ("GPUs, NICs and memory" if plan.device_kind == "gpu" else
-                                                "ranks, NICs and memory") + " cannot all be local: " + "; ".join(why))]
 
 
 def _run_numa_bench(opts: BenchOptions, topo: Topology, progress=None,
@@ -652,11 +630,12 @@ def _measure(topo, plan: Plan, config: Config, kernels, size, lat_size, reps, is
                 cell = grid.lat[mode]
                 case = recorder.add(f"latency/{mode}/{pair}", "ns", LOWER, ns, spread_rule=True,
                                     params=dict(params, page_mode=mode, ring_bytes=lat_size, threads=1))
-                cell["median"][i][j] = statistics.median(ns)
+                if case is not None:
+                    cell["median"][i][j] = case.stats.median
+                    cell["min"][i][j] = case.stats.min
+                    cell["max"][i][j] = case.stats.max
                 cell["p10"][i][j] = _percentile(ns, 0.1)
                 cell["p90"][i][j] = _percentile(ns, 0.9)
-                cell["min"][i][j] = min(ns)
-                cell["max"][i][j] = max(ns)
                 cell["noisy"][i][j] = bool(case and case.stats.noisy)
                 cell["thp"][i][j] = _smaps_thp_fraction(ring.address, ring.size)
                 statuses += ring.page_nodes(_sample_offsets(ring.size, PLACEMENT_PAGES // 4))

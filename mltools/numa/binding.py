@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mltools.errors import UsageError
+from mltools.findings import Finding, Severity
 from mltools.numa.cpulist import format_cpulist, parse_cpulist
 from mltools.numa.pci import RELATION_ORDER, PciDevice, relation
 from mltools.numa.topology import Topology
 
-__all__ = ["RankBinding", "BindingPlan", "plan_binding", "split_cores"]
+__all__ = ["RankBinding", "BindingPlan", "plan_binding", "plan_with_findings", "split_cores"]
 
 LOCAL_RELATIONS = ("PIX", "PXB", "PHB", "NODE")
 
@@ -107,6 +108,12 @@ def _pick_nic(gpu: Optional[PciDevice], node: Optional[int], nics: Sequence[PciD
 
 def plan_binding(topo: Topology, ranks: int) -> BindingPlan:
     """The plan for ``ranks`` local ranks on ``topo``; UsageError when it cannot be made."""
+    return plan_with_findings(topo, ranks)[0]
+
+
+def plan_with_findings(topo: Topology, ranks: int) -> Tuple[BindingPlan, List[Finding]]:
+    """The plan, and a warning with the reasons when GPUs (or ranks), NICs and memory
+    cannot all be local; UsageError when it cannot be made."""
     if ranks < 1:
         raise UsageError(f"--plan {ranks}: at least one rank")
     allowed = set(parse_cpulist(topo.allowed.cpus)) & set(parse_cpulist(topo.online_cpus))
@@ -152,6 +159,7 @@ def plan_binding(topo: Topology, ranks: int) -> BindingPlan:
 
     uses: Dict[str, int] = {}
     bindings = []
+    unallowed: List[int] = []           # ranks bound to a node whose memory they may not use
     for r in range(ranks):
         gpu, node = rank_gpu[r], rank_node[r]
         nic, rel = _pick_nic(gpu, node, nics, uses)
@@ -170,6 +178,7 @@ def plan_binding(topo: Topology, ranks: int) -> BindingPlan:
                 numactl += (f"--membind={node}",)
             else:
                 notes.append(f"node {node}'s memory is not allowed here ({topo.allowed.source}): no --membind")
+                unallowed.append(r)
             taskset = ("taskset", "-c", cpulist)
         bindings.append(RankBinding(r, gpu.busid if gpu else None, gpus.index(gpu) if gpu else None,
                                     nic.busid if nic else None, nic.os_devices if nic else (), rel, node,
@@ -193,7 +202,22 @@ def plan_binding(topo: Topology, ranks: int) -> BindingPlan:
             f"{busid} serves {uses[busid]}" for busid in sorted(shared)))
     all_local = not far and not unbound and all(b.node in mems for b in bindings)
     plan = BindingPlan(ranks, kind, tuple(bindings), all_local, tuple(warnings), "")
-    return dataclasses.replace(plan, script=wrapper_script(plan, topo.sysfs_root))
+    plan = dataclasses.replace(plan, script=wrapper_script(plan, topo.sysfs_root))
+    findings: List[Finding] = []
+    if not all_local and bindings:
+        why = []
+        if far:
+            why.append(f"rank(s) {format_cpulist([b.rank for b in far])} reach their nearest NIC only across nodes "
+                       "or by an unknown path")
+        if unbound:
+            why.append(f"rank(s) {format_cpulist(unbound)} have a GPU whose node is unknown")
+        if unallowed:
+            why.append(f"rank(s) {format_cpulist(unallowed)} may not use their node's memory")
+        findings.append(Finding("NUMA_PLAN_NOT_LOCAL", Severity.WARNING,
+                                f"--plan {ranks}: " + ("GPUs, NICs and memory" if kind == "gpu" else
+                                                       "ranks, NICs and memory") + " cannot all be local: "
+                                + "; ".join(why)))
+    return plan, findings
 
 
 def wrapper_script(plan: BindingPlan, where: str) -> str:

@@ -14,13 +14,6 @@ def _gib(n):
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
-def _matrix_table(title, rows, cols, matrix, fmt):
-    t = Table(["cpu \\ mem"] + [f"node {m}" for m in cols], title=title)
-    for c, row in zip(rows, matrix):
-        t.add(f"node {c}", *[fmt(v) if v is not None else None for v in row])
-    return t.render()
-
-
 def _spread_cell(med, lo, hi, noisy):
     """``median (min-max)``, with ``noisy`` when the rounds disagree by more than 10%."""
     if med is None:

@@ -19,6 +19,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from mltools.errors import UsageError
 from mltools.numa.cpulist import format_cpulist
+from mltools.numa.pci import torch_busid
 from mltools.numa.topology import Topology
 
 __all__ = ["GpuDevice", "GpuTransfers", "measure_host_device", "host_buffer", "cpu_nodes_for_transfers",
@@ -105,13 +106,6 @@ def host_buffer(node: int, cpus: Sequence[int], size: int):
     return mapping, (sum(1 for s in statuses if s == node) / len(statuses) if statuses else None)
 
 
-def _busid(props) -> Optional[str]:
-    try:
-        return f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-    except AttributeError:
-        return None
-
-
 def measure_host_device(topo: Topology, *, size: int = DEFAULT_BYTES, rounds: int = DEFAULT_ROUNDS,
                         nodes: Optional[Sequence[int]] = None,
                         progress: Optional[Callable[..., None]] = None) -> GpuTransfers:
@@ -134,7 +128,7 @@ def measure_host_device(topo: Topology, *, size: int = DEFAULT_BYTES, rounds: in
     gpus = []
     for i in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(i)
-        busid = _busid(props)
+        busid = torch_busid(props)
         gpus.append(GpuDevice(i, props.name, busid, by_bus[busid].node if busid in by_bus else None))
     rows = len(pairs)
     h2d = [[None] * len(gpus) for _ in range(rows)]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mltools.numa.cpulist import format_cpulist, parse_cpulist
-from mltools.numa.topology import Topology
+from mltools.numa.topology import NO_CPUINFO, NO_NODE_DIRECTORIES, Topology
 
 CONFIDENCE_ORDER = ("none", "low", "medium", "high")
 
@@ -246,7 +246,7 @@ def infer_mode(topo: Topology) -> Inference:
     ev: List[str] = []
     alts: List[str] = []
     # said once below in the CPU's own words, or only where it matters (an implicit node on one package is complete)
-    missing: List[str] = [m for m in topo.missing if "cpuinfo" not in m and "system/node" not in m]
+    missing: List[str] = [m for m in topo.missing if m not in (NO_CPUINFO, NO_NODE_DIRECTORIES)]
     contra: List[str] = list(topo.inconsistencies)
     vendor, fam, model = topo.cpu.vendor or "", topo.cpu.family, topo.cpu.model
     intel = vendor == "GenuineIntel" and fam == 6
@@ -276,7 +276,7 @@ def infer_mode(topo: Topology) -> Inference:
                          refused=refuse, missing=tuple(dict.fromkeys(missing)),
                          contradictions=tuple(dict.fromkeys(contra)), memory_nodes=memory, other=others)
 
-    if any("listed in several nodes" in c for c in topo.inconsistencies):
+    if topo.cpus_in_several_nodes:
         ev.append("the same CPUs are in several nodes: the firmware's NUMA description cannot be trusted")
         return result("buggy_sysfs", "none", refuse="CPUs listed in several NUMA nodes")
 

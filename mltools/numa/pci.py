@@ -141,6 +141,15 @@ def device_kind(class_code: int, vendor: int, link_layers: Sequence[str] = ()) -
     return "other"
 
 
+def torch_busid(props, domain_digits: int = 4) -> Optional[str]:
+    """The PCI address of a GPU from torch's device properties ("0000:1b:00.0"; NVML
+    writes the domain with 8 digits), or None where torch does not give it (older torch)."""
+    try:
+        return f"{props.pci_domain_id:0{domain_digits}x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+    except AttributeError:
+        return None
+
+
 def relation(a: PciDevice, b: PciDevice) -> str:
     """How the path between two devices runs, in ``nvidia-smi topo -m`` words."""
     if a.host_bridge is not None and a.host_bridge == b.host_bridge:
@@ -300,11 +309,13 @@ def read_io(root: str, node_cpus: Dict[int, Tuple[int, ...]], online_cpus: Seque
         if cls is None or vendor is None:
             other += 1
             continue
-        os_devs, layers = _os_devices(full, by_class.get(busid.lower(), ()))
-        kind = device_kind(cls, vendor, layers)
-        if kind not in LISTED_KINDS:
+        # The link layers only tell class 0x0280 apart, and every kind of it is listed:
+        # a function can be counted as other before its OS devices are looked at.
+        if device_kind(cls, vendor) not in LISTED_KINDS:
             other += 1
             continue
+        os_devs, layers = _os_devices(full, by_class.get(busid.lower(), ()))
+        kind = device_kind(cls, vendor, layers)
         numa_text = (read_text(f"{d}/numa_node", root) or "").strip()
         try:
             numa_node: Optional[int] = int(numa_text)

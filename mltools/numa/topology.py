@@ -40,6 +40,10 @@ __all__ = ["read_topology", "Topology", "NodeInfo", "PackageInfo", "CpuIdentity"
 SYS_NODE = "sys/devices/system/node"
 SYS_CPU = "sys/devices/system/cpu"
 
+# Absent sources the inference states in its own words
+NO_CPUINFO = "no proc/cpuinfo: CPU vendor and model unknown"
+NO_NODE_DIRECTORIES = "no sys/devices/system/node: one implicit node (a kernel without NUMA, or NUMA off)"
+
 
 # ------------------------------------------------------------------ results
 
@@ -173,6 +177,20 @@ class Topology:
     def cpu_nodes(self) -> Tuple[int, ...]:
         return tuple(n.id for n in self.nodes if n.cpu_count)
 
+    @property
+    def cpus_in_several_nodes(self) -> Tuple[int, ...]:
+        """The online CPUs that more than one node lists (broken firmware NUMA tables)."""
+        return tuple(sorted(_shared_cpus(self.nodes)))
+
+
+def _shared_cpus(nodes: Sequence[NodeInfo]) -> Dict[int, List[int]]:
+    """cpu -> the nodes that list it, for each CPU that more than one node lists."""
+    listed: Dict[int, List[int]] = {}
+    for n in nodes:
+        for c in n.cpu_ids():
+            listed.setdefault(c, []).append(n.id)
+    return {c: ids for c, ids in listed.items() if len(ids) > 1}
+
 
 # ------------------------------------------------------------------ reading
 
@@ -242,7 +260,7 @@ def _nofile_info(r: _Root) -> Dict[str, str]:
 def _cpuinfo(r: _Root) -> CpuIdentity:
     text = r.read("proc/cpuinfo")
     if text is None:
-        r.missing.append("no proc/cpuinfo: CPU vendor and model unknown")
+        r.missing.append(NO_CPUINFO)
     fields = cpuinfo_fields(text or "", all_blocks=True)
     flags = set(fields.get("flags", "").split()) | set(fields.get("Features", "").split())
 
@@ -612,7 +630,7 @@ def read_topology(sysfs_root: str = "/") -> Topology:
     if not online_nodes:
         # A kernel without NUMA support shows no node directory: one implicit node.
         r.quirks.append("no NUMA node directories: one implicit node 0")
-        r.missing.append("no sys/devices/system/node: one implicit node (a kernel without NUMA, or NUMA off)")
+        r.missing.append(NO_NODE_DIRECTORIES)
     if online_nodes and online_nodes != list(range(len(online_nodes))):
         r.quirks.append(f"sparse node ids: {format_cpulist(online_nodes)}")
     if offline_nodes:
@@ -631,8 +649,6 @@ def read_topology(sysfs_root: str = "/") -> Topology:
 
     nodes: List[NodeInfo] = []
     rows: List[Tuple[int, ...]] = []
-    owner: Dict[int, int] = {}
-    overlapping: Dict[int, List[int]] = {}
     for n in online_nodes:
         d = f"{SYS_NODE}/node{n}"
         mask = r.read_set(f"{d}/cpumap", mask=True)
@@ -645,11 +661,6 @@ def read_topology(sysfs_root: str = "/") -> Topology:
         source = "cpumap" if mask is not None else ("cpulist" if listed is not None else "none")
         cpus = sorted(set(ids) & online)
         offline_listed = sorted((set(mask or ()) | set(listed or ())) - online)
-        for c in cpus:
-            if c in owner:
-                overlapping.setdefault(c, [owner[c]]).append(n)
-            else:
-                owner[c] = n
         dist_text = r.read(f"{d}/distance") or ""
         row = tuple(int(x) for x in dist_text.split() if x.lstrip("-").isdigit())
         rows.append(row)
@@ -666,6 +677,7 @@ def read_topology(sysfs_root: str = "/") -> Topology:
         ))
         if offline_listed:
             r.quirks.append(f"node {n} names offline CPUs {format_cpulist(offline_listed)}")
+    overlapping = _shared_cpus(nodes)
     if overlapping:
         cpus = sorted(overlapping)
         nodes_involved = sorted({n for v in overlapping.values() for n in v})

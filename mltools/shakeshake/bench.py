@@ -691,12 +691,11 @@ def _open_telemetry(config: BenchConfig, device: torch.device, rank0: bool):
 
 
 def _pci_bus_id(index: int) -> Optional[str]:
-    """The device's PCI address as NVML spells it, from torch's device properties."""
-    props = torch.cuda.get_device_properties(index)
-    try:
-        return f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-    except AttributeError:    # older torch: NVML's index order then has to match CUDA's
-        return None
+    """The device's PCI address as NVML spells it, from torch's device properties
+    (None with older torch: NVML's index order then has to match CUDA's)."""
+    from mltools.numa.pci import torch_busid
+
+    return torch_busid(torch.cuda.get_device_properties(index), domain_digits=8)
 
 
 def _set_backend_flags(device: torch.device, tf32: Optional[bool] = None) -> None:
@@ -930,7 +929,8 @@ def _train_epochs(config, dist_info, device, cifar, runner, epoch_batches, gen, 
 
 # ---------------------------------------------------------------- --gpus: one process per GPU
 
-def _spawned_worker(rank: int, devices: Tuple[str, ...], config: BenchConfig, port: int, queue) -> None:
+def _spawned_worker(rank: int, devices: Tuple[str, ...], config: BenchConfig, port: int, queue,
+                    command: Sequence[str] = ()) -> None:
     import torch.distributed as dist
 
     try:
@@ -940,7 +940,8 @@ def _spawned_worker(rank: int, devices: Tuple[str, ...], config: BenchConfig, po
             torch.set_num_threads(max(1, torch.get_num_threads() // len(devices)))
         dist_info = init_distributed(backend, rank, len(devices), master_addr="127.0.0.1", master_port=port)
         cfg = replace(config, device=devices[rank])
-        res = (run_training(cfg, dist_info) if cfg.train_epochs else run_benchmark(cfg, dist_info))
+        res = (run_training(cfg, dist_info, command=command) if cfg.train_epochs
+               else run_benchmark(cfg, dist_info, command=command))
         if rank == 0:
             queue.put(("ok", res))
         # Leave together: a rank that tears gloo down while its peer still
@@ -958,13 +959,14 @@ def _spawned_worker(rank: int, devices: Tuple[str, ...], config: BenchConfig, po
             dist.destroy_process_group()
 
 
-def run_on_gpus(gpus: Sequence[int], config: BenchConfig) -> BenchResult:
+def run_on_gpus(gpus: Sequence[int], config: BenchConfig, command: Sequence[str] = ()) -> BenchResult:
     """Spawn one DDP process per GPU (NCCL on 127.0.0.1) and return rank 0's result."""
-    return run_spawned([f"cuda:{g}" for g in gpus], config)
+    return run_spawned([f"cuda:{g}" for g in gpus], config, command)
 
 
-def run_spawned(devices: Sequence[str], config: BenchConfig) -> BenchResult:
-    """One DDP process per device (NCCL for CUDA devices, gloo for "cpu"), rank 0's result."""
+def run_spawned(devices: Sequence[str], config: BenchConfig, command: Sequence[str] = ()) -> BenchResult:
+    """One DDP process per device (NCCL for CUDA devices, gloo for "cpu"), rank 0's result;
+    ``command`` is recorded with it."""
     import torch.multiprocessing as mp
 
     queue = mp.get_context("spawn").SimpleQueue()
@@ -974,7 +976,7 @@ def run_spawned(devices: Sequence[str], config: BenchConfig) -> BenchResult:
 
     from mltools._lifecycle import owned_process
 
-    procs = mp.start_processes(_spawned_worker, args=(tuple(devices), config, free_port(), queue),
+    procs = mp.start_processes(_spawned_worker, args=(tuple(devices), config, free_port(), queue, tuple(command)),
                                nprocs=len(devices), join=False, start_method="spawn")
     with ExitStack() as owned:       # an interrupted run ends the ranks too
         for p in procs.processes:
