@@ -14,7 +14,7 @@ from mltools.iofail.outcome import CheckResult, Outcome, classify
 from mltools.iofail.report import IoFailure, failures_of
 from mltools.preload.symbols import symbolize_failures
 from mltools.iofail.state import StateFolder
-from mltools.preload.outcome import last_line, signal_name
+from mltools.preload.outcome import last_line
 from mltools.preload.records import Frame, ProcessRecord
 from mltools.preload.runner import (RawRun, Shim, Stdin, lost_shim_messages, private_dir, require_handshake,
                                     run_under_shim)
@@ -192,7 +192,7 @@ def run_target(argv: Sequence[str], spec: IoFailSpec, options: IoRunOptions, cwd
         argv=tuple(argv), cwd=raw.cwd, program=target.path, target=target.description, spec=spec,
         scope=options.scope, check=options.check_text, state=options.state_dir, environment_set=raw.env_set,
         exit_status=124 if raw.timed_out else raw.exit_status,
-        signal=signal_name(-raw.returncode) if raw.returncode < 0 else None, timed_out=raw.timed_out,
+        signal=_proc.signal_name(-raw.returncode) if raw.returncode < 0 else None, timed_out=raw.timed_out,
         elapsed_s=round(raw.elapsed_s, 4), outcome=outcome, check_before=before, check_after=after,
         counts=counts, eligible_total=eligible_total, failures_injected=failed_total, failures=tuple(failures),
         crash_site=crash_site, crash_frames=crash_frames, processes=tuple(raw.records.processes),

@@ -6,13 +6,12 @@ import shlex
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
-from mltools import _native
+from mltools import _native, _proc
 from mltools.errors import MltoolsError, UsageError
 from mltools.mallocfail.config import FUNCTIONS, FailSpec, RunOptions
 from mltools.mallocfail.outcome import Outcome, classify
 from mltools.mallocfail.report import InjectedFailure, failures_of
 from mltools.preload.symbols import symbolize_failures
-from mltools.preload.outcome import signal_name
 from mltools.preload.records import Frame, ProcessRecord
 from mltools.preload.runner import (RawRun, Shim, ShimNotLoaded, Stdin, lost_shim_messages, private_dir,
                                     require_handshake, run_under_shim)
@@ -153,7 +152,7 @@ def run_target(argv: Sequence[str], spec: FailSpec, options: RunOptions, cwd: Op
         argv=tuple(argv), cwd=raw.cwd, program=target.path, target=target.description,
         spec=spec, scope=options.scope, forward=options.forward, environment_set=raw.env_set,
         exit_status=124 if raw.timed_out else raw.exit_status,
-        signal=signal_name(-raw.returncode) if raw.returncode < 0 else None, timed_out=raw.timed_out,
+        signal=_proc.signal_name(-raw.returncode) if raw.returncode < 0 else None, timed_out=raw.timed_out,
         elapsed_s=round(raw.elapsed_s, 4), outcome=outcome, counts=counts, counted_total=counted_total,
         failures_injected=failed_total, failures=tuple(failures),
         crash_site=crash_site, crash_frames=crash_frames, processes=tuple(raw.records.processes),

@@ -15,6 +15,8 @@ import signal
 from dataclasses import dataclass
 from typing import Optional
 
+from mltools._proc import signal_name
+
 _HEAP_CHECK = re.compile(r"(free|malloc|realloc|malloc_consolidate|corrupted)[^\n]*(): |double free|"
                          r"corrupted size|invalid pointer|corrupted double-linked list")
 
@@ -24,13 +26,6 @@ class Outcome:
     class_name: str           # one of the tool's CLASSES
     reason: Optional[str]     # crash: the signal; abort: assert, bad_alloc, ...; ...
     detail: str               # one line for people
-
-
-def signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 def abort_reason(stderr: str) -> str:

@@ -75,12 +75,16 @@ class RawRun:
     cwd: str
     env_set: Dict[str, str]              # what mltools added to the environment
     returncode: int                      # as Popen gives it: -N for signal N
-    exit_status: int
     stdout: bytes
     stderr: bytes
     elapsed_s: float
     timed_out: bool
     records: Records
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's view: 128+N when killed by signal N."""
+        return _proc.exit_status(self.returncode)
 
 
 def shim_environment(shim: Shim, target: Target, channel: Mapping[str, str], extra: Mapping[str, str],
@@ -137,7 +141,7 @@ def run_under_shim(shim: Shim, argv: Sequence[str], target: Target, extra_env: M
                 os.unlink(p)
     for key in (shim.env_prefix + "RECORDS", shim.env_prefix + "STATE"):
         added.pop(key, None)           # private paths, gone after the run
-    return RawRun(tuple(argv), cwd or os.getcwd(), added, res.returncode, res.exit_status, res.stdout,
+    return RawRun(tuple(argv), cwd or os.getcwd(), added, res.returncode, res.stdout,
                   res.stderr, res.elapsed_s, res.timed_out, parse_records(lines, dropped))
 
 
