@@ -34,7 +34,7 @@ from mltools.iofail.report import IoFailure, calls_of, failures_of, first_failur
 from mltools.iofail.run import direct_io_notes, pystack_dir, replay_command, run_check, run_raw
 from mltools.iofail.state import StateFolder
 from mltools.preload.outcome import decode_wait_status
-from mltools.preload.records import ChannelReader, Frame, Records, parse_records, user_frame
+from mltools.preload.records import ChannelReader, Frame, Records, parse_records, parse_wait_status, user_frame
 from mltools.preload.runner import RawRun, Stdin, lost_shim_messages, private_dir, require_handshake, run_plain
 from mltools.preload.sweep import (ProgressFn, SiteSummary, check_against_plain, run_points, summarize_sites,
                                    unstable_count_warning)
@@ -266,7 +266,7 @@ class _Sweep:
                             stderr = fh.read().decode("utf-8", "replace")
                     except OSError:
                         stderr = ""
-                    rc = decode_wait_status(int(status)) if int(status) != 2 ** 32 - 1 else -9
+                    rc = decode_wait_status(parse_wait_status(status))     # a lost child: -9
                     pt = self._point(k, "fork", rc, timed_out == "1", stderr, failure, records, [child_pid])
                     points[k] = pt
                     if self.progress is not None:

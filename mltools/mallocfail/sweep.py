@@ -206,7 +206,7 @@ class _Sweep:
                 reason = fp.skipped_reason or "skipped"
                 self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
                 continue
-            if fp.wait_status is None or fp.wait_status == (2 ** 32 - 1):
+            if fp.wait_status is None or fp.wait_status == -1:
                 self.fallbacks["child-lost"] = self.fallbacks.get("child-lost", 0) + 1
                 continue          # the target reaped our child: re-run the point
             pt = _Point(fp.index, method="fork")

@@ -215,6 +215,13 @@ class Records:
 _INJECTING_ROLES = ("root", "tree", "each")
 
 
+def parse_wait_status(text: str) -> int:
+    """A waitpid status as the shim writes it (a C int cast to unsigned: a lost child's -1
+    comes as 4294967295) back as the int it was."""
+    value = int(text)
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
 def parse_records(lines: Sequence[str], dropped: int = 0) -> Records:
     hellos: Dict[int, Dict[str, str]] = {}
     exits: Dict[int, Dict[str, object]] = {}
@@ -246,7 +253,7 @@ def parse_records(lines: Sequence[str], dropped: int = 0) -> Records:
                                            parse_frames(d.get("frames", ""))))
             elif kind in "SC":
                 forks.append(ForkPoint(int(d["index"]), int(d["child"]) if "child" in d else None,
-                                       int(d["status"]) if "status" in d else None,
+                                       parse_wait_status(d["status"]) if "status" in d else None,
                                        d.get("timed_out") == "1", d.get("reason")))
             else:
                 tool.append((kind, d))
