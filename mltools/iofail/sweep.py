@@ -30,11 +30,12 @@ from mltools import _proc
 from mltools.errors import MltoolsError, UsageError
 from mltools.iofail.config import IoFailSpec, IoRunOptions
 from mltools.iofail.outcome import BUG_CLASSES, CLASSES, CheckResult, Outcome, classify
-from mltools.iofail.report import IoFailure, calls_of, failures_of, first_failure_by_pid, site_of
+from mltools.iofail.report import IoFailure, calls_of, failures_of, site_of
 from mltools.iofail.run import direct_io_notes, pystack_dir, replay_command, run_check, run_raw
 from mltools.iofail.state import StateFolder
 from mltools.preload.outcome import decode_wait_status
-from mltools.preload.records import ChannelReader, Frame, Records, parse_records, parse_wait_status, user_frame
+from mltools.preload.records import (ChannelReader, Frame, Records, first_failure_by_pid, parse_records,
+                                     parse_wait_status, user_frame)
 from mltools.preload.runner import RawRun, Stdin, lost_shim_messages, private_dir, require_handshake, run_plain
 from mltools.preload.sweep import (ProgressFn, SiteSummary, check_against_plain, run_points, summarize_sites,
                                    unstable_count_warning)

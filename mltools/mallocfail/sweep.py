@@ -27,10 +27,10 @@ from mltools._sysfs import usable_cpus
 from mltools.errors import MltoolsError, UsageError
 from mltools.mallocfail.config import FailSpec, RunOptions
 from mltools.mallocfail.outcome import BUG_CLASSES, CLASSES, Outcome, classify
-from mltools.mallocfail.report import failures_of, live_blocks, traces_of
+from mltools.mallocfail.report import failures_of, live_blocks, live_blocks_at_exit, traces_of
 from mltools.mallocfail.run import RawRun, replay_command, require_handshake, run_raw
 from mltools.preload.outcome import decode_wait_status
-from mltools.preload.records import Frame, parse_records, user_frame
+from mltools.preload.records import Frame, first_failure_by_pid, parse_records, user_frame
 from mltools.preload.runner import Stdin, lost_shim_messages, private_dir, run_plain
 from mltools.preload.sweep import (ForkProgress, ProgressFn, SiteSummary, check_against_plain, run_points,
                                    summarize_sites, unstable_count_warning)
@@ -195,9 +195,7 @@ class _Sweep:
         except KeyboardInterrupt:
             interrupted = True
             records = parse_records(watch.lines)
-        first_failure = {}
-        for f in failures_of(records):
-            first_failure.setdefault(f.pid, f)
+        first_failure = first_failure_by_pid(failures_of(records))
         out: Dict[int, _Point] = {}
         for fp in records.fork_points:
             if fp.index not in wanted:
@@ -221,8 +219,7 @@ class _Sweep:
                 err = ""
             pt.crash_frames = next((k.frames for k in records.crashes if k.pid == fp.child_pid), ())
             x = records.exits.get(fp.child_pid)
-            values = x["values"] if x else {}
-            child_live = values["allocs"] - values["frees"] if "allocs" in values and "frees" in values else None
+            child_live = live_blocks_at_exit(x["values"]) if x else None
             # the child of a fork point always fails the call it was forked at
             pt.outcome = classify(rc, fp.timed_out, err, injected=True, live_blocks=child_live,
                                   baseline_live_blocks=baseline.live_blocks)

@@ -25,7 +25,7 @@ import re
 import shutil
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, TypeVar
 
 MAGIC = b"MLTREC02"
 HEADER_SIZE = 64
@@ -141,6 +141,18 @@ def parse_frame(text: str) -> Frame:
 
 def parse_frames(text: str) -> Tuple[Frame, ...]:
     return tuple(parse_frame(x) for x in text.split("|") if x)
+
+
+_F = TypeVar("_F")
+
+
+def first_failure_by_pid(failures: Sequence[_F]) -> Dict[int, _F]:
+    """Each process's failure of the lowest index (malloc-fail's or io-fail's: records with
+    ``pid`` and ``index``)."""
+    out: Dict[int, _F] = {}
+    for f in sorted(failures, key=lambda x: x.index):
+        out.setdefault(f.pid, f)
+    return out
 
 
 def user_frame(frames: Sequence[Frame]) -> Optional[Frame]:
