@@ -31,7 +31,7 @@ from mltools.errors import MltoolsError, UsageError
 from mltools.iofail.config import IoFailSpec, IoRunOptions
 from mltools.iofail.outcome import BUG_CLASSES, CLASSES, CheckResult, Outcome, classify
 from mltools.iofail.report import IoFailure, calls_of, failures_of, site_of
-from mltools.iofail.run import direct_io_notes, pystack_dir, replay_command, run_check, run_raw
+from mltools.iofail.run import direct_io_notes, is_cpython, pystack_dir, replay_command, run_check, run_raw
 from mltools.iofail.state import StateFolder
 from mltools.preload.outcome import decode_wait_status
 from mltools.preload.records import (ChannelReader, Frame, Records, first_failure_by_pid, parse_records,
@@ -140,6 +140,7 @@ class _Sweep:
         self.target = resolve_target(argv[0], options.target_exe)
         self.filters = _filters_only(spec)
         self.warnings: List[str] = list(direct_io_notes(self.target))
+        self.cpython = is_cpython(self.target)
         self.state: Optional[StateFolder] = None
         self.before_passed: Optional[bool] = None
 
@@ -161,8 +162,8 @@ class _Sweep:
         plain = run_plain(self.argv, self.target, folder=self.folder, timeout_s=self.options.timeout_s,
                           cwd=self.cwd, stdin=self.stdin)
         self.put_back()
-        base = run_raw(self.argv, self.filters, self.options, self.target, folder=self.folder, cwd=self.cwd,
-                       stdin=self.stdin, extra_env={"MLTOOLS_IOF_TRACE": "1"})
+        base = run_raw(self.argv, self.filters, self.options, self.target, folder=self.folder, cpython=self.cpython,
+                       cwd=self.cwd, stdin=self.stdin, extra_env={"MLTOOLS_IOF_TRACE": "1"})
         after = run_check(self.options, self.cwd)
         self.put_back()
         require_handshake(base, self.target)
@@ -176,8 +177,8 @@ class _Sweep:
             raise MltoolsError("the baseline run (nothing failing) ended without the shim's exit record "
                                f"(status {base.exit_status}; it called _exit?): its calls cannot be counted")
         total = sum(p.counted_total for p in roots)
-        again = run_raw(self.argv, self.filters, self.options, self.target, folder=self.folder, cwd=self.cwd,
-                        stdin=self.stdin)
+        again = run_raw(self.argv, self.filters, self.options, self.target, folder=self.folder, cpython=self.cpython,
+                        cwd=self.cwd, stdin=self.stdin)
         self.put_back()
         note = unstable_count_warning(total, sum(p.counted_total for p in again.records.processes if p.injects))
         if note:
@@ -202,7 +203,8 @@ class _Sweep:
         self.put_back()
         opts = replace(self.options, timeout_s=self.point_timeout_s)
         raw = run_raw(self.argv, _point_spec(self.filters, index, self.persistent), opts, self.target,
-                      folder=self.folder, cwd=self.cwd, stdin=self.stdin, extra_env={"MLTOOLS_IOF_NO_CORE": "1"})
+                      folder=self.folder, cpython=self.cpython, cwd=self.cwd, stdin=self.stdin,
+                      extra_env={"MLTOOLS_IOF_NO_CORE": "1"})
         if not raw.records.processes:
             self.put_back()
             return _Point(index, outcome=Outcome("harness-error", None, "no handshake from the shim"),
@@ -240,8 +242,8 @@ class _Sweep:
             with thread_pool(1) as pool:
                 self.put_back()
                 fut = pool.submit(run_raw, self.argv, self.filters, self.options, self.target, folder=self.folder,
-                                  cwd=self.cwd, stdin=self.stdin, extra_env=extra, timeout_s=budget,
-                                  on_start=lambda path: started.setdefault("records", path))
+                                  cpython=self.cpython, cwd=self.cwd, stdin=self.stdin, extra_env=extra,
+                                  timeout_s=budget, on_start=lambda path: started.setdefault("records", path))
                 first = acks.line(fut, self.options.timeout_s)
                 if first is None or not first.startswith("ready"):
                     # refused: the process runs on with nothing failing; no answer: it is ended

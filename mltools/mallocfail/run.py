@@ -16,7 +16,7 @@ from mltools.preload.records import Frame, ProcessRecord
 from mltools.preload.runner import (RawRun, Shim, ShimNotLoaded, Stdin, lost_shim_messages, private_dir,
                                     require_handshake, run_under_shim)
 from mltools.preload.symbols import crash_location
-from mltools.preload.target import Target, resolve_target
+from mltools.preload.target import Target, allocator_libs, resolve_target
 
 __all__ = ["SHIM_NAME", "shim_path", "shim", "build_env", "run_raw", "run_target", "RunReport", "CallCounts",
            "ShimNotLoaded", "replay_command", "RawRun", "require_handshake"]
@@ -41,7 +41,7 @@ def build_env(spec: FailSpec, options: RunOptions, target: Target,
     added.update(spec.shim_env())
     if options.python_malloc:
         added["PYTHONMALLOC"] = "malloc"
-    if any(lib.startswith("libasan") for lib in target.allocator_libs):
+    if any(lib.startswith("libasan") for lib in allocator_libs(target)):
         # the shim comes first in the preload list, which ASan checks for
         asan = env.get("ASAN_OPTIONS", "")
         if "verify_asan_link_order" not in asan:
@@ -51,8 +51,9 @@ def build_env(spec: FailSpec, options: RunOptions, target: Target,
 
 
 def check_allocator(target: Target, options: RunOptions) -> None:
-    if target.allocator_libs and options.forward == "libc":
-        raise UsageError(f"{target.path} links {', '.join(target.allocator_libs)}, which replaces malloc: "
+    libs = allocator_libs(target)
+    if libs and options.forward == "libc":
+        raise UsageError(f"{target.path} links {', '.join(libs)}, which replaces malloc: "
                          "use --forward next so that the shim forwards to it (with ASan, mltools also sets "
                          "ASAN_OPTIONS=verify_asan_link_order=0)")
 
