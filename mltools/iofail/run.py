@@ -14,11 +14,10 @@ from mltools.iofail.outcome import CheckResult, Outcome, classify
 from mltools.iofail.report import IoFailure, failures_of
 from mltools.preload.symbols import symbolize_failures
 from mltools.iofail.state import StateFolder
-from mltools.preload.outcome import last_line
+from mltools.preload.outcome import counting_outcome, last_line
 from mltools.preload.records import Frame, ProcessRecord
-from mltools.preload.runner import (RawRun, Shim, Stdin, lost_shim_messages, private_dir, require_handshake,
-                                    run_under_shim)
-from mltools.preload.symbols import crash_location
+from mltools.preload.runner import (RawRun, Shim, Stdin, dropped_notes, lost_shim_messages, private_dir,
+                                    report_fields, require_handshake, run_under_shim, sum_counts)
 from mltools.preload.target import Target, direct_io, resolve_target
 
 __all__ = ["SHIM_NAME", "shim_path", "shim", "build_env", "run_raw", "run_check", "run_target", "RunReport",
@@ -130,14 +129,6 @@ class RunReport:
     notes: Tuple[str, ...] = ()
 
 
-def sum_counts(procs: Sequence[ProcessRecord]) -> Tuple[Tuple[CallCounts, ...], int, int]:
-    rows = []
-    for fn in FAMILIES:
-        rows.append(CallCounts(fn, sum(p.calls.get(fn, 0) for p in procs), sum(p.counted.get(fn, 0) for p in procs),
-                               sum(p.failed.get(fn, 0) for p in procs)))
-    return tuple(rows), sum(r.eligible for r in rows), sum(r.failed for r in rows)
-
-
 def replay_command(spec: IoFailSpec, options: IoRunOptions, argv: Sequence[str]) -> str:
     parts = ["mltools", "io-fail", *spec.cli_args()]
     if options.state_dir:
@@ -178,28 +169,20 @@ def run_target(argv: Sequence[str], spec: IoFailSpec, options: IoRunOptions, cwd
         failures = symbolize_failures(failures_of(raw.records, pystack_dir(folder)))
     require_handshake(raw, target)
     injecting = [p for p in raw.records.processes if p.injects]
-    counts, eligible_total, failed_total = sum_counts(injecting)
-    failed_total = max(failed_total, len(failures))
-    crash_site, crash_frames = crash_location(raw.records, [p.pid for p in injecting])
+    counts, eligible_total, failed_total = sum_counts(injecting, FAMILIES, CallCounts, len(failures))
     stderr = raw.stderr.decode("utf-8", "replace")
     if spec.injects:
         outcome = classify(raw.returncode, raw.timed_out, stderr, failed_total > 0, after,
                            before.passed if before else None)
     else:
-        outcome = Outcome("hang" if raw.timed_out else "not-reached", None, "nothing was asked to fail (a counting run)")
-    notes = list(io_notes) + list(lost_shim_messages(raw.records))
-    if raw.records.dropped:
-        notes.append(f"{raw.records.dropped} records did not fit the record file and were dropped")
+        outcome = counting_outcome(raw.timed_out)
+    notes = list(io_notes) + list(lost_shim_messages(raw.records)) + list(dropped_notes(raw.records))
     if spec.injects and eligible_total == 0 and any(p.exited_normally for p in injecting):
         notes.append("no eligible call: nothing matched --path/--only, or the program's I/O does not go "
                      "through the C library (static, Go, io_uring, raw system calls)")
     report = RunReport(
-        argv=tuple(argv), cwd=raw.cwd, program=target.path, target=target.description, spec=spec,
-        scope=options.scope, check=options.check_text, state=options.state_dir, environment_set=raw.env_set,
-        exit_status=124 if raw.timed_out else raw.exit_status,
-        signal=_proc.signal_name(-raw.returncode) if raw.returncode < 0 else None, timed_out=raw.timed_out,
-        elapsed_s=round(raw.elapsed_s, 4), outcome=outcome, check_before=before, check_after=after,
-        counts=counts, eligible_total=eligible_total, failures_injected=failed_total, failures=tuple(failures),
-        crash_site=crash_site, crash_frames=crash_frames, processes=tuple(raw.records.processes),
-        replay=replay_command(spec, options, argv), notes=tuple(notes))
+        argv=tuple(argv), spec=spec, scope=options.scope, check=options.check_text, state=options.state_dir,
+        outcome=outcome, check_before=before, check_after=after, counts=counts, eligible_total=eligible_total,
+        failures_injected=failed_total, failures=tuple(failures), replay=replay_command(spec, options, argv),
+        notes=tuple(notes), **report_fields(raw, target, injecting))
     return report, raw

@@ -61,6 +61,11 @@ def common_outcome(returncode: int, timed_out: bool, injected: bool) -> Optional
     return None
 
 
+def counting_outcome(timed_out: bool) -> Outcome:
+    """The outcome of a run asked to fail nothing."""
+    return Outcome("hang" if timed_out else "not-reached", None, "nothing was asked to fail (a counting run)")
+
+
 def decode_wait_status(status: int) -> int:
     """A waitpid status as a Popen return code (-N for signal N)."""
     if os.WIFSIGNALED(status):
