@@ -28,12 +28,15 @@ class ProcResult:
 
     @property
     def signal_name(self) -> Optional[str]:
-        if self.returncode < 0:
-            try:
-                return signal.Signals(-self.returncode).name
-            except ValueError:
-                return f"signal {-self.returncode}"
-        return None
+        return signal_name(-self.returncode) if self.returncode < 0 else None
+
+
+def signal_name(sig: int) -> str:
+    """``SIGKILL`` for 9; ``signal N`` for a number Python has no name for."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
 
 
 def exit_status(returncode: int) -> int:

@@ -163,3 +163,14 @@ int main(void) {
     for flag in ("--fork", "--no-fork"):
         _, doc = sweep_json(cli, flag, "--min-size", "5", "--max-size", "5", prog)
         assert by_index(doc)[1]["exit_status"] == 40, flag
+
+
+def test_a_lost_fork_child_reads_as_status_minus_one():
+    # the shim writes waitpid's status as unsigned: a child the target reaped (-1) comes as 4294967295
+    from mltools.preload.outcome import decode_wait_status
+    from mltools.preload.records import parse_records
+    records = parse_records(["C\tpid=1\tindex=3\tchild=5\tstatus=4294967295\ttimed_out=0",
+                             "C\tpid=1\tindex=4\tchild=6\tstatus=256\ttimed_out=0",
+                             "S\tpid=1\tindex=5\treason=threads"])
+    assert [f.wait_status for f in records.fork_points] == [-1, 256, None]
+    assert decode_wait_status(-1) == -9 and decode_wait_status(256) == 1

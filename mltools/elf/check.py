@@ -172,19 +172,24 @@ def _abi_normal(demangled: str) -> str:
     return _ABI_TAG.sub("", demangled).replace("std::__cxx11::", "std::")
 
 
-def _innermost_identifier(demangled: str) -> Optional[str]:
-    """``c10::detail::torchCheckFail(char const*, ...)`` -> ``torchCheckFail``."""
+def parameter_list_start(demangled: str) -> int:
+    """Where the parameter list of a demangled function name starts: its first ``(``
+    outside template arguments and parentheses; -1 when there is none."""
     depth = 0
-    end = len(demangled)
     for i, ch in enumerate(demangled):
         if ch in "<(":
             if ch == "(" and depth == 0:
-                end = i
-                break
+                return i
             depth += 1
         elif ch in ">)":
             depth -= 1
-    head = _ABI_TAG.sub("", demangled[:end])
+    return -1
+
+
+def _innermost_identifier(demangled: str) -> Optional[str]:
+    """``c10::detail::torchCheckFail(char const*, ...)`` -> ``torchCheckFail``."""
+    end = parameter_list_start(demangled)
+    head = _ABI_TAG.sub("", demangled[:end if end >= 0 else len(demangled)])
     # drop template arguments at the end, then take the last qualified part
     while head.endswith(">"):
         d = 0

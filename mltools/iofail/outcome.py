@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from mltools.preload.outcome import Outcome, common_outcome, last_line, signal_name
+from mltools._proc import signal_name
+from mltools.preload.outcome import Outcome, common_outcome, last_line
 
 __all__ = ["CLASSES", "BUG_CLASSES", "CheckResult", "Outcome", "classify"]
 

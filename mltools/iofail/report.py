@@ -6,7 +6,7 @@ import errno as errno_mod
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from mltools.preload.records import Frame, Records, parse_frame, parse_frames, user_frame
 
@@ -97,10 +97,3 @@ def site_of(python_stack: Sequence[str], user_site: Optional[Frame], caller: Opt
     if user_site is not None:
         return str(user_site)
     return str(caller) if caller is not None else "?"
-
-
-def first_failure_by_pid(failures: Sequence[IoFailure]) -> Dict[int, IoFailure]:
-    out: Dict[int, IoFailure] = {}
-    for f in sorted(failures, key=lambda x: x.index):
-        out.setdefault(f.pid, f)
-    return out

@@ -14,12 +14,11 @@ from mltools.iofail.outcome import CheckResult, Outcome, classify
 from mltools.iofail.report import IoFailure, failures_of
 from mltools.preload.symbols import symbolize_failures
 from mltools.iofail.state import StateFolder
-from mltools.preload.outcome import last_line, signal_name
+from mltools.preload.outcome import counting_outcome, last_line
 from mltools.preload.records import Frame, ProcessRecord
-from mltools.preload.runner import (RawRun, Shim, Stdin, lost_shim_messages, private_dir, require_handshake,
-                                    run_under_shim)
-from mltools.preload.symbols import crash_location
-from mltools.preload.target import Target, resolve_target
+from mltools.preload.runner import (RawRun, Shim, Stdin, dropped_notes, lost_shim_messages, private_dir,
+                                    report_fields, require_handshake, run_under_shim, sum_counts)
+from mltools.preload.target import Target, direct_io, resolve_target
 
 __all__ = ["SHIM_NAME", "shim_path", "shim", "build_env", "run_raw", "run_check", "run_target", "RunReport",
            "CallCounts", "replay_command", "pystack_dir", "direct_io_notes"]
@@ -42,8 +41,9 @@ def is_cpython(target: Target) -> bool:
     exe = target.interpreter_chain[-1] if target.interpreter_chain else target.path
     if _PYTHON.match(os.path.basename(exe)):
         return True
+    info = target.elf if target.elf is not None and target.elf.path == exe else None
     try:
-        return any(n.startswith("libpython") for n in read_elf(exe).needed)
+        return any(n.startswith("libpython") for n in (info or read_elf(exe)).needed)
     except (ElfFormatError, OSError):
         return False
 
@@ -54,19 +54,20 @@ def pystack_dir(folder: str) -> str:
     return path
 
 
-def build_env(spec: IoFailSpec, options: IoRunOptions, target: Target, folder: str) -> Dict[str, str]:
+def build_env(spec: IoFailSpec, options: IoRunOptions, folder: str, cpython: bool) -> Dict[str, str]:
+    """The MLTOOLS_IOF_* variables for one run; ``cpython``: the target is CPython (:func:`is_cpython`)."""
     env = {"MLTOOLS_IOF_SCOPE": options.scope, "MLTOOLS_IOF_MAX_RECORDS": str(options.max_records)}
     env.update(spec.shim_env())
-    if is_cpython(target):
+    if cpython:
         env["MLTOOLS_IOF_PYSTACK"] = pystack_dir(folder)
     env.update(dict(options.extra_env))
     return env
 
 
 def run_raw(argv: Sequence[str], spec: IoFailSpec, options: IoRunOptions, target: Target, *, folder: str,
-            cwd: Optional[str] = None, extra_env: Optional[Mapping[str, str]] = None, stdin: Stdin = Stdin(),
-            timeout_s: Optional[float] = None, poll=None, on_start=None) -> RawRun:
-    env = build_env(spec, options, target, folder)
+            cpython: bool, cwd: Optional[str] = None, extra_env: Optional[Mapping[str, str]] = None,
+            stdin: Stdin = Stdin(), timeout_s: Optional[float] = None, poll=None, on_start=None) -> RawRun:
+    env = build_env(spec, options, folder, cpython)
     env.update(extra_env or {})
     return run_under_shim(shim(), argv, target, env, folder=folder, cwd=cwd, stdin=stdin,
                           timeout_s=options.timeout_s if timeout_s is None else timeout_s, poll=poll,
@@ -128,14 +129,6 @@ class RunReport:
     notes: Tuple[str, ...] = ()
 
 
-def sum_counts(procs: Sequence[ProcessRecord]) -> Tuple[Tuple[CallCounts, ...], int, int]:
-    rows = []
-    for fn in FAMILIES:
-        rows.append(CallCounts(fn, sum(p.calls.get(fn, 0) for p in procs), sum(p.counted.get(fn, 0) for p in procs),
-                               sum(p.failed.get(fn, 0) for p in procs)))
-    return tuple(rows), sum(r.eligible for r in rows), sum(r.failed for r in rows)
-
-
 def replay_command(spec: IoFailSpec, options: IoRunOptions, argv: Sequence[str]) -> str:
     parts = ["mltools", "io-fail", *spec.cli_args()]
     if options.state_dir:
@@ -151,7 +144,8 @@ def replay_command(spec: IoFailSpec, options: IoRunOptions, argv: Sequence[str])
 
 
 def direct_io_notes(target: Target) -> Tuple[str, ...]:
-    return tuple(f"{target.path}: {why}; io-fail does not see those calls" for why in target.direct_io)
+    reasons = direct_io(target.image, target.elf) if target.image is not None else ()
+    return tuple(f"{target.path}: {why}; io-fail does not see those calls" for why in reasons)
 
 
 def run_target(argv: Sequence[str], spec: IoFailSpec, options: IoRunOptions, cwd: Optional[str] = None,
@@ -161,11 +155,13 @@ def run_target(argv: Sequence[str], spec: IoFailSpec, options: IoRunOptions, cwd
     if not argv:
         raise MltoolsError("no program given")
     target = resolve_target(argv[0], options.target_exe)
+    io_notes = direct_io_notes(target)
+    cpython = is_cpython(target)
     with private_dir("iof") as folder:
         state = StateFolder(options.state_dir, folder) if options.state_dir else None
         try:
             before = run_check(options, cwd)
-            raw = run_raw(argv, spec, options, target, folder=folder, cwd=cwd, stdin=stdin)
+            raw = run_raw(argv, spec, options, target, folder=folder, cpython=cpython, cwd=cwd, stdin=stdin)
             after = run_check(options, cwd)
         finally:
             if state is not None:
@@ -173,28 +169,20 @@ def run_target(argv: Sequence[str], spec: IoFailSpec, options: IoRunOptions, cwd
         failures = symbolize_failures(failures_of(raw.records, pystack_dir(folder)))
     require_handshake(raw, target)
     injecting = [p for p in raw.records.processes if p.injects]
-    counts, eligible_total, failed_total = sum_counts(injecting)
-    failed_total = max(failed_total, len(failures))
-    crash_site, crash_frames = crash_location(raw.records, [p.pid for p in injecting])
+    counts, eligible_total, failed_total = sum_counts(injecting, FAMILIES, CallCounts, len(failures))
     stderr = raw.stderr.decode("utf-8", "replace")
     if spec.injects:
         outcome = classify(raw.returncode, raw.timed_out, stderr, failed_total > 0, after,
                            before.passed if before else None)
     else:
-        outcome = Outcome("hang" if raw.timed_out else "not-reached", None, "nothing was asked to fail (a counting run)")
-    notes = list(direct_io_notes(target)) + list(lost_shim_messages(raw.records))
-    if raw.records.dropped:
-        notes.append(f"{raw.records.dropped} records did not fit the record file and were dropped")
+        outcome = counting_outcome(raw.timed_out)
+    notes = list(io_notes) + list(lost_shim_messages(raw.records)) + list(dropped_notes(raw.records))
     if spec.injects and eligible_total == 0 and any(p.exited_normally for p in injecting):
         notes.append("no eligible call: nothing matched --path/--only, or the program's I/O does not go "
                      "through the C library (static, Go, io_uring, raw system calls)")
     report = RunReport(
-        argv=tuple(argv), cwd=raw.cwd, program=target.path, target=target.description, spec=spec,
-        scope=options.scope, check=options.check_text, state=options.state_dir, environment_set=raw.env_set,
-        exit_status=124 if raw.timed_out else raw.exit_status,
-        signal=signal_name(-raw.returncode) if raw.returncode < 0 else None, timed_out=raw.timed_out,
-        elapsed_s=round(raw.elapsed_s, 4), outcome=outcome, check_before=before, check_after=after,
-        counts=counts, eligible_total=eligible_total, failures_injected=failed_total, failures=tuple(failures),
-        crash_site=crash_site, crash_frames=crash_frames, processes=tuple(raw.records.processes),
-        replay=replay_command(spec, options, argv), notes=tuple(notes))
+        argv=tuple(argv), spec=spec, scope=options.scope, check=options.check_text, state=options.state_dir,
+        outcome=outcome, check_before=before, check_after=after, counts=counts, eligible_total=eligible_total,
+        failures_injected=failed_total, failures=tuple(failures), replay=replay_command(spec, options, argv),
+        notes=tuple(notes), **report_fields(raw, target, injecting))
     return report, raw

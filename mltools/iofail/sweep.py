@@ -30,16 +30,18 @@ from mltools import _proc
 from mltools.errors import MltoolsError, UsageError
 from mltools.iofail.config import IoFailSpec, IoRunOptions
 from mltools.iofail.outcome import BUG_CLASSES, CLASSES, CheckResult, Outcome, classify
-from mltools.iofail.report import IoFailure, calls_of, failures_of, first_failure_by_pid, site_of
-from mltools.iofail.run import direct_io_notes, pystack_dir, replay_command, run_check, run_raw
+from mltools.iofail.report import IoFailure, calls_of, failures_of, site_of
+from mltools.iofail.run import direct_io_notes, is_cpython, pystack_dir, replay_command, run_check, run_raw
 from mltools.iofail.state import StateFolder
 from mltools.preload.outcome import decode_wait_status
-from mltools.preload.records import ChannelReader, Frame, Records, parse_records, user_frame
-from mltools.preload.runner import RawRun, Stdin, lost_shim_messages, private_dir, require_handshake, run_plain
-from mltools.preload.sweep import (ProgressFn, SiteSummary, check_against_plain, run_points, summarize_sites,
-                                   unstable_count_warning)
+from mltools.preload.records import (ChannelReader, Frame, Records, first_failure_by_pid, parse_records,
+                                     parse_wait_status, user_frame)
+from mltools.preload.runner import RawRun, Stdin, private_dir, require_handshake, run_plain
+from mltools.preload.sweep import (ProgressFn, SiteSummary, SweepRun, baseline_total, baseline_warnings,
+                                   check_against_plain, child_stderr, count_classes, first_not_reached,
+                                   not_reached, point_spec, run_points, summarize_sites, until_not_reached,
+                                   use_fork_mode)
 from mltools.preload.symbols import symbolize, with_symbols
-from mltools.preload.target import resolve_target
 
 __all__ = ["sweep", "IoSweepReport", "IoSweepPoint", "IoBaseline"]
 
@@ -104,10 +106,6 @@ def _filters_only(spec: IoFailSpec) -> IoFailSpec:
     return IoFailSpec(only=spec.only, path=spec.path, errno_name=spec.errno_name, short_write=spec.short_write)
 
 
-def _point_spec(base: IoFailSpec, index: int, persistent: bool) -> IoFailSpec:
-    return replace(base, after=index - 1) if persistent else replace(base, fail_at=index)
-
-
 @dataclass
 class _Point:
     index: int
@@ -125,26 +123,15 @@ _FORK_REFUSALS = {"threads": "the process had more than one thread at its first 
                   "no-proc": "/proc/self/fd could not be read"}
 
 
-class _Sweep:
+class _Sweep(SweepRun):
     def __init__(self, argv, spec, options, *, persistent, point_timeout_s, progress, cwd, stdin, folder):
-        self.argv = list(argv)
-        self.spec = spec
-        self.options = options
-        self.persistent = persistent
-        self.point_timeout_s = point_timeout_s
-        self.progress = progress
-        self.cwd = cwd
-        self.stdin = stdin
+        super().__init__(argv, spec, options, _filters_only(spec), persistent=persistent,
+                         point_timeout_s=point_timeout_s, progress=progress, cwd=cwd, stdin=stdin)
         self.folder = folder
-        self.target = resolve_target(argv[0], options.target_exe)
-        self.filters = _filters_only(spec)
-        self.warnings: List[str] = list(direct_io_notes(self.target))
+        self.warnings.extend(direct_io_notes(self.target))
+        self.cpython = is_cpython(self.target)
         self.state: Optional[StateFolder] = None
         self.before_passed: Optional[bool] = None
-
-    def status(self, text: str) -> None:
-        if self.progress is not None and hasattr(self.progress, "status"):
-            self.progress.status(text)
 
     def put_back(self) -> None:
         if self.state is not None:
@@ -160,8 +147,8 @@ class _Sweep:
         plain = run_plain(self.argv, self.target, folder=self.folder, timeout_s=self.options.timeout_s,
                           cwd=self.cwd, stdin=self.stdin)
         self.put_back()
-        base = run_raw(self.argv, self.filters, self.options, self.target, folder=self.folder, cwd=self.cwd,
-                       stdin=self.stdin, extra_env={"MLTOOLS_IOF_TRACE": "1"})
+        base = run_raw(self.argv, self.filters, self.options, self.target, folder=self.folder, cpython=self.cpython,
+                       cwd=self.cwd, stdin=self.stdin, extra_env={"MLTOOLS_IOF_TRACE": "1"})
         after = run_check(self.options, self.cwd)
         self.put_back()
         require_handshake(base, self.target)
@@ -170,18 +157,11 @@ class _Sweep:
         if after is not None and not after.passed:
             raise MltoolsError("the check fails after a run with nothing failing ("
                                + (after.detail or f"exit {after.exit_status}") + "): fix the check or the target first")
-        roots = [p for p in base.records.processes if p.injects]
-        if not any(p.exited_normally for p in roots):
-            raise MltoolsError("the baseline run (nothing failing) ended without the shim's exit record "
-                               f"(status {base.exit_status}; it called _exit?): its calls cannot be counted")
-        total = sum(p.counted_total for p in roots)
-        again = run_raw(self.argv, self.filters, self.options, self.target, folder=self.folder, cwd=self.cwd,
-                        stdin=self.stdin)
+        total = baseline_total(base)
+        again = run_raw(self.argv, self.filters, self.options, self.target, folder=self.folder, cpython=self.cpython,
+                        cwd=self.cwd, stdin=self.stdin)
         self.put_back()
-        note = unstable_count_warning(total, sum(p.counted_total for p in again.records.processes if p.injects))
-        if note:
-            self.warnings.append(note)
-        self.warnings.extend(lost_shim_messages(base.records))
+        self.warnings.extend(baseline_warnings(base, total, again))
         if total == 0:
             self.warnings.append("no eligible call in the baseline: nothing matched --path/--only, or the "
                                  "program's I/O does not go through the C library (static, Go, io_uring, raw "
@@ -200,8 +180,9 @@ class _Sweep:
     def rerun_one(self, index: int) -> _Point:
         self.put_back()
         opts = replace(self.options, timeout_s=self.point_timeout_s)
-        raw = run_raw(self.argv, _point_spec(self.filters, index, self.persistent), opts, self.target,
-                      folder=self.folder, cwd=self.cwd, stdin=self.stdin, extra_env={"MLTOOLS_IOF_NO_CORE": "1"})
+        raw = run_raw(self.argv, point_spec(self.filters, index, self.persistent), opts, self.target,
+                      folder=self.folder, cpython=self.cpython, cwd=self.cwd, stdin=self.stdin,
+                      extra_env={"MLTOOLS_IOF_NO_CORE": "1"})
         if not raw.records.processes:
             self.put_back()
             return _Point(index, outcome=Outcome("harness-error", None, "no handshake from the shim"),
@@ -239,8 +220,8 @@ class _Sweep:
             with thread_pool(1) as pool:
                 self.put_back()
                 fut = pool.submit(run_raw, self.argv, self.filters, self.options, self.target, folder=self.folder,
-                                  cwd=self.cwd, stdin=self.stdin, extra_env=extra, timeout_s=budget,
-                                  on_start=lambda path: started.setdefault("records", path))
+                                  cpython=self.cpython, cwd=self.cwd, stdin=self.stdin, extra_env=extra,
+                                  timeout_s=budget, on_start=lambda path: started.setdefault("records", path))
                 first = acks.line(fut, self.options.timeout_s)
                 if first is None or not first.startswith("ready"):
                     # refused: the process runs on with nothing failing; no answer: it is ended
@@ -261,17 +242,13 @@ class _Sweep:
                     records = parse_records(reader.read())
                     child_pid = int(child)
                     failure = first_failure_by_pid(failures_of(records, pystack_dir(self.folder))).get(child_pid)
-                    try:
-                        with open(os.path.join(zdir, f"{k}.err"), "rb") as fh:
-                            stderr = fh.read().decode("utf-8", "replace")
-                    except OSError:
-                        stderr = ""
-                    rc = decode_wait_status(int(status)) if int(status) != 2 ** 32 - 1 else -9
+                    stderr = child_stderr(zdir, k)
+                    rc = decode_wait_status(parse_wait_status(status))     # a lost child: -9
                     pt = self._point(k, "fork", rc, timed_out == "1", stderr, failure, records, [child_pid])
                     points[k] = pt
                     if self.progress is not None:
                         self.progress(done_before + len(points), total, "forked children")
-                    if pt.outcome.class_name == "not-reached":
+                    if not_reached(pt):
                         break
                 os.write(ctl_fd, b"Q\n")
                 _finish(fut, 10.0)
@@ -323,9 +300,7 @@ def sweep(argv: Sequence[str], spec: IoFailSpec, options: IoRunOptions, *, persi
     """Sweep ``argv``; the state folder is put back as it was at the end, interrupted or not."""
     if spec.injects:
         raise UsageError("--sweep chooses the failing index itself: drop --after/--fail-at")
-    use_fork = (options.scope == "root") if fork is None else fork
-    if use_fork and options.scope != "root":
-        raise UsageError("fork mode needs --scope root")
+    use_fork = use_fork_mode(fork, options.scope)
     start = time.perf_counter()
     points: Dict[int, _Point] = {}
     interrupted = False
@@ -350,17 +325,15 @@ def sweep(argv: Sequence[str], spec: IoFailSpec, options: IoRunOptions, *, persi
                 if fork_mode != "used":
                     run.warnings.append(f"fork mode not used ({fork_mode}): every point was re-run")
             if not interrupted:
-                stop = min((i for i, p in points.items() if p.outcome.class_name == "not-reached"), default=None)
+                stop = first_not_reached(points)
                 todo = [i for i in indices if i not in points and (stop is None or i < stop)]
                 found, interrupted = run_points(
-                    todo, run.rerun_one, jobs=1, not_reached=lambda p: p.outcome.class_name == "not-reached",
+                    todo, run.rerun_one, jobs=1, not_reached=not_reached,
                     progress=progress, done_before=len(points), total=total, detail="re-runs")
                 points.update(found)
         finally:
             run.put_back()
-    stop = min((i for i, p in points.items() if p.outcome.class_name == "not-reached"), default=None)
-    if stop is not None:
-        points = {i: p for i, p in points.items() if i <= stop}
+    points = until_not_reached(points)
     return _report(run, baseline, points, traced, persistent, fork_mode, interrupted, time.perf_counter() - start)
 
 
@@ -389,19 +362,15 @@ def _report(run: _Sweep, baseline: IoBaseline, points: Dict[int, _Point], traced
         site = site_of(stack, user_site, caller)
         replay = None
         if p.outcome.class_name in BUG_CLASSES:
-            replay = replay_command(_point_spec(run.spec, i, persistent), run.options, run.argv)
+            replay = replay_command(point_spec(run.spec, i, persistent), run.options, run.argv)
         out.append(IoSweepPoint(
             i, f.function if f else (call.function if call else None), f.path if f else (call.path if call else None),
             f.path2 if f else (call.path2 if call else None), f.errno_name if f else None, f.short if f else False,
             site, caller, stack, p.outcome, p.exit_status, p.check, p.method, replay, crash_site))
-    by_class = {c: 0 for c in CLASSES}
-    for p in out:
-        by_class[p.outcome.class_name] += 1
+    by_class, forked = count_classes(out, CLASSES)
     sites = summarize_sites(out, ("crash", "hang", "silent-corruption", "old-state-lost", "harness-error",
                                   "reported", "recovered", "completed"), lambda p: p.site)
-    forked = sum(1 for p in out if p.method == "fork")
     return IoSweepReport(tuple(run.argv), run.target.path, run.cwd or os.getcwd(), run.spec.cli_args(), persistent,
                          run.options.check_text, run.options.state_dir, baseline, baseline.eligible_total, len(out),
-                         forked, len(out) - forked, by_class["not-reached"], fork_mode,
-                         {k: v for k, v in by_class.items() if v}, sites, tuple(out), tuple(run.warnings),
-                         round(elapsed, 3), interrupted)
+                         forked, len(out) - forked, by_class.get("not-reached", 0), fork_mode, by_class, sites,
+                         tuple(out), tuple(run.warnings), round(elapsed, 3), interrupted)

@@ -5,12 +5,12 @@ shims write are in :mod:`mltools.preload.records`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 from mltools.preload.records import (Frame, ProcessRecord, Records, parse_frame, parse_frames,
                                      user_frame)
 
-__all__ = ["InjectedFailure", "TracedCall", "failures_of", "traces_of", "live_blocks"]
+__all__ = ["InjectedFailure", "TracedCall", "failures_of", "traces_of", "live_blocks", "live_blocks_at_exit"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,11 @@ def traces_of(records: Records) -> List[TracedCall]:
 
 def live_blocks(process: ProcessRecord) -> Optional[int]:
     """Blocks handed out and not freed when the process exited (None without an exit record)."""
-    v = process.exit_values
-    if not process.exited_normally or "allocs" not in v or "frees" not in v:
+    return live_blocks_at_exit(process.exit_values) if process.exited_normally else None
+
+
+def live_blocks_at_exit(values: Mapping[str, int]) -> Optional[int]:
+    """The same from the numbers of an X record (None when it has no allocs/frees)."""
+    if "allocs" not in values or "frees" not in values:
         return None
-    return v["allocs"] - v["frees"]
+    return values["allocs"] - values["frees"]

@@ -11,13 +11,12 @@ from mltools.errors import MltoolsError, UsageError
 from mltools.mallocfail.config import FUNCTIONS, FailSpec, RunOptions
 from mltools.mallocfail.outcome import Outcome, classify
 from mltools.mallocfail.report import InjectedFailure, failures_of
-from mltools.preload.symbols import symbolize_failures
-from mltools.preload.outcome import signal_name
+from mltools.preload.outcome import counting_outcome
 from mltools.preload.records import Frame, ProcessRecord
-from mltools.preload.runner import (RawRun, Shim, ShimNotLoaded, Stdin, lost_shim_messages, private_dir,
-                                    require_handshake, run_under_shim)
-from mltools.preload.symbols import crash_location
-from mltools.preload.target import Target, resolve_target
+from mltools.preload.runner import (RawRun, Shim, ShimNotLoaded, Stdin, dropped_notes, lost_shim_messages,
+                                    private_dir, report_fields, require_handshake, run_under_shim, sum_counts)
+from mltools.preload.symbols import symbolize_failures
+from mltools.preload.target import Target, allocator_libs, resolve_target
 
 __all__ = ["SHIM_NAME", "shim_path", "shim", "build_env", "run_raw", "run_target", "RunReport", "CallCounts",
            "ShimNotLoaded", "replay_command", "RawRun", "require_handshake"]
@@ -42,7 +41,7 @@ def build_env(spec: FailSpec, options: RunOptions, target: Target,
     added.update(spec.shim_env())
     if options.python_malloc:
         added["PYTHONMALLOC"] = "malloc"
-    if any(lib.startswith("libasan") for lib in target.allocator_libs):
+    if any(lib.startswith("libasan") for lib in allocator_libs(target)):
         # the shim comes first in the preload list, which ASan checks for
         asan = env.get("ASAN_OPTIONS", "")
         if "verify_asan_link_order" not in asan:
@@ -52,8 +51,9 @@ def build_env(spec: FailSpec, options: RunOptions, target: Target,
 
 
 def check_allocator(target: Target, options: RunOptions) -> None:
-    if target.allocator_libs and options.forward == "libc":
-        raise UsageError(f"{target.path} links {', '.join(target.allocator_libs)}, which replaces malloc: "
+    libs = allocator_libs(target)
+    if libs and options.forward == "libc":
+        raise UsageError(f"{target.path} links {', '.join(libs)}, which replaces malloc: "
                          "use --forward next so that the shim forwards to it (with ASan, mltools also sets "
                          "ASAN_OPTIONS=verify_asan_link_order=0)")
 
@@ -106,14 +106,6 @@ class RunReport:
     notes: Tuple[str, ...] = ()
 
 
-def _sum_counts(procs: Sequence[ProcessRecord]) -> Tuple[Tuple[CallCounts, ...], int, int]:
-    rows = []
-    for fn in FUNCTIONS:
-        rows.append(CallCounts(fn, sum(p.calls.get(fn, 0) for p in procs),
-                               sum(p.counted.get(fn, 0) for p in procs), sum(p.failed.get(fn, 0) for p in procs)))
-    return tuple(rows), sum(r.counted for r in rows), sum(r.failed for r in rows)
-
-
 def replay_command(spec: FailSpec, options: RunOptions, argv: Sequence[str]) -> str:
     parts = ["mltools", "malloc-fail", *spec.cli_args()]
     if options.scope != "root":
@@ -138,26 +130,17 @@ def run_target(argv: Sequence[str], spec: FailSpec, options: RunOptions, cwd: Op
         raw = run_raw(argv, spec, options, target, folder=folder, cwd=cwd, stdin=stdin)
     require_handshake(raw, target)
     injecting = [p for p in raw.records.processes if p.injects]
-    counts, counted_total, failed_total = _sum_counts(injecting)
     recorded = failures_of(raw.records)
-    # a process killed by a signal writes no X record: count its F records instead
-    failed_total = max(failed_total, len(recorded))
+    counts, counted_total, failed_total = sum_counts(injecting, FUNCTIONS, CallCounts, len(recorded))
     failures = symbolize_failures(recorded)
-    crash_site, crash_frames = crash_location(raw.records, [p.pid for p in injecting])
     stderr = raw.stderr.decode("utf-8", "replace")
     outcome = classify(raw.returncode, raw.timed_out, stderr, injected=failed_total > 0) \
-        if spec.injects else Outcome("not-reached" if not raw.timed_out else "hang", None,
-                                     "nothing was asked to fail (a counting run)")
+        if spec.injects else counting_outcome(raw.timed_out)
     notes = list(run_notes(raw, injecting, options))
     report = RunReport(
-        argv=tuple(argv), cwd=raw.cwd, program=target.path, target=target.description,
-        spec=spec, scope=options.scope, forward=options.forward, environment_set=raw.env_set,
-        exit_status=124 if raw.timed_out else raw.exit_status,
-        signal=signal_name(-raw.returncode) if raw.returncode < 0 else None, timed_out=raw.timed_out,
-        elapsed_s=round(raw.elapsed_s, 4), outcome=outcome, counts=counts, counted_total=counted_total,
-        failures_injected=failed_total, failures=tuple(failures),
-        crash_site=crash_site, crash_frames=crash_frames, processes=tuple(raw.records.processes),
-        replay=replay_command(spec, options, argv), notes=tuple(notes))
+        argv=tuple(argv), spec=spec, scope=options.scope, forward=options.forward, outcome=outcome, counts=counts,
+        counted_total=counted_total, failures_injected=failed_total, failures=tuple(failures),
+        replay=replay_command(spec, options, argv), notes=tuple(notes), **report_fields(raw, target, injecting))
     return report, raw
 
 
@@ -173,6 +156,5 @@ def run_notes(raw: RawRun, injecting: Sequence[ProcessRecord], options: RunOptio
         if all(p.exited_normally for p in injecting) and shared != own:
             notes.append(f"the tree's shared counter reached {shared}, its processes report {own} "
                          "counted calls together (a process ended without its exit record?)")
-    if raw.records.dropped:
-        notes.append(f"{raw.records.dropped} records did not fit the record file and were dropped")
+    notes.extend(dropped_notes(raw.records))
     return tuple(notes)

@@ -24,18 +24,19 @@ from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from mltools import _proc
 from mltools._sysfs import usable_cpus
-from mltools.errors import MltoolsError, UsageError
+from mltools.errors import UsageError
 from mltools.mallocfail.config import FailSpec, RunOptions
 from mltools.mallocfail.outcome import BUG_CLASSES, CLASSES, Outcome, classify
-from mltools.mallocfail.report import failures_of, live_blocks, traces_of
+from mltools.mallocfail.report import failures_of, live_blocks, live_blocks_at_exit, traces_of
 from mltools.mallocfail.run import RawRun, replay_command, require_handshake, run_raw
 from mltools.preload.outcome import decode_wait_status
-from mltools.preload.records import Frame, parse_records, user_frame
-from mltools.preload.runner import Stdin, lost_shim_messages, private_dir, run_plain
-from mltools.preload.sweep import (ForkProgress, ProgressFn, SiteSummary, check_against_plain, run_points,
-                                   summarize_sites, unstable_count_warning)
+from mltools.preload.records import Frame, first_failure_by_pid, parse_records, user_frame
+from mltools.preload.runner import Stdin, private_dir, run_plain
+from mltools.preload.sweep import (ForkProgress, ProgressFn, SiteSummary, SweepRun, baseline_total,
+                                   baseline_warnings, check_against_plain, child_stderr, count_classes,
+                                   not_reached, point_spec, run_points, summarize_sites, until_not_reached,
+                                   use_fork_mode)
 from mltools.preload.symbols import symbolize, with_symbols
-from mltools.preload.target import resolve_target
 
 __all__ = ["sweep", "SweepReport", "SweepPoint", "Baseline", "SiteSummary"]
 
@@ -96,12 +97,6 @@ def _filters_only(spec: FailSpec) -> FailSpec:
                     per_thread=spec.per_thread)
 
 
-def _point_spec(base: FailSpec, index: int, persistent: bool) -> FailSpec:
-    if persistent:
-        return replace(base, after=index - 1)
-    return replace(base, fail_at=index)
-
-
 def _stack_key(frames: Sequence[Frame]) -> Tuple[Tuple[str, int], ...]:
     return tuple((f.module, f.offset) for f in frames[:8])
 
@@ -119,26 +114,13 @@ class _Point:
     crash_frames: Tuple[Frame, ...] = ()
 
 
-class _Sweep:
+class _Sweep(SweepRun):
     def __init__(self, argv, spec, options, *, persistent, jobs, use_fork, point_timeout_s, progress, cwd, stdin):
-        self.argv = list(argv)
-        self.spec = spec
-        self.options = options
-        self.persistent = persistent
+        super().__init__(argv, spec, options, _filters_only(spec), persistent=persistent,
+                         point_timeout_s=point_timeout_s, progress=progress, cwd=cwd, stdin=stdin)
         self.jobs = jobs
         self.use_fork = use_fork
-        self.point_timeout_s = point_timeout_s
-        self.progress = progress
-        self.cwd = cwd
-        self.stdin = stdin
-        self.target = resolve_target(argv[0], options.target_exe)
-        self.filters = _filters_only(spec)
-        self.warnings: List[str] = []
         self.fallbacks: Dict[str, int] = {}
-
-    def status(self, text: str) -> None:
-        if self.progress is not None and hasattr(self.progress, "status"):
-            self.progress.status(text)
 
     def baseline(self, folder: str, unique_stacks: bool) -> Tuple[Baseline, RawRun]:
         self.status("a plain run and the baseline (nothing failing)")
@@ -149,19 +131,11 @@ class _Sweep:
         require_handshake(base, self.target)
         check_against_plain("malloc-fail", plain.exit_status, plain.timed_out, base.exit_status, base.timed_out,
                             self.options.timeout_s)
-        roots = [p for p in base.records.processes if p.injects]
-        if not any(p.exited_normally for p in roots):
-            raise MltoolsError(f"the baseline run (nothing failing) ended without the shim's exit record "
-                               f"(status {base.exit_status}; it called _exit?): its calls cannot be counted")
-        total = sum(p.counted_total for p in roots)
+        total = baseline_total(base)
         again = run_raw(self.argv, self.filters, self.options, self.target, folder=folder, cwd=self.cwd,
                         stdin=self.stdin)
-        second = sum(p.counted_total for p in again.records.processes if p.injects)
-        note = unstable_count_warning(total, second)
-        if note:
-            self.warnings.append(note)
-        self.warnings.extend(lost_shim_messages(base.records))
-        live = sum(live_blocks(p) or 0 for p in roots)
+        self.warnings.extend(baseline_warnings(base, total, again))
+        live = sum(live_blocks(p) or 0 for p in base.records.processes if p.injects)
         return Baseline(base.exit_status, plain.exit_status, total, live, round(base.elapsed_s, 4)), base
 
     def fork_pass(self, folder: str, indices: List[int], baseline: Baseline, fork_jobs: int,
@@ -195,9 +169,7 @@ class _Sweep:
         except KeyboardInterrupt:
             interrupted = True
             records = parse_records(watch.lines)
-        first_failure = {}
-        for f in failures_of(records):
-            first_failure.setdefault(f.pid, f)
+        first_failure = first_failure_by_pid(failures_of(records))
         out: Dict[int, _Point] = {}
         for fp in records.fork_points:
             if fp.index not in wanted:
@@ -206,7 +178,7 @@ class _Sweep:
                 reason = fp.skipped_reason or "skipped"
                 self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
                 continue
-            if fp.wait_status is None or fp.wait_status == (2 ** 32 - 1):
+            if fp.wait_status is None or fp.wait_status == -1:
                 self.fallbacks["child-lost"] = self.fallbacks.get("child-lost", 0) + 1
                 continue          # the target reaped our child: re-run the point
             pt = _Point(fp.index, method="fork")
@@ -214,15 +186,10 @@ class _Sweep:
             if f is not None:
                 pt.function, pt.size, pt.caller, pt.frames = f.function, f.size, f.caller, f.frames
             rc = decode_wait_status(fp.wait_status)
-            try:
-                with open(os.path.join(fork_dir, f"{fp.index}.err"), "rb") as fh:
-                    err = fh.read().decode("utf-8", "replace")
-            except OSError:
-                err = ""
+            err = child_stderr(fork_dir, fp.index)
             pt.crash_frames = next((k.frames for k in records.crashes if k.pid == fp.child_pid), ())
             x = records.exits.get(fp.child_pid)
-            values = x["values"] if x else {}
-            child_live = values["allocs"] - values["frees"] if "allocs" in values and "frees" in values else None
+            child_live = live_blocks_at_exit(x["values"]) if x else None
             # the child of a fork point always fails the call it was forked at
             pt.outcome = classify(rc, fp.timed_out, err, injected=True, live_blocks=child_live,
                                   baseline_live_blocks=baseline.live_blocks)
@@ -233,7 +200,7 @@ class _Sweep:
     def rerun_one(self, folder: str, index: int, baseline: Baseline) -> _Point:
         opts = replace(self.options, timeout_s=self.point_timeout_s,
                        extra_env=tuple(self.options.extra_env) + (("MLTOOLS_MF_NO_CORE", "1"),))
-        raw = run_raw(self.argv, _point_spec(self.filters, index, self.persistent), opts, self.target,
+        raw = run_raw(self.argv, point_spec(self.filters, index, self.persistent), opts, self.target,
                       folder=folder, cwd=self.cwd, stdin=self.stdin)
         pt = _Point(index)
         if not raw.records.processes:
@@ -262,9 +229,7 @@ def sweep(argv: Sequence[str], spec: FailSpec, options: RunOptions, *, persisten
     An interrupt returns what had finished, with ``interrupted`` set."""
     if spec.injects:
         raise UsageError("--sweep chooses the failing index itself: drop --after/--fail-at/--probability")
-    use_fork = (options.scope == "root") if fork is None else fork
-    if use_fork and options.scope != "root":
-        raise UsageError("fork mode needs --scope root")
+    use_fork = use_fork_mode(fork, options.scope)
     start = time.perf_counter()
     jobs = jobs or usable_cpus()
     run = _Sweep(argv, spec, options, persistent=persistent, jobs=jobs, use_fork=use_fork,
@@ -306,13 +271,10 @@ def sweep(argv: Sequence[str], spec: FailSpec, options: RunOptions, *, persisten
         if not interrupted:
             todo = [i for i in indices if i not in points]
             rerun, interrupted = run_points(
-                todo, lambda i: run.rerun_one(folder, i, baseline), jobs=jobs,
-                not_reached=lambda p: p.outcome is not None and p.outcome.class_name == "not-reached",
+                todo, lambda i: run.rerun_one(folder, i, baseline), jobs=jobs, not_reached=not_reached,
                 progress=progress, done_before=len(points), total=total, detail="re-runs")
             points.update(rerun)
-    stop = min((i for i, p in points.items() if p.outcome and p.outcome.class_name == "not-reached"), default=None)
-    if stop is not None:           # the sweep ends at the first not-reached index
-        points = {i: p for i, p in points.items() if i <= stop}
+    points = until_not_reached(points)
     return _report(run, points, trace_frames, baseline, duplicates, unique_stacks, persistent, jobs,
                    interrupted, time.perf_counter() - start)
 
@@ -338,16 +300,12 @@ def _report(run: _Sweep, points: Dict[int, _Point], trace_frames, baseline: Base
         oc = p.outcome or Outcome("harness-error", None, "no result")
         replay = None
         if oc.class_name in BUG_CLASSES:
-            replay = replay_command(_point_spec(run.spec, i, persistent), run.options, run.argv)
+            replay = replay_command(point_spec(run.spec, i, persistent), run.options, run.argv)
         out.append(SweepPoint(i, p.function, p.size, site, caller, oc, p.exit_status, p.method, replay, crash_site))
-    by_class = {c: 0 for c in CLASSES}
-    for p in out:
-        by_class[p.outcome.class_name] += 1
+    by_class, forked = count_classes(out, CLASSES)
     sites = summarize_sites(out, ("crash", "abort", "hang", "leak", "harness-error", "clean-error", "absorbed"),
                             lambda p: str(p.site) if p.site else (str(p.caller) if p.caller else "?"))
-    forked = sum(1 for p in out if p.method == "fork")
     return SweepReport(tuple(run.argv), run.target.path, run.cwd or os.getcwd(), run.spec.cli_args(), persistent,
                        unique_stacks, jobs, baseline, baseline.counted_total, len(out), forked, len(out) - forked,
-                       by_class["not-reached"], duplicates, dict(run.fallbacks),
-                       {k: v for k, v in by_class.items() if v}, sites, tuple(out), tuple(run.warnings),
-                       round(elapsed, 3), interrupted)
+                       by_class.get("not-reached", 0), duplicates, dict(run.fallbacks), by_class, sites, tuple(out),
+                       tuple(run.warnings), round(elapsed, 3), interrupted)

@@ -15,6 +15,8 @@ import signal
 from dataclasses import dataclass
 from typing import Optional
 
+from mltools._proc import signal_name
+
 _HEAP_CHECK = re.compile(r"(free|malloc|realloc|malloc_consolidate|corrupted)[^\n]*(): |double free|"
                          r"corrupted size|invalid pointer|corrupted double-linked list")
 
@@ -24,13 +26,6 @@ class Outcome:
     class_name: str           # one of the tool's CLASSES
     reason: Optional[str]     # crash: the signal; abort: assert, bad_alloc, ...; ...
     detail: str               # one line for people
-
-
-def signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 def abort_reason(stderr: str) -> str:
@@ -64,6 +59,11 @@ def common_outcome(returncode: int, timed_out: bool, injected: bool) -> Optional
         name = signal_name(-returncode)
         return Outcome("crash", name, f"killed by {name}")
     return None
+
+
+def counting_outcome(timed_out: bool) -> Outcome:
+    """The outcome of a run asked to fail nothing."""
+    return Outcome("hang" if timed_out else "not-reached", None, "nothing was asked to fail (a counting run)")
 
 
 def decode_wait_status(status: int) -> int:

@@ -25,7 +25,7 @@ import re
 import shutil
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, TypeVar
 
 MAGIC = b"MLTREC02"
 HEADER_SIZE = 64
@@ -143,6 +143,18 @@ def parse_frames(text: str) -> Tuple[Frame, ...]:
     return tuple(parse_frame(x) for x in text.split("|") if x)
 
 
+_F = TypeVar("_F")
+
+
+def first_failure_by_pid(failures: Sequence[_F]) -> Dict[int, _F]:
+    """Each process's failure of the lowest index (malloc-fail's or io-fail's: records with
+    ``pid`` and ``index``)."""
+    out: Dict[int, _F] = {}
+    for f in sorted(failures, key=lambda x: x.index):
+        out.setdefault(f.pid, f)
+    return out
+
+
 def user_frame(frames: Sequence[Frame]) -> Optional[Frame]:
     """The first frame outside libc, the loader, libstdc++ and the shims."""
     for f in frames:
@@ -215,6 +227,13 @@ class Records:
 _INJECTING_ROLES = ("root", "tree", "each")
 
 
+def parse_wait_status(text: str) -> int:
+    """A waitpid status as the shim writes it (a C int cast to unsigned: a lost child's -1
+    comes as 4294967295) back as the int it was."""
+    value = int(text)
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
 def parse_records(lines: Sequence[str], dropped: int = 0) -> Records:
     hellos: Dict[int, Dict[str, str]] = {}
     exits: Dict[int, Dict[str, object]] = {}
@@ -246,7 +265,7 @@ def parse_records(lines: Sequence[str], dropped: int = 0) -> Records:
                                            parse_frames(d.get("frames", ""))))
             elif kind in "SC":
                 forks.append(ForkPoint(int(d["index"]), int(d["child"]) if "child" in d else None,
-                                       int(d["status"]) if "status" in d else None,
+                                       parse_wait_status(d["status"]) if "status" in d else None,
                                        d.get("timed_out") == "1", d.get("reason")))
             else:
                 tool.append((kind, d))

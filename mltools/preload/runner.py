@@ -12,12 +12,16 @@ import itertools
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from mltools import _proc
 from mltools.errors import MltoolsError
-from mltools.preload.records import Records, create_channel, create_state_page, parse_records, read_channel
+from mltools.preload.records import (ProcessRecord, Records, create_channel, create_state_page, parse_records,
+                                     read_channel)
+from mltools.preload.symbols import crash_location
 from mltools.preload.target import Target
+
+_Row = TypeVar("_Row")
 
 _SHM = "/dev/shm"
 _SHM_MIN_FREE = 256 << 20
@@ -75,12 +79,16 @@ class RawRun:
     cwd: str
     env_set: Dict[str, str]              # what mltools added to the environment
     returncode: int                      # as Popen gives it: -N for signal N
-    exit_status: int
     stdout: bytes
     stderr: bytes
     elapsed_s: float
     timed_out: bool
     records: Records
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's view: 128+N when killed by signal N."""
+        return _proc.exit_status(self.returncode)
 
 
 def shim_environment(shim: Shim, target: Target, channel: Mapping[str, str], extra: Mapping[str, str],
@@ -137,7 +145,7 @@ def run_under_shim(shim: Shim, argv: Sequence[str], target: Target, extra_env: M
                 os.unlink(p)
     for key in (shim.env_prefix + "RECORDS", shim.env_prefix + "STATE"):
         added.pop(key, None)           # private paths, gone after the run
-    return RawRun(tuple(argv), cwd or os.getcwd(), added, res.returncode, res.exit_status, res.stdout,
+    return RawRun(tuple(argv), cwd or os.getcwd(), added, res.returncode, res.stdout,
                   res.stderr, res.elapsed_s, res.timed_out, parse_records(lines, dropped))
 
 
@@ -215,3 +223,31 @@ def lost_shim_messages(records: Records) -> Tuple[str, ...]:
             out.append(f"pid {e.pid} ({who}) ran {e.how} of {e.path} with an environment without the shim "
                        "(env -i, clearenv or an unset LD_PRELOAD): that program was not tested")
     return tuple(out)
+
+
+def sum_counts(procs: Sequence[ProcessRecord], names: Sequence[str], row: Callable[[str, int, int, int], _Row],
+               recorded: int) -> Tuple[Tuple[_Row, ...], int, int]:
+    """One ``row(name, calls, counted, failed)`` per function, summed over ``procs``; the
+    counted total; the failures injected (a process killed by a signal writes no X record:
+    when the ``recorded`` F records are more, they count instead)."""
+    sums = [(fn, sum(p.calls.get(fn, 0) for p in procs), sum(p.counted.get(fn, 0) for p in procs),
+             sum(p.failed.get(fn, 0) for p in procs)) for fn in names]
+    return (tuple(row(*s) for s in sums), sum(s[2] for s in sums),
+            max(sum(s[3] for s in sums), recorded))
+
+
+def report_fields(raw: RawRun, target: Target, injecting: Sequence[ProcessRecord]) -> Dict[str, object]:
+    """The fields malloc-fail's and io-fail's run reports fill alike from a run: the
+    target, how it ended (a timeout is exit status 124) and where an injecting process died."""
+    crash_site, crash_frames = crash_location(raw.records, [p.pid for p in injecting])
+    return dict(cwd=raw.cwd, program=target.path, target=target.description, environment_set=raw.env_set,
+                exit_status=124 if raw.timed_out else raw.exit_status,
+                signal=_proc.signal_name(-raw.returncode) if raw.returncode < 0 else None,
+                timed_out=raw.timed_out, elapsed_s=round(raw.elapsed_s, 4), crash_site=crash_site,
+                crash_frames=crash_frames, processes=tuple(raw.records.processes))
+
+
+def dropped_notes(records: Records) -> Tuple[str, ...]:
+    if not records.dropped:
+        return ()
+    return (f"{records.dropped} records did not fit the record file and were dropped",)

@@ -8,23 +8,65 @@ stops). Then points 1, 2, ... N each fail (``persistent``: from there on),
 plus N+1, which must come back ``not-reached`` (the stop condition, as in
 SQLite's fault-injection loop); the first ``not-reached`` ends the sweep.
 
-Here: the loop over points (workers, the stop at the first ``not-reached``,
-progress, an interrupt that keeps what was finished), counting a fork pass's
-progress from its records, and grouping points by class and call site.
+Here: what a sweep keeps (:class:`SweepRun`), the spec of one point, the
+baseline checks, the loop over points (workers, the stop at the first
+``not-reached``, progress, an interrupt that keeps what was finished),
+counting a fork pass's progress from its records, a forked child's stderr, and
+counting and grouping points by class and call site.
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import FIRST_COMPLETED, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
-from mltools.errors import MltoolsError
+from mltools.errors import MltoolsError, UsageError
 from mltools.preload.records import ChannelReader
+from mltools.preload.runner import RawRun, lost_shim_messages
+from mltools.preload.target import resolve_target
 
 P = TypeVar("P")
+S = TypeVar("S")
 
 #: ``progress(done, total, detail)``, the CLI's Progress line (or None).
 ProgressFn = Optional[Callable[..., None]]
+
+
+class SweepRun:
+    """What a sweep keeps for all its runs: the command, the spec and its filters only
+    (what the baseline runs with), the target, how points run, the warnings so far."""
+
+    def __init__(self, argv: Sequence[str], spec, options, filters, *, persistent: bool, point_timeout_s: float,
+                 progress: ProgressFn, cwd: Optional[str], stdin):
+        self.argv = list(argv)
+        self.spec = spec
+        self.options = options
+        self.persistent = persistent
+        self.point_timeout_s = point_timeout_s
+        self.progress = progress
+        self.cwd = cwd
+        self.stdin = stdin
+        self.target = resolve_target(argv[0], options.target_exe)
+        self.filters = filters
+        self.warnings: List[str] = []
+
+    def status(self, text: str) -> None:
+        if self.progress is not None and hasattr(self.progress, "status"):
+            self.progress.status(text)
+
+
+def use_fork_mode(fork: Optional[bool], scope: str) -> bool:
+    """``fork=None``: fork mode when the scope is ``root`` (the only scope it works with)."""
+    use_fork = (scope == "root") if fork is None else fork
+    if use_fork and scope != "root":
+        raise UsageError("fork mode needs --scope root")
+    return use_fork
+
+
+def point_spec(base: S, index: int, persistent: bool) -> S:
+    """``base`` (a spec with filters only) failing the call at ``index`` (``persistent``: and every later one)."""
+    return replace(base, after=index - 1) if persistent else replace(base, fail_at=index)
 
 
 @dataclass(frozen=True)
@@ -72,12 +114,42 @@ def check_against_plain(tool: str, plain_status: int, plain_timed_out: bool, bas
                            "(does it depend on its environment, or on files a run changes?)")
 
 
+def baseline_total(base: RawRun) -> int:
+    """The calls the baseline counted: the sum over the injecting processes' exit records
+    (MltoolsError when none wrote one)."""
+    roots = [p for p in base.records.processes if p.injects]
+    if not any(p.exited_normally for p in roots):
+        raise MltoolsError("the baseline run (nothing failing) ended without the shim's exit record "
+                           f"(status {base.exit_status}; it called _exit?): its calls cannot be counted")
+    return sum(p.counted_total for p in roots)
+
+
+def baseline_warnings(base: RawRun, total: int, again: RawRun) -> List[str]:
+    """When a second run with nothing failing (``again``) counts other than the baseline's
+    ``total``, and each exec of the baseline that lost the shim."""
+    out = []
+    note = unstable_count_warning(total, sum(p.counted_total for p in again.records.processes if p.injects))
+    if note:
+        out.append(note)
+    out.extend(lost_shim_messages(base.records))
+    return out
+
+
 def unstable_count_warning(first: int, second: int) -> Optional[str]:
     if first == second:
         return None
     return (f"the eligible calls differ between two runs with nothing failing ({first} and {second}): "
             "the program is not deterministic, so an index may not name the same call in every run "
             "(points past the shorter run may come back not-reached)")
+
+
+def child_stderr(folder: str, index: int) -> str:
+    """What the forked child of point ``index`` wrote on stderr (the shim's ``<folder>/<index>.err``)."""
+    try:
+        with open(os.path.join(folder, f"{index}.err"), "rb") as fh:
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 class ForkProgress:
@@ -144,3 +216,25 @@ def run_points(indices: Sequence[int], run_one: Callable[[int], P], *, jobs: int
 
 def _until(results: Dict[int, P], stop: Optional[int]) -> Dict[int, P]:
     return results if stop is None else {i: p for i, p in results.items() if i <= stop}
+
+
+def not_reached(point) -> bool:
+    """A point (with ``outcome``) whose index was past the calls made."""
+    return point.outcome is not None and point.outcome.class_name == "not-reached"
+
+
+def first_not_reached(points: Dict[int, P]) -> Optional[int]:
+    return min((i for i, p in points.items() if not_reached(p)), default=None)
+
+
+def until_not_reached(points: Dict[int, P]) -> Dict[int, P]:
+    """The points up to the first not-reached one (where the sweep ends)."""
+    return _until(points, first_not_reached(points))
+
+
+def count_classes(points: Sequence, classes: Sequence[str]) -> Tuple[Dict[str, int], int]:
+    """(points per class, in ``classes`` order, classes without any left out; points run in a forked child)."""
+    by_class = {c: 0 for c in classes}
+    for p in points:
+        by_class[p.outcome.class_name] += 1
+    return {k: v for k, v in by_class.items() if v}, sum(1 for p in points if p.method == "fork")

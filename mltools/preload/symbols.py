@@ -422,33 +422,20 @@ class Symbolizer:
 
 def demangle(names: Iterable[str]) -> Dict[str, str]:
     """C++ names as gdb prints them: ``c++filt``, without the return type of templates."""
-    from mltools import _proc
+    from mltools.elf.inspect import demangle as cxxfilt
 
     todo = sorted({n for n in names if n.startswith("_Z")})
     out = {n: n for n in names}
-    cxxfilt = _proc.which("c++filt")
-    if not todo or cxxfilt is None:
-        return out
-    res = _proc.run([cxxfilt], input="\n".join(todo) + "\n", timeout=60)
-    lines = res.stdout.splitlines()
-    if res.returncode == 0 and len(lines) == len(todo):
-        for name, plain in zip(todo, lines):
-            out[name] = _strip_return_type(plain.strip()) or name
+    for name, plain in zip(todo, cxxfilt(todo)):
+        out[name] = _strip_return_type(plain.strip()) or name
     return out
 
 
 def _strip_return_type(name: str) -> str:
     """c++filt keeps the return type of template functions ("T& ns::f<T>(...)"); gdb does not."""
-    depth = 0
-    paren = -1
-    for i, ch in enumerate(name):
-        if ch in "<(":
-            if ch == "(" and depth == 0:
-                paren = i
-                break
-            depth += 1
-        elif ch in ">)":
-            depth -= 1
+    from mltools.elf.check import parameter_list_start
+
+    paren = parameter_list_start(name)
     if paren <= 0:
         return name
     depth = 0

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from mltools import _proc
 from mltools._files import read_head
 from mltools._target import TargetStartError, find_program, privilege_reason, shebang
 from mltools.errors import InputError, ToolNotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from mltools.elf.reader import ElfInfo
 
 #: Interpreters that are wrappers, never the program under test.
 SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "mksh", "busybox", "env")
@@ -31,40 +34,39 @@ class Target:
     match: Tuple[str, ...]           # "dev:ino" of the executable that is the target
     exclude: Tuple[str, ...]         # "dev:ino" of wrappers that never inject
     description: str
-    allocator_libs: Tuple[str, ...] = ()   # ASan, jemalloc, tcmalloc, mimalloc in DT_NEEDED
-    direct_io: Tuple[str, ...] = ()        # why some of its system calls bypass libc (Go, io_uring)
+    image: Optional[str] = None      # the executable that is the target, when one file is (not a wrapper or shell)
+    elf: Optional["ElfInfo"] = None  # the ELF headers read when it was resolved (of image, else the wrapper or shell)
 
 
 _OTHER_ALLOCATORS = ("libasan", "libjemalloc", "libtcmalloc", "libmimalloc")
 
 
-def allocator_libs(path: str) -> Tuple[str, ...]:
-    """DT_NEEDED entries that bring their own malloc (they need --forward next)."""
-    from mltools.elf.reader import ElfFormatError, read_elf
-    try:
-        return tuple(n for n in read_elf(path).needed if n.startswith(_OTHER_ALLOCATORS))
-    except (ElfFormatError, OSError):
+def allocator_libs(target: Target) -> Tuple[str, ...]:
+    """DT_NEEDED entries of the target's image that bring their own malloc (they need --forward next)."""
+    if target.image is None or target.elf is None:
         return ()
+    return tuple(n for n in target.elf.needed if n.startswith(_OTHER_ALLOCATORS))
 
 
-def direct_io(path: str) -> Tuple[str, ...]:
+def direct_io(path: str, info: Optional["ElfInfo"] = None) -> Tuple[str, ...]:
     """Why a preload misses some of this program's I/O: a Go program makes its system
     calls itself (only cgo's go through libc), an io_uring user submits writes
-    through a ring, never through write()."""
+    through a ring, never through write(). ``info``: its ELF headers, when read already."""
     from mltools.elf.reader import ElfFormatError, read_elf, read_symbols
+    from mltools.elf.sections import mapped_sections
     reasons = []
     try:
-        info = read_elf(path)
+        if info is None:
+            info = read_elf(path)
         imports = {s.name for s in read_symbols(path).symbols if not s.defined}
     except (ElfFormatError, OSError):
         return ()
     if any(n.startswith("liburing") for n in info.needed) or any(n.startswith("io_uring_") for n in imports):
         reasons.append("it uses io_uring (liburing): writes submitted through the ring bypass write()")
     try:
-        from elftools.elf.elffile import ELFFile
-        with open(path, "rb") as fh:
-            names = {sec.name for sec in ELFFile(fh).iter_sections()}
-    except Exception:      # pyelftools on a damaged file: the reader above already accepted it
+        with mapped_sections(path) as m:
+            names = {sec.name for sec in m.sections}
+    except OSError:
         names = set()
     if names & {".go.buildinfo", ".note.go.buildid", ".gopclntab"}:
         reasons.append("it is a Go program: Go makes its system calls itself (only cgo calls go through libc)")
@@ -84,8 +86,8 @@ def resolve_program(program: str) -> str:
     return path
 
 
-def check_preloadable(path: str) -> None:
-    """Refuse targets that LD_PRELOAD silently does not reach (TargetRefused)."""
+def check_preloadable(path: str) -> "ElfInfo":
+    """Refuse targets that LD_PRELOAD silently does not reach (TargetRefused); else the file's ELF headers."""
     reason = privilege_reason(path, only_if_secure=False)
     if reason is not None:
         raise TargetRefused(f"{path} is {reason}: the loader ignores LD_PRELOAD for it in "
@@ -99,6 +101,7 @@ def check_preloadable(path: str) -> None:
         what = "static-pie" if info.type == 3 else "statically linked"   # ET_DYN = 3
         raise TargetRefused(f"{path} is {what} (no PT_INTERP): LD_PRELOAD cannot inject into it; "
                             "link it dynamically to test it")
+    return info
 
 
 def _shell_identities(names=SHELLS) -> Tuple[str, ...]:
@@ -176,22 +179,21 @@ def resolve_target(program: str, target_exe: Optional[str] = None) -> Target:
         chain.append(current)
     if target_exe is not None:
         exe = resolve_program(target_exe)
-        check_preloadable(exe)
+        info = check_preloadable(exe)
         return Target(path, "elf" if len(chain) == 1 else "script", tuple(chain), (_identity(exe),), (),
-                      f"processes running {exe}", allocator_libs(exe), direct_io(exe))
+                      f"processes running {exe}", exe, info)
     if len(chain) == 1 and os.path.basename(path) in EXEC_WRAPPERS:
-        check_preloadable(path)
+        info = check_preloadable(path)
         return Target(path, "wrapper", (path,), (), _shell_identities(SHELLS + EXEC_WRAPPERS),
                       f"the first process that is not {os.path.basename(path)}, a shell or another "
-                      "program that only runs a program")
+                      "program that only runs a program", elf=info)
     if len(chain) == 1:
-        check_preloadable(path)
-        return Target(path, "elf", (path,), (_identity(path),), (), f"processes running {path}",
-                      allocator_libs(path), direct_io(path))
+        info = check_preloadable(path)
+        return Target(path, "elf", (path,), (_identity(path),), (), f"processes running {path}", path, info)
     if interpreter_is_shell:
-        check_preloadable(chain[-1])
+        info = check_preloadable(chain[-1])
         return Target(path, "script", tuple(chain), (), _shell_identities(),
-                      "the first process that is not a shell or env (a shell wrapper is never injected)")
-    check_preloadable(current)
+                      "the first process that is not a shell or env (a shell wrapper is never injected)", elf=info)
+    info = check_preloadable(current)
     return Target(path, "script", tuple(chain), (_identity(current),), (),
-                  f"processes running the interpreter {current}", allocator_libs(current), direct_io(current))
+                  f"processes running the interpreter {current}", current, info)
