@@ -20,16 +20,17 @@ def _sort_key(f: Finding):
 
 
 def environment_pass(interp: InterpreterInfo, environ: Mapping[str, str],
-                     cuda_majors: Mapping[int, Sequence[str]], env=None) -> List[Finding]:
+                     cuda_majors: Mapping[int, Sequence[str]], env=None, *,
+                     driver: Optional[str]) -> List[Finding]:
     """The variable traps (mltools.env's), the CPU quota, the CUDA driver, THP and NUMA
-    (``env``: this machine's ``collect_env`` report, when the caller has it)."""
+    (``env``: this machine's ``collect_env`` report, when the caller has it; ``driver``: the
+    NVIDIA driver's version, or None)."""
     from mltools.env import collect_env
 
     env = env if env is not None else collect_env(environ, with_numpy=False)
     out = list(env.findings)
     out += host.thread_quota_findings(environ, env.cpu.logical_cpus, env.cpu.cgroup_cpu_limit,
                                       env.cpu.usable_cpus)
-    driver = env.gpus[0].driver_version if env.gpus else host.kernel_driver_version()
     out += host.cuda_driver_findings(driver, cuda_majors)
     out += host.kernel_findings(thp_enabled=env.memory.transparent_hugepages,
                                 numa_nodes=len(env.numa_nodes) or 1)
@@ -130,8 +131,17 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     owners = OwnerIndex(list(interp.site_dirs) + extra, prefixes=[interp.prefix])
     timings["walk"] = time.perf_counter() - t
 
+    env = None
+    env_s = 0.0
+    if environment_checks:
+        # collected before the GPUs: its one nvidia-smi query serves both
+        t = time.perf_counter()
+        from mltools.env import collect_env
+        env = collect_env(environ, with_numpy=False)
+        env_s = time.perf_counter() - t
+
     t = time.perf_counter()
-    found_gpus, driver = gpucode.detected_gpus()
+    found_gpus, driver = gpucode.detected_gpus(env.gpus if env is not None else None)
     if driver is None:
         driver = host.kernel_driver_version()
     gpus = gpu_targets if gpu_targets is not None else found_gpus
@@ -185,14 +195,14 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         timings["targets"] = time.perf_counter() - t
 
     facts = None
-    if environment_checks:
+    if env is not None:
         t = time.perf_counter()
         from mltools.doctor.facts import collect_facts
-        from mltools.env import collect_env
-        env = collect_env(environ, with_numpy=False)
-        findings += environment_pass(interp, environ, result.cuda_majors, env=env)
-        facts = collect_facts(env, environ, result.libraries, owners)
-        timings["environment"] = time.perf_counter() - t
+        # the first GPU's driver; without GPUs nvidia-smi gave none, and ``driver`` is the kernel module's
+        env_driver = env.gpus[0].driver_version if env.gpus else driver
+        findings += environment_pass(interp, environ, result.cuda_majors, env=env, driver=env_driver)
+        facts = collect_facts(env, environ, result.libraries, owners, env_driver)
+        timings["environment"] = env_s + (time.perf_counter() - t)
 
     findings.sort(key=_sort_key)
     timings["total"] = time.perf_counter() - t0
