@@ -48,7 +48,8 @@ class OwnerIndex:
 
         seen = set()
         for dist in metadata.distributions(path=list(site_dirs)):
-            name = dist.metadata["Name"] if dist.metadata else None
+            md = dist.metadata            # each access reads and parses METADATA again
+            name = md["Name"] if md else None
             if not name:
                 continue
             base = getattr(dist, "_path", None)          # the .dist-info / .egg-info dir
@@ -56,7 +57,7 @@ class OwnerIndex:
             if key in seen:
                 continue
             seen.add(key)
-            owner = Owner("pip", name, dist.version)
+            owner = Owner("pip", name, md["Version"])
             self._dists.append(owner)
             root = os.path.dirname(os.fspath(base)) if base is not None else None
             if root is None:

@@ -48,15 +48,17 @@ class RequirementIndex:
         self._extras: Optional[Dict[str, FrozenSet[str]]] = None
         self._marker_env = dict(marker_env or {})
         for dist in metadata.distributions(path=list(site_dirs)):
-            name = dist.metadata["Name"] if dist.metadata else None
+            md = dist.metadata            # each access reads and parses METADATA again
+            name = md["Name"] if md else None
             if not name:
                 continue
             key = canonical_name(name)
             if key in self.versions:      # the first on the path wins, as for imports
                 continue
-            self.versions[key] = dist.version
+            self.versions[key] = md["Version"]
             self.display[key] = name
-            self.requires[key] = self._parse(key, dist.requires or ())
+            # an .egg-info keeps them in requires.txt, which only dist.requires reads
+            self.requires[key] = self._parse(key, md.get_all("Requires-Dist") or dist.requires or ())
 
     def _parse(self, requirer: str, lines: Iterable[str]) -> List[Requirement]:
         from packaging.requirements import InvalidRequirement, Requirement as PkgRequirement
