@@ -154,13 +154,14 @@ def dlopen_targets(holder: str, soname: Optional[str], needed: Sequence[str], na
 
 def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence[str], DlopenNames]],
                 reach: Mapping[str, Set[str]], frameworks: FrameworkModel, owners: OwnerIndex,
-                environ: Mapping[str, str], env_dirs: Sequence[str], env_sonames: Mapping[str, str],
+                loader_env: Mapping[str, str], env_dirs: Sequence[str], env_sonames: Mapping[str, str],
                 recorded_missing: Mapping[str, str], required_wheels: Set[str], resolver,
                 driver_needed: Optional[Mapping[str, Sequence[str]]] = None) -> CudaResult:
     """Resolve every NVIDIA name a library of the environment may dlopen.
 
     ``holders``: path -> (soname, needed, names). ``reach``: preload framework
-    label -> the realpaths of libraries its processes map. ``env_sonames``:
+    label -> the realpaths of libraries its processes map. ``loader_env``: the loader's
+    variables that are set (LD_LIBRARY_PATH, LD_PRELOAD). ``env_sonames``:
     SONAME -> a path of the environment with it. ``recorded_missing``: file
     name -> package, for shared objects a RECORD lists but the disk lacks.
     ``required_wheels``: the wheel names the installed packages require.
@@ -170,7 +171,6 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
     from mltools.elf.ldtree import resolve_dlopen
     from mltools.errors import MltoolsError
 
-    loader_env = {k: environ[k] for k in ("LD_LIBRARY_PATH", "LD_PRELOAD") if environ.get(k)}
     findings: List[Finding] = []
     dlopens: List[DlopenLibrary] = []
     driver_needers: Dict[str, List[str]] = defaultdict(list)
@@ -208,7 +208,7 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
                 via=("preload" if preloaded else lib.via), how=(f"preloaded by {fw}" if preloaded else
                                                                (_how(lib) if lib.path else "not found")),
                 context=fw))
-            findings += _judge_dlopen(name, holder, pkg, tree, lib, fw, python, loaded, loader_env, environ,
+            findings += _judge_dlopen(name, holder, pkg, tree, lib, fw, python, loaded, loader_env,
                                       env_dirs, env_sonames, recorded_missing, required_wheels, owners, resolver)
     missing_driver: Dict[str, List[str]] = {}
     for name, needers in sorted(driver_needers.items()):
@@ -233,7 +233,7 @@ def _as_opened(lib: Library) -> Optional[str]:
     return lib.found_as or lib.path
 
 
-def _judge_dlopen(name, holder, pkg, tree: DepTree, lib: Library, fw, python, loaded, loader_env, environ,
+def _judge_dlopen(name, holder, pkg, tree: DepTree, lib: Library, fw, python, loaded, loader_env,
                   env_dirs, env_sonames, recorded_missing, required_wheels, owners, resolver) -> List[Finding]:
     from mltools.elf.ldtree import resolve_dlopen
 
@@ -282,7 +282,7 @@ def _judge_dlopen(name, holder, pkg, tree: DepTree, lib: Library, fw, python, lo
         expected = alt.libraries[0] if alt.libraries and alt.libraries[0].path else None
     broken = _symbols_missing_in_process(lib.path, python, list(loaded) + [holder], loader_env, resolver)
     return [_shadow_finding(f"{who} opens {name} at run time{ctx}", name, holder, pkg, lib, expected, env_copy,
-                            tree, owners, environ, broken)]
+                            tree, owners, broken)]
 
 
 def _symbols_missing_in_process(path: str, python: str, loaded: Sequence[str], loader_env, resolver) -> List[str]:
@@ -324,7 +324,7 @@ def _missing_deps(name, who, holder, pkg, tree: DepTree, lib: Library, owners) -
 
 def _shadow_finding(what: str, name: str, holder: str, pkg: Optional[str], lib: Library,
                     expected: Optional[Library], env_copy: str, tree: Optional[DepTree], owners: OwnerIndex,
-                    environ: Mapping[str, str], broken: Sequence[str] = ()) -> Finding:
+                    broken: Sequence[str] = ()) -> Finding:
     responsible = _how(lib)
     exp_path = expected.path if expected is not None else env_copy
     exp_pkg = _pkg(owners, exp_path)
@@ -359,10 +359,11 @@ def _shadow_finding(what: str, name: str, holder: str, pkg: Optional[str], lib: 
 
 def shadow_findings(trees: Mapping[str, DepTree], resolve_again: Callable[[str, Mapping[str, str]], Optional[DepTree]],
                     env_dirs: Sequence[str], env_sonames: Mapping[str, str], owners: OwnerIndex,
-                    environ: Mapping[str, str]) -> List[Finding]:
+                    loader_env: Mapping[str, str]) -> List[Finding]:
     """DT_NEEDED libraries taken from LD_LIBRARY_PATH while the environment's own copy
-    would load without it (the stale CUDA toolkit in front of a pip wheel)."""
-    if not environ.get("LD_LIBRARY_PATH"):
+    would load without it (the stale CUDA toolkit in front of a pip wheel). ``loader_env``:
+    the loader's variables that are set; ``resolve_again`` gets them without LD_LIBRARY_PATH."""
+    if not loader_env.get("LD_LIBRARY_PATH"):
         return []
     out: List[Finding] = []
     seen: Set[Tuple[str, str]] = set()
@@ -371,7 +372,7 @@ def shadow_findings(trees: Mapping[str, DepTree], resolve_again: Callable[[str, 
                     and not in_environment(lib.path, env_dirs) and lib.soname in env_sonames]
         if not suspects:
             continue
-        alt = resolve_again(root, _without_llp(environ))
+        alt = resolve_again(root, _without_llp(loader_env))
         if alt is None:
             continue
         by = alt.by_soname()
@@ -388,7 +389,7 @@ def shadow_findings(trees: Mapping[str, DepTree], resolve_again: Callable[[str, 
             pkg = _pkg(owners, needer)
             who = f"{needer} ({pkg})" if pkg else needer
             out.append(_shadow_finding(f"{who} needs {lib.soname}", lib.soname, needer, pkg, lib, exp,
-                                       env_sonames[lib.soname], None, owners, environ))
+                                       env_sonames[lib.soname], None, owners))
     return out
 
 
@@ -403,7 +404,7 @@ def _api_level(names: Iterable[str]) -> Optional[Tuple[int, int]]:
 
 
 def version_skew(findings: Sequence[Finding], trees: Mapping[str, DepTree], owners: OwnerIndex,
-                 env_by_soname: Mapping[str, Sequence[str]], environ: Mapping[str, str]) -> List[Finding]:
+                 env_by_soname: Mapping[str, Sequence[str]]) -> List[Finding]:
     """UNDEFINED and VERSION_MISSING findings between two NVIDIA libraries, told as the skew they are."""
     from mltools.elf.reader import read_symbols
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Mapping, Optional, Set, Tuple
 
 from mltools.doctor.cuda import dlopen_pass, dlopen_targets, in_environment, shadow_findings
 from mltools.doctor.owners import OwnerIndex
@@ -26,8 +26,11 @@ LOADER_VARS = ("LD_LIBRARY_PATH", "LD_PRELOAD")
 class PassContext:
     """What the judgements of the pass need to know about the environment beyond the ELF files."""
 
-    def __init__(self, interp: InterpreterInfo, owners: OwnerIndex, reqs, frameworks, infos, candidates):
+    def __init__(self, interp: InterpreterInfo, owners: OwnerIndex, reqs, frameworks, infos, candidates,
+                 environ: Mapping[str, str]):
         self.owners = owners
+        # the variables of ``environ`` the loader reads, those that are set: what every resolution is given
+        self.loader_env: Dict[str, str] = {k: environ[k] for k in LOADER_VARS if environ.get(k)}
         self.infos = infos
         self.reqs = reqs
         self.frameworks = frameworks
@@ -178,8 +181,8 @@ def retry_after_pathfinder(trees, roots, loader_env, main, resolver, tree_findin
     return after
 
 
-def cuda_stack(interp, infos, programs: Set[str], trees, after, owners: OwnerIndex, environ, resolver,
-                ctx: "PassContext", gpus, driver, steps) -> dict:
+def cuda_stack(interp, programs: Set[str], trees, after, owners: OwnerIndex, resolver,
+               ctx: "PassContext", gpus, driver) -> dict:
     """The CUDA pass: the sections of every library (dlopen names, GPU code), then what those
     names resolve to, shadowed copies, the driver, and the GPU code against the GPUs."""
     from mltools.doctor import gpucode
@@ -195,20 +198,18 @@ def cuda_stack(interp, infos, programs: Set[str], trees, after, owners: OwnerInd
     required: Set[str] = set()
     for dist in ctx.reqs.versions:
         required |= ctx.reqs.required_names(dist)
-    res = dlopen_pass(interp.executable, holders, reach, ctx.frameworks, owners, environ, ctx.env_dirs,
-                           ctx.env_sonames, recorded_missing, required, resolver, ctx.driver_needers)
+    res = dlopen_pass(interp.executable, holders, reach, ctx.frameworks, owners, ctx.loader_env, ctx.env_dirs,
+                      ctx.env_sonames, recorded_missing, required, resolver, ctx.driver_needers)
     findings = list(res.findings)
-    loader_env = {k: environ[k] for k in LOADER_VARS if environ.get(k)}
 
-    def again(root, env):
+    def again(root, env):       # env: the loader variables, without LD_LIBRARY_PATH
         try:
-            return resolve_tree(root, env={k: env[k] for k in LOADER_VARS if env.get(k)},
+            return resolve_tree(root, env=env,
                                 main=None if root in programs else interp.executable,
                                 loaded=list(after.get(root, ())) if root not in programs else (), resolver=resolver)
         except MltoolsError:
             return None
-    findings += shadow_findings(trees, again, ctx.env_dirs, ctx.env_sonames, owners,
-                                     loader_env if loader_env else environ)
+    findings += shadow_findings(trees, again, ctx.env_dirs, ctx.env_sonames, owners, ctx.loader_env)
     findings += gpucode.gpu_code_findings(scan.gpu_code, scan.partial, owners, gpus, driver)
     summaries = gpucode.package_summaries(scan.gpu_code, scan.partial, owners)
     scope = list(res.scope) + list(scan.scope)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from mltools.doctor import cuda
-from mltools.doctor.cuda_context import LOADER_VARS, PassContext, cuda_stack, framework_reach, retry_after_pathfinder
+from mltools.doctor.cuda_context import PassContext, cuda_stack, framework_reach, retry_after_pathfinder
 from mltools.elf import runtimes as rt
 from mltools.python import InterpreterInfo
 from mltools.doctor.model import DlopenLibrary, GpuTarget, PackageGpuCode, RuntimeCopy
@@ -88,7 +88,6 @@ def _bad_elf_finding(path: str, reason: str, owners: OwnerIndex) -> Finding:
                    details={"path": path, "package": str(owner) if owner else None, "git_lfs_pointer": lfs})
 
 
-_LOADER_VARS = LOADER_VARS
 # Resolver findings passed on as they are. MISSING is regrouped per module as
 # MISSING_LIBRARY; LD_LIBRARY_PATH traps come from the environment pass; hwcaps
 # picks and skipped foreign-class files are normal.
@@ -136,7 +135,7 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     from mltools.elf.ldtree import Resolver
 
     resolver = Resolver()        # one loader model (cache, directory listings, headers) for the pass
-    ctx = PassContext(interp, owners, reqs, frameworks, infos, candidates)
+    ctx = PassContext(interp, owners, reqs, frameworks, infos, candidates, environ)
     programs = {p for p, as_ext in _roots(candidates, infos) if not as_ext}
     # one read of every library's sections: the names it may dlopen, its GPU code
     libs = [p for p, info in infos.items() if info.type == 3 and p not in programs]
@@ -145,13 +144,13 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     ctx.holders = {path: (infos[path].soname, infos[path].needed, names) for path, names in ctx.scan.names.items()}
     timings["read"] = time.perf_counter() - t
     t = time.perf_counter()
-    trees, tree_findings, nodes, after = _resolve(interp, candidates, infos, environ, resolver, ctx, steps)
+    trees, tree_findings, nodes, after = _resolve(interp, candidates, infos, resolver, ctx, steps)
     findings += _missing_findings(trees, owners, ext, programs, ctx)
     findings += [_with_owner(f, owners) for f in tree_findings]
     timings["resolve"] = time.perf_counter() - t
     t = time.perf_counter()
-    checks = _check_findings(trees, owners, programs, interp.executable, environ, resolver, after, steps)
-    findings += cuda.version_skew(checks, trees, owners, ctx.env_by_soname, environ)
+    checks = _check_findings(trees, owners, programs, interp.executable, ctx.loader_env, resolver, after, steps)
+    findings += cuda.version_skew(checks, trees, owners, ctx.env_by_soname)
     if programs:
         scope.append(f"symbol and version checks of the {len(programs)} programs found (not extension "
                      "modules): only their libraries are resolved")
@@ -160,7 +159,7 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     findings += _runtime_findings(copies)
     findings += _identical_findings([p for p in infos if p not in ext], infos, owners)
     t = time.perf_counter()
-    cres = cuda_stack(interp, infos, programs, trees, after, owners, environ, resolver, ctx, gpus, driver, steps)
+    cres = cuda_stack(interp, programs, trees, after, owners, resolver, ctx, gpus, driver)
     findings += cres["findings"]
     scope += cres["scope"]
     findings += requirement_findings(reqs)
@@ -214,14 +213,14 @@ def _roots(candidates: Sequence[ElfCandidate], infos) -> List[Tuple[str, bool]]:
     return out
 
 
-def _resolve(interp, candidates, infos, environ, resolver, ctx: "PassContext", steps: _Steps):
+def _resolve(interp, candidates, infos, resolver, ctx: "PassContext", steps: _Steps):
     """Resolve every extension module (in the interpreter's process, after the preloads of its
     framework) and program (on its own), then the environment's libraries no root reaches (as a
     dlopen from Python would)."""
     from mltools.elf.ldtree import resolve_tree
     from mltools.errors import MltoolsError
 
-    loader_env = {k: environ[k] for k in _LOADER_VARS if environ.get(k)}
+    loader_env = ctx.loader_env
     main = interp.executable
     roots = _roots(candidates, infos)
     trees = {}
@@ -517,7 +516,7 @@ def _required_pin(soname: str, owner, ctx: "PassContext") -> Optional[str]:
 
 
 def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
-                    environ: Mapping[str, str], resolver, after: Mapping[str, Tuple[str, ...]],
+                    loader_env: Mapping[str, str], resolver, after: Mapping[str, Tuple[str, ...]],
                     steps: _Steps) -> List[Finding]:
     """Version needs and undefined symbols (mltools.elf.check) of every extension
     module and library, in the interpreter's process: one symbol cache for the
@@ -528,7 +527,6 @@ def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
     from mltools.errors import MltoolsError
 
     cache = SymbolCache()
-    loader_env = {k: environ[k] for k in _LOADER_VARS if environ.get(k)}
     try:
         exe = interpreter_binary(python)
     except MltoolsError:
