@@ -46,6 +46,14 @@ class PassContext:
         self.holders: Dict[str, tuple] = {}                # path -> (soname, needed, DlopenNames)
         self.reach: Dict[str, Set[str]] = {}               # framework -> realpaths its processes map
         self._opens: Optional[Dict[str, List[str]]] = None  # library SONAME -> the holders that dlopen it
+        self._real: Dict[str, str] = {}                    # path -> its realpath, each asked once
+
+    def realpath(self, path: str) -> str:
+        """``os.path.realpath``, once per path for the pass (its files do not move while it runs)."""
+        real = self._real.get(path)
+        if real is None:
+            real = self._real[path] = os.path.realpath(path)
+        return real
 
     def opened_after(self, path: str, main: str, loader_env, resolver) -> Tuple[str, ...]:
         """What is mapped when a library no extension module reaches is loaded.
@@ -59,7 +67,7 @@ class PassContext:
         from mltools.elf.ldtree import resolve_dlopen
         from mltools.errors import MltoolsError
 
-        real = os.path.realpath(path)
+        real = self.realpath(path)
         info = self.infos.get(path)
         soname = info.soname if info is not None else None
         preload = next((p for p in self.frameworks.preloads if real in self.reach.get(p.framework, ())), None)
@@ -72,7 +80,7 @@ class PassContext:
                     self._opens[name].append(h)
         first: List[str] = list(preload.paths)
         for holder in self._opens.get(soname, ()):
-            if os.path.realpath(holder) not in self.reach.get(preload.framework, ()):
+            if self.realpath(holder) not in self.reach.get(preload.framework, ()):
                 continue
             first.append(holder)
             hs, hn, names = self.holders[holder]
@@ -113,7 +121,7 @@ class PassContext:
         if first or pf is None or info is None or not info.soname:
             return first
         order = pf.load_order(info.soname)
-        if order and os.path.realpath(order[-1]) == os.path.realpath(path):
+        if order and self.realpath(order[-1]) == self.realpath(path):
             return order[:-1]
         return first
 
@@ -223,13 +231,16 @@ def cuda_stack(interp, programs: Set[str], trees, after, owners: OwnerIndex, res
 def framework_reach(trees, ctx: "PassContext") -> Dict[str, Set[str]]:
     """For each framework with preloads: the realpaths of the libraries its processes map
     (its extension modules' trees, its preloads' trees, and what those open by name)."""
-    by_real = {os.path.realpath(p): t for p, t in trees.items()}
-    holders = {os.path.realpath(p): v for p, v in ctx.holders.items()}
+    if not ctx.frameworks.preloads:
+        return {}
+    realpath = ctx.realpath
+    by_real = {realpath(p): t for p, t in trees.items()}
+    holders = {realpath(p): v for p, v in ctx.holders.items()}
     out: Dict[str, Set[str]] = {}
     for pre in ctx.frameworks.preloads:
         members: Set[str] = set()
-        todo = [os.path.realpath(p) for p in pre.paths]
-        todo += [os.path.realpath(p) for p in trees if pre.covers(p)]
+        todo = [realpath(p) for p in pre.paths]
+        todo += [realpath(p) for p in trees if pre.covers(p)]
         while todo:
             real = todo.pop()
             if real in members:
@@ -244,6 +255,6 @@ def framework_reach(trees, ctx: "PassContext") -> Dict[str, Set[str]]:
                 for name in dlopen_targets(real, soname, needed, names, None):
                     target = ctx.env_sonames.get(name)
                     if target is not None:
-                        todo.append(os.path.realpath(target))
+                        todo.append(realpath(target))
         out[pre.framework] = members
     return out

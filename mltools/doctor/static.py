@@ -248,7 +248,7 @@ def _resolve(interp, candidates, infos, resolver, ctx: "PassContext", steps: _St
     ctx.reach = framework_reach(trees, ctx)
     reached = {lib.path for t in trees.values() for lib in t.libraries if lib.path}
     for path, info in infos.items():
-        if path in trees or info.type != 3 or not info.has_dynamic or os.path.realpath(path) in reached:
+        if path in trees or info.type != 3 or not info.has_dynamic or ctx.realpath(path) in reached:
             continue
         first = ctx.opened_after(path, main, loader_env, resolver)
         if first:
@@ -269,8 +269,8 @@ def _resolve(interp, candidates, infos, resolver, ctx: "PassContext", steps: _St
     ext_roots = {p for p, as_ext in roots if as_ext}
     for path, info in infos.items():          # every environment library is a node, reached or not
         if info.type == 3 and path not in ext_roots:
-            nodes.setdefault(os.path.realpath(path), _Node(info.soname or os.path.basename(path), path))
-    spelled = _one_spelling(infos)
+            nodes.setdefault(ctx.realpath(path), _Node(info.soname or os.path.basename(path), path))
+    spelled = _one_spelling(infos, ctx.realpath)
     for t in trees.values():
         for lib in t.libraries:
             key = lib.path or "missing:" + lib.soname
@@ -279,19 +279,19 @@ def _resolve(interp, candidates, infos, resolver, ctx: "PassContext", steps: _St
     return trees, tree_findings, nodes, after
 
 
-def _one_spelling(walked: Iterable[str]):
+def _one_spelling(walked: Iterable[str], realpath: Callable[[str], str] = os.path.realpath):
     """path -> the path as the walk spelled it. A tree names its root as given and the objects
     it reaches by the loader's paths, which are real paths: in a venv reached through a symlink
-    one file would otherwise be two needers."""
+    one file would otherwise be two needers. ``realpath``: the pass's memoized one."""
     by_real: Dict[str, str] = {}
     for path in walked:
-        by_real.setdefault(os.path.realpath(path), path)
+        by_real.setdefault(realpath(path), path)
     cache: Dict[str, str] = {}
 
     def spelled(path: str) -> str:
         got = cache.get(path)
         if got is None:
-            got = cache[path] = by_real.get(os.path.realpath(path), path)
+            got = cache[path] = by_real.get(realpath(path), path)
         return got
     return spelled
 
@@ -322,7 +322,7 @@ def _retry_after_imports(trees, roots, infos, candidates, loader_env, main, reso
     by_soname: Dict[str, str] = {}
     for path, info in infos.items():
         if info.type == 3 and path not in trees:
-            by_soname.setdefault(info.soname or os.path.basename(path), os.path.realpath(path))
+            by_soname.setdefault(info.soname or os.path.basename(path), ctx.realpath(path))
     loaded_by: Dict[str, str] = {}          # library realpath -> an extension whose import maps it
     for root in ext_roots:
         t = trees.get(root)
@@ -393,7 +393,7 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str], programs: Set[st
     from mltools.doctor.fixes import missing_library_fix
 
     missing: Dict[str, dict] = {}
-    spelled = _one_spelling(trees)
+    spelled = _one_spelling(trees, ctx.realpath)
     for root, t in trees.items():
         for lib in t.libraries:
             if lib.path is not None or lib.error:
