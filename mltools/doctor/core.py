@@ -173,7 +173,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         from mltools._sysfs import usable_cpus
         from mltools.doctor.isa import isa_pass
         isa_summary, isa_findings, isa_scope = isa_pass(
-            [c.path for c in candidates], lambda p: static.owner_text(owners, p), cpu_target, environ,
+            [c.path for c in candidates], owners.label, cpu_target, environ,
             jobs=jobs or usable_cpus(), progress=progress, unproven_notes=bool(cpu))
         findings += isa_findings
         scope += isa_scope
@@ -188,7 +188,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         # the packages, not the interpreter's own modules: the target runs its own Python
         tops = tuple(os.path.join(os.path.abspath(d), "") for d in list(interp.site_dirs) + extra)
         target_findings, target_checks = check_files([c.path for c in candidates if c.path.startswith(tops)],
-                                                     target_list, lambda p: static.owner_text(owners, p))
+                                                     target_list, owners.label)
         scope.append("--target: the interpreter's own extension modules (lib-dynload) are not judged: the "
                      "target machine runs its own Python")
         findings += target_findings

@@ -55,11 +55,6 @@ def in_environment(path: Optional[str], env_dirs: Sequence[str]) -> bool:
     return any(real.startswith(os.path.realpath(d).rstrip("/") + "/") for d in env_dirs)
 
 
-def _pkg(owners: OwnerIndex, path: Optional[str]) -> Optional[str]:
-    o = owners.owner(path) if path else None
-    return str(o) if o else None
-
-
 def _how(lib: Library) -> str:
     """Why the loader took this copy: 'LD_LIBRARY_PATH element /x', 'DT_RUNPATH of y', ..."""
     via = lib.via or ""
@@ -180,7 +175,7 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
     preloads = {p.framework: p for p in frameworks.preloads}
     work = []
     for holder, (soname, needed, names) in sorted(holders.items()):
-        pkg = _pkg(owners, holder)
+        pkg = owners.label(holder)
         for name in dlopen_targets(holder, soname, needed, names, pkg):
             work.append((holder, soname, pkg, name))
     for holder, soname, pkg, name in work:
@@ -204,7 +199,7 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
             lib = tree.libraries[0]
             preloaded = fw if (lib.via == "loaded" and fw and _is_preloaded(preloads[fw], lib.path)) else None
             dlopens.append(DlopenLibrary(
-                name=name, holder=holder, holder_package=pkg, path=_as_opened(lib), package=_pkg(owners, lib.path),
+                name=name, holder=holder, holder_package=pkg, path=_as_opened(lib), package=owners.label(lib.path),
                 via=("preload" if preloaded else lib.via), how=(f"preloaded by {fw}" if preloaded else
                                                                (_how(lib) if lib.path else "not found")),
                 context=fw))
@@ -327,11 +322,11 @@ def _shadow_finding(what: str, name: str, holder: str, pkg: Optional[str], lib: 
                     broken: Sequence[str] = ()) -> Finding:
     responsible = _how(lib)
     exp_path = expected.path if expected is not None else env_copy
-    exp_pkg = _pkg(owners, exp_path)
+    exp_pkg = owners.label(exp_path)
     exp_how = f" ({_how(expected)})" if expected is not None else ""
     missing = [x.soname for x in (tree.libraries[1:] if tree else ())
                if x.path is None and not cuda_libs.is_driver_library(x.soname)]
-    msg = (f"{what}: it resolves to {_as_opened(lib)} ({_pkg(owners, lib.path) or 'outside this environment'}, through "
+    msg = (f"{what}: it resolves to {_as_opened(lib)} ({owners.label(lib.path) or 'outside this environment'}, through "
            f"{responsible}), not to the environment's own {exp_path} "
            f"({exp_pkg or 'no package'}{exp_how.strip() and ', ' + exp_how.strip(' ()')})")
     if missing:
@@ -350,7 +345,7 @@ def _shadow_finding(what: str, name: str, holder: str, pkg: Optional[str], lib: 
         fix = f"make {exp_path} load first"
     return Finding("SHADOWED", Severity.ERROR if missing or broken else Severity.WARNING, msg, fix=fix,
                    details={"path": holder, "package": pkg, "name": name, "loads": lib.path,
-                            "loads_package": _pkg(owners, lib.path), "via": lib.via, "responsible": responsible,
+                            "loads_package": owners.label(lib.path), "via": lib.via, "responsible": responsible,
                             "expected": exp_path, "expected_package": exp_pkg, "missing": missing,
                             "undefined": list(broken)})
 
@@ -386,7 +381,7 @@ def shadow_findings(trees: Mapping[str, DepTree], resolve_again: Callable[[str, 
                 continue
             seen.add(key)
             needer = needers[0] if needers else root
-            pkg = _pkg(owners, needer)
+            pkg = owners.label(needer)
             who = f"{needer} ({pkg})" if pkg else needer
             out.append(_shadow_finding(f"{who} needs {lib.soname}", lib.soname, needer, pkg, lib, exp,
                                        env_sonames[lib.soname], None, owners))
@@ -451,8 +446,8 @@ def version_skew(findings: Sequence[Finding], trees: Mapping[str, DepTree], owne
                 break
         want = _api_level(names)
         has = _api_level(have)
-        npkg = _pkg(owners, needer)
-        ppkg = _pkg(owners, lib.path)
+        npkg = owners.label(needer)
+        ppkg = owners.label(lib.path)
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         msg = (f"{needer} ({npkg or 'no package'}) needs {shown} from {vn_file}, but the copy that loads, "
                f"{_as_opened(lib)} ({ppkg or 'outside this environment'}, through {_how(lib)}), "
@@ -461,7 +456,7 @@ def version_skew(findings: Sequence[Finding], trees: Mapping[str, DepTree], owne
                + ": loading it fails with 'undefined symbol'")
         if better is not None:
             blvl = _api_level(better[1])
-            msg += (f"; {better[0]} ({_pkg(owners, better[0]) or 'no package'}) defines them"
+            msg += (f"; {better[0]} ({owners.label(better[0]) or 'no package'}) defines them"
                     + (f" (up to {blvl[0]}.{blvl[1]})" if blvl else ""))
         wheels = cuda_libs.wheel_names(vn_file, want[0] if want else None)
         if lib.via == "ld_library_path":
@@ -503,7 +498,7 @@ def driver_findings(needers: Mapping[str, Sequence[str]], owners: OwnerIndex) ->
         return []
     holders = sorted({h for n in missing for h in needers[n]})
     kernel = kernel_driver_version()
-    pkgs = sorted({_pkg(owners, h) or "-" for h in holders})
+    pkgs = sorted({owners.label(h) or "-" for h in holders})
     if kernel is None:
         return [Finding(
             "NO_DRIVER", Severity.INFO,

@@ -65,8 +65,7 @@ def collect_facts(env, environ: Mapping[str, str], libraries: Sequence[Tuple[str
                 size = os.stat(path).st_size
             except OSError:
                 pass
-        owner = owners.owner(path) if path else None
-        libs.append(LibraryFact(soname, os.path.realpath(path) if path else None, str(owner) if owner else None, size))
+        libs.append(LibraryFact(soname, os.path.realpath(path) if path else None, owners.label(path), size))
     return NodeFacts(
         hostname=socket.gethostname(),
         collected_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

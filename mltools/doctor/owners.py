@@ -159,5 +159,10 @@ class OwnerIndex:
         return self.pip_owner(path) or (self._conda_owner(path) if self._prefixes else None) \
             or (self._dpkg_owner(path) if path.startswith(("/usr/", "/lib")) else None)
 
+    def label(self, path: Optional[str]) -> Optional[str]:
+        """The owner of ``path`` as reports name it (``numpy 2.4.6``), or None."""
+        o = self.owner(path)
+        return str(o) if o else None
+
     def owners(self, paths: Iterable[str]) -> Dict[str, Optional[Owner]]:
         return {p: self.owner(p) for p in paths}

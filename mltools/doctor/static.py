@@ -65,11 +65,6 @@ class _Node:
     needed_by: Set[str] = field(default_factory=set)
 
 
-def owner_text(owners: OwnerIndex, path: Optional[str]) -> Optional[str]:
-    o = owners.owner(path) if path else None
-    return str(o) if o else None
-
-
 def _bad_elf_finding(path: str, reason: str, owners: OwnerIndex) -> Finding:
     lfs = False
     try:
@@ -85,7 +80,7 @@ def _bad_elf_finding(path: str, reason: str, owners: OwnerIndex) -> Finding:
     return Finding("BAD_ELF", Severity.ERROR,
                    f"{path}: {reason}: a search of the loader that reaches this file fails there "
                    "(it does not search further)", fix=fix,
-                   details={"path": path, "package": str(owner) if owner else None, "git_lfs_pointer": lfs})
+                   details={"path": path, "package": owners.label(path), "git_lfs_pointer": lfs})
 
 
 # Resolver findings passed on as they are. MISSING is regrouped per module as
@@ -195,7 +190,7 @@ def _with_owner(f: Finding, owners: OwnerIndex) -> Finding:
     path = d.get("path") or d.get("object") or d.get("required_by") or d.get("requester")
     if path:
         d["path"] = path
-        d.setdefault("package", owner_text(owners, str(path)))
+        d.setdefault("package", owners.label(str(path)))
     return Finding(f.code, f.severity, f.message, f.fix, d)
 
 
@@ -416,7 +411,7 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str], programs: Set[st
     for needers, sonames in sorted(groups.items(), key=lambda kv: kv[1]):
         first = needers[0]
         owner = owners.owner(first)
-        pkgs = sorted({owner_text(owners, p) or "-" for p in needers})
+        pkgs = sorted({owners.label(p) or "-" for p in needers})
         roots = set().union(*(missing[s]["roots"] for s in sonames))
         if any(r in ext for r in roots):
             kind = "import"
@@ -482,7 +477,7 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str], programs: Set[st
             "MISSING_LIBRARY", severity, msg,
             fix="; ".join(fixes),
             details={"sonames": sonames, "soname": sonames[0], "path": first,
-                     "package": str(owner) if owner else None, "needed_by": list(needers), "packages": pkgs,
+                     "package": owners.label(first), "needed_by": list(needers), "packages": pkgs,
                      "loaded_by": kind,
                      "near_misses": [{"soname": s, "path": os.path.normpath(n.path), "reason": n.reason}
                                      for s, n in nears]}))
@@ -587,11 +582,11 @@ def _runtime_copies(nodes: Mapping[str, _Node], env_files: Set[str], owners: Own
             continue
         if kind.family == "blas" and kind.implementation == "reference" and node.path:
             kind = _which_blas_really(node.path, kind)
-        pkg = owner_text(owners, node.path)
+        pkg = owners.label(node.path)
         copies.append(RuntimeCopy(kind.family, kind.implementation, kind.major, node.soname,
                                   node.path or "", pkg, tuple(sorted(node.needed_by))))
         if kind.family == "cuda-runtime" and kind.major and kind.major.isdigit():
-            brought = {owner_text(owners, p) or p for p in node.needed_by} or {pkg or node.path or node.soname}
+            brought = {owners.label(p) or p for p in node.needed_by} or {pkg or node.path or node.soname}
             cuda[int(kind.major)].update(brought)
     return copies, {k: tuple(sorted(v)) for k, v in cuda.items()}
 
@@ -741,7 +736,7 @@ def _identical_findings(paths: Sequence[str], infos, owners: OwnerIndex) -> List
     # ordered by their paths, as the report has always listed them
     for digest, group in sorted(identical_groups(paths).groups, key=lambda g: g[1]):
         sonames = {infos[p].soname or os.path.basename(p) for p in group if p in infos}
-        pkgs = sorted({owner_text(owners, p) or "-" for p in group})
+        pkgs = sorted({owners.label(p) or "-" for p in group})
         same = len(sonames) == 1
         out.append(Finding(
             "IDENTICAL_LIBRARY", Severity.INFO,
