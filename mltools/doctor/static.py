@@ -221,11 +221,13 @@ def _resolve(interp, candidates, infos, resolver, ctx: "PassContext", steps: _St
     trees = {}
     tree_findings: List[Finding] = []
 
-    def resolve(path, as_dlopen):
+    def resolve(path, as_dlopen, loaded=None):
+        """``loaded``: what is mapped before it (default: for a dlopen, its framework's preloads)."""
         try:
+            if loaded is None:
+                loaded = list(ctx.loaded_before(path)) if as_dlopen else ()
             trees[path] = resolve_tree(path, env=loader_env, main=main if as_dlopen else None,
-                                       loaded=list(ctx.loaded_before(path)) if as_dlopen else (),
-                                       resolver=resolver)
+                                       loaded=loaded, resolver=resolver)
         except MltoolsError as exc:
             tree_findings.append(Finding("UNRESOLVABLE", Severity.WARNING, exc.message,
                                          fix="check the file with mltools elf inspect", details={"path": path}))
@@ -238,8 +240,10 @@ def _resolve(interp, candidates, infos, resolver, ctx: "PassContext", steps: _St
     after = _retry_after_imports(trees, roots, infos, candidates, loader_env, main, resolver, tree_findings, ctx)
     after.update(retry_after_pathfinder(trees, roots, loader_env, main, resolver, tree_findings, ctx))
     for path, as_ext in roots:          # the symbol checks see the same process
-        if as_ext and path not in after and ctx.loaded_before(path):
-            after[path] = ctx.loaded_before(path)
+        if as_ext and path not in after:
+            before = ctx.loaded_before(path)
+            if before:
+                after[path] = before
     ctx.reach = framework_reach(trees, ctx)
     reached = {lib.path for t in trees.values() for lib in t.libraries if lib.path}
     for path, info in infos.items():
@@ -248,13 +252,7 @@ def _resolve(interp, candidates, infos, resolver, ctx: "PassContext", steps: _St
         first = ctx.opened_after(path, main, loader_env, resolver)
         if first:
             after[path] = first
-        try:
-            trees[path] = resolve_tree(path, env=loader_env, main=main, loaded=list(first), resolver=resolver)
-        except MltoolsError as exc:
-            tree_findings.append(Finding("UNRESOLVABLE", Severity.WARNING, exc.message,
-                                         fix="check the file with mltools elf inspect", details={"path": path}))
-        except Exception as exc:  # noqa: BLE001 - one odd file must not sink the whole report
-            tree_findings.append(_internal_error(path, "resolving", exc))
+        resolve(path, True, list(first))
         steps.step()
     for t in trees.values():
         for f in t.findings:
