@@ -20,14 +20,11 @@ def _sort_key(f: Finding):
 
 
 def environment_pass(interp: InterpreterInfo, environ: Mapping[str, str],
-                     cuda_majors: Mapping[int, Sequence[str]], env=None, *,
+                     cuda_majors: Mapping[int, Sequence[str]], env, *,
                      driver: Optional[str]) -> List[Finding]:
     """The variable traps (mltools.env's), the CPU quota, the CUDA driver, THP and NUMA
-    (``env``: this machine's ``collect_env`` report, when the caller has it; ``driver``: the
-    NVIDIA driver's version, or None)."""
-    from mltools.env import collect_env
-
-    env = env if env is not None else collect_env(environ, with_numpy=False)
+    (``env``: this machine's ``collect_env`` report; ``driver``: the NVIDIA driver's version,
+    or None)."""
     out = list(env.findings)
     out += host.thread_quota_findings(environ, env.cpu.logical_cpus, env.cpu.cgroup_cpu_limit,
                                       env.cpu.usable_cpus)

@@ -203,9 +203,9 @@ def cuda_stack(interp, programs: Set[str], trees, after, owners: OwnerIndex, res
         base = os.path.basename(path)
         if ".so" in base and base not in recorded_missing and not os.path.lexists(path):
             recorded_missing[base] = str(owner)
-    required: Set[str] = set()
-    for dist in ctx.reqs.versions:
-        required |= ctx.reqs.required_names(dist)
+    # every name an installed distribution requires (their closures add nothing: what they
+    # walk through is installed, so its own requirements are counted here already)
+    required = {r.name for dist in ctx.reqs.versions for r in ctx.reqs.active(dist)}
     res = dlopen_pass(interp.executable, holders, reach, ctx.frameworks, owners, ctx.loader_env, ctx.env_dirs,
                       ctx.env_sonames, recorded_missing, required, resolver, ctx.driver_needers)
     findings = list(res.findings)

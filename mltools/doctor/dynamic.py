@@ -177,8 +177,6 @@ def _symbol_errors(prog, owners: OwnerIndex) -> List[Finding]:
 
 def _import_fix(error: str) -> str:
     """What to do, from the loader's own words in the ImportError."""
-    import re
-
     from mltools.doctor.fixes import install_hint
 
     m = re.search(r"([\w.+-]+\.so[\w.]*): cannot open shared object file", error)

@@ -44,7 +44,6 @@ class RequirementIndex:
         self.versions: Dict[str, str] = {}
         self.display: Dict[str, str] = {}
         self.requires: Dict[str, List[Requirement]] = {}
-        self.unparsed: List[str] = []
         self._extras: Optional[Dict[str, FrozenSet[str]]] = None
         self._marker_env = dict(marker_env or {})
         for dist in metadata.distributions(path=list(site_dirs)):
@@ -67,8 +66,7 @@ class RequirementIndex:
         for line in lines:
             try:
                 req = PkgRequirement(line)
-            except InvalidRequirement:
-                self.unparsed.append(f"{requirer}: {line}")
+            except InvalidRequirement:      # not PEP 508: pip cannot act on it either
                 continue
             extra = None
             if req.marker is not None:
@@ -84,9 +82,6 @@ class RequirementIndex:
             out.append(Requirement(requirer, canonical_name(req.name), str(req.specifier), extra, line,
                                    tuple(sorted(canonical_name(x) for x in req.extras))))
         return out
-
-    def installed(self, name: str) -> Optional[str]:
-        return self.versions.get(canonical_name(name))
 
     def _extras_in_use(self) -> Dict[str, FrozenSet[str]]:
         """Per distribution, the extras that apply: those another active requirement asks for
@@ -187,14 +182,11 @@ def _satisfied(spec: str, version: str) -> Optional[bool]:
         return None
 
 
-def requirement_findings(index: RequirementIndex, names: Optional[Iterable[str]] = None) -> List[Finding]:
+def requirement_findings(index: RequirementIndex) -> List[Finding]:
     """REQUIREMENT_MISMATCH / REQUIREMENT_MISSING for the CUDA-related requirements of the
     installed distributions (as ``pip check`` would, limited to the CUDA stack)."""
     out: List[Finding] = []
-    only = {canonical_name(n) for n in names} if names is not None else None
     for dist in sorted(index.requires):
-        if only is not None and dist not in only:
-            continue
         for r in index.active(dist):
             if not _CUDA_REQUIREMENT.match(r.name):
                 continue
