@@ -216,15 +216,18 @@ def _relative_isa(summary: IsaSummary, rel: Dict[str, str]) -> IsaSummary:
 
 
 def check_wheels(paths: Sequence[str], target_names: Sequence[str] = (), cpu: Optional[str] = None,
-                 isa: bool = True, fail_on: Optional[FailOn] = None, jobs: int = 1,
+                 isa: bool = True, fail_on: Optional[FailOn] = None, jobs: Optional[int] = 1,
                  progress: Optional[Callable] = None) -> WheelReport:
     """Check each wheel; one that cannot be read is an ItemError and the others go on.
-    Without ``target_names`` the target is this machine (its glibc and system libstdc++)."""
+    Without ``target_names`` the target is this machine (its glibc and system libstdc++).
+    ``jobs``: worker processes of the CPU-instruction scan (None or 0: the usable CPUs)."""
+    from mltools._sysfs import usable_cpus
     from mltools.doctor.core import resolve_cpu, resolve_targets
     from mltools.doctor.targets import this_machine
     from mltools.findings import require_some_processed
 
     fail_on = fail_on or FailOn()
+    jobs = jobs or usable_cpus()
     targets = resolve_targets(target_names) or [this_machine(_system_libs())]
     cpu_t = resolve_cpu(cpu) if isa else None
     wheels, errors = [], []
