@@ -122,11 +122,9 @@ def _check_wheels(ctx, wheels, targets, cpu, isa, jobs, fail_on, as_json) -> Non
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
     if clash:
         raise click.UsageError(f"--wheel checks a wheel, not an environment: drop {', '.join(clash)}")
-    from mltools._sysfs import usable_cpus
-
     with Progress("CPU instructions, bytes decoded") as progress:
         report = check_wheels(wheels, _split_imports(targets), cpu=cpu, isa=isa, fail_on=fail_on,
-                              jobs=jobs or usable_cpus(), progress=progress)
+                              jobs=jobs, progress=progress)
     emit(report, as_json, render_wheels)
     if report.failed:
         ctx.exit(1)

@@ -20,16 +20,14 @@ def _sort_key(f: Finding):
 
 
 def environment_pass(interp: InterpreterInfo, environ: Mapping[str, str],
-                     cuda_majors: Mapping[int, Sequence[str]], env=None) -> List[Finding]:
+                     cuda_majors: Mapping[int, Sequence[str]], env, *,
+                     driver: Optional[str]) -> List[Finding]:
     """The variable traps (mltools.env's), the CPU quota, the CUDA driver, THP and NUMA
-    (``env``: this machine's ``collect_env`` report, when the caller has it)."""
-    from mltools.env import collect_env
-
-    env = env if env is not None else collect_env(environ, with_numpy=False)
+    (``env``: this machine's ``collect_env`` report; ``driver``: the NVIDIA driver's version,
+    or None)."""
     out = list(env.findings)
     out += host.thread_quota_findings(environ, env.cpu.logical_cpus, env.cpu.cgroup_cpu_limit,
                                       env.cpu.usable_cpus)
-    driver = env.gpus[0].driver_version if env.gpus else host.kernel_driver_version()
     out += host.cuda_driver_findings(driver, cuda_majors)
     out += host.kernel_findings(thp_enabled=env.memory.transparent_hugepages,
                                 numa_nodes=len(env.numa_nodes) or 1)
@@ -130,8 +128,17 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
     owners = OwnerIndex(list(interp.site_dirs) + extra, prefixes=[interp.prefix])
     timings["walk"] = time.perf_counter() - t
 
+    env = None
+    env_s = 0.0
+    if environment_checks:
+        # collected before the GPUs: its one nvidia-smi query serves both
+        t = time.perf_counter()
+        from mltools.env import collect_env
+        env = collect_env(environ, with_numpy=False)
+        env_s = time.perf_counter() - t
+
     t = time.perf_counter()
-    found_gpus, driver = gpucode.detected_gpus()
+    found_gpus, driver = gpucode.detected_gpus(env.gpus if env is not None else None)
     if driver is None:
         driver = host.kernel_driver_version()
     gpus = gpu_targets if gpu_targets is not None else found_gpus
@@ -163,7 +170,7 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         from mltools._sysfs import usable_cpus
         from mltools.doctor.isa import isa_pass
         isa_summary, isa_findings, isa_scope = isa_pass(
-            [c.path for c in candidates], lambda p: static.owner_text(owners, p), cpu_target, environ,
+            [c.path for c in candidates], owners.label, cpu_target, environ,
             jobs=jobs or usable_cpus(), progress=progress, unproven_notes=bool(cpu))
         findings += isa_findings
         scope += isa_scope
@@ -178,21 +185,21 @@ def diagnose(python: Optional[str] = None, *, imports: Sequence[str] = (), paths
         # the packages, not the interpreter's own modules: the target runs its own Python
         tops = tuple(os.path.join(os.path.abspath(d), "") for d in list(interp.site_dirs) + extra)
         target_findings, target_checks = check_files([c.path for c in candidates if c.path.startswith(tops)],
-                                                     target_list, lambda p: static.owner_text(owners, p))
+                                                     target_list, owners.label)
         scope.append("--target: the interpreter's own extension modules (lib-dynload) are not judged: the "
                      "target machine runs its own Python")
         findings += target_findings
         timings["targets"] = time.perf_counter() - t
 
     facts = None
-    if environment_checks:
+    if env is not None:
         t = time.perf_counter()
         from mltools.doctor.facts import collect_facts
-        from mltools.env import collect_env
-        env = collect_env(environ, with_numpy=False)
-        findings += environment_pass(interp, environ, result.cuda_majors, env=env)
-        facts = collect_facts(env, environ, result.libraries, owners)
-        timings["environment"] = time.perf_counter() - t
+        # the first GPU's driver; without GPUs nvidia-smi gave none, and ``driver`` is the kernel module's
+        env_driver = env.gpus[0].driver_version if env.gpus else driver
+        findings += environment_pass(interp, environ, result.cuda_majors, env=env, driver=env_driver)
+        facts = collect_facts(env, environ, result.libraries, owners, env_driver)
+        timings["environment"] = env_s + (time.perf_counter() - t)
 
     findings.sort(key=_sort_key)
     timings["total"] = time.perf_counter() - t0

@@ -55,11 +55,6 @@ def in_environment(path: Optional[str], env_dirs: Sequence[str]) -> bool:
     return any(real.startswith(os.path.realpath(d).rstrip("/") + "/") for d in env_dirs)
 
 
-def _pkg(owners: OwnerIndex, path: Optional[str]) -> Optional[str]:
-    o = owners.owner(path) if path else None
-    return str(o) if o else None
-
-
 def _how(lib: Library) -> str:
     """Why the loader took this copy: 'LD_LIBRARY_PATH element /x', 'DT_RUNPATH of y', ..."""
     via = lib.via or ""
@@ -154,13 +149,14 @@ def dlopen_targets(holder: str, soname: Optional[str], needed: Sequence[str], na
 
 def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence[str], DlopenNames]],
                 reach: Mapping[str, Set[str]], frameworks: FrameworkModel, owners: OwnerIndex,
-                environ: Mapping[str, str], env_dirs: Sequence[str], env_sonames: Mapping[str, str],
+                loader_env: Mapping[str, str], env_dirs: Sequence[str], env_sonames: Mapping[str, str],
                 recorded_missing: Mapping[str, str], required_wheels: Set[str], resolver,
                 driver_needed: Optional[Mapping[str, Sequence[str]]] = None) -> CudaResult:
     """Resolve every NVIDIA name a library of the environment may dlopen.
 
     ``holders``: path -> (soname, needed, names). ``reach``: preload framework
-    label -> the realpaths of libraries its processes map. ``env_sonames``:
+    label -> the realpaths of libraries its processes map. ``loader_env``: the loader's
+    variables that are set (LD_LIBRARY_PATH, LD_PRELOAD). ``env_sonames``:
     SONAME -> a path of the environment with it. ``recorded_missing``: file
     name -> package, for shared objects a RECORD lists but the disk lacks.
     ``required_wheels``: the wheel names the installed packages require.
@@ -170,7 +166,6 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
     from mltools.elf.ldtree import resolve_dlopen
     from mltools.errors import MltoolsError
 
-    loader_env = {k: environ[k] for k in ("LD_LIBRARY_PATH", "LD_PRELOAD") if environ.get(k)}
     findings: List[Finding] = []
     dlopens: List[DlopenLibrary] = []
     driver_needers: Dict[str, List[str]] = defaultdict(list)
@@ -180,7 +175,7 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
     preloads = {p.framework: p for p in frameworks.preloads}
     work = []
     for holder, (soname, needed, names) in sorted(holders.items()):
-        pkg = _pkg(owners, holder)
+        pkg = owners.label(holder)
         for name in dlopen_targets(holder, soname, needed, names, pkg):
             work.append((holder, soname, pkg, name))
     for holder, soname, pkg, name in work:
@@ -204,11 +199,11 @@ def dlopen_pass(python: str, holders: Mapping[str, Tuple[Optional[str], Sequence
             lib = tree.libraries[0]
             preloaded = fw if (lib.via == "loaded" and fw and _is_preloaded(preloads[fw], lib.path)) else None
             dlopens.append(DlopenLibrary(
-                name=name, holder=holder, holder_package=pkg, path=_as_opened(lib), package=_pkg(owners, lib.path),
+                name=name, holder=holder, holder_package=pkg, path=_as_opened(lib), package=owners.label(lib.path),
                 via=("preload" if preloaded else lib.via), how=(f"preloaded by {fw}" if preloaded else
                                                                (_how(lib) if lib.path else "not found")),
                 context=fw))
-            findings += _judge_dlopen(name, holder, pkg, tree, lib, fw, python, loaded, loader_env, environ,
+            findings += _judge_dlopen(name, holder, pkg, tree, lib, fw, python, loaded, loader_env,
                                       env_dirs, env_sonames, recorded_missing, required_wheels, owners, resolver)
     missing_driver: Dict[str, List[str]] = {}
     for name, needers in sorted(driver_needers.items()):
@@ -233,7 +228,7 @@ def _as_opened(lib: Library) -> Optional[str]:
     return lib.found_as or lib.path
 
 
-def _judge_dlopen(name, holder, pkg, tree: DepTree, lib: Library, fw, python, loaded, loader_env, environ,
+def _judge_dlopen(name, holder, pkg, tree: DepTree, lib: Library, fw, python, loaded, loader_env,
                   env_dirs, env_sonames, recorded_missing, required_wheels, owners, resolver) -> List[Finding]:
     from mltools.elf.ldtree import resolve_dlopen
 
@@ -282,7 +277,7 @@ def _judge_dlopen(name, holder, pkg, tree: DepTree, lib: Library, fw, python, lo
         expected = alt.libraries[0] if alt.libraries and alt.libraries[0].path else None
     broken = _symbols_missing_in_process(lib.path, python, list(loaded) + [holder], loader_env, resolver)
     return [_shadow_finding(f"{who} opens {name} at run time{ctx}", name, holder, pkg, lib, expected, env_copy,
-                            tree, owners, environ, broken)]
+                            tree, owners, broken)]
 
 
 def _symbols_missing_in_process(path: str, python: str, loaded: Sequence[str], loader_env, resolver) -> List[str]:
@@ -324,14 +319,14 @@ def _missing_deps(name, who, holder, pkg, tree: DepTree, lib: Library, owners) -
 
 def _shadow_finding(what: str, name: str, holder: str, pkg: Optional[str], lib: Library,
                     expected: Optional[Library], env_copy: str, tree: Optional[DepTree], owners: OwnerIndex,
-                    environ: Mapping[str, str], broken: Sequence[str] = ()) -> Finding:
+                    broken: Sequence[str] = ()) -> Finding:
     responsible = _how(lib)
     exp_path = expected.path if expected is not None else env_copy
-    exp_pkg = _pkg(owners, exp_path)
+    exp_pkg = owners.label(exp_path)
     exp_how = f" ({_how(expected)})" if expected is not None else ""
     missing = [x.soname for x in (tree.libraries[1:] if tree else ())
                if x.path is None and not cuda_libs.is_driver_library(x.soname)]
-    msg = (f"{what}: it resolves to {_as_opened(lib)} ({_pkg(owners, lib.path) or 'outside this environment'}, through "
+    msg = (f"{what}: it resolves to {_as_opened(lib)} ({owners.label(lib.path) or 'outside this environment'}, through "
            f"{responsible}), not to the environment's own {exp_path} "
            f"({exp_pkg or 'no package'}{exp_how.strip() and ', ' + exp_how.strip(' ()')})")
     if missing:
@@ -350,7 +345,7 @@ def _shadow_finding(what: str, name: str, holder: str, pkg: Optional[str], lib: 
         fix = f"make {exp_path} load first"
     return Finding("SHADOWED", Severity.ERROR if missing or broken else Severity.WARNING, msg, fix=fix,
                    details={"path": holder, "package": pkg, "name": name, "loads": lib.path,
-                            "loads_package": _pkg(owners, lib.path), "via": lib.via, "responsible": responsible,
+                            "loads_package": owners.label(lib.path), "via": lib.via, "responsible": responsible,
                             "expected": exp_path, "expected_package": exp_pkg, "missing": missing,
                             "undefined": list(broken)})
 
@@ -359,10 +354,11 @@ def _shadow_finding(what: str, name: str, holder: str, pkg: Optional[str], lib: 
 
 def shadow_findings(trees: Mapping[str, DepTree], resolve_again: Callable[[str, Mapping[str, str]], Optional[DepTree]],
                     env_dirs: Sequence[str], env_sonames: Mapping[str, str], owners: OwnerIndex,
-                    environ: Mapping[str, str]) -> List[Finding]:
+                    loader_env: Mapping[str, str]) -> List[Finding]:
     """DT_NEEDED libraries taken from LD_LIBRARY_PATH while the environment's own copy
-    would load without it (the stale CUDA toolkit in front of a pip wheel)."""
-    if not environ.get("LD_LIBRARY_PATH"):
+    would load without it (the stale CUDA toolkit in front of a pip wheel). ``loader_env``:
+    the loader's variables that are set; ``resolve_again`` gets them without LD_LIBRARY_PATH."""
+    if not loader_env.get("LD_LIBRARY_PATH"):
         return []
     out: List[Finding] = []
     seen: Set[Tuple[str, str]] = set()
@@ -371,7 +367,7 @@ def shadow_findings(trees: Mapping[str, DepTree], resolve_again: Callable[[str, 
                     and not in_environment(lib.path, env_dirs) and lib.soname in env_sonames]
         if not suspects:
             continue
-        alt = resolve_again(root, _without_llp(environ))
+        alt = resolve_again(root, _without_llp(loader_env))
         if alt is None:
             continue
         by = alt.by_soname()
@@ -385,10 +381,10 @@ def shadow_findings(trees: Mapping[str, DepTree], resolve_again: Callable[[str, 
                 continue
             seen.add(key)
             needer = needers[0] if needers else root
-            pkg = _pkg(owners, needer)
+            pkg = owners.label(needer)
             who = f"{needer} ({pkg})" if pkg else needer
             out.append(_shadow_finding(f"{who} needs {lib.soname}", lib.soname, needer, pkg, lib, exp,
-                                       env_sonames[lib.soname], None, owners, environ))
+                                       env_sonames[lib.soname], None, owners))
     return out
 
 
@@ -403,7 +399,7 @@ def _api_level(names: Iterable[str]) -> Optional[Tuple[int, int]]:
 
 
 def version_skew(findings: Sequence[Finding], trees: Mapping[str, DepTree], owners: OwnerIndex,
-                 env_by_soname: Mapping[str, Sequence[str]], environ: Mapping[str, str]) -> List[Finding]:
+                 env_by_soname: Mapping[str, Sequence[str]]) -> List[Finding]:
     """UNDEFINED and VERSION_MISSING findings between two NVIDIA libraries, told as the skew they are."""
     from mltools.elf.reader import read_symbols
 
@@ -450,8 +446,8 @@ def version_skew(findings: Sequence[Finding], trees: Mapping[str, DepTree], owne
                 break
         want = _api_level(names)
         has = _api_level(have)
-        npkg = _pkg(owners, needer)
-        ppkg = _pkg(owners, lib.path)
+        npkg = owners.label(needer)
+        ppkg = owners.label(lib.path)
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         msg = (f"{needer} ({npkg or 'no package'}) needs {shown} from {vn_file}, but the copy that loads, "
                f"{_as_opened(lib)} ({ppkg or 'outside this environment'}, through {_how(lib)}), "
@@ -460,7 +456,7 @@ def version_skew(findings: Sequence[Finding], trees: Mapping[str, DepTree], owne
                + ": loading it fails with 'undefined symbol'")
         if better is not None:
             blvl = _api_level(better[1])
-            msg += (f"; {better[0]} ({_pkg(owners, better[0]) or 'no package'}) defines them"
+            msg += (f"; {better[0]} ({owners.label(better[0]) or 'no package'}) defines them"
                     + (f" (up to {blvl[0]}.{blvl[1]})" if blvl else ""))
         wheels = cuda_libs.wheel_names(vn_file, want[0] if want else None)
         if lib.via == "ld_library_path":
@@ -502,7 +498,7 @@ def driver_findings(needers: Mapping[str, Sequence[str]], owners: OwnerIndex) ->
         return []
     holders = sorted({h for n in missing for h in needers[n]})
     kernel = kernel_driver_version()
-    pkgs = sorted({_pkg(owners, h) or "-" for h in holders})
+    pkgs = sorted({owners.label(h) or "-" for h in holders})
     if kernel is None:
         return [Finding(
             "NO_DRIVER", Severity.INFO,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Mapping, Optional, Set, Tuple
 
 from mltools.doctor.cuda import dlopen_pass, dlopen_targets, in_environment, shadow_findings
 from mltools.doctor.owners import OwnerIndex
@@ -26,8 +26,11 @@ LOADER_VARS = ("LD_LIBRARY_PATH", "LD_PRELOAD")
 class PassContext:
     """What the judgements of the pass need to know about the environment beyond the ELF files."""
 
-    def __init__(self, interp: InterpreterInfo, owners: OwnerIndex, reqs, frameworks, infos, candidates):
+    def __init__(self, interp: InterpreterInfo, owners: OwnerIndex, reqs, frameworks, infos, candidates,
+                 environ: Mapping[str, str]):
         self.owners = owners
+        # the variables of ``environ`` the loader reads, those that are set: what every resolution is given
+        self.loader_env: Dict[str, str] = {k: environ[k] for k in LOADER_VARS if environ.get(k)}
         self.infos = infos
         self.reqs = reqs
         self.frameworks = frameworks
@@ -43,6 +46,14 @@ class PassContext:
         self.holders: Dict[str, tuple] = {}                # path -> (soname, needed, DlopenNames)
         self.reach: Dict[str, Set[str]] = {}               # framework -> realpaths its processes map
         self._opens: Optional[Dict[str, List[str]]] = None  # library SONAME -> the holders that dlopen it
+        self._real: Dict[str, str] = {}                    # path -> its realpath, each asked once
+
+    def realpath(self, path: str) -> str:
+        """``os.path.realpath``, once per path for the pass (its files do not move while it runs)."""
+        real = self._real.get(path)
+        if real is None:
+            real = self._real[path] = os.path.realpath(path)
+        return real
 
     def opened_after(self, path: str, main: str, loader_env, resolver) -> Tuple[str, ...]:
         """What is mapped when a library no extension module reaches is loaded.
@@ -56,7 +67,7 @@ class PassContext:
         from mltools.elf.ldtree import resolve_dlopen
         from mltools.errors import MltoolsError
 
-        real = os.path.realpath(path)
+        real = self.realpath(path)
         info = self.infos.get(path)
         soname = info.soname if info is not None else None
         preload = next((p for p in self.frameworks.preloads if real in self.reach.get(p.framework, ())), None)
@@ -69,7 +80,7 @@ class PassContext:
                     self._opens[name].append(h)
         first: List[str] = list(preload.paths)
         for holder in self._opens.get(soname, ()):
-            if os.path.realpath(holder) not in self.reach.get(preload.framework, ()):
+            if self.realpath(holder) not in self.reach.get(preload.framework, ()):
                 continue
             first.append(holder)
             hs, hn, names = self.holders[holder]
@@ -110,7 +121,7 @@ class PassContext:
         if first or pf is None or info is None or not info.soname:
             return first
         order = pf.load_order(info.soname)
-        if order and os.path.realpath(order[-1]) == os.path.realpath(path):
+        if order and self.realpath(order[-1]) == self.realpath(path):
             return order[:-1]
         return first
 
@@ -178,8 +189,8 @@ def retry_after_pathfinder(trees, roots, loader_env, main, resolver, tree_findin
     return after
 
 
-def cuda_stack(interp, infos, programs: Set[str], trees, after, owners: OwnerIndex, environ, resolver,
-                ctx: "PassContext", gpus, driver, steps) -> dict:
+def cuda_stack(interp, programs: Set[str], trees, after, owners: OwnerIndex, resolver,
+               ctx: "PassContext", gpus, driver) -> dict:
     """The CUDA pass: the sections of every library (dlopen names, GPU code), then what those
     names resolve to, shadowed copies, the driver, and the GPU code against the GPUs."""
     from mltools.doctor import gpucode
@@ -192,23 +203,21 @@ def cuda_stack(interp, infos, programs: Set[str], trees, after, owners: OwnerInd
         base = os.path.basename(path)
         if ".so" in base and base not in recorded_missing and not os.path.lexists(path):
             recorded_missing[base] = str(owner)
-    required: Set[str] = set()
-    for dist in ctx.reqs.versions:
-        required |= ctx.reqs.required_names(dist)
-    res = dlopen_pass(interp.executable, holders, reach, ctx.frameworks, owners, environ, ctx.env_dirs,
-                           ctx.env_sonames, recorded_missing, required, resolver, ctx.driver_needers)
+    # every name an installed distribution requires (their closures add nothing: what they
+    # walk through is installed, so its own requirements are counted here already)
+    required = {r.name for dist in ctx.reqs.versions for r in ctx.reqs.active(dist)}
+    res = dlopen_pass(interp.executable, holders, reach, ctx.frameworks, owners, ctx.loader_env, ctx.env_dirs,
+                      ctx.env_sonames, recorded_missing, required, resolver, ctx.driver_needers)
     findings = list(res.findings)
-    loader_env = {k: environ[k] for k in LOADER_VARS if environ.get(k)}
 
-    def again(root, env):
+    def again(root, env):       # env: the loader variables, without LD_LIBRARY_PATH
         try:
-            return resolve_tree(root, env={k: env[k] for k in LOADER_VARS if env.get(k)},
+            return resolve_tree(root, env=env,
                                 main=None if root in programs else interp.executable,
                                 loaded=list(after.get(root, ())) if root not in programs else (), resolver=resolver)
         except MltoolsError:
             return None
-    findings += shadow_findings(trees, again, ctx.env_dirs, ctx.env_sonames, owners,
-                                     loader_env if loader_env else environ)
+    findings += shadow_findings(trees, again, ctx.env_dirs, ctx.env_sonames, owners, ctx.loader_env)
     findings += gpucode.gpu_code_findings(scan.gpu_code, scan.partial, owners, gpus, driver)
     summaries = gpucode.package_summaries(scan.gpu_code, scan.partial, owners)
     scope = list(res.scope) + list(scan.scope)
@@ -222,13 +231,16 @@ def cuda_stack(interp, infos, programs: Set[str], trees, after, owners: OwnerInd
 def framework_reach(trees, ctx: "PassContext") -> Dict[str, Set[str]]:
     """For each framework with preloads: the realpaths of the libraries its processes map
     (its extension modules' trees, its preloads' trees, and what those open by name)."""
-    by_real = {os.path.realpath(p): t for p, t in trees.items()}
-    holders = {os.path.realpath(p): v for p, v in ctx.holders.items()}
+    if not ctx.frameworks.preloads:
+        return {}
+    realpath = ctx.realpath
+    by_real = {realpath(p): t for p, t in trees.items()}
+    holders = {realpath(p): v for p, v in ctx.holders.items()}
     out: Dict[str, Set[str]] = {}
     for pre in ctx.frameworks.preloads:
         members: Set[str] = set()
-        todo = [os.path.realpath(p) for p in pre.paths]
-        todo += [os.path.realpath(p) for p in trees if pre.covers(p)]
+        todo = [realpath(p) for p in pre.paths]
+        todo += [realpath(p) for p in trees if pre.covers(p)]
         while todo:
             real = todo.pop()
             if real in members:
@@ -243,6 +255,6 @@ def framework_reach(trees, ctx: "PassContext") -> Dict[str, Set[str]]:
                 for name in dlopen_targets(real, soname, needed, names, None):
                     target = ctx.env_sonames.get(name)
                     if target is not None:
-                        todo.append(os.path.realpath(target))
+                        todo.append(realpath(target))
         out[pre.framework] = members
     return out

@@ -124,21 +124,8 @@ def render_doctor(r) -> str:
     if not r.findings:
         out.append("\nNo problems found.")
         return "\n".join(out)
-    counts = {s: sum(1 for f in r.findings if f.severity.value == s) for s, _ in _SEVERITY_TITLES}
-    nouns = {"error": "error", "warning": "warning", "info": "note"}
-    out.append("\n" + ", ".join(f"{n} {nouns[s]}{'s' if n != 1 else ''}" for s, n in counts.items() if n))
-    for sev, title in _SEVERITY_TITLES:
-        group = [f for f in r.findings if f.severity.value == sev]
-        if not group:
-            continue
-        out.append(f"\n{title}")
-        for f in group:
-            out.append(f"  {f.code}: {_rel(f.message, base)}")
-            pkg = f.details.get("package") if isinstance(f.details, dict) else None
-            if pkg:
-                out.append(f"      package: {pkg}")
-            if f.fix:
-                out.append(f"      fix: {_rel(f.fix, base)}")
+    out.append(_counts_line(r.findings))
+    out += _findings_block(r.findings, base, packages=True)
     if r.failed:
         out.append(f"\nexit status 1: findings at or above --fail-on {r.fail_on}")
     return "\n".join(out)
@@ -183,7 +170,15 @@ def render_targets(checks) -> str:
     return t.render()
 
 
-def _findings_block(findings, base: str = "") -> list:
+def _counts_line(findings) -> str:
+    """``\n2 errors, 1 warning, 3 notes``."""
+    counts = {s: sum(1 for f in findings if f.severity.value == s) for s, _ in _SEVERITY_TITLES}
+    nouns = {"error": "error", "warning": "warning", "info": "note"}
+    return "\n" + ", ".join(f"{n} {nouns[s]}{'s' if n != 1 else ''}" for s, n in counts.items() if n)
+
+
+def _findings_block(findings, base: str = "", packages: bool = False) -> list:
+    """The findings by severity, each with its fix (``packages``: and the package its details name)."""
     out = []
     for sev, title in _SEVERITY_TITLES:
         group = [f for f in findings if f.severity.value == sev]
@@ -192,6 +187,9 @@ def _findings_block(findings, base: str = "") -> list:
         out.append(f"\n{title}")
         for f in group:
             out.append(f"  {f.code}: {_rel(f.message, base)}")
+            pkg = f.details.get("package") if packages and isinstance(f.details, dict) else None
+            if pkg:
+                out.append(f"      package: {pkg}")
             if f.fix:
                 out.append(f"      fix: {_rel(f.fix, base)}")
     return out
@@ -216,9 +214,7 @@ def render_wheels(r) -> str:
         if w.isa is not None:
             out.append(render_isa(w.isa))
         if w.findings:
-            counts = {s: sum(1 for f in w.findings if f.severity.value == s) for s, _ in _SEVERITY_TITLES}
-            nouns = {"error": "error", "warning": "warning", "info": "note"}
-            out.append("\n" + ", ".join(f"{n} {nouns[s]}{'s' if n != 1 else ''}" for s, n in counts.items() if n))
+            out.append(_counts_line(w.findings))
             out += _findings_block(w.findings)
         else:
             out.append("\nNo problems found.")

@@ -105,9 +105,8 @@ def dynamic_pass(interp: InterpreterInfo, modules: Sequence[str], owners: OwnerI
             seen.add(real)
             name = lib.name.rsplit("/", 1)[-1] if "/" in lib.name else lib.name
             kind = rt.classify_file(lib.path, name)
-            owner = owners.owner(lib.path)
             loaded.append(LoadedLibrary(
-                soname=name, path=os.path.normpath(lib.path), package=str(owner) if owner else None,
+                soname=name, path=os.path.normpath(lib.path), package=owners.label(lib.path),
                 loaded_by=lib.requested_by or None, dlopened=lib.how == "dlopen",
                 runtime=_kind_label(kind) if kind else None,
                 extension_module=lib.how == "dlopen" and is_extension_name(os.path.basename(lib.path))))
@@ -158,7 +157,6 @@ def _symbol_errors(prog, owners: OwnerIndex) -> List[Finding]:
                 needs_it = any(sym.name == symbol and not sym.defined for sym in read_symbols(err.object).symbols)
             except Exception:   # noqa: BLE001 - unreadable: then we do not know; keep it a warning
                 needs_it = True
-        owner = owners.owner(err.object) if err.object else None
         if needs_it:
             out.append(Finding(
                 "UNDEFINED", Severity.WARNING,
@@ -166,7 +164,7 @@ def _symbol_errors(prog, owners: OwnerIndex) -> List[Finding]:
                 "import went on without it (an optional library)",
                 fix="the library was built against another version of the one that defines the symbol: "
                     "install matching versions (VERSION_SKEW above, if any, names them)",
-                details={"path": err.object, "package": str(owner) if owner else None, "symbol": symbol}))
+                details={"path": err.object, "package": owners.label(err.object), "symbol": symbol}))
         else:
             out.append(Finding(
                 "DLSYM_PROBE", Severity.INFO,
@@ -179,8 +177,6 @@ def _symbol_errors(prog, owners: OwnerIndex) -> List[Finding]:
 
 def _import_fix(error: str) -> str:
     """What to do, from the loader's own words in the ImportError."""
-    import re
-
     from mltools.doctor.fixes import install_hint
 
     m = re.search(r"([\w.+-]+\.so[\w.]*): cannot open shared object file", error)

@@ -48,9 +48,9 @@ class NodeFacts:
 
 
 def collect_facts(env, environ: Mapping[str, str], libraries: Sequence[Tuple[str, Optional[str]]],
-                  owners) -> NodeFacts:
+                  owners, driver_version: Optional[str]) -> NodeFacts:
+    """``driver_version``: the NVIDIA driver's (the first GPU's, else the kernel module's), or None."""
     from mltools._sysfs import cpuinfo_fields, read_text
-    from mltools.doctor import host
     from mltools.doctor.isa import DISPATCH_VARIABLES
     from mltools.elf.cpus import features_from_flags
 
@@ -65,8 +65,7 @@ def collect_facts(env, environ: Mapping[str, str], libraries: Sequence[Tuple[str
                 size = os.stat(path).st_size
             except OSError:
                 pass
-        owner = owners.owner(path) if path else None
-        libs.append(LibraryFact(soname, os.path.realpath(path) if path else None, str(owner) if owner else None, size))
+        libs.append(LibraryFact(soname, os.path.realpath(path) if path else None, owners.label(path), size))
     return NodeFacts(
         hostname=socket.gethostname(),
         collected_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -82,7 +81,7 @@ def collect_facts(env, environ: Mapping[str, str], libraries: Sequence[Tuple[str
         numa_nodes=len(env.numa_nodes) or 1,
         transparent_hugepages=env.memory.transparent_hugepages,
         gpus=tuple((g.name, g.driver_version) for g in env.gpus),
-        driver_version=env.gpus[0].driver_version if env.gpus else host.kernel_driver_version(),
+        driver_version=driver_version,
         environment=dict(sorted(variables.items())),
         packages={d.name: d.version or "" for d in sorted(owners.distributions, key=lambda d: d.name.lower())},
         libraries=tuple(libs),

@@ -70,11 +70,13 @@ def parse_gpu_arch(text: str) -> Tuple[GpuTarget, ...]:
     return tuple(out)
 
 
-def detected_gpus() -> Tuple[Tuple[GpuTarget, ...], Optional[str]]:
-    """(the GPUs nvidia-smi lists, the driver version), both empty without a driver."""
-    from mltools.env.report import collect_gpus
+def detected_gpus(gpus=None) -> Tuple[Tuple[GpuTarget, ...], Optional[str]]:
+    """(the GPUs nvidia-smi lists, the driver version), both empty without a driver. ``gpus``:
+    what :func:`mltools.env.report.collect_gpus` already listed (asked here when None)."""
+    if gpus is None:
+        from mltools.env.report import collect_gpus
 
-    _smi, gpus = collect_gpus()
+        _smi, gpus = collect_gpus()
     out = []
     driver = None
     for g in gpus:

@@ -48,7 +48,8 @@ class OwnerIndex:
 
         seen = set()
         for dist in metadata.distributions(path=list(site_dirs)):
-            name = dist.metadata["Name"] if dist.metadata else None
+            md = dist.metadata            # each access reads and parses METADATA again
+            name = md["Name"] if md else None
             if not name:
                 continue
             base = getattr(dist, "_path", None)          # the .dist-info / .egg-info dir
@@ -56,7 +57,7 @@ class OwnerIndex:
             if key in seen:
                 continue
             seen.add(key)
-            owner = Owner("pip", name, dist.version)
+            owner = Owner("pip", name, md["Version"])
             self._dists.append(owner)
             root = os.path.dirname(os.fspath(base)) if base is not None else None
             if root is None:
@@ -157,6 +158,11 @@ class OwnerIndex:
             return None
         return self.pip_owner(path) or (self._conda_owner(path) if self._prefixes else None) \
             or (self._dpkg_owner(path) if path.startswith(("/usr/", "/lib")) else None)
+
+    def label(self, path: Optional[str]) -> Optional[str]:
+        """The owner of ``path`` as reports name it (``numpy 2.4.6``), or None."""
+        o = self.owner(path)
+        return str(o) if o else None
 
     def owners(self, paths: Iterable[str]) -> Dict[str, Optional[Owner]]:
         return {p: self.owner(p) for p in paths}

@@ -44,19 +44,20 @@ class RequirementIndex:
         self.versions: Dict[str, str] = {}
         self.display: Dict[str, str] = {}
         self.requires: Dict[str, List[Requirement]] = {}
-        self.unparsed: List[str] = []
         self._extras: Optional[Dict[str, FrozenSet[str]]] = None
         self._marker_env = dict(marker_env or {})
         for dist in metadata.distributions(path=list(site_dirs)):
-            name = dist.metadata["Name"] if dist.metadata else None
+            md = dist.metadata            # each access reads and parses METADATA again
+            name = md["Name"] if md else None
             if not name:
                 continue
             key = canonical_name(name)
             if key in self.versions:      # the first on the path wins, as for imports
                 continue
-            self.versions[key] = dist.version
+            self.versions[key] = md["Version"]
             self.display[key] = name
-            self.requires[key] = self._parse(key, dist.requires or ())
+            # an .egg-info keeps them in requires.txt, which only dist.requires reads
+            self.requires[key] = self._parse(key, md.get_all("Requires-Dist") or dist.requires or ())
 
     def _parse(self, requirer: str, lines: Iterable[str]) -> List[Requirement]:
         from packaging.requirements import InvalidRequirement, Requirement as PkgRequirement
@@ -65,8 +66,7 @@ class RequirementIndex:
         for line in lines:
             try:
                 req = PkgRequirement(line)
-            except InvalidRequirement:
-                self.unparsed.append(f"{requirer}: {line}")
+            except InvalidRequirement:      # not PEP 508: pip cannot act on it either
                 continue
             extra = None
             if req.marker is not None:
@@ -82,9 +82,6 @@ class RequirementIndex:
             out.append(Requirement(requirer, canonical_name(req.name), str(req.specifier), extra, line,
                                    tuple(sorted(canonical_name(x) for x in req.extras))))
         return out
-
-    def installed(self, name: str) -> Optional[str]:
-        return self.versions.get(canonical_name(name))
 
     def _extras_in_use(self) -> Dict[str, FrozenSet[str]]:
         """Per distribution, the extras that apply: those another active requirement asks for
@@ -185,14 +182,11 @@ def _satisfied(spec: str, version: str) -> Optional[bool]:
         return None
 
 
-def requirement_findings(index: RequirementIndex, names: Optional[Iterable[str]] = None) -> List[Finding]:
+def requirement_findings(index: RequirementIndex) -> List[Finding]:
     """REQUIREMENT_MISMATCH / REQUIREMENT_MISSING for the CUDA-related requirements of the
     installed distributions (as ``pip check`` would, limited to the CUDA stack)."""
     out: List[Finding] = []
-    only = {canonical_name(n) for n in names} if names is not None else None
     for dist in sorted(index.requires):
-        if only is not None and dist not in only:
-            continue
         for r in index.active(dist):
             if not _CUDA_REQUIREMENT.match(r.name):
                 continue

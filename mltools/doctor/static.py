@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from mltools.doctor import cuda
-from mltools.doctor.cuda_context import LOADER_VARS, PassContext, cuda_stack, framework_reach, retry_after_pathfinder
+from mltools.doctor.cuda_context import PassContext, cuda_stack, framework_reach, retry_after_pathfinder
 from mltools.elf import runtimes as rt
 from mltools.python import InterpreterInfo
 from mltools.doctor.model import DlopenLibrary, GpuTarget, PackageGpuCode, RuntimeCopy
@@ -65,11 +65,6 @@ class _Node:
     needed_by: Set[str] = field(default_factory=set)
 
 
-def owner_text(owners: OwnerIndex, path: Optional[str]) -> Optional[str]:
-    o = owners.owner(path) if path else None
-    return str(o) if o else None
-
-
 def _bad_elf_finding(path: str, reason: str, owners: OwnerIndex) -> Finding:
     lfs = False
     try:
@@ -85,10 +80,9 @@ def _bad_elf_finding(path: str, reason: str, owners: OwnerIndex) -> Finding:
     return Finding("BAD_ELF", Severity.ERROR,
                    f"{path}: {reason}: a search of the loader that reaches this file fails there "
                    "(it does not search further)", fix=fix,
-                   details={"path": path, "package": str(owner) if owner else None, "git_lfs_pointer": lfs})
+                   details={"path": path, "package": owners.label(path), "git_lfs_pointer": lfs})
 
 
-_LOADER_VARS = LOADER_VARS
 # Resolver findings passed on as they are. MISSING is regrouped per module as
 # MISSING_LIBRARY; LD_LIBRARY_PATH traps come from the environment pass; hwcaps
 # picks and skipped foreign-class files are normal.
@@ -136,7 +130,7 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     from mltools.elf.ldtree import Resolver
 
     resolver = Resolver()        # one loader model (cache, directory listings, headers) for the pass
-    ctx = PassContext(interp, owners, reqs, frameworks, infos, candidates)
+    ctx = PassContext(interp, owners, reqs, frameworks, infos, candidates, environ)
     programs = {p for p, as_ext in _roots(candidates, infos) if not as_ext}
     # one read of every library's sections: the names it may dlopen, its GPU code
     libs = [p for p, info in infos.items() if info.type == 3 and p not in programs]
@@ -145,13 +139,13 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     ctx.holders = {path: (infos[path].soname, infos[path].needed, names) for path, names in ctx.scan.names.items()}
     timings["read"] = time.perf_counter() - t
     t = time.perf_counter()
-    trees, tree_findings, nodes, after = _resolve(interp, candidates, infos, environ, resolver, ctx, steps)
+    trees, tree_findings, nodes, after = _resolve(interp, candidates, infos, resolver, ctx, steps)
     findings += _missing_findings(trees, owners, ext, programs, ctx)
     findings += [_with_owner(f, owners) for f in tree_findings]
     timings["resolve"] = time.perf_counter() - t
     t = time.perf_counter()
-    checks = _check_findings(trees, owners, programs, interp.executable, environ, resolver, after, steps)
-    findings += cuda.version_skew(checks, trees, owners, ctx.env_by_soname, environ)
+    checks = _check_findings(trees, owners, programs, interp.executable, ctx.loader_env, resolver, after, steps)
+    findings += cuda.version_skew(checks, trees, owners, ctx.env_by_soname)
     if programs:
         scope.append(f"symbol and version checks of the {len(programs)} programs found (not extension "
                      "modules): only their libraries are resolved")
@@ -160,7 +154,7 @@ def static_pass(interp: InterpreterInfo, candidates: Sequence[ElfCandidate], own
     findings += _runtime_findings(copies)
     findings += _identical_findings([p for p in infos if p not in ext], infos, owners)
     t = time.perf_counter()
-    cres = cuda_stack(interp, infos, programs, trees, after, owners, environ, resolver, ctx, gpus, driver, steps)
+    cres = cuda_stack(interp, programs, trees, after, owners, resolver, ctx, gpus, driver)
     findings += cres["findings"]
     scope += cres["scope"]
     findings += requirement_findings(reqs)
@@ -196,7 +190,7 @@ def _with_owner(f: Finding, owners: OwnerIndex) -> Finding:
     path = d.get("path") or d.get("object") or d.get("required_by") or d.get("requester")
     if path:
         d["path"] = path
-        d.setdefault("package", owner_text(owners, str(path)))
+        d.setdefault("package", owners.label(str(path)))
     return Finding(f.code, f.severity, f.message, f.fix, d)
 
 
@@ -214,24 +208,26 @@ def _roots(candidates: Sequence[ElfCandidate], infos) -> List[Tuple[str, bool]]:
     return out
 
 
-def _resolve(interp, candidates, infos, environ, resolver, ctx: "PassContext", steps: _Steps):
+def _resolve(interp, candidates, infos, resolver, ctx: "PassContext", steps: _Steps):
     """Resolve every extension module (in the interpreter's process, after the preloads of its
     framework) and program (on its own), then the environment's libraries no root reaches (as a
     dlopen from Python would)."""
     from mltools.elf.ldtree import resolve_tree
     from mltools.errors import MltoolsError
 
-    loader_env = {k: environ[k] for k in _LOADER_VARS if environ.get(k)}
+    loader_env = ctx.loader_env
     main = interp.executable
     roots = _roots(candidates, infos)
     trees = {}
     tree_findings: List[Finding] = []
 
-    def resolve(path, as_dlopen):
+    def resolve(path, as_dlopen, loaded=None):
+        """``loaded``: what is mapped before it (default: for a dlopen, its framework's preloads)."""
         try:
+            if loaded is None:
+                loaded = list(ctx.loaded_before(path)) if as_dlopen else ()
             trees[path] = resolve_tree(path, env=loader_env, main=main if as_dlopen else None,
-                                       loaded=list(ctx.loaded_before(path)) if as_dlopen else (),
-                                       resolver=resolver)
+                                       loaded=loaded, resolver=resolver)
         except MltoolsError as exc:
             tree_findings.append(Finding("UNRESOLVABLE", Severity.WARNING, exc.message,
                                          fix="check the file with mltools elf inspect", details={"path": path}))
@@ -244,23 +240,19 @@ def _resolve(interp, candidates, infos, environ, resolver, ctx: "PassContext", s
     after = _retry_after_imports(trees, roots, infos, candidates, loader_env, main, resolver, tree_findings, ctx)
     after.update(retry_after_pathfinder(trees, roots, loader_env, main, resolver, tree_findings, ctx))
     for path, as_ext in roots:          # the symbol checks see the same process
-        if as_ext and path not in after and ctx.loaded_before(path):
-            after[path] = ctx.loaded_before(path)
+        if as_ext and path not in after:
+            before = ctx.loaded_before(path)
+            if before:
+                after[path] = before
     ctx.reach = framework_reach(trees, ctx)
     reached = {lib.path for t in trees.values() for lib in t.libraries if lib.path}
     for path, info in infos.items():
-        if path in trees or info.type != 3 or not info.has_dynamic or os.path.realpath(path) in reached:
+        if path in trees or info.type != 3 or not info.has_dynamic or ctx.realpath(path) in reached:
             continue
         first = ctx.opened_after(path, main, loader_env, resolver)
         if first:
             after[path] = first
-        try:
-            trees[path] = resolve_tree(path, env=loader_env, main=main, loaded=list(first), resolver=resolver)
-        except MltoolsError as exc:
-            tree_findings.append(Finding("UNRESOLVABLE", Severity.WARNING, exc.message,
-                                         fix="check the file with mltools elf inspect", details={"path": path}))
-        except Exception as exc:  # noqa: BLE001 - one odd file must not sink the whole report
-            tree_findings.append(_internal_error(path, "resolving", exc))
+        resolve(path, True, list(first))
         steps.step()
     for t in trees.values():
         for f in t.findings:
@@ -270,8 +262,8 @@ def _resolve(interp, candidates, infos, environ, resolver, ctx: "PassContext", s
     ext_roots = {p for p, as_ext in roots if as_ext}
     for path, info in infos.items():          # every environment library is a node, reached or not
         if info.type == 3 and path not in ext_roots:
-            nodes.setdefault(os.path.realpath(path), _Node(info.soname or os.path.basename(path), path))
-    spelled = _one_spelling(infos)
+            nodes.setdefault(ctx.realpath(path), _Node(info.soname or os.path.basename(path), path))
+    spelled = _one_spelling(infos, ctx.realpath)
     for t in trees.values():
         for lib in t.libraries:
             key = lib.path or "missing:" + lib.soname
@@ -280,19 +272,19 @@ def _resolve(interp, candidates, infos, environ, resolver, ctx: "PassContext", s
     return trees, tree_findings, nodes, after
 
 
-def _one_spelling(walked: Iterable[str]):
+def _one_spelling(walked: Iterable[str], realpath: Callable[[str], str] = os.path.realpath):
     """path -> the path as the walk spelled it. A tree names its root as given and the objects
     it reaches by the loader's paths, which are real paths: in a venv reached through a symlink
-    one file would otherwise be two needers."""
+    one file would otherwise be two needers. ``realpath``: the pass's memoized one."""
     by_real: Dict[str, str] = {}
     for path in walked:
-        by_real.setdefault(os.path.realpath(path), path)
+        by_real.setdefault(realpath(path), path)
     cache: Dict[str, str] = {}
 
     def spelled(path: str) -> str:
         got = cache.get(path)
         if got is None:
-            got = cache[path] = by_real.get(os.path.realpath(path), path)
+            got = cache[path] = by_real.get(realpath(path), path)
         return got
     return spelled
 
@@ -323,7 +315,7 @@ def _retry_after_imports(trees, roots, infos, candidates, loader_env, main, reso
     by_soname: Dict[str, str] = {}
     for path, info in infos.items():
         if info.type == 3 and path not in trees:
-            by_soname.setdefault(info.soname or os.path.basename(path), os.path.realpath(path))
+            by_soname.setdefault(info.soname or os.path.basename(path), ctx.realpath(path))
     loaded_by: Dict[str, str] = {}          # library realpath -> an extension whose import maps it
     for root in ext_roots:
         t = trees.get(root)
@@ -394,7 +386,7 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str], programs: Set[st
     from mltools.doctor.fixes import missing_library_fix
 
     missing: Dict[str, dict] = {}
-    spelled = _one_spelling(trees)
+    spelled = _one_spelling(trees, ctx.realpath)
     for root, t in trees.items():
         for lib in t.libraries:
             if lib.path is not None or lib.error:
@@ -417,7 +409,7 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str], programs: Set[st
     for needers, sonames in sorted(groups.items(), key=lambda kv: kv[1]):
         first = needers[0]
         owner = owners.owner(first)
-        pkgs = sorted({owner_text(owners, p) or "-" for p in needers})
+        pkgs = sorted({owners.label(p) or "-" for p in needers})
         roots = set().union(*(missing[s]["roots"] for s in sonames))
         if any(r in ext for r in roots):
             kind = "import"
@@ -483,7 +475,7 @@ def _missing_findings(trees, owners: OwnerIndex, ext: Set[str], programs: Set[st
             "MISSING_LIBRARY", severity, msg,
             fix="; ".join(fixes),
             details={"sonames": sonames, "soname": sonames[0], "path": first,
-                     "package": str(owner) if owner else None, "needed_by": list(needers), "packages": pkgs,
+                     "package": owners.label(first), "needed_by": list(needers), "packages": pkgs,
                      "loaded_by": kind,
                      "near_misses": [{"soname": s, "path": os.path.normpath(n.path), "reason": n.reason}
                                      for s, n in nears]}))
@@ -517,7 +509,7 @@ def _required_pin(soname: str, owner, ctx: "PassContext") -> Optional[str]:
 
 
 def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
-                    environ: Mapping[str, str], resolver, after: Mapping[str, Tuple[str, ...]],
+                    loader_env: Mapping[str, str], resolver, after: Mapping[str, Tuple[str, ...]],
                     steps: _Steps) -> List[Finding]:
     """Version needs and undefined symbols (mltools.elf.check) of every extension
     module and library, in the interpreter's process: one symbol cache for the
@@ -528,7 +520,6 @@ def _check_findings(trees, owners: OwnerIndex, programs: Set[str], python: str,
     from mltools.errors import MltoolsError
 
     cache = SymbolCache()
-    loader_env = {k: environ[k] for k in _LOADER_VARS if environ.get(k)}
     try:
         exe = interpreter_binary(python)
     except MltoolsError:
@@ -589,11 +580,11 @@ def _runtime_copies(nodes: Mapping[str, _Node], env_files: Set[str], owners: Own
             continue
         if kind.family == "blas" and kind.implementation == "reference" and node.path:
             kind = _which_blas_really(node.path, kind)
-        pkg = owner_text(owners, node.path)
+        pkg = owners.label(node.path)
         copies.append(RuntimeCopy(kind.family, kind.implementation, kind.major, node.soname,
                                   node.path or "", pkg, tuple(sorted(node.needed_by))))
         if kind.family == "cuda-runtime" and kind.major and kind.major.isdigit():
-            brought = {owner_text(owners, p) or p for p in node.needed_by} or {pkg or node.path or node.soname}
+            brought = {owners.label(p) or p for p in node.needed_by} or {pkg or node.path or node.soname}
             cuda[int(kind.major)].update(brought)
     return copies, {k: tuple(sorted(v)) for k, v in cuda.items()}
 
@@ -743,7 +734,7 @@ def _identical_findings(paths: Sequence[str], infos, owners: OwnerIndex) -> List
     # ordered by their paths, as the report has always listed them
     for digest, group in sorted(identical_groups(paths).groups, key=lambda g: g[1]):
         sonames = {infos[p].soname or os.path.basename(p) for p in group if p in infos}
-        pkgs = sorted({owner_text(owners, p) or "-" for p in group})
+        pkgs = sorted({owners.label(p) or "-" for p in group})
         same = len(sonames) == 1
         out.append(Finding(
             "IDENTICAL_LIBRARY", Severity.INFO,

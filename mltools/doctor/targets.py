@@ -23,7 +23,8 @@ from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence,
 from mltools.findings import Finding, Severity
 
 __all__ = ["Target", "TargetCheck", "VersionedNeed", "target", "target_names", "this_machine",
-           "versioned_needs", "unmet_needs", "target_findings", "best_manylinux", "check_files", "GLIBC_LIBS"]
+           "versioned_needs", "unmet_needs", "target_findings", "best_manylinux", "judge_targets", "check_files",
+           "GLIBC_LIBS"]
 
 GLIBC_LIBS = frozenset({"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "libutil.so.1",
                         "libresolv.so.2", "libanl.so.1", "libnsl.so.1", "libmvec.so.1", "libcrypt.so.1",
@@ -285,11 +286,18 @@ def check_files(paths: Sequence[str], targets: Sequence[Target], owner_of) -> Tu
         for n in info.needed:
             needed.setdefault(n, []).append(p)
     external = {s: files for s, files in needed.items() if s not in shipped and not s.startswith("ld-linux")}
+    return judge_targets(needs, targets, owner_of, shipped, external)
+
+
+def judge_targets(needs_by_file: Mapping[str, Sequence[VersionedNeed]], targets: Sequence[Target], owner_of,
+                  shipped: Iterable[str] = (), external: Mapping[str, Sequence[str]] = ()
+                  ) -> Tuple[List[Finding], List[TargetCheck]]:
+    """:func:`target_findings` for each target, and what the report keeps of each."""
     findings: List[Finding] = []
     checks: List[TargetCheck] = []
     for t in targets:
-        fs = target_findings(needs, t, owner_of, shipped, external)
+        fs = target_findings(needs_by_file, t, owner_of, shipped, external)
         findings += fs
-        checks.append(TargetCheck(t.name, t.kind, t.glibc, dict(t.maxima), t.verified, t.source, len(needs),
-                                  sum(1 for f in fs if f.code == "TARGET_VERSION_MISSING")))
+        checks.append(TargetCheck(t.name, t.kind, t.glibc, dict(t.maxima), t.verified, t.source,
+                                  len(needs_by_file), sum(1 for f in fs if f.code == "TARGET_VERSION_MISSING")))
     return findings, checks

@@ -104,7 +104,7 @@ def _vkey(v: str):
 def check_wheel(path: str, targets, cpu, *, jobs: int = 1, progress: Optional[Callable] = None,
                 explicit_cpu: bool = False) -> WheelCheck:
     from mltools._lifecycle import temp_dir
-    from mltools.doctor.targets import (PROVIDED, best_manylinux, target_findings, versioned_needs)
+    from mltools.doctor.targets import PROVIDED, best_manylinux, judge_targets, versioned_needs
     from mltools.elf.ldtree import Resolver, resolve_tree
     from mltools.elf.reader import read_elf
     from mltools.errors import MltoolsError
@@ -178,12 +178,9 @@ def check_wheel(path: str, targets, cpu, *, jobs: int = 1, progress: Optional[Ca
         all_needs = [n for ns in needs_by_file.values() for n in ns]
         manylinux = best_manylinux(all_needs, shipped, external)
         owner = f"{name} {version}" if name else os.path.basename(path)
-        checks = []
-        for t in targets:
-            fs = target_findings(needs_by_file, t, lambda p: owner, shipped, {k: tuple(v) for k, v in external.items()})
-            findings += fs
-            checks.append(TargetCheck(t.name, t.kind, t.glibc, dict(t.maxima), t.verified, t.source,
-                                      len(needs_by_file), sum(1 for f in fs if f.code == "TARGET_VERSION_MISSING")))
+        target_fs, checks = judge_targets(needs_by_file, targets, lambda p: owner, shipped,
+                                          {k: tuple(v) for k, v in external.items()})
+        findings += target_fs
         isa_summary = None
         from mltools.elf.isa import decoder_available
         if cpu is not None and decoder_available():
@@ -219,15 +216,18 @@ def _relative_isa(summary: IsaSummary, rel: Dict[str, str]) -> IsaSummary:
 
 
 def check_wheels(paths: Sequence[str], target_names: Sequence[str] = (), cpu: Optional[str] = None,
-                 isa: bool = True, fail_on: Optional[FailOn] = None, jobs: int = 1,
+                 isa: bool = True, fail_on: Optional[FailOn] = None, jobs: Optional[int] = 1,
                  progress: Optional[Callable] = None) -> WheelReport:
     """Check each wheel; one that cannot be read is an ItemError and the others go on.
-    Without ``target_names`` the target is this machine (its glibc and system libstdc++)."""
+    Without ``target_names`` the target is this machine (its glibc and system libstdc++).
+    ``jobs``: worker processes of the CPU-instruction scan (None or 0: the usable CPUs)."""
+    from mltools._sysfs import usable_cpus
     from mltools.doctor.core import resolve_cpu, resolve_targets
     from mltools.doctor.targets import this_machine
     from mltools.findings import require_some_processed
 
     fail_on = fail_on or FailOn()
+    jobs = jobs or usable_cpus()
     targets = resolve_targets(target_names) or [this_machine(_system_libs())]
     cpu_t = resolve_cpu(cpu) if isa else None
     wheels, errors = [], []
