@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Tuple
 
 import click
 
@@ -26,6 +26,22 @@ def pass_output(raw, as_json: bool) -> None:
     """The target's own output, after it exited: stdout to stdout (stderr with --json)."""
     write_bytes(sys.stderr if as_json else sys.stdout, raw.stdout)
     write_bytes(sys.stderr, raw.stderr)
+
+
+def check_options(report_file: Optional[str], persistent: bool, sweep: bool) -> None:
+    """Before the target runs: --report can be written, and --persistent comes with --sweep."""
+    from mltools.errors import UsageError
+
+    if report_file:
+        from mltools._files import check_writable
+        check_writable(report_file, "--report")
+    if persistent and not sweep:
+        raise UsageError("--persistent is a --sweep option (for one run use --after N)")
+
+
+def name_list(text: Optional[str]) -> Tuple[str, ...]:
+    """--only's comma-separated names, blanks dropped."""
+    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else ()
 
 
 def write_report(path: Optional[str], result) -> None:

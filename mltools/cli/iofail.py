@@ -85,16 +85,12 @@ def io_fail_cmd(ctx, after, fail_at, count, only, path_glob, errno_name, short_w
     import shlex
 
     from mltools.cli._output import Progress
-    from mltools.cli._shimcmd import finish_run, finish_sweep, program_errors
+    from mltools.cli._shimcmd import check_options, finish_run, finish_sweep, name_list, program_errors
     from mltools.errors import UsageError
     from mltools.iofail.config import IoFailSpec, IoRunOptions
     from mltools.preload.runner import stdin_for_single_run, stdin_for_sweep
 
-    if report_file:
-        from mltools._files import check_writable
-        check_writable(report_file, "--report")
-    if persistent and not sweep:
-        raise UsageError("--persistent is a --sweep option (for one run use --after N)")
+    check_options(report_file, persistent, sweep)
     try:
         check = tuple(shlex.split(check_cmd)) if check_cmd else ()
     except ValueError as exc:
@@ -102,7 +98,7 @@ def io_fail_cmd(ctx, after, fail_at, count, only, path_glob, errno_name, short_w
     if check_cmd is not None and not check:
         raise UsageError("--check: an empty command")
     spec = IoFailSpec(after=after, fail_at=fail_at, count=count,
-                      only=tuple(x.strip() for x in only.split(",") if x.strip()) if only else (),
+                      only=name_list(only),
                       path=os.path.join(os.getcwd(), path_glob) if path_glob else None, errno_name=errno_name,
                       short_write=short_write)
     if spec.count is not None and not spec.injects:

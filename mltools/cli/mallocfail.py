@@ -91,19 +91,15 @@ def malloc_fail_cmd(ctx, after, fail_at, count, probability, seed, min_size, max
     after printing the points it had finished.
     """
     from mltools.cli._output import Progress
-    from mltools.cli._shimcmd import finish_run, finish_sweep, program_errors
+    from mltools.cli._shimcmd import check_options, finish_run, finish_sweep, name_list, program_errors
     from mltools.errors import UsageError
     from mltools.mallocfail.config import FailSpec, RunOptions
     from mltools.preload.runner import stdin_for_single_run, stdin_for_sweep
 
-    if report_file:
-        from mltools._files import check_writable
-        check_writable(report_file, "--report")     # before the target runs, not after
-    if persistent and not sweep:
-        raise UsageError("--persistent is a --sweep option (for one run use --after N)")
+    check_options(report_file, persistent, sweep)
     spec = FailSpec(after=after, fail_at=fail_at, count=count, probability=probability, seed=seed,
                     min_size=min_size or 0, max_size=max_size,
-                    only=tuple(x.strip() for x in only.split(",") if x.strip()) if only else (),
+                    only=name_list(only),
                     per_thread=per_thread)
     options = RunOptions(scope=scope, forward=forward, python_malloc=python_malloc, target_exe=target_exe,
                          timeout_s=timeout_s, max_records=max_records)
